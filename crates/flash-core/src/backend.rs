@@ -1,0 +1,88 @@
+//! The cache backend trait: what flash needs from memcached, Redis or an
+//! in-process store. Implementations live in their own crates (or, for the
+//! in-process one, behind the `memory` feature).
+
+use crate::error::BackendError;
+use async_trait::async_trait;
+use std::time::Duration;
+
+/// A cache server, seen as bytes in and bytes out.
+///
+/// `ttl` of [`Duration::ZERO`] means "no expiry". Keys are at most 250 bytes of
+/// printable ASCII (see [`crate::key`]). Every operation is atomic on its key;
+/// `compare_and_swap` is what makes leases (and so stale-free fills) possible.
+#[async_trait]
+pub trait Backend: Send + Sync + 'static {
+    /// A short name for logs and metrics ("memory", "redis", "memcache").
+    fn name(&self) -> &'static str;
+
+    /// The values of `keys`, in order; one round trip per server.
+    async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, BackendError>;
+
+    /// Stores `value` unconditionally.
+    async fn set(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), BackendError>;
+
+    /// Stores `value` only if `key` holds nothing; `true` when it did.
+    async fn add(&self, key: &str, value: &[u8], ttl: Duration) -> Result<bool, BackendError>;
+
+    /// Replaces the value of `key` with `new` (or deletes it when `new` is `None`)
+    /// only if it currently holds exactly `expected`; `true` when it did.
+    async fn compare_and_swap(
+        &self,
+        key: &str,
+        expected: &[u8],
+        new: Option<&[u8]>,
+        ttl: Duration,
+    ) -> Result<bool, BackendError>;
+
+    /// Removes `key`; no error when it is absent.
+    async fn delete(&self, key: &str) -> Result<(), BackendError>;
+
+    /// Stores several values unconditionally (invalidation writes many markers).
+    /// The default sends them one by one; backends override with a pipeline.
+    async fn set_many(&self, items: &[(String, Vec<u8>)], ttl: Duration) -> Result<(), BackendError> {
+        for (k, v) in items {
+            self.set(k, v, ttl).await?;
+        }
+        Ok(())
+    }
+
+    /// The largest value the backend stores; larger values are served but not cached.
+    fn max_value_size(&self) -> usize {
+        usize::MAX
+    }
+}
+
+#[async_trait]
+impl<B: Backend + ?Sized> Backend for std::sync::Arc<B> {
+    fn name(&self) -> &'static str {
+        (**self).name()
+    }
+    async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, BackendError> {
+        (**self).get_many(keys).await
+    }
+    async fn set(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), BackendError> {
+        (**self).set(key, value, ttl).await
+    }
+    async fn add(&self, key: &str, value: &[u8], ttl: Duration) -> Result<bool, BackendError> {
+        (**self).add(key, value, ttl).await
+    }
+    async fn compare_and_swap(
+        &self,
+        key: &str,
+        expected: &[u8],
+        new: Option<&[u8]>,
+        ttl: Duration,
+    ) -> Result<bool, BackendError> {
+        (**self).compare_and_swap(key, expected, new, ttl).await
+    }
+    async fn delete(&self, key: &str) -> Result<(), BackendError> {
+        (**self).delete(key).await
+    }
+    async fn set_many(&self, items: &[(String, Vec<u8>)], ttl: Duration) -> Result<(), BackendError> {
+        (**self).set_many(items, ttl).await
+    }
+    fn max_value_size(&self) -> usize {
+        (**self).max_value_size()
+    }
+}

@@ -1,0 +1,96 @@
+//! What a cache entry holds, and its bytes.
+//!
+//! Layout: a magic byte, a layout version byte, then the [`Entry`] in postcard.
+//! Bytes that do not decode (garbage, truncation, an older layout) are
+//! [`Decoded::Garbage`]: the read path treats them as a miss and refills.
+
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+
+const MAGIC: u8 = 0xF1;
+const LAYOUT: u8 = 1;
+
+/// One cache entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Entry {
+    /// A filled value: the class's dynamic version at fill time, the fill time
+    /// (ms since the Unix epoch) and the class's payload.
+    Value { version: i64, filled_ms: u64, payload: Vec<u8> },
+    /// Written by an invalidation. The nonce makes every marker unique, so a
+    /// compare-and-swap against an older marker fails.
+    Stale { at_ms: u64, nonce: u64 },
+    /// Taken by the one reader that fills a missing key; the fill only lands
+    /// if this very lease is still there.
+    Lease { token: u64, at_ms: u64 },
+}
+
+/// The result of decoding raw cache bytes.
+#[derive(Debug)]
+pub enum Decoded {
+    Entry(Entry),
+    Garbage,
+}
+
+pub fn encode_entry(e: &Entry) -> Vec<u8> {
+    let mut out = Vec::with_capacity(16 + if let Entry::Value { payload, .. } = e { payload.len() } else { 0 });
+    out.push(MAGIC);
+    out.push(LAYOUT);
+    // Encoding into a Vec cannot fail for these plain types.
+    postcard::to_io(e, &mut out).expect("postcard encodes into a Vec");
+    out
+}
+
+pub fn decode_entry(bytes: &[u8]) -> Decoded {
+    match bytes {
+        [MAGIC, LAYOUT, rest @ ..] => match postcard::from_bytes::<Entry>(rest) {
+            Ok(e) => Decoded::Entry(e),
+            Err(_) => Decoded::Garbage,
+        },
+        _ => Decoded::Garbage,
+    }
+}
+
+/// Encodes a class's result for the payload of an [`Entry::Value`].
+pub fn encode_payload<T: Serialize>(v: &T) -> Result<Vec<u8>, postcard::Error> {
+    postcard::to_allocvec(v)
+}
+
+/// Decodes a payload; `None` when the bytes are not a `T` (e.g. the row type
+/// changed without a version bump): the read path refills.
+pub fn decode_payload<T: DeserializeOwned>(bytes: &[u8]) -> Option<T> {
+    postcard::from_bytes(bytes).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip() {
+        let e = Entry::Value { version: 3, filled_ms: 17, payload: encode_payload(&("a", 1u32)).unwrap() };
+        let bytes = encode_entry(&e);
+        match decode_entry(&bytes) {
+            Decoded::Entry(d) => assert_eq!(d, e),
+            Decoded::Garbage => panic!("did not decode"),
+        }
+    }
+
+    #[test]
+    fn garbage_truncation_and_old_layouts_are_garbage() {
+        let e = Entry::Value { version: 3, filled_ms: 17, payload: vec![1; 40] };
+        let bytes = encode_entry(&e);
+        for cut in 0..bytes.len() {
+            assert!(matches!(decode_entry(&bytes[..cut]), Decoded::Garbage), "cut at {cut}");
+        }
+        let mut old = bytes.clone();
+        old[1] = 0;
+        assert!(matches!(decode_entry(&old), Decoded::Garbage));
+        assert!(matches!(decode_entry(b"hello world"), Decoded::Garbage));
+        assert!(matches!(decode_entry(&[]), Decoded::Garbage));
+    }
+
+    #[test]
+    fn payload_of_wrong_type_is_none() {
+        let bytes = encode_payload(&"text").unwrap();
+        assert_eq!(decode_payload::<Vec<(u64, u64, u64)>>(&bytes), None);
+    }
+}

@@ -1,0 +1,132 @@
+//! The in-process backend, the embedded default: a moka cache of byte values with
+//! per-entry TTL, bounded by total bytes.
+
+use crate::backend::Backend;
+use crate::error::BackendError;
+use async_trait::async_trait;
+use moka::future::Cache;
+use moka::ops::compute::Op;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Stored item; the TTL travels with it so that moka's per-entry expiry can read it.
+#[derive(Debug)]
+struct Item {
+    bytes: Vec<u8>,
+    ttl: Option<Duration>,
+}
+
+struct PerItemTtl;
+
+impl moka::Expiry<String, Arc<Item>> for PerItemTtl {
+    fn expire_after_create(&self, _: &String, v: &Arc<Item>, _: Instant) -> Option<Duration> {
+        v.ttl
+    }
+    fn expire_after_update(&self, _: &String, v: &Arc<Item>, _: Instant, _: Option<Duration>) -> Option<Duration> {
+        v.ttl
+    }
+}
+
+/// An in-process cache. Cloning is cheap and shares the store.
+#[derive(Clone)]
+pub struct MemoryBackend {
+    cache: Cache<String, Arc<Item>>,
+}
+
+impl std::fmt::Debug for MemoryBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryBackend").field("entries", &self.cache.entry_count()).finish()
+    }
+}
+
+impl Default for MemoryBackend {
+    fn default() -> Self {
+        Self::with_capacity_bytes(256 * 1024 * 1024)
+    }
+}
+
+fn item(value: &[u8], ttl: Duration) -> Arc<Item> {
+    Arc::new(Item { bytes: value.to_vec(), ttl: (!ttl.is_zero()).then_some(ttl) })
+}
+
+impl MemoryBackend {
+    /// A store holding at most `bytes` of keys and values (approximately).
+    pub fn with_capacity_bytes(bytes: u64) -> Self {
+        let cache = Cache::builder()
+            .max_capacity(bytes)
+            .weigher(|k: &String, v: &Arc<Item>| (k.len() + v.bytes.len() + 48).try_into().unwrap_or(u32::MAX))
+            .expire_after(PerItemTtl)
+            .build();
+        MemoryBackend { cache }
+    }
+
+    /// Number of entries (approximate until pending maintenance has run).
+    pub fn entry_count(&self) -> u64 {
+        self.cache.entry_count()
+    }
+
+    /// Runs moka's pending maintenance (evictions, counts); for tests and benches.
+    pub async fn sync(&self) {
+        self.cache.run_pending_tasks().await;
+    }
+
+    /// Total weighted size in bytes (after [`Self::sync`]).
+    pub fn weighted_size(&self) -> u64 {
+        self.cache.weighted_size()
+    }
+}
+
+#[async_trait]
+impl Backend for MemoryBackend {
+    fn name(&self) -> &'static str {
+        "memory"
+    }
+
+    async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, BackendError> {
+        let mut out = Vec::with_capacity(keys.len());
+        for k in keys {
+            out.push(self.cache.get(k).await.map(|i| i.bytes.clone()));
+        }
+        Ok(out)
+    }
+
+    async fn set(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), BackendError> {
+        self.cache.insert(key.to_owned(), item(value, ttl)).await;
+        Ok(())
+    }
+
+    async fn add(&self, key: &str, value: &[u8], ttl: Duration) -> Result<bool, BackendError> {
+        let entry = self.cache.entry(key.to_owned()).or_insert_with(async { item(value, ttl) }).await;
+        Ok(entry.is_fresh())
+    }
+
+    async fn compare_and_swap(
+        &self,
+        key: &str,
+        expected: &[u8],
+        new: Option<&[u8]>,
+        ttl: Duration,
+    ) -> Result<bool, BackendError> {
+        let result = self
+            .cache
+            .entry(key.to_owned())
+            .and_compute_with(|current| {
+                let op = match current {
+                    Some(e) if e.value().bytes == expected => match new {
+                        Some(v) => Op::Put(item(v, ttl)),
+                        None => Op::Remove,
+                    },
+                    _ => Op::Nop,
+                };
+                std::future::ready(op)
+            })
+            .await;
+        use moka::ops::compute::CompResult;
+        Ok(matches!(result, CompResult::Inserted(_) | CompResult::ReplacedWith(_) | CompResult::Removed(_)))
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), BackendError> {
+        self.cache.invalidate(key).await;
+        Ok(())
+    }
+}
