@@ -12,6 +12,7 @@ pub mod error;
 pub mod key;
 #[cfg(feature = "memory")]
 pub mod memory;
+pub mod resilient;
 pub mod value;
 
 pub use backend::Backend;
