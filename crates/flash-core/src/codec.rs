@@ -13,8 +13,8 @@ const LAYOUT: u8 = 1;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Entry {
     /// A filled value: the class's dynamic version at fill time, the fill time
-    /// (ms since the Unix epoch) and the class's payload.
-    Value { version: i64, filled_ms: u64, payload: Vec<u8> },
+    /// (ms since the Unix epoch) and the class's payload (lz4 when `compressed`).
+    Value { version: i64, filled_ms: u64, compressed: bool, payload: Vec<u8> },
     /// Written by an invalidation. The nonce makes every marker unique, so a
     /// compare-and-swap against an older marker fails.
     Stale { at_ms: u64, nonce: u64 },
@@ -60,13 +60,23 @@ pub fn decode_payload<T: DeserializeOwned>(bytes: &[u8]) -> Option<T> {
     postcard::from_bytes(bytes).ok()
 }
 
+/// Compresses a payload (lz4, size-prepended).
+pub fn compress(payload: &[u8]) -> Vec<u8> {
+    lz4_flex::compress_prepend_size(payload)
+}
+
+/// Decompresses a payload; `None` on corrupt input.
+pub fn decompress(bytes: &[u8]) -> Option<Vec<u8>> {
+    lz4_flex::decompress_size_prepended(bytes).ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn round_trip() {
-        let e = Entry::Value { version: 3, filled_ms: 17, payload: encode_payload(&("a", 1u32)).unwrap() };
+        let e = Entry::Value { version: 3, filled_ms: 17, compressed: false, payload: encode_payload(&("a", 1u32)).unwrap() };
         let bytes = encode_entry(&e);
         match decode_entry(&bytes) {
             Decoded::Entry(d) => assert_eq!(d, e),
@@ -76,7 +86,7 @@ mod tests {
 
     #[test]
     fn garbage_truncation_and_old_layouts_are_garbage() {
-        let e = Entry::Value { version: 3, filled_ms: 17, payload: vec![1; 40] };
+        let e = Entry::Value { version: 3, filled_ms: 17, compressed: false, payload: vec![1; 40] };
         let bytes = encode_entry(&e);
         for cut in 0..bytes.len() {
             assert!(matches!(decode_entry(&bytes[..cut]), Decoded::Garbage), "cut at {cut}");
@@ -86,6 +96,15 @@ mod tests {
         assert!(matches!(decode_entry(&old), Decoded::Garbage));
         assert!(matches!(decode_entry(b"hello world"), Decoded::Garbage));
         assert!(matches!(decode_entry(&[]), Decoded::Garbage));
+    }
+
+    #[test]
+    fn compression_round_trips_and_rejects_garbage() {
+        let payload = vec![7u8; 10_000];
+        let c = compress(&payload);
+        assert!(c.len() < 1000);
+        assert_eq!(decompress(&c).as_deref(), Some(&payload[..]));
+        assert_eq!(decompress(&[255, 255, 255, 127, 1, 2]), None);
     }
 
     #[test]

@@ -1,1 +1,431 @@
-//! (being written)
+//! A wrapper that keeps a sick cache server from slowing the application down.
+//!
+//! Lookups fall back to the database when the cache fails, so the worst a cache
+//! outage may cost is latency. [`ResilientBackend`] bounds that cost twice over:
+//! every operation gets a deadline (a hung server becomes [`BackendError::Timeout`]
+//! after, by default, 50 ms), and a circuit breaker stops calling a server that
+//! keeps failing, so that requests fail at once with [`BackendError::CircuitOpen`]
+//! instead of each waiting for its own timeout.
+//!
+//! The breaker: *closed* (normal) until `failure_threshold` operations in a row
+//! fail; then *open* for `cool_down`, failing everything without calling the
+//! server; then *half-open*, letting a single probe through. The probe's success
+//! closes the breaker, its failure opens it for another cool-down.
+
+use crate::backend::Backend;
+use crate::error::BackendError;
+use async_trait::async_trait;
+use std::future::Future;
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// The state of a [`ResilientBackend`]'s circuit breaker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BreakerState {
+    /// Operations go to the server.
+    Closed,
+    /// The server failed repeatedly; operations fail fast until the cool-down ends.
+    Open,
+    /// The cool-down ended; one probe operation is (or may be) in flight.
+    HalfOpen,
+}
+
+/// Settings of a [`ResilientBackend`]; start from [`ResilientBackend::builder`].
+#[derive(Debug, Clone)]
+pub struct ResilientBuilder<B> {
+    inner: B,
+    timeout: Duration,
+    failure_threshold: u32,
+    cool_down: Duration,
+}
+
+impl<B: Backend> ResilientBuilder<B> {
+    /// Deadline of each operation (default 50 ms).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Consecutive failures that open the breaker (default 5; at least 1).
+    pub fn failure_threshold(mut self, n: u32) -> Self {
+        self.failure_threshold = n.max(1);
+        self
+    }
+
+    /// How long the breaker stays open before it lets a probe through (default 1 s).
+    pub fn cool_down(mut self, cool_down: Duration) -> Self {
+        self.cool_down = cool_down;
+        self
+    }
+
+    pub fn build(self) -> ResilientBackend<B> {
+        ResilientBackend {
+            inner: self.inner,
+            timeout: self.timeout,
+            failure_threshold: self.failure_threshold,
+            cool_down: self.cool_down,
+            breaker: Mutex::new(Breaker { state: State::Closed, consecutive_failures: 0 }),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum State {
+    Closed,
+    Open { until: Instant },
+    HalfOpen { probe_in_flight: bool },
+}
+
+#[derive(Debug)]
+struct Breaker {
+    state: State,
+    consecutive_failures: u32,
+}
+
+/// A [`Backend`] wrapper adding a per-operation timeout and a circuit breaker
+/// (see the module docs). Its errors are the inner backend's, plus
+/// [`BackendError::Timeout`] and [`BackendError::CircuitOpen`].
+#[derive(Debug)]
+pub struct ResilientBackend<B> {
+    inner: B,
+    timeout: Duration,
+    failure_threshold: u32,
+    cool_down: Duration,
+    breaker: Mutex<Breaker>,
+}
+
+/// The right to make one call; a probe's permit must report its outcome.
+struct Permit<'a, B: Backend> {
+    backend: &'a ResilientBackend<B>,
+    probe: bool,
+    done: bool,
+}
+
+impl<B: Backend> Drop for Permit<'_, B> {
+    fn drop(&mut self) {
+        // A probe whose future was dropped (the caller gave up) never reported;
+        // free the half-open slot so that the next operation probes instead.
+        if self.probe && !self.done {
+            let mut b = self.backend.lock();
+            if let State::HalfOpen { .. } = b.state {
+                b.state = State::HalfOpen { probe_in_flight: false };
+            }
+        }
+    }
+}
+
+impl<B: Backend> ResilientBackend<B> {
+    /// Wraps `inner` with the default settings (50 ms, 5 failures, 1 s cool-down).
+    pub fn new(inner: B) -> Self {
+        Self::builder(inner).build()
+    }
+
+    /// Starts configuring a wrapper around `inner`.
+    pub fn builder(inner: B) -> ResilientBuilder<B> {
+        ResilientBuilder {
+            inner,
+            timeout: Duration::from_millis(50),
+            failure_threshold: 5,
+            cool_down: Duration::from_secs(1),
+        }
+    }
+
+    /// The wrapped backend.
+    pub fn inner(&self) -> &B {
+        &self.inner
+    }
+
+    /// The breaker's current state (an open breaker whose cool-down has ended
+    /// reports `HalfOpen`: the next operation will probe).
+    pub fn state(&self) -> BreakerState {
+        match self.lock().state {
+            State::Closed => BreakerState::Closed,
+            State::Open { until } if Instant::now() < until => BreakerState::Open,
+            State::Open { .. } | State::HalfOpen { .. } => BreakerState::HalfOpen,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Breaker> {
+        // The breaker's state is always consistent (no await or panic while held),
+        // so a poisoned lock is safe to keep using.
+        self.breaker.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn admit(&self) -> Result<Permit<'_, B>, BackendError> {
+        let mut b = self.lock();
+        let probe = match b.state {
+            State::Closed => false,
+            State::Open { until } if Instant::now() < until => return Err(BackendError::CircuitOpen),
+            State::Open { .. } | State::HalfOpen { probe_in_flight: false } => {
+                b.state = State::HalfOpen { probe_in_flight: true };
+                true
+            }
+            State::HalfOpen { probe_in_flight: true } => return Err(BackendError::CircuitOpen),
+        };
+        Ok(Permit { backend: self, probe, done: false })
+    }
+
+    fn record(&self, permit: &mut Permit<'_, B>, failed: bool) {
+        permit.done = true;
+        let name = self.inner.name();
+        let mut b = self.lock();
+        if !failed {
+            b.consecutive_failures = 0;
+            if !matches!(b.state, State::Closed) {
+                b.state = State::Closed;
+                metrics::gauge!("flash_breaker_open", "backend" => name).set(0.0);
+                tracing::warn!(backend = name, "cache circuit breaker closed: backend recovered");
+            }
+            return;
+        }
+        metrics::counter!("flash_backend_errors_total", "backend" => name).increment(1);
+        b.consecutive_failures = b.consecutive_failures.saturating_add(1);
+        let trip = match b.state {
+            State::Closed => b.consecutive_failures >= self.failure_threshold,
+            // A failed probe (or a call admitted before the breaker opened and
+            // finishing late) keeps the breaker open for a fresh cool-down.
+            State::HalfOpen { .. } => true,
+            State::Open { .. } => false,
+        };
+        if trip {
+            b.state = State::Open { until: Instant::now() + self.cool_down };
+            metrics::gauge!("flash_breaker_open", "backend" => name).set(1.0);
+            tracing::warn!(
+                backend = name,
+                failures = b.consecutive_failures,
+                cool_down = ?self.cool_down,
+                "cache circuit breaker opened"
+            );
+        }
+    }
+
+    /// Runs one operation of the inner backend under the deadline and the breaker.
+    /// `op` is not polled (so does not reach the server) when the breaker refuses.
+    async fn guard<T>(&self, op: impl Future<Output = Result<T, BackendError>>) -> Result<T, BackendError> {
+        let mut permit = self.admit()?;
+        let result = match tokio::time::timeout(self.timeout, op).await {
+            Ok(r) => r,
+            Err(_elapsed) => Err(BackendError::Timeout(self.timeout)),
+        };
+        let failed = match &result {
+            Ok(_) => false,
+            Err(e) => is_server_failure(e),
+        };
+        self.record(&mut permit, failed);
+        result
+    }
+}
+
+/// Whether an error says something about the server's health. Caller mistakes
+/// (a value over the item limit, a bad URL) must not open the breaker.
+fn is_server_failure(e: &BackendError) -> bool {
+    match e {
+        BackendError::Unreachable(_) | BackendError::Timeout(_) | BackendError::Protocol(_) => true,
+        BackendError::CircuitOpen => true,
+        BackendError::TooLarge { .. } | BackendError::BadUrl { .. } => false,
+    }
+}
+
+#[async_trait]
+impl<B: Backend> Backend for ResilientBackend<B> {
+    fn name(&self) -> &'static str {
+        self.inner.name()
+    }
+
+    async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, BackendError> {
+        self.guard(self.inner.get_many(keys)).await
+    }
+
+    async fn set(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), BackendError> {
+        self.guard(self.inner.set(key, value, ttl)).await
+    }
+
+    async fn add(&self, key: &str, value: &[u8], ttl: Duration) -> Result<bool, BackendError> {
+        self.guard(self.inner.add(key, value, ttl)).await
+    }
+
+    async fn compare_and_swap(
+        &self,
+        key: &str,
+        expected: &[u8],
+        new: Option<&[u8]>,
+        ttl: Duration,
+    ) -> Result<bool, BackendError> {
+        self.guard(self.inner.compare_and_swap(key, expected, new, ttl)).await
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), BackendError> {
+        self.guard(self.inner.delete(key)).await
+    }
+
+    async fn set_many(&self, items: &[(String, Vec<u8>)], ttl: Duration) -> Result<(), BackendError> {
+        self.guard(self.inner.set_many(items, ttl)).await
+    }
+
+    fn max_value_size(&self) -> usize {
+        self.inner.max_value_size()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+
+    /// A backend that fails (or hangs) on demand and counts the calls reaching it.
+    #[derive(Default)]
+    struct Flaky {
+        failing: AtomicBool,
+        delay_ms: AtomicU64,
+        calls: AtomicUsize,
+    }
+
+    impl Flaky {
+        async fn op(&self) -> Result<(), BackendError> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            let delay = self.delay_ms.load(Ordering::SeqCst);
+            if delay > 0 {
+                tokio::time::sleep(Duration::from_millis(delay)).await;
+            }
+            if self.failing.load(Ordering::SeqCst) {
+                Err(BackendError::Unreachable("fake server down".into()))
+            } else {
+                Ok(())
+            }
+        }
+    }
+
+    #[async_trait]
+    impl Backend for Flaky {
+        fn name(&self) -> &'static str {
+            "flaky"
+        }
+        async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, BackendError> {
+            self.op().await.map(|()| vec![None; keys.len()])
+        }
+        async fn set(&self, _: &str, _: &[u8], _: Duration) -> Result<(), BackendError> {
+            self.op().await
+        }
+        async fn add(&self, _: &str, _: &[u8], _: Duration) -> Result<bool, BackendError> {
+            self.op().await.map(|()| true)
+        }
+        async fn compare_and_swap(&self, _: &str, _: &[u8], _: Option<&[u8]>, _: Duration) -> Result<bool, BackendError> {
+            self.op().await.map(|()| true)
+        }
+        async fn delete(&self, _: &str) -> Result<(), BackendError> {
+            self.op().await
+        }
+    }
+
+    fn wrapped(cool_down: Duration) -> ResilientBackend<Flaky> {
+        ResilientBackend::builder(Flaky::default())
+            .failure_threshold(3)
+            .cool_down(cool_down)
+            .timeout(Duration::from_millis(50))
+            .build()
+    }
+
+    fn calls(b: &ResilientBackend<Flaky>) -> usize {
+        b.inner().calls.load(Ordering::SeqCst)
+    }
+
+    #[tokio::test]
+    async fn opens_after_consecutive_failures_and_fails_fast() {
+        let b = wrapped(Duration::from_secs(60));
+        b.inner().failing.store(true, Ordering::SeqCst);
+        for i in 0..3 {
+            assert_eq!(b.state(), BreakerState::Closed, "closed before failure {i}");
+            assert!(matches!(b.delete("k").await, Err(BackendError::Unreachable(_))));
+        }
+        assert_eq!(b.state(), BreakerState::Open);
+        assert_eq!(calls(&b), 3);
+        for _ in 0..10 {
+            assert!(matches!(b.set("k", b"v", Duration::ZERO).await, Err(BackendError::CircuitOpen)));
+        }
+        assert_eq!(calls(&b), 3, "no call reaches the inner backend while open");
+    }
+
+    #[tokio::test]
+    async fn a_success_resets_the_failure_count() {
+        let b = wrapped(Duration::from_secs(60));
+        b.inner().failing.store(true, Ordering::SeqCst);
+        b.delete("k").await.unwrap_err();
+        b.delete("k").await.unwrap_err();
+        b.inner().failing.store(false, Ordering::SeqCst);
+        b.delete("k").await.unwrap();
+        b.inner().failing.store(true, Ordering::SeqCst);
+        b.delete("k").await.unwrap_err();
+        b.delete("k").await.unwrap_err();
+        assert_eq!(b.state(), BreakerState::Closed, "failures were not consecutive");
+    }
+
+    #[tokio::test]
+    async fn probes_after_cool_down_and_closes_on_recovery() {
+        let b = wrapped(Duration::from_millis(100));
+        b.inner().failing.store(true, Ordering::SeqCst);
+        for _ in 0..3 {
+            b.delete("k").await.unwrap_err();
+        }
+        assert_eq!(b.state(), BreakerState::Open);
+        tokio::time::sleep(Duration::from_millis(120)).await;
+        assert_eq!(b.state(), BreakerState::HalfOpen);
+
+        // A failed probe reopens the breaker for another cool-down.
+        assert!(matches!(b.delete("k").await, Err(BackendError::Unreachable(_))));
+        assert_eq!(calls(&b), 4, "exactly one probe went through");
+        assert_eq!(b.state(), BreakerState::Open);
+        assert!(matches!(b.delete("k").await, Err(BackendError::CircuitOpen)));
+        assert_eq!(calls(&b), 4);
+
+        // The server recovers: the next probe succeeds and closes the breaker.
+        b.inner().failing.store(false, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(120)).await;
+        assert_eq!(b.get_many(&["k".into()]).await.unwrap(), vec![None]);
+        assert_eq!(b.state(), BreakerState::Closed);
+        b.delete("k").await.unwrap();
+        assert_eq!(calls(&b), 6);
+    }
+
+    #[tokio::test]
+    async fn only_one_probe_at_a_time() {
+        let b = std::sync::Arc::new(wrapped(Duration::from_millis(50)));
+        b.inner().failing.store(true, Ordering::SeqCst);
+        for _ in 0..3 {
+            b.delete("k").await.unwrap_err();
+        }
+        b.inner().failing.store(false, Ordering::SeqCst);
+        b.inner().delay_ms.store(30, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        let probe = tokio::spawn({
+            let b = b.clone();
+            async move { b.delete("k").await }
+        });
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert!(matches!(b.delete("k").await, Err(BackendError::CircuitOpen)), "second caller during the probe");
+        probe.await.unwrap().unwrap();
+        assert_eq!(b.state(), BreakerState::Closed);
+    }
+
+    #[tokio::test]
+    async fn slow_operations_time_out_and_count_as_failures() {
+        let b = wrapped(Duration::from_secs(60));
+        b.inner().delay_ms.store(1_000, Ordering::SeqCst);
+        let started = std::time::Instant::now();
+        let err = b.add("k", b"v", Duration::ZERO).await.unwrap_err();
+        assert!(matches!(err, BackendError::Timeout(d) if d == Duration::from_millis(50)), "{err:?}");
+        assert!(started.elapsed() < Duration::from_millis(500), "timed out promptly");
+        b.add("k", b"v", Duration::ZERO).await.unwrap_err();
+        b.add("k", b"v", Duration::ZERO).await.unwrap_err();
+        assert_eq!(b.state(), BreakerState::Open, "timeouts open the breaker");
+    }
+
+    #[tokio::test]
+    async fn caller_mistakes_do_not_open_the_breaker() {
+        assert!(!is_server_failure(&BackendError::TooLarge { size: 2, limit: 1 }));
+        assert!(is_server_failure(&BackendError::Protocol("x".into())));
+        let b = ResilientBackend::new(Flaky::default());
+        assert_eq!(b.name(), "flaky");
+        assert_eq!(b.state(), BreakerState::Closed);
+    }
+}

@@ -1,0 +1,185 @@
+//! Batches: many lazy lookups of different classes resolved with one
+//! `get_many`, each falling back to the database on its own.
+
+use crate::class::{CacheValue, Class};
+use crate::error::Error;
+use crate::flash::Flash;
+use crate::read::read_keys;
+use crate::stats::Outcome;
+use crate::value::FieldValue;
+use futures::future::{join_all, BoxFuture};
+use std::any::Any;
+use std::marker::PhantomData;
+
+/// A lookup not yet run: a class and its key values. Run it alone with
+/// [`Query::run`] or with others in a [`Batch`].
+pub struct Query<T> {
+    class: Class<T>,
+    values: Vec<FieldValue>,
+}
+
+impl<T: CacheValue> Query<T> {
+    pub fn new(class: &Class<T>, values: Vec<FieldValue>) -> Self {
+        Query { class: class.clone(), values }
+    }
+    pub async fn run(&self, flash: &Flash) -> Result<T, Error> {
+        flash.get(&self.class, &self.values).await
+    }
+    pub fn key(&self, flash: &Flash) -> Result<String, Error> {
+        flash.key_of(&self.class, &self.values)
+    }
+}
+
+/// Where a query's result sits in [`BatchResults`].
+pub struct Handle<T> {
+    index: usize,
+    _t: PhantomData<fn() -> T>,
+}
+
+impl<T> Clone for Handle<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<T> Copy for Handle<T> {}
+
+type Resolved = Result<(Box<dyn Any + Send>, Outcome), Error>;
+
+trait Pending: Send + Sync {
+    fn keys(&self, flash: &Flash) -> Result<(String, Vec<String>), Error>;
+    fn resolve<'a>(&'a self, flash: &'a Flash, key: &'a str, raw: Vec<Option<Vec<u8>>>, cache_only: bool) -> BoxFuture<'a, Resolved>;
+    fn fetch<'a>(&'a self, flash: &'a Flash) -> BoxFuture<'a, Resolved>;
+}
+
+impl<T: CacheValue> Pending for Query<T> {
+    fn keys(&self, flash: &Flash) -> Result<(String, Vec<String>), Error> {
+        let key = flash.key_of(&self.class, &self.values)?;
+        let keys = read_keys(&self.class.spec, &key);
+        Ok((key, keys))
+    }
+    fn resolve<'a>(&'a self, flash: &'a Flash, key: &'a str, raw: Vec<Option<Vec<u8>>>, cache_only: bool) -> BoxFuture<'a, Resolved> {
+        Box::pin(async move {
+            let (v, o) = flash.resolve(&self.class, &self.values, key, raw, cache_only).await?;
+            Ok((Box::new(v) as Box<dyn Any + Send>, o))
+        })
+    }
+    fn fetch<'a>(&'a self, flash: &'a Flash) -> BoxFuture<'a, Resolved> {
+        Box::pin(async move {
+            let v = flash.fetch(&self.class, &self.values).await?;
+            Ok((Box::new(v) as Box<dyn Any + Send>, Outcome::Degraded))
+        })
+    }
+}
+
+/// How a batch treats misses.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum BatchMode {
+    /// Misses fall back to the database (and fill).
+    #[default]
+    Fallback,
+    /// No database: a miss is [`Error::NotCached`] in the results.
+    CacheOnly,
+}
+
+/// Many queries, one round trip.
+pub struct Batch<'f> {
+    flash: &'f Flash,
+    queries: Vec<Box<dyn Pending>>,
+    mode: BatchMode,
+}
+
+impl Flash {
+    pub fn batch(&self) -> Batch<'_> {
+        Batch { flash: self, queries: Vec::new(), mode: BatchMode::Fallback }
+    }
+    /// A lazy query of `class`.
+    pub fn query<T: CacheValue>(&self, class: &Class<T>, values: Vec<FieldValue>) -> Query<T> {
+        Query::new(class, values)
+    }
+}
+
+impl<'f> Batch<'f> {
+    pub fn add<T: CacheValue>(&mut self, q: Query<T>) -> Handle<T> {
+        self.queries.push(Box::new(q));
+        Handle { index: self.queries.len() - 1, _t: PhantomData }
+    }
+    pub fn mode(mut self, mode: BatchMode) -> Self {
+        self.mode = mode;
+        self
+    }
+    pub fn cache_only(self) -> Self {
+        self.mode(BatchMode::CacheOnly)
+    }
+
+    /// Resolves every query: one `get_many` for all keys, then each query's own
+    /// decision (and fallback) concurrently. Errors are per query.
+    pub async fn run(self) -> BatchResults {
+        let flash = self.flash;
+        let cache_only = self.mode == BatchMode::CacheOnly;
+        let planned: Vec<Result<(String, Vec<String>), Error>> = self.queries.iter().map(|q| q.keys(flash)).collect();
+        let all_keys: Vec<String> = planned.iter().flatten().flat_map(|(_, ks)| ks.iter().cloned()).collect();
+        let fetched = if flash.is_bypassed() || all_keys.is_empty() {
+            None
+        } else {
+            match flash.inner.backend.get_many(&all_keys).await {
+                Ok(r) => Some(r),
+                Err(e) => {
+                    flash.inner.stats.backend_error("get_many", &e);
+                    None
+                }
+            }
+        };
+        let mut raw = fetched.map(|r| r.into_iter());
+        let mut futures: Vec<BoxFuture<'_, Resolved>> = Vec::with_capacity(self.queries.len());
+        for (q, plan) in self.queries.iter().zip(planned) {
+            match plan {
+                Err(e) => futures.push(Box::pin(async move { Err(e) })),
+                Ok((key, keys)) => match raw.as_mut() {
+                    Some(it) => {
+                        let mine: Vec<Option<Vec<u8>>> = it.by_ref().take(keys.len()).collect();
+                        futures.push(Box::pin(async move { q.resolve(flash, &key, mine, cache_only).await }));
+                    }
+                    None if cache_only => futures.push(Box::pin(async move { Err(Error::NotCached(key)) })),
+                    None => futures.push(q.fetch(flash)),
+                },
+            }
+        }
+        BatchResults { results: join_all(futures).await.into_iter().map(Some).collect() }
+    }
+}
+
+/// The results of a batch, taken out by [`Handle`].
+pub struct BatchResults {
+    results: Vec<Option<Resolved>>,
+}
+
+impl BatchResults {
+    /// The result of one query (errors as results). Taking twice gives
+    /// [`Error::NotCached`].
+    pub fn take<T: 'static>(&mut self, h: Handle<T>) -> Result<T, Error> {
+        self.take_with_outcome(h).map(|(v, _)| v)
+    }
+    /// The result and how it was answered.
+    pub fn take_with_outcome<T: 'static>(&mut self, h: Handle<T>) -> Result<(T, Outcome), Error> {
+        match self.results.get_mut(h.index).and_then(Option::take) {
+            Some(Ok((v, o))) => v.downcast::<T>().map(|b| (*b, o)).map_err(|_| Error::Codec("batch handle of another type".into())),
+            Some(Err(e)) => Err(e),
+            None => Err(Error::NotCached("result already taken".into())),
+        }
+    }
+    /// The value, or `None` on any error (the original's `none_on_exception`).
+    pub fn take_or_none<T: 'static>(&mut self, h: Handle<T>) -> Option<T> {
+        self.take(h).ok()
+    }
+    /// Number of queries that failed (including cache-only misses).
+    pub fn error_count(&self) -> usize {
+        self.results.iter().filter(|r| matches!(r, Some(Err(_)))).count()
+    }
+    /// The first error, if any (the original's default: raise).
+    pub fn first_error(&self) -> Option<&Error> {
+        self.results.iter().find_map(|r| match r {
+            Some(Err(e)) => Some(e),
+            _ => None,
+        })
+    }
+}

@@ -1,0 +1,181 @@
+//! Cache classes: what is cached, under which key fields, for how long, and how
+//! it is invalidated.
+
+use crate::error::SourceError;
+use crate::value::FieldValue;
+use async_trait::async_trait;
+use futures::future::BoxFuture;
+use serde::{de::DeserializeOwned, Serialize};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Named durations for timeouts.
+pub mod durations {
+    use std::time::Duration;
+    pub const CACHE_TIME_MINUTE: Duration = Duration::from_secs(60);
+    pub const CACHE_TIME_HOUR: Duration = Duration::from_secs(60 * 60);
+    pub const CACHE_TIME_DAY: Duration = Duration::from_secs(24 * 60 * 60);
+    pub const CACHE_TIME_WEEK: Duration = Duration::from_secs(7 * 24 * 60 * 60);
+}
+
+/// How writes to the model reach a class's keys.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Hash)]
+pub enum Invalidation {
+    /// Writes never touch the keys; only the timeout (or allowtime) refreshes them.
+    Off,
+    /// Writes overwrite the keys of old and new key-field values with a stale marker.
+    #[default]
+    Unset,
+    /// Writes set a separate `__stale` marker and leave the value; the next read
+    /// refreshes (one caller, under a write lock).
+    Dynamic,
+}
+
+/// A row (or no row) found by key fields, or a derived value of a set of rows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum CacheKind {
+    Instance,
+    Queryset,
+}
+
+impl CacheKind {
+    /// The cache-type segment of the key.
+    pub fn tag(self) -> &'static str {
+        match self {
+            CacheKind::Instance => "i",
+            CacheKind::Queryset => "q",
+        }
+    }
+    pub fn label(self) -> &'static str {
+        match self {
+            CacheKind::Instance => "instance",
+            CacheKind::Queryset => "queryset",
+        }
+    }
+}
+
+/// The declaration of one cache class.
+#[derive(Clone, Debug)]
+pub struct ClassSpec {
+    /// Unique among all classes: it is part of the key.
+    pub name: String,
+    pub kind: CacheKind,
+    /// The model (table) whose writes invalidate this class.
+    pub model: String,
+    /// The model's fields the lookup is keyed by, in key order.
+    pub key_fields: Vec<String>,
+    /// TTL of a filled value; `None` takes the default from the settings.
+    pub timeout: Option<Duration>,
+    /// Static version, part of the key: bump it when the fetch logic changes.
+    pub version: u32,
+    pub invalidation: Invalidation,
+    /// How long a value may be served without checking whether it is stale.
+    pub allowtime: Option<Duration>,
+    /// A plain "row by fields" / "rows by fields" class, reachable through the
+    /// model's manager; user-defined fetches are not simple.
+    pub simple: bool,
+    /// Compress payloads above this many bytes (none when `None`).
+    pub compress_above: Option<usize>,
+}
+
+impl ClassSpec {
+    fn new(kind: CacheKind, name: &str, model: &str, key_fields: &[&str]) -> Self {
+        ClassSpec {
+            name: name.to_owned(),
+            kind,
+            model: model.to_owned(),
+            key_fields: key_fields.iter().map(|s| (*s).to_owned()).collect(),
+            timeout: None,
+            version: 0,
+            invalidation: Invalidation::Unset,
+            allowtime: None,
+            simple: false,
+            compress_above: None,
+        }
+    }
+    /// An instance cache: one row (or none) of `model` found by `key_fields`.
+    pub fn instance(name: &str, model: &str, key_fields: &[&str]) -> Self {
+        Self::new(CacheKind::Instance, name, model, key_fields)
+    }
+    /// A queryset cache: the rows of `model` matching `key_fields`, or any
+    /// value derived from them.
+    pub fn queryset(name: &str, model: &str, key_fields: &[&str]) -> Self {
+        Self::new(CacheKind::Queryset, name, model, key_fields)
+    }
+    pub fn timeout(mut self, t: Duration) -> Self {
+        self.timeout = Some(t);
+        self
+    }
+    pub fn version(mut self, v: u32) -> Self {
+        self.version = v;
+        self
+    }
+    pub fn invalidation(mut self, i: Invalidation) -> Self {
+        self.invalidation = i;
+        self
+    }
+    pub fn allowtime(mut self, t: Duration) -> Self {
+        self.allowtime = Some(t);
+        self
+    }
+    pub fn simple(mut self, simple: bool) -> Self {
+        self.simple = simple;
+        self
+    }
+    pub fn compress_above(mut self, bytes: usize) -> Self {
+        self.compress_above = Some(bytes);
+        self
+    }
+}
+
+/// The fallback of a class: computes its value from the data source.
+#[async_trait]
+pub trait Fetch<T>: Send + Sync {
+    async fn fetch(&self, key: &[FieldValue]) -> Result<T, SourceError>;
+}
+
+/// A [`Fetch`] made from a closure returning a boxed future.
+pub struct FetchFn<F>(pub F);
+
+#[async_trait]
+impl<T, F> Fetch<T> for FetchFn<F>
+where
+    T: Send + 'static,
+    F: Fn(Vec<FieldValue>) -> BoxFuture<'static, Result<T, SourceError>> + Send + Sync,
+{
+    async fn fetch(&self, key: &[FieldValue]) -> Result<T, SourceError> {
+        (self.0)(key.to_vec()).await
+    }
+}
+
+/// What a class's result must be: cloneable, serde, thread-safe.
+pub trait CacheValue: Serialize + DeserializeOwned + Clone + Send + Sync + 'static {}
+impl<T: Serialize + DeserializeOwned + Clone + Send + Sync + 'static> CacheValue for T {}
+
+/// A registered cache class: its declaration and its fallback. Cloning is cheap
+/// (two reference counts).
+pub struct Class<T> {
+    pub(crate) spec: Arc<ClassSpec>,
+    pub(crate) fetch: Arc<dyn Fetch<T>>,
+}
+
+impl<T> Clone for Class<T> {
+    fn clone(&self) -> Self {
+        Class { spec: self.spec.clone(), fetch: self.fetch.clone() }
+    }
+}
+
+impl<T> std::fmt::Debug for Class<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Class").field("spec", &self.spec).finish()
+    }
+}
+
+impl<T> Class<T> {
+    pub fn spec(&self) -> &ClassSpec {
+        &self.spec
+    }
+    pub fn name(&self) -> &str {
+        &self.spec.name
+    }
+}

@@ -1,0 +1,105 @@
+//! Invalidation: from changed rows to the keys they affect, and the markers
+//! written over them.
+
+use crate::class::Invalidation;
+use crate::codec::{encode_entry, Entry};
+use crate::error::BackendError;
+use crate::flash::Flash;
+use crate::key::stale_key;
+use crate::read::now_ms;
+use crate::stats::FlashEvent;
+use crate::value::{FieldValue, Record};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
+use std::sync::atomic::Ordering::Relaxed;
+
+/// The keys one write must invalidate. Serialisable, so that it can be kept in
+/// the durable outbox until applied.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeySet {
+    /// Keys of UNSET classes: overwritten with a stale marker.
+    pub unset: BTreeSet<String>,
+    /// Keys of DYNAMIC classes: their `__stale` marker is set.
+    pub dynamic: BTreeSet<String>,
+}
+
+impl KeySet {
+    pub fn is_empty(&self) -> bool {
+        self.unset.is_empty() && self.dynamic.is_empty()
+    }
+    pub fn len(&self) -> usize {
+        self.unset.len() + self.dynamic.len()
+    }
+    pub fn extend(&mut self, other: KeySet) {
+        self.unset.extend(other.unset);
+        self.dynamic.extend(other.dynamic);
+    }
+}
+
+impl Flash {
+    /// The keys affected by `rows` of `model` (pass old and new versions of
+    /// every changed row), for every class on the model that is not OFF.
+    pub fn keys_for_rows(&self, model: &str, rows: &[&dyn Record]) -> KeySet {
+        let mut set = KeySet::default();
+        for spec in self.inner.registry.classes_of_model(model) {
+            if spec.invalidation == Invalidation::Off {
+                continue;
+            }
+            for row in rows {
+                let values: Option<Vec<FieldValue>> = spec.key_fields.iter().map(|f| row.field(f)).collect();
+                let Some(values) = values else {
+                    tracing::warn!(class = %spec.name, "row lacks a key field; not invalidated");
+                    continue;
+                };
+                let key = self.key_for_spec(spec, &values);
+                match spec.invalidation {
+                    Invalidation::Dynamic => set.dynamic.insert(key),
+                    _ => set.unset.insert(key),
+                };
+            }
+        }
+        set
+    }
+
+    /// Writes the markers for `keys` (one pipelined write per marker kind).
+    /// Invalidation is applied even when the cache is bypassed: it only ever
+    /// removes, and a later switch back must not find old values.
+    pub async fn apply_invalidation(&self, model: &str, keys: &KeySet) -> Result<(), BackendError> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let marker = encode_entry(&Entry::Stale { at_ms: now_ms(), nonce: rand::random() });
+        let backend = &self.inner.backend;
+        let s = &self.inner.settings;
+        let unset: Vec<(String, Vec<u8>)> = keys.unset.iter().map(|k| (k.clone(), marker.clone())).collect();
+        let dynamic: Vec<(String, Vec<u8>)> = keys.dynamic.iter().map(|k| (stale_key(k), marker.clone())).collect();
+        let result = async {
+            if !unset.is_empty() {
+                backend.set_many(&unset, s.stale_ttl).await?;
+            }
+            if !dynamic.is_empty() {
+                backend.set_many(&dynamic, s.default_timeout).await?;
+            }
+            Ok(())
+        }
+        .await;
+        match &result {
+            Ok(()) => {
+                self.inner.stats.invalidated_keys.fetch_add(keys.len() as u64, Relaxed);
+                metrics::counter!("flash_invalidated_keys_total", "model" => model.to_owned()).increment(keys.len() as u64);
+                let all: Vec<String> = keys.unset.iter().chain(keys.dynamic.iter()).cloned().collect();
+                self.emit(FlashEvent::Invalidate { model, keys: &all });
+            }
+            Err(e) => self.inner.stats.backend_error("invalidate", e),
+        }
+        result
+    }
+
+    /// Invalidates every class's keys for `rows` of `model` (manual
+    /// invalidation, and what the ORM adapter calls after a write).
+    pub async fn invalidate_rows(&self, model: &str, rows: &[&dyn Record]) -> Result<KeySet, BackendError> {
+        let keys = self.keys_for_rows(model, rows);
+        self.apply_invalidation(model, &keys).await?;
+        Ok(keys)
+    }
+}

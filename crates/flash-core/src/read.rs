@@ -1,0 +1,387 @@
+//! The read path: one lookup, from the cache bytes to the value, following the
+//! read decision table, and the fill protocol with leases.
+//!
+//! Fill protocol: a lookup that finds no usable value takes a *lease* on the key
+//! (`add` on an absent key, compare-and-swap over a stale marker or garbage),
+//! reads the database, and stores the value only if its lease is still there.
+//! An invalidation overwrites whatever the key holds, so a fill that read the
+//! database before a write committed can never land after the write's
+//! invalidation. Callers that lose the lease wait briefly for the winner's
+//! value, then read the database themselves without filling.
+
+use crate::class::{CacheValue, Class, ClassSpec, Invalidation};
+use crate::codec::{self, decode_entry, encode_entry, Decoded, Entry};
+use crate::error::Error;
+use crate::flash::Flash;
+use crate::key::{lock_key, stale_key};
+use crate::stats::{FlashEvent, Outcome};
+use crate::value::FieldValue;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tracing::Instrument;
+
+/// What to do with a value found in the cache (the decision table).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Serve it.
+    Serve,
+    /// Try the write lock: the winner refreshes, the others serve the value.
+    LockRefresh,
+    /// Read the database and overwrite.
+    Refetch,
+}
+
+/// The read decision for a decoded value (REFERENCE.md, "The read decision").
+pub fn decide(
+    invalidation: Invalidation,
+    allowtime: Option<Duration>,
+    age: Duration,
+    version_changed: bool,
+    stale_marker: bool,
+) -> Action {
+    // 1. allowtime set and the value younger than it.
+    if allowtime.is_some_and(|a| age < a) {
+        return Action::Serve;
+    }
+    // 2. the class's dynamic version moved on.
+    if version_changed {
+        return match invalidation {
+            Invalidation::Off | Invalidation::Dynamic => Action::LockRefresh,
+            Invalidation::Unset => Action::Refetch,
+        };
+    }
+    // 3. DYNAMIC: the stale marker decides.
+    if invalidation == Invalidation::Dynamic {
+        return if stale_marker { Action::LockRefresh } else { Action::Serve };
+    }
+    // 4. OFF with allowtime passed.
+    if allowtime.is_some() && invalidation == Invalidation::Off {
+        return Action::LockRefresh;
+    }
+    // 5. no allowtime.
+    if allowtime.is_none() {
+        return Action::Serve;
+    }
+    // 6. UNSET with allowtime passed.
+    Action::Refetch
+}
+
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+/// A decoded cache value with what the decision needs.
+struct Found<T> {
+    value: T,
+    version: i64,
+    filled_ms: u64,
+}
+
+fn decode_value<T: CacheValue>(bytes: &[u8]) -> Option<Found<T>> {
+    match decode_entry(bytes) {
+        Decoded::Entry(Entry::Value { version, filled_ms, compressed, payload }) => {
+            let value = if compressed {
+                codec::decode_payload(&codec::decompress(&payload)?)
+            } else {
+                codec::decode_payload(&payload)
+            }?;
+            Some(Found { value, version, filled_ms })
+        }
+        _ => None,
+    }
+}
+
+fn is_lease(bytes: &[u8]) -> bool {
+    matches!(decode_entry(bytes), Decoded::Entry(Entry::Lease { .. }))
+}
+
+impl Flash {
+    /// The value of `class` for `values` (in key-field order): from the cache,
+    /// or from the class's fetch on a miss (filling the cache).
+    pub async fn get<T: CacheValue>(&self, class: &Class<T>, values: &[FieldValue]) -> Result<T, Error> {
+        self.lookup(class, values).await.map(|(v, _)| v)
+    }
+
+    /// Like [`Self::get`], also telling how the lookup was answered.
+    pub async fn lookup<T: CacheValue>(&self, class: &Class<T>, values: &[FieldValue]) -> Result<(T, Outcome), Error> {
+        let key = self.key_of(class, values)?;
+        let span = tracing::debug_span!("flash.lookup", class = %class.spec.name, key = %key, outcome = tracing::field::Empty);
+        async {
+            let result = if self.is_bypassed() {
+                self.fetch(class, values).await.map(|v| (v, Outcome::Bypass))
+            } else {
+                let keys = read_keys(&class.spec, &key);
+                match self.inner.backend.get_many(&keys).await {
+                    Ok(raw) => self.resolve(class, values, &key, raw, false).await,
+                    Err(e) => {
+                        self.inner.stats.backend_error("get", &e);
+                        self.fetch(class, values).await.map(|v| (v, Outcome::Degraded))
+                    }
+                }
+            };
+            if let Ok((_, o)) = &result {
+                tracing::Span::current().record("outcome", o.label());
+                self.inner.stats.outcome(&class.spec.name, *o);
+                self.emit(FlashEvent::Lookup { class: &class.spec.name, key: &key, outcome: *o });
+            }
+            result
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Calls the class's fallback, counting the database fetch.
+    pub(crate) async fn fetch<T: CacheValue>(&self, class: &Class<T>, values: &[FieldValue]) -> Result<T, Error> {
+        self.inner.stats.db_fetches.fetch_add(1, Relaxed);
+        Ok(class.fetch.fetch(values).await?)
+    }
+
+    /// Decides on the raw bytes read for `key` (and its stale marker).
+    pub(crate) async fn resolve<T: CacheValue>(
+        &self,
+        class: &Class<T>,
+        values: &[FieldValue],
+        key: &str,
+        raw: Vec<Option<Vec<u8>>>,
+        cache_only: bool,
+    ) -> Result<(T, Outcome), Error> {
+        let spec = &class.spec;
+        let mut raw = raw.into_iter();
+        let observed = raw.next().flatten();
+        let marker = raw.next().flatten();
+        if let Some(found) = observed.as_deref().and_then(decode_value::<T>) {
+            let age = Duration::from_millis(now_ms().saturating_sub(found.filled_ms));
+            let changed = found.version != self.inner.versions.get(&spec.name);
+            match decide(spec.invalidation, spec.allowtime, age, changed, marker.is_some()) {
+                Action::Serve => return Ok((found.value, Outcome::Hit)),
+                _ if cache_only => return Ok((found.value, Outcome::StaleHit)),
+                Action::LockRefresh => {
+                    let observed = observed.unwrap_or_default();
+                    return self.lock_refresh(class, values, key, &observed, marker, found.value).await;
+                }
+                Action::Refetch => {
+                    let v = self.fetch(class, values).await?;
+                    let bytes = observed.unwrap_or_default();
+                    let filled = self.store_value(spec, key, &v, Some(&bytes)).await;
+                    return Ok((v, if filled { Outcome::Miss } else { Outcome::MissNoFill }));
+                }
+            }
+        }
+        if cache_only {
+            return Err(Error::NotCached(key.to_owned()));
+        }
+        self.fill(class, values, key, observed, marker).await
+    }
+
+    /// The write lock of allowtime and DYNAMIC: one caller refreshes.
+    async fn lock_refresh<T: CacheValue>(
+        &self,
+        class: &Class<T>,
+        values: &[FieldValue],
+        key: &str,
+        observed: &[u8],
+        marker: Option<Vec<u8>>,
+        old: T,
+    ) -> Result<(T, Outcome), Error> {
+        let spec = &class.spec;
+        let backend = &self.inner.backend;
+        let lock = lock_key(key);
+        let token = rand::random::<u64>().to_le_bytes();
+        match backend.add(&lock, &token, self.inner.settings.lock_timeout).await {
+            Ok(true) => {
+                let fetched = self.fetch(class, values).await;
+                if let Ok(v) = &fetched {
+                    self.store_value(spec, key, v, Some(observed)).await;
+                    // Delete the marker only if it is the one we saw: a write that
+                    // came during the refresh left a newer one, which must stay.
+                    if let Some(m) = &marker {
+                        let _ = backend.compare_and_swap(&stale_key(key), m, None, Duration::ZERO).await;
+                    }
+                }
+                let _ = backend.compare_and_swap(&lock, &token, None, Duration::ZERO).await;
+                fetched.map(|v| (v, Outcome::Miss))
+            }
+            // Someone else refreshes. Serving the old value is the contract of
+            // allowtime and OFF; a DYNAMIC class without allowtime promised that a
+            // write is visible once it returned, so read the database instead.
+            Ok(false) if spec.allowtime.is_some() || spec.invalidation == Invalidation::Off => Ok((old, Outcome::StaleHit)),
+            Ok(false) => self.fetch(class, values).await.map(|v| (v, Outcome::MissNoFill)),
+            Err(e) => {
+                self.inner.stats.backend_error("lock", &e);
+                self.fetch(class, values).await.map(|v| (v, Outcome::Degraded))
+            }
+        }
+    }
+
+    /// The miss path: take the lease, fetch, fill if the lease is still ours.
+    async fn fill<T: CacheValue>(
+        &self,
+        class: &Class<T>,
+        values: &[FieldValue],
+        key: &str,
+        mut observed: Option<Vec<u8>>,
+        marker: Option<Vec<u8>>,
+    ) -> Result<(T, Outcome), Error> {
+        let spec = &class.spec;
+        let backend = &self.inner.backend;
+        let settings = &self.inner.settings;
+        if !self.inner.leases {
+            let v = self.fetch(class, values).await?;
+            let filled = self.store_value(spec, key, &v, None).await;
+            return Ok((v, if filled { Outcome::Miss } else { Outcome::MissNoFill }));
+        }
+        let lease = encode_entry(&Entry::Lease { token: rand::random(), at_ms: now_ms() });
+        let deadline = Instant::now() + settings.lease_wait;
+        let mut pause = Duration::from_millis(1);
+        loop {
+            let took = match observed.as_deref() {
+                None => backend.add(key, &lease, settings.lease_ttl).await,
+                Some(b) if is_lease(b) => Ok(false),
+                Some(b) => backend.compare_and_swap(key, b, Some(&lease), settings.lease_ttl).await,
+            };
+            match took {
+                Ok(true) => break,
+                Ok(false) => {}
+                Err(e) => {
+                    self.inner.stats.backend_error("lease", &e);
+                    return self.fetch(class, values).await.map(|v| (v, Outcome::Degraded));
+                }
+            }
+            if Instant::now() >= deadline {
+                return self.fetch(class, values).await.map(|v| (v, Outcome::MissNoFill));
+            }
+            self.inner.stats.lease_waits.fetch_add(1, Relaxed);
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(20));
+            observed = match backend.get_many(&[key.to_owned()]).await {
+                Ok(mut r) => r.pop().flatten(),
+                Err(e) => {
+                    self.inner.stats.backend_error("get", &e);
+                    return self.fetch(class, values).await.map(|v| (v, Outcome::Degraded));
+                }
+            };
+            if let Some(found) = observed.as_deref().and_then(decode_value::<T>) {
+                if found.version == self.inner.versions.get(&spec.name) {
+                    return Ok((found.value, Outcome::Hit));
+                }
+            }
+        }
+        // The lease is ours.
+        let fetched = match self.fetch(class, values).await {
+            Ok(v) => v,
+            Err(e) => {
+                let _ = backend.compare_and_swap(key, &lease, None, Duration::ZERO).await;
+                return Err(e);
+            }
+        };
+        let filled = self.store_value(spec, key, &fetched, Some(&lease)).await;
+        if filled {
+            if let Some(m) = &marker {
+                let _ = backend.compare_and_swap(&stale_key(key), m, None, Duration::ZERO).await;
+            }
+        }
+        Ok((fetched, if filled { Outcome::Miss } else { Outcome::MissNoFill }))
+    }
+
+    /// Encodes and stores a value: over `expected` by compare-and-swap, or
+    /// unconditionally when `expected` is `None`. A value over the backend's item
+    /// limit is not stored (and a lease it replaced is released). `true` when stored.
+    async fn store_value<T: CacheValue>(&self, spec: &ClassSpec, key: &str, v: &T, expected: Option<&[u8]>) -> bool {
+        let backend = &self.inner.backend;
+        let bytes = match self.encode_value(spec, v) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::warn!(class = %spec.name, error = %e, "value not cacheable");
+                return false;
+            }
+        };
+        let ttl = spec.timeout.unwrap_or(self.inner.settings.default_timeout);
+        if bytes.len() > backend.max_value_size() {
+            tracing::warn!(class = %spec.name, size = bytes.len(), limit = backend.max_value_size(), "value over the backend's item limit: served, not cached");
+            metrics::counter!("flash_too_large_total", "class" => spec.name.clone()).increment(1);
+            if let Some(e) = expected {
+                if is_lease(e) {
+                    let _ = backend.compare_and_swap(key, e, None, Duration::ZERO).await;
+                }
+            }
+            return false;
+        }
+        let stored = match expected {
+            Some(e) => backend.compare_and_swap(key, e, Some(&bytes), ttl).await,
+            None => backend.set(key, &bytes, ttl).await.map(|()| true),
+        };
+        match stored {
+            Ok(true) => {
+                self.inner.stats.fills.fetch_add(1, Relaxed);
+                true
+            }
+            Ok(false) => false,
+            Err(e) => {
+                self.inner.stats.backend_error("fill", &e);
+                false
+            }
+        }
+    }
+
+    pub(crate) fn encode_value<T: CacheValue>(&self, spec: &ClassSpec, v: &T) -> Result<Vec<u8>, Error> {
+        let payload = codec::encode_payload(v).map_err(|e| Error::Codec(e.to_string()))?;
+        let (compressed, payload) = match spec.compress_above {
+            Some(limit) if payload.len() > limit => (true, codec::compress(&payload)),
+            _ => (false, payload),
+        };
+        let version = self.inner.versions.get(&spec.name);
+        Ok(encode_entry(&Entry::Value { version, filled_ms: now_ms(), compressed, payload }))
+    }
+}
+
+/// The keys one lookup reads: the value, and for DYNAMIC its stale marker.
+pub(crate) fn read_keys(spec: &ClassSpec, key: &str) -> Vec<String> {
+    if spec.invalidation == Invalidation::Dynamic {
+        vec![key.to_owned(), stale_key(key)]
+    } else {
+        vec![key.to_owned()]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use Action::*;
+    use Invalidation::*;
+
+    const S: Duration = Duration::from_secs(1);
+    const A: Option<Duration> = Some(Duration::from_secs(10));
+
+    #[test]
+    fn row1_young_value_within_allowtime_is_served_whatever_else() {
+        for inv in [Off, Unset, Dynamic] {
+            assert_eq!(decide(inv, A, S, true, true), Serve);
+        }
+    }
+    #[test]
+    fn row2_version_change() {
+        assert_eq!(decide(Off, None, S, true, false), LockRefresh);
+        assert_eq!(decide(Dynamic, None, S, true, false), LockRefresh);
+        assert_eq!(decide(Unset, None, S, true, false), Refetch);
+        assert_eq!(decide(Unset, A, 20 * S, true, false), Refetch);
+    }
+    #[test]
+    fn row3_dynamic_marker() {
+        assert_eq!(decide(Dynamic, None, S, false, false), Serve);
+        assert_eq!(decide(Dynamic, None, S, false, true), LockRefresh);
+        assert_eq!(decide(Dynamic, A, 20 * S, false, true), LockRefresh);
+    }
+    #[test]
+    fn row4_off_with_allowtime_passed() {
+        assert_eq!(decide(Off, A, 20 * S, false, false), LockRefresh);
+    }
+    #[test]
+    fn row5_no_allowtime_serves() {
+        assert_eq!(decide(Off, None, S, false, false), Serve);
+        assert_eq!(decide(Unset, None, S, false, false), Serve);
+    }
+    #[test]
+    fn row6_unset_allowtime_passed_refetches() {
+        assert_eq!(decide(Unset, A, 20 * S, false, false), Refetch);
+    }
+}

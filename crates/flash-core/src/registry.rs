@@ -1,0 +1,105 @@
+//! The set of cache classes, built once at start-up and immutable afterwards.
+//! Mistakes in the declaration are [`RegistryError`]s here, not at first use.
+
+use crate::class::{CacheKind, ClassSpec};
+use crate::error::RegistryError;
+use crate::key::is_plain_name;
+use std::any::Any;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
+/// What flash knows of a model: its name (table) and primary-key fields.
+#[derive(Clone, Debug)]
+pub struct ModelInfo {
+    pub name: String,
+    pub pk: Vec<String>,
+}
+
+/// A foreign key whose target is read through the target's primary-key cache.
+#[derive(Clone, Debug)]
+pub struct CachedForeignKey {
+    pub model: String,
+    pub field: String,
+    pub target: String,
+}
+
+type SimpleKey = (String, CacheKind, BTreeSet<String>);
+
+#[derive(Default)]
+pub(crate) struct Registry {
+    pub(crate) models: HashMap<String, ModelInfo>,
+    pub(crate) classes: Vec<Arc<ClassSpec>>,
+    names: HashMap<String, usize>,
+    /// Simple classes by (model, kind, field set), as `Class<T>` behind `Any`.
+    simple: HashMap<SimpleKey, Arc<dyn Any + Send + Sync>>,
+    pub(crate) cached_fks: Vec<CachedForeignKey>,
+}
+
+impl Registry {
+    pub(crate) fn add_model(&mut self, info: ModelInfo) -> Result<(), RegistryError> {
+        if !is_plain_name(&info.name) {
+            return Err(RegistryError::InvalidName { name: info.name, reason: "model names are [A-Za-z0-9_] without \"__\"" });
+        }
+        self.models.insert(info.name.clone(), info);
+        Ok(())
+    }
+
+    pub(crate) fn add_class(&mut self, spec: Arc<ClassSpec>, handle: Arc<dyn Any + Send + Sync>) -> Result<(), RegistryError> {
+        if !is_plain_name(&spec.name) {
+            return Err(RegistryError::InvalidName {
+                name: spec.name.clone(),
+                reason: "class names are 1 to 64 of [A-Za-z0-9_] without \"__\"",
+            });
+        }
+        if self.names.contains_key(&spec.name) {
+            return Err(RegistryError::DuplicateClass(spec.name.clone()));
+        }
+        if spec.key_fields.is_empty() {
+            return Err(RegistryError::InvalidClass { class: spec.name.clone(), reason: "no key fields".into() });
+        }
+        let set: BTreeSet<String> = spec.key_fields.iter().cloned().collect();
+        if set.len() != spec.key_fields.len() {
+            return Err(RegistryError::InvalidClass { class: spec.name.clone(), reason: "a key field is named twice".into() });
+        }
+        if spec.simple {
+            let k = (spec.model.clone(), spec.kind, set);
+            if self.simple.contains_key(&k) {
+                return Err(RegistryError::DuplicateKeyTuple {
+                    model: spec.model.clone(),
+                    kind: spec.kind.label(),
+                    fields: spec.key_fields.clone(),
+                });
+            }
+            self.simple.insert(k, handle);
+        }
+        self.names.insert(spec.name.clone(), self.classes.len());
+        self.classes.push(spec);
+        Ok(())
+    }
+
+    /// Checks what can only be checked once everything is declared.
+    pub(crate) fn validate(&self) -> Result<(), RegistryError> {
+        for fk in &self.cached_fks {
+            let pk = self.models.get(&fk.target).map(|m| m.pk.clone()).unwrap_or_default();
+            let ok = !pk.is_empty() && self.simple_handle(&fk.target, CacheKind::Instance, &pk).is_some();
+            if !ok {
+                return Err(RegistryError::CachedForeignKeyWithoutTarget {
+                    model: fk.model.clone(),
+                    field: fk.field.clone(),
+                    target: fk.target.clone(),
+                    pk,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) fn simple_handle(&self, model: &str, kind: CacheKind, fields: &[String]) -> Option<&Arc<dyn Any + Send + Sync>> {
+        let set: BTreeSet<String> = fields.iter().cloned().collect();
+        self.simple.get(&(model.to_owned(), kind, set))
+    }
+
+    pub(crate) fn classes_of_model<'a>(&'a self, model: &'a str) -> impl Iterator<Item = &'a Arc<ClassSpec>> + 'a {
+        self.classes.iter().filter(move |c| c.model == model)
+    }
+}

@@ -1,0 +1,107 @@
+//! Counters and the event hook: every lookup and invalidation is counted (in
+//! process, and through the `metrics` facade) and can be observed.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+/// How a lookup was answered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Served from the cache.
+    Hit,
+    /// Served from the cache although stale, within allowtime or while another
+    /// caller refreshes.
+    StaleHit,
+    /// Not in the cache (or invalidated): fetched from the database and filled.
+    Miss,
+    /// Fetched from the database without filling (lost a lease, value too large,
+    /// fill raced with an invalidation).
+    MissNoFill,
+    /// The cache is bypassed by the settings.
+    Bypass,
+    /// The cache failed; answered from the database.
+    Degraded,
+    /// Cache-only lookup that found nothing.
+    NotCached,
+}
+
+impl Outcome {
+    pub fn label(self) -> &'static str {
+        match self {
+            Outcome::Hit => "hit",
+            Outcome::StaleHit => "stale-hit",
+            Outcome::Miss => "miss",
+            Outcome::MissNoFill => "miss-no-fill",
+            Outcome::Bypass => "bypass",
+            Outcome::Degraded => "degraded",
+            Outcome::NotCached => "not-cached",
+        }
+    }
+}
+
+/// Something flash did, for an observer hook (logging, the demo).
+#[derive(Debug)]
+pub enum FlashEvent<'a> {
+    Lookup { class: &'a str, key: &'a str, outcome: Outcome },
+    Invalidate { model: &'a str, keys: &'a [String] },
+    VersionBump { model: &'a str, classes: &'a [String] },
+}
+
+pub(crate) type Observer = std::sync::Arc<dyn Fn(&FlashEvent<'_>) + Send + Sync>;
+
+/// Process-local counters of one [`crate::Flash`] handle.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub hits: AtomicU64,
+    pub stale_hits: AtomicU64,
+    pub misses: AtomicU64,
+    pub fills: AtomicU64,
+    pub db_fetches: AtomicU64,
+    pub invalidated_keys: AtomicU64,
+    pub backend_errors: AtomicU64,
+    pub lease_waits: AtomicU64,
+}
+
+/// A copy of the counters at one moment.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StatsSnapshot {
+    pub hits: u64,
+    pub stale_hits: u64,
+    pub misses: u64,
+    pub fills: u64,
+    pub db_fetches: u64,
+    pub invalidated_keys: u64,
+    pub backend_errors: u64,
+    pub lease_waits: u64,
+}
+
+impl Stats {
+    pub fn snapshot(&self) -> StatsSnapshot {
+        StatsSnapshot {
+            hits: self.hits.load(Relaxed),
+            stale_hits: self.stale_hits.load(Relaxed),
+            misses: self.misses.load(Relaxed),
+            fills: self.fills.load(Relaxed),
+            db_fetches: self.db_fetches.load(Relaxed),
+            invalidated_keys: self.invalidated_keys.load(Relaxed),
+            backend_errors: self.backend_errors.load(Relaxed),
+            lease_waits: self.lease_waits.load(Relaxed),
+        }
+    }
+
+    pub(crate) fn outcome(&self, class: &str, o: Outcome) {
+        let c = match o {
+            Outcome::Hit => &self.hits,
+            Outcome::StaleHit => &self.stale_hits,
+            Outcome::Miss | Outcome::MissNoFill | Outcome::Degraded | Outcome::NotCached => &self.misses,
+            Outcome::Bypass => return,
+        };
+        c.fetch_add(1, Relaxed);
+        metrics::counter!("flash_lookups_total", "class" => class.to_owned(), "outcome" => o.label()).increment(1);
+    }
+
+    pub(crate) fn backend_error(&self, op: &'static str, e: &crate::BackendError) {
+        self.backend_errors.fetch_add(1, Relaxed);
+        metrics::counter!("flash_cache_errors_total", "op" => op).increment(1);
+        tracing::warn!(op, error = %e, "cache backend error; serving from the database");
+    }
+}
