@@ -99,7 +99,9 @@ impl FlashBuilder {
         self
     }
     pub fn db_alias(mut self, model: &str, alias: &str) -> Self {
-        self.settings.db_alias.insert(model.to_owned(), alias.to_owned());
+        self.settings
+            .db_alias
+            .insert(model.to_owned(), alias.to_owned());
         self
     }
     pub fn version_store(mut self, s: impl VersionStore) -> Self {
@@ -120,40 +122,64 @@ impl FlashBuilder {
     }
 
     /// Declares a model (its primary key is needed for cached foreign keys).
-    pub fn model(mut self, info: ModelInfo) -> Result<Self, RegistryError> {
-        self.registry.add_model(info)?;
-        Ok(self)
+    pub fn model(&mut self, info: ModelInfo) -> Result<(), RegistryError> {
+        self.registry.add_model(info)
     }
 
     /// Registers a cache class with its fallback.
-    pub fn register<T: CacheValue>(&mut self, spec: ClassSpec, fetch: impl Fetch<T> + 'static) -> Result<Class<T>, RegistryError> {
-        let class = Class { spec: Arc::new(spec), fetch: Arc::new(fetch) as Arc<dyn Fetch<T>> };
-        self.registry.add_class(class.spec.clone(), Arc::new(class.clone()))?;
+    pub fn register<T: CacheValue>(
+        &mut self,
+        spec: ClassSpec,
+        fetch: impl Fetch<T> + 'static,
+    ) -> Result<Class<T>, RegistryError> {
+        let class = Class {
+            spec: Arc::new(spec),
+            fetch: Arc::new(fetch) as Arc<dyn Fetch<T>>,
+        };
+        self.registry
+            .add_class(class.spec.clone(), Arc::new(class.clone()))?;
         Ok(class)
     }
 
     /// Declares that `model.field` is read through `target`'s primary-key cache;
     /// checked at [`Self::build`].
     pub fn cached_foreign_key(&mut self, model: &str, field: &str, target: &str) {
-        self.registry.cached_fks.push(CachedForeignKey { model: model.into(), field: field.into(), target: target.into() });
+        self.registry.cached_fks.push(CachedForeignKey {
+            model: model.into(),
+            field: field.into(),
+            target: target.into(),
+        });
     }
 
     /// Validates the declaration, loads dynamic versions and starts the task
     /// that keeps them fresh (it stops when the last handle is dropped).
     pub async fn build(self) -> Result<Flash, Error> {
         if !is_valid_prefix(&self.settings.prefix) {
-            return Err(RegistryError::InvalidName { name: self.settings.prefix, reason: "prefix must be [A-Za-z0-9_:.-], at most 64 bytes" }.into());
+            return Err(RegistryError::InvalidName {
+                name: self.settings.prefix,
+                reason: "prefix must be [A-Za-z0-9_:.-], at most 64 bytes",
+            }
+            .into());
         }
         for alias in self.settings.db_alias.values() {
             if !is_plain_name(alias) {
-                return Err(RegistryError::InvalidName { name: alias.clone(), reason: "database aliases are [A-Za-z0-9_]" }.into());
+                return Err(RegistryError::InvalidName {
+                    name: alias.clone(),
+                    reason: "database aliases are [A-Za-z0-9_]",
+                }
+                .into());
             }
         }
         self.registry.validate()?;
         #[cfg(feature = "memory")]
-        let backend = self.backend.unwrap_or_else(|| Arc::new(crate::memory::MemoryBackend::default()));
+        let backend = self
+            .backend
+            .unwrap_or_else(|| Arc::new(crate::memory::MemoryBackend::default()));
         #[cfg(not(feature = "memory"))]
-        let backend = self.backend.ok_or_else(|| RegistryError::InvalidClass { class: "-".into(), reason: "no cache backend configured".into() })?;
+        let backend = self.backend.ok_or_else(|| RegistryError::InvalidClass {
+            class: "-".into(),
+            reason: "no cache backend configured".into(),
+        })?;
         let versions = LocalVersions::default();
         versions.merge(self.store.load().await?);
         let inner = Arc::new(Inner {
@@ -270,10 +296,26 @@ impl Flash {
     }
 
     /// The simple class of `model` keyed by exactly `fields` (any order).
-    pub fn simple_class<T: CacheValue>(&self, model: &str, kind: CacheKind, fields: &[String]) -> Result<Class<T>, Error> {
-        let not_registered = || Error::CacheNotRegistered { model: model.to_owned(), kind: kind.label(), fields: fields.to_vec() };
-        let handle = self.inner.registry.simple_handle(model, kind, fields).ok_or_else(not_registered)?;
-        handle.downcast_ref::<Class<T>>().cloned().ok_or_else(not_registered)
+    pub fn simple_class<T: CacheValue>(
+        &self,
+        model: &str,
+        kind: CacheKind,
+        fields: &[String],
+    ) -> Result<Class<T>, Error> {
+        let not_registered = || Error::CacheNotRegistered {
+            model: model.to_owned(),
+            kind: kind.label(),
+            fields: fields.to_vec(),
+        };
+        let handle = self
+            .inner
+            .registry
+            .simple_handle(model, kind, fields)
+            .ok_or_else(not_registered)?;
+        handle
+            .downcast_ref::<Class<T>>()
+            .cloned()
+            .ok_or_else(not_registered)
     }
 
     /// The key of a lookup. `values` are in any order of `fields` of the
@@ -281,15 +323,30 @@ impl Flash {
     pub fn key_of<T>(&self, class: &Class<T>, values: &[FieldValue]) -> Result<String, Error> {
         let spec = &class.spec;
         if values.len() != spec.key_fields.len() {
-            return Err(Error::KeyArity { class: spec.name.clone(), expected: spec.key_fields.len(), got: values.len() });
+            return Err(Error::KeyArity {
+                class: spec.name.clone(),
+                expected: spec.key_fields.len(),
+                got: values.len(),
+            });
         }
         Ok(self.key_for_spec(spec, values))
     }
 
     pub(crate) fn key_for_spec(&self, spec: &ClassSpec, values: &[FieldValue]) -> String {
         let s = &self.inner.settings;
-        let alias = s.db_alias.get(&spec.model).map(String::as_str).unwrap_or("default");
-        build_key(&s.prefix, spec.kind.tag(), alias, &spec.name, values, spec.version)
+        let alias = s
+            .db_alias
+            .get(&spec.model)
+            .map(String::as_str)
+            .unwrap_or("default");
+        build_key(
+            &s.prefix,
+            spec.kind.tag(),
+            alias,
+            &spec.name,
+            values,
+            spec.version,
+        )
     }
 
     pub(crate) fn emit(&self, e: FlashEvent<'_>) {
@@ -318,10 +375,17 @@ impl Flash {
         self.inner.store.bump(&classes).await?;
         let names: Vec<String> = classes.into_iter().map(|(_, n)| n).collect();
         let loaded = self.inner.store.load().await?;
-        let missing: Vec<String> = names.iter().filter(|n| !loaded.contains_key(*n)).cloned().collect();
+        let missing: Vec<String> = names
+            .iter()
+            .filter(|n| !loaded.contains_key(*n))
+            .cloned()
+            .collect();
         self.inner.versions.merge(loaded);
         self.inner.versions.bump_local(&missing);
-        self.emit(FlashEvent::VersionBump { model, classes: &names });
+        self.emit(FlashEvent::VersionBump {
+            model,
+            classes: &names,
+        });
         Ok(names)
     }
 

@@ -1,0 +1,592 @@
+//! `FlashDb`: cached lookups and writes that invalidate, on a SeaORM connection.
+
+use crate::convert::{column_name, model_name, to_field, ModelRecord};
+use crate::lookup::Lookup;
+use flash_core::{
+    CacheKind, CacheValue, Class, Error, FieldValue, Flash, KeySet, Outcome, Query, Record,
+    SourceError,
+};
+use futures::future::BoxFuture;
+use sea_orm::sea_query::{Condition, SimpleExpr};
+use sea_orm::{
+    ActiveModelBehavior, ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseBackend,
+    DatabaseConnection, DatabaseTransaction, EntityTrait, IntoActiveModel, Iterable, ModelTrait,
+    PrimaryKeyToColumn, QueryFilter, QuerySelect, TransactionTrait, Value,
+};
+use std::collections::BTreeSet;
+use std::marker::PhantomData;
+
+fn src(e: sea_orm::DbErr) -> Error {
+    Error::Source(SourceError::new(e))
+}
+
+/// The handle a service keeps: a [`Flash`] and the database it caches.
+/// Cloning is cheap (reference counts).
+#[derive(Clone, Debug)]
+pub struct FlashDb {
+    flash: Flash,
+    db: DatabaseConnection,
+}
+
+/// Column changes for [`FlashDb::update_many`].
+pub struct Changes<E: EntityTrait> {
+    sets: Vec<(E::Column, SimpleExpr)>,
+}
+
+impl<E: EntityTrait> Default for Changes<E> {
+    fn default() -> Self {
+        Changes { sets: Vec::new() }
+    }
+}
+
+impl<E: EntityTrait> Changes<E> {
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// `col = value`.
+    pub fn set(mut self, col: E::Column, value: impl Into<Value>) -> Self {
+        self.sets.push((col, SimpleExpr::Value(value.into())));
+        self
+    }
+    /// `col = expr` (e.g. `Expr::col(Column::Seats).add(1)`).
+    pub fn set_expr(mut self, col: E::Column, expr: impl Into<SimpleExpr>) -> Self {
+        self.sets.push((col, expr.into()));
+        self
+    }
+}
+
+/// The primary-key condition of one row.
+fn pk_condition<E: EntityTrait>(row: &E::Model) -> Condition {
+    E::PrimaryKey::iter().fold(Condition::all(), |c, p| {
+        let col = p.into_column();
+        c.add(col.eq(row.get(col)))
+    })
+}
+
+/// The primary-key condition of many rows.
+fn pks_condition<E: EntityTrait>(rows: &[E::Model]) -> Condition {
+    let pks: Vec<E::Column> = E::PrimaryKey::iter().map(|p| p.into_column()).collect();
+    if let [col] = pks.as_slice() {
+        return Condition::all().add(col.is_in(rows.iter().map(|r| r.get(*col))));
+    }
+    rows.iter()
+        .fold(Condition::any(), |c, r| c.add(pk_condition::<E>(r)))
+}
+
+/// `SELECT ... FOR UPDATE` where the database has it (SQLite serialises writers).
+fn locked<E: EntityTrait>(q: sea_orm::Select<E>, backend: DatabaseBackend) -> sea_orm::Select<E> {
+    if backend == DatabaseBackend::Sqlite {
+        q
+    } else {
+        q.lock_exclusive()
+    }
+}
+
+impl FlashDb {
+    pub fn new(flash: Flash, db: DatabaseConnection) -> Self {
+        FlashDb { flash, db }
+    }
+    pub fn flash(&self) -> &Flash {
+        &self.flash
+    }
+    pub fn db(&self) -> &DatabaseConnection {
+        &self.db
+    }
+
+    /// The cached lookups of entity `E` (the original's `Model.cache`).
+    pub fn cache<E: EntityTrait>(&self) -> ModelCache<'_, E>
+    where
+        E::Model: CacheValue,
+    {
+        ModelCache {
+            fdb: self,
+            _e: PhantomData,
+        }
+    }
+
+    /// A user-defined class's value (see [`crate::CustomCache`]).
+    pub async fn get<T: CacheValue>(
+        &self,
+        class: &Class<T>,
+        key: &[FieldValue],
+    ) -> Result<T, Error> {
+        self.flash.get(class, key).await
+    }
+
+    /// The row `row`'s cached foreign key points at, read through `T`'s
+    /// primary-key cache (the seed's `participation.event`).
+    pub async fn follow<T, M>(&self, row: &M) -> Result<Option<T::Model>, Error>
+    where
+        T: EntityTrait,
+        T::Model: CacheValue,
+        M: ModelTrait + Sync,
+    {
+        let model = model_name::<M::Entity>();
+        let target = model_name::<T>();
+        let not_registered = || Error::CacheNotRegistered {
+            model: model.clone(),
+            kind: "cached foreign key",
+            fields: vec![target.clone()],
+        };
+        let fk = self
+            .flash
+            .cached_foreign_keys()
+            .iter()
+            .find(|f| f.model == model && f.target == target)
+            .ok_or_else(not_registered)?;
+        let value = ModelRecord(row)
+            .field(&fk.field)
+            .ok_or_else(not_registered)?;
+        if value == FieldValue::Null {
+            return Ok(None);
+        }
+        let pk = self
+            .flash
+            .model(&target)
+            .map(|m| m.pk.clone())
+            .unwrap_or_default();
+        let class =
+            self.flash
+                .simple_class::<Option<T::Model>>(&target, CacheKind::Instance, &pk)?;
+        self.flash.get(&class, &[value]).await
+    }
+
+    /// Names of the fields that some invalidating class of `model` is keyed by.
+    fn key_fields(&self, model: &str) -> BTreeSet<String> {
+        self.flash
+            .classes()
+            .filter(|c| c.model == model && c.invalidation != flash_core::Invalidation::Off)
+            .flat_map(|c| c.key_fields.iter().cloned())
+            .collect()
+    }
+
+    /// Applies the invalidation of a committed write. The write call returns
+    /// only after this, so the writer reads its own write.
+    async fn invalidate(&self, model: &str, keys: &KeySet) {
+        if let Err(e) = self.flash.apply_invalidation(model, keys).await {
+            tracing::error!(model, keys = keys.len(), error = %e, "invalidation failed");
+        }
+    }
+
+    fn keys_of<M: ModelTrait + Sync>(&self, rows: &[&M]) -> KeySet {
+        let model = model_name::<M::Entity>();
+        let recs: Vec<ModelRecord<'_, M>> = rows.iter().map(|r| ModelRecord(*r)).collect();
+        let dyns: Vec<&dyn Record> = recs.iter().map(|r| r as &dyn Record).collect();
+        self.flash.keys_for_rows(&model, &dyns)
+    }
+
+    /// Inserts a row; the keys of its key-field values are invalidated (a
+    /// cached "does not exist" must go).
+    pub async fn insert<A>(&self, am: A) -> Result<<A::Entity as EntityTrait>::Model, Error>
+    where
+        A: ActiveModelTrait + ActiveModelBehavior + Send,
+        <A::Entity as EntityTrait>::Model: IntoActiveModel<A> + Sync,
+    {
+        let (m, keys) = self.insert_on(&self.db, am).await?;
+        self.invalidate(&model_name::<A::Entity>(), &keys).await;
+        Ok(m)
+    }
+
+    /// Updates a row; keys of its old and new key-field values are invalidated.
+    pub async fn update<A>(&self, am: A) -> Result<<A::Entity as EntityTrait>::Model, Error>
+    where
+        A: ActiveModelTrait + ActiveModelBehavior + Send,
+        <A::Entity as EntityTrait>::Model: IntoActiveModel<A> + Sync,
+    {
+        let (m, keys) = self.update_on(&self.db, am).await?;
+        self.invalidate(&model_name::<A::Entity>(), &keys).await;
+        Ok(m)
+    }
+
+    /// Inserts when the primary key is not set, updates otherwise.
+    pub async fn save<A>(&self, am: A) -> Result<<A::Entity as EntityTrait>::Model, Error>
+    where
+        A: ActiveModelTrait + ActiveModelBehavior + Send,
+        <A::Entity as EntityTrait>::Model: IntoActiveModel<A> + Sync,
+    {
+        let pk_set = <A::Entity as EntityTrait>::PrimaryKey::iter()
+            .all(|p| !am.get(p.into_column()).is_not_set());
+        if pk_set {
+            self.update(am).await
+        } else {
+            self.insert(am).await
+        }
+    }
+
+    /// Deletes a row (by primary key); the keys of its values are invalidated.
+    pub async fn delete<E>(&self, row: &E::Model) -> Result<u64, Error>
+    where
+        E: EntityTrait,
+        E::Model: Sync,
+    {
+        let (n, keys) = self
+            .delete_on::<E, _>(&self.db, pk_condition::<E>(row))
+            .await?;
+        let mut keys = keys;
+        keys.extend(self.keys_of(&[row]));
+        self.invalidate(&model_name::<E>(), &keys).await;
+        Ok(n)
+    }
+
+    /// `UPDATE ... WHERE cond`; keys of the old and new values of every
+    /// affected row are invalidated. Returns the number of rows updated.
+    pub async fn update_many<E>(&self, cond: Condition, changes: Changes<E>) -> Result<u64, Error>
+    where
+        E: EntityTrait,
+        E::Model: Sync,
+    {
+        let (n, keys) = self.update_many_on(&self.db, cond, changes).await?;
+        self.invalidate(&model_name::<E>(), &keys).await;
+        Ok(n)
+    }
+
+    /// `DELETE ... WHERE cond`; keys of every deleted row are invalidated.
+    pub async fn delete_many<E>(&self, cond: Condition) -> Result<u64, Error>
+    where
+        E: EntityTrait,
+        E::Model: Sync,
+    {
+        let (n, keys) = self.delete_on::<E, _>(&self.db, cond).await?;
+        self.invalidate(&model_name::<E>(), &keys).await;
+        Ok(n)
+    }
+
+    /// Manual invalidation (the seed's `invalidate_flash_cache`): the keys of
+    /// the current values of every row matching `cond`, in every class.
+    pub async fn invalidate_flash_cache<E>(&self, cond: Condition) -> Result<KeySet, Error>
+    where
+        E: EntityTrait,
+        E::Model: Sync,
+    {
+        let rows = E::find().filter(cond).all(&self.db).await.map_err(src)?;
+        let keys = self.keys_of(&rows.iter().collect::<Vec<_>>());
+        self.flash
+            .apply_invalidation(&model_name::<E>(), &keys)
+            .await?;
+        Ok(keys)
+    }
+
+    /// Runs `f` in a database transaction; the invalidations of the writes made
+    /// through the [`FlashTxn`] are applied after the commit, and not at all on
+    /// rollback.
+    pub async fn transaction<T, F>(&self, f: F) -> Result<T, Error>
+    where
+        T: Send,
+        F: for<'t> FnOnce(&'t mut FlashTxn) -> BoxFuture<'t, Result<T, Error>> + Send,
+    {
+        let txn = self.db.begin().await.map_err(src)?;
+        let mut ftx = FlashTxn {
+            fdb: self.clone(),
+            txn: Some(txn),
+            keys: Vec::new(),
+        };
+        let out = f(&mut ftx).await;
+        let txn = ftx
+            .txn
+            .take()
+            .ok_or_else(|| Error::Codec("transaction already finished".into()))?;
+        match out {
+            Ok(v) => {
+                txn.commit().await.map_err(src)?;
+                for (model, keys) in &ftx.keys {
+                    self.invalidate(model, keys).await;
+                }
+                Ok(v)
+            }
+            Err(e) => {
+                txn.rollback().await.map_err(src)?;
+                Err(e)
+            }
+        }
+    }
+
+    async fn insert_on<A, C>(
+        &self,
+        conn: &C,
+        am: A,
+    ) -> Result<(<A::Entity as EntityTrait>::Model, KeySet), Error>
+    where
+        C: ConnectionTrait,
+        A: ActiveModelTrait + ActiveModelBehavior + Send,
+        <A::Entity as EntityTrait>::Model: IntoActiveModel<A> + Sync,
+    {
+        let m = am.insert(conn).await.map_err(src)?;
+        let keys = self.keys_of(&[&m]);
+        Ok((m, keys))
+    }
+
+    async fn update_on<A, C>(
+        &self,
+        conn: &C,
+        am: A,
+    ) -> Result<(<A::Entity as EntityTrait>::Model, KeySet), Error>
+    where
+        C: ConnectionTrait + TransactionTrait,
+        A: ActiveModelTrait + ActiveModelBehavior + Send,
+        <A::Entity as EntityTrait>::Model: IntoActiveModel<A> + Sync,
+    {
+        let model = model_name::<A::Entity>();
+        let key_fields = self.key_fields(&model);
+        let touches_key = <A::Entity as EntityTrait>::Column::iter()
+            .any(|c| am.get(c).is_set() && key_fields.contains(&column_name(&c)));
+        if !touches_key {
+            // Key values cannot change: the new row's keys are all there is to
+            // invalidate, and one statement does it.
+            let m = am.update(conn).await.map_err(src)?;
+            let keys = self.keys_of(&[&m]);
+            return Ok((m, keys));
+        }
+        // A key field changes: read the old row under a lock in the same
+        // transaction, so that its old keys are exactly the ones replaced.
+        let txn = conn.begin().await.map_err(src)?;
+        let pk = <A::Entity as EntityTrait>::PrimaryKey::iter().fold(Condition::all(), |c, p| {
+            let col = p.into_column();
+            match am.get(col).into_value() {
+                Some(v) => c.add(col.eq(v)),
+                None => c,
+            }
+        });
+        let old = locked(
+            <A::Entity as EntityTrait>::find().filter(pk),
+            txn.get_database_backend(),
+        )
+        .one(&txn)
+        .await
+        .map_err(src)?;
+        let m = am.update(&txn).await.map_err(src)?;
+        txn.commit().await.map_err(src)?;
+        let mut rows = vec![&m];
+        rows.extend(old.as_ref());
+        let keys = self.keys_of(&rows);
+        Ok((m, keys))
+    }
+
+    async fn update_many_on<E, C>(
+        &self,
+        conn: &C,
+        cond: Condition,
+        changes: Changes<E>,
+    ) -> Result<(u64, KeySet), Error>
+    where
+        E: EntityTrait,
+        E::Model: Sync,
+        C: ConnectionTrait + TransactionTrait,
+    {
+        let txn = conn.begin().await.map_err(src)?;
+        let old = locked(E::find().filter(cond.clone()), txn.get_database_backend())
+            .all(&txn)
+            .await
+            .map_err(src)?;
+        if old.is_empty() {
+            txn.commit().await.map_err(src)?;
+            return Ok((0, KeySet::default()));
+        }
+        // Only the rows read above are updated, so every updated row's old
+        // values are known.
+        let mut q = E::update_many()
+            .filter(cond)
+            .filter(pks_condition::<E>(&old));
+        for (col, expr) in changes.sets {
+            q = q.col_expr(col, expr);
+        }
+        let n = q.exec(&txn).await.map_err(src)?.rows_affected;
+        let new = E::find()
+            .filter(pks_condition::<E>(&old))
+            .all(&txn)
+            .await
+            .map_err(src)?;
+        txn.commit().await.map_err(src)?;
+        let rows: Vec<&E::Model> = old.iter().chain(new.iter()).collect();
+        Ok((n, self.keys_of(&rows)))
+    }
+
+    async fn delete_on<E, C>(&self, conn: &C, cond: Condition) -> Result<(u64, KeySet), Error>
+    where
+        E: EntityTrait,
+        E::Model: Sync,
+        C: ConnectionTrait + TransactionTrait,
+    {
+        let txn = conn.begin().await.map_err(src)?;
+        let old = locked(E::find().filter(cond.clone()), txn.get_database_backend())
+            .all(&txn)
+            .await
+            .map_err(src)?;
+        if old.is_empty() {
+            txn.commit().await.map_err(src)?;
+            return Ok((0, KeySet::default()));
+        }
+        let n = E::delete_many()
+            .filter(cond)
+            .filter(pks_condition::<E>(&old))
+            .exec(&txn)
+            .await
+            .map_err(src)?
+            .rows_affected;
+        txn.commit().await.map_err(src)?;
+        Ok((n, self.keys_of(&old.iter().collect::<Vec<_>>())))
+    }
+}
+
+/// Writes inside [`FlashDb::transaction`]; their invalidations wait for the commit.
+pub struct FlashTxn {
+    fdb: FlashDb,
+    txn: Option<DatabaseTransaction>,
+    keys: Vec<(String, KeySet)>,
+}
+
+impl FlashTxn {
+    /// The transaction, for reads and writes that need no invalidation.
+    pub fn conn(&self) -> &DatabaseTransaction {
+        self.txn
+            .as_ref()
+            .expect("transaction is open while the closure runs")
+    }
+    fn record(&mut self, model: String, keys: KeySet) {
+        self.keys.push((model, keys));
+    }
+    pub async fn insert<A>(&mut self, am: A) -> Result<<A::Entity as EntityTrait>::Model, Error>
+    where
+        A: ActiveModelTrait + ActiveModelBehavior + Send,
+        <A::Entity as EntityTrait>::Model: IntoActiveModel<A> + Sync,
+    {
+        let (m, keys) = self.fdb.insert_on(self.conn(), am).await?;
+        self.record(model_name::<A::Entity>(), keys);
+        Ok(m)
+    }
+    pub async fn update<A>(&mut self, am: A) -> Result<<A::Entity as EntityTrait>::Model, Error>
+    where
+        A: ActiveModelTrait + ActiveModelBehavior + Send,
+        <A::Entity as EntityTrait>::Model: IntoActiveModel<A> + Sync,
+    {
+        let (m, keys) = self.fdb.update_on(self.conn(), am).await?;
+        self.record(model_name::<A::Entity>(), keys);
+        Ok(m)
+    }
+    pub async fn update_many<E>(
+        &mut self,
+        cond: Condition,
+        changes: Changes<E>,
+    ) -> Result<u64, Error>
+    where
+        E: EntityTrait,
+        E::Model: Sync,
+    {
+        let (n, keys) = self.fdb.update_many_on(self.conn(), cond, changes).await?;
+        self.record(model_name::<E>(), keys);
+        Ok(n)
+    }
+    pub async fn delete_many<E>(&mut self, cond: Condition) -> Result<u64, Error>
+    where
+        E: EntityTrait,
+        E::Model: Sync,
+    {
+        let (n, keys) = self.fdb.delete_on::<E, _>(self.conn(), cond).await?;
+        self.record(model_name::<E>(), keys);
+        Ok(n)
+    }
+    pub async fn delete<E>(&mut self, row: &E::Model) -> Result<u64, Error>
+    where
+        E: EntityTrait,
+        E::Model: Sync,
+    {
+        let (n, mut keys) = self
+            .fdb
+            .delete_on::<E, _>(self.conn(), pk_condition::<E>(row))
+            .await?;
+        keys.extend(self.fdb.keys_of(&[row]));
+        self.record(model_name::<E>(), keys);
+        Ok(n)
+    }
+}
+
+/// Cached lookups of one entity, by its declared field tuples.
+pub struct ModelCache<'a, E: EntityTrait> {
+    fdb: &'a FlashDb,
+    _e: PhantomData<E>,
+}
+
+impl<E: EntityTrait> ModelCache<'_, E>
+where
+    E::Model: CacheValue,
+{
+    fn class<T: CacheValue>(&self, kind: CacheKind, lk: &Lookup<E>) -> Result<Class<T>, Error> {
+        self.fdb
+            .flash
+            .simple_class::<T>(&model_name::<E>(), kind, &lk.field_names())
+    }
+
+    /// The row found by `lk`; [`Error::NotFound`] when there is none (the
+    /// absence is cached too).
+    pub async fn get(&self, lk: Lookup<E>) -> Result<E::Model, Error> {
+        let (row, _) = self.get_with_outcome(lk.clone()).await?;
+        row.ok_or_else(|| Error::NotFound {
+            model: model_name::<E>(),
+            key: lk
+                .pairs
+                .iter()
+                .map(|(c, v)| format!("{}={}", column_name(c), to_field(v)))
+                .collect::<Vec<_>>()
+                .join(", "),
+        })
+    }
+
+    /// The row found by `lk`, or `None`.
+    pub async fn get_or_none(&self, lk: Lookup<E>) -> Result<Option<E::Model>, Error> {
+        self.get_with_outcome(lk).await.map(|(r, _)| r)
+    }
+
+    /// Like [`Self::get_or_none`], also telling hit or miss.
+    pub async fn get_with_outcome(
+        &self,
+        lk: Lookup<E>,
+    ) -> Result<(Option<E::Model>, Outcome), Error> {
+        let class = self.class::<Option<E::Model>>(CacheKind::Instance, &lk)?;
+        let values = lk.values_in(&class.spec().key_fields);
+        self.fdb.flash.lookup(&class, &values).await
+    }
+
+    /// The rows matching `lk`.
+    pub async fn filter(&self, lk: Lookup<E>) -> Result<Vec<E::Model>, Error> {
+        self.filter_with_outcome(lk).await.map(|(r, _)| r)
+    }
+
+    /// Like [`Self::filter`], also telling hit or miss.
+    pub async fn filter_with_outcome(
+        &self,
+        lk: Lookup<E>,
+    ) -> Result<(Vec<E::Model>, Outcome), Error> {
+        let class = self.class::<Vec<E::Model>>(CacheKind::Queryset, &lk)?;
+        let values = lk.values_in(&class.spec().key_fields);
+        self.fdb.flash.lookup(&class, &values).await
+    }
+
+    /// The cache key of an instance lookup.
+    pub fn get_key(&self, lk: &Lookup<E>) -> Result<String, Error> {
+        let class = self.class::<Option<E::Model>>(CacheKind::Instance, lk)?;
+        self.fdb
+            .flash
+            .key_of(&class, &lk.values_in(&class.spec().key_fields))
+    }
+
+    /// The cache key of a filter lookup.
+    pub fn filter_key(&self, lk: &Lookup<E>) -> Result<String, Error> {
+        let class = self.class::<Vec<E::Model>>(CacheKind::Queryset, lk)?;
+        self.fdb
+            .flash
+            .key_of(&class, &lk.values_in(&class.spec().key_fields))
+    }
+
+    /// A lazy instance lookup, for a [`flash_core::Batch`].
+    pub fn get_query(&self, lk: &Lookup<E>) -> Result<Query<Option<E::Model>>, Error> {
+        let class = self.class::<Option<E::Model>>(CacheKind::Instance, lk)?;
+        let values = lk.values_in(&class.spec().key_fields);
+        Ok(Query::new(&class, values))
+    }
+
+    /// A lazy filter lookup, for a [`flash_core::Batch`].
+    pub fn filter_query(&self, lk: &Lookup<E>) -> Result<Query<Vec<E::Model>>, Error> {
+        let class = self.class::<Vec<E::Model>>(CacheKind::Queryset, lk)?;
+        let values = lk.values_in(&class.spec().key_fields);
+        Ok(Query::new(&class, values))
+    }
+}

@@ -1,0 +1,189 @@
+//! `CacheMeta`: the per-entity declaration of what is cached.
+
+use crate::convert::{column_name, model_name};
+use flash_core::{ClassSpec, Invalidation, RegistryError};
+use sea_orm::EntityTrait;
+use std::time::Duration;
+
+/// What flash caches for one entity: instance caches by field tuples
+/// ([`Self::get_key`]), queryset caches ([`Self::filter_key`]), cached foreign
+/// keys, and the settings shared by these classes.
+///
+/// ```
+/// # use sea_orm::entity::prelude::*;
+/// # mod event {
+/// #     use sea_orm::entity::prelude::*;
+/// #     #[derive(Clone, Debug, PartialEq, DeriveEntityModel, serde::Serialize, serde::Deserialize)]
+/// #     #[sea_orm(table_name = "event")]
+/// #     pub struct Model { #[sea_orm(primary_key)] pub id: i32, pub slug: String, pub title: String }
+/// #     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)] pub enum Relation {}
+/// #     impl ActiveModelBehavior for ActiveModel {}
+/// # }
+/// use flash_sea_orm::{CacheMeta, durations::CACHE_TIME_DAY};
+/// let meta = CacheMeta::<event::Entity>::new()
+///     .get_key([event::Column::Id])
+///     .get_key([event::Column::Slug])
+///     .timeout(CACHE_TIME_DAY);
+/// ```
+#[derive(Debug)]
+pub struct CacheMeta<E: EntityTrait> {
+    pub(crate) get_keys: Vec<Vec<E::Column>>,
+    pub(crate) filter_keys: Vec<Vec<E::Column>>,
+    pub(crate) cached_fks: Vec<(E::Column, String)>,
+    timeout: Option<Duration>,
+    version: Option<u32>,
+    invalidation: Option<Invalidation>,
+    allowtime: Option<Duration>,
+    compress_above: Option<usize>,
+}
+
+impl<E: EntityTrait> Default for CacheMeta<E> {
+    fn default() -> Self {
+        CacheMeta {
+            get_keys: Vec::new(),
+            filter_keys: Vec::new(),
+            cached_fks: Vec::new(),
+            timeout: None,
+            version: None,
+            invalidation: None,
+            allowtime: None,
+            compress_above: None,
+        }
+    }
+}
+
+fn names<C: sea_orm::Iden>(cols: &[C]) -> Vec<String> {
+    cols.iter().map(column_name).collect()
+}
+
+impl<E: EntityTrait> CacheMeta<E> {
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// An instance cache: the row found by these columns (`Model.cache.get`).
+    pub fn get_key(mut self, cols: impl IntoIterator<Item = E::Column>) -> Self {
+        self.get_keys.push(cols.into_iter().collect());
+        self
+    }
+    /// A queryset cache: the rows matching these columns (`Model.cache.filter`).
+    pub fn filter_key(mut self, cols: impl IntoIterator<Item = E::Column>) -> Self {
+        self.filter_keys.push(cols.into_iter().collect());
+        self
+    }
+    /// Reads the row `col` points at through `T`'s primary-key instance cache
+    /// (see [`crate::FlashDb::follow`]). `T` must declare `get_key` on its primary key.
+    pub fn cached_fk<T: EntityTrait>(mut self, col: E::Column) -> Self {
+        self.cached_fks.push((col, model_name::<T>()));
+        self
+    }
+    pub fn timeout(mut self, t: Duration) -> Self {
+        self.timeout = Some(t);
+        self
+    }
+    pub fn version(mut self, v: u32) -> Self {
+        self.version = Some(v);
+        self
+    }
+    pub fn invalidation(mut self, i: Invalidation) -> Self {
+        self.invalidation = Some(i);
+        self
+    }
+    pub fn allowtime(mut self, t: Duration) -> Self {
+        self.allowtime = Some(t);
+        self
+    }
+    pub fn compress_above(mut self, bytes: usize) -> Self {
+        self.compress_above = Some(bytes);
+        self
+    }
+
+    /// Merges two declarations of one entity (the original's manager class and
+    /// nested `CacheMeta`): lists are concatenated, a key tuple or a setting
+    /// given in both is an error.
+    pub fn merge(mut self, other: CacheMeta<E>) -> Result<Self, RegistryError> {
+        let model = model_name::<E>();
+        for (mine, theirs, kind) in [
+            (&mut self.get_keys, other.get_keys, "instance"),
+            (&mut self.filter_keys, other.filter_keys, "queryset"),
+        ] {
+            for t in theirs {
+                let n = names(&t);
+                if mine.iter().any(|m| names(m) == n) {
+                    return Err(RegistryError::DuplicateKeyTuple {
+                        model: model.clone(),
+                        kind,
+                        fields: n,
+                    });
+                }
+                mine.push(t);
+            }
+        }
+        self.cached_fks.extend(other.cached_fks);
+        fn one<T>(
+            a: Option<T>,
+            b: Option<T>,
+            what: &str,
+            model: &str,
+        ) -> Result<Option<T>, RegistryError> {
+            match (a, b) {
+                (Some(_), Some(_)) => Err(RegistryError::InvalidClass {
+                    class: model.to_owned(),
+                    reason: format!("{what} is declared in both declarations"),
+                }),
+                (a, b) => Ok(a.or(b)),
+            }
+        }
+        self.timeout = one(self.timeout, other.timeout, "timeout", &model)?;
+        self.version = one(self.version, other.version, "version", &model)?;
+        self.invalidation = one(
+            self.invalidation,
+            other.invalidation,
+            "invalidation",
+            &model,
+        )?;
+        self.allowtime = one(self.allowtime, other.allowtime, "allowtime", &model)?;
+        self.compress_above = one(
+            self.compress_above,
+            other.compress_above,
+            "compress_above",
+            &model,
+        )?;
+        Ok(self)
+    }
+
+    /// The class specs this declaration makes (names derived from the table and
+    /// fields: `event_by_slug`, `participation_list_by_user_id`).
+    pub(crate) fn specs(&self) -> Vec<(ClassSpec, Vec<E::Column>)> {
+        let model = model_name::<E>();
+        let mut out = Vec::new();
+        for (cols, list) in self
+            .get_keys
+            .iter()
+            .map(|c| (c, false))
+            .chain(self.filter_keys.iter().map(|c| (c, true)))
+        {
+            let fields = names(cols);
+            let refs: Vec<&str> = fields.iter().map(String::as_str).collect();
+            let name = format!(
+                "{}{}_by_{}",
+                model,
+                if list { "_list" } else { "" },
+                fields.join("_")
+            )
+            .replace("__", "_");
+            let mut spec = if list {
+                ClassSpec::queryset(&name, &model, &refs)
+            } else {
+                ClassSpec::instance(&name, &model, &refs)
+            }
+            .simple(true)
+            .version(self.version.unwrap_or(0))
+            .invalidation(self.invalidation.unwrap_or_default());
+            spec.timeout = self.timeout;
+            spec.allowtime = self.allowtime;
+            spec.compress_above = self.compress_above;
+            out.push((spec, cols.clone()));
+        }
+        out
+    }
+}

@@ -1,0 +1,99 @@
+//! Configuration by URL from the environment: `DATABASE_URL` and
+//! `FLASH_CACHE_URL`. Unset means SQLite in memory and the in-process cache.
+
+use flash_core::resilient::ResilientBackend;
+use flash_core::{Backend, BackendError, MemoryBackend};
+use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbErr};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The database used when `DATABASE_URL` is unset.
+pub const DEFAULT_DATABASE_URL: &str = "sqlite::memory:";
+/// The cache used when `FLASH_CACHE_URL` is unset.
+pub const DEFAULT_CACHE_URL: &str = "memory://";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot connect to the database {url}: {source}")]
+    Database { url: String, source: DbErr },
+    #[error(transparent)]
+    Cache(#[from] BackendError),
+    #[error("cache URL scheme of {0:?} is not supported by this build (enable the feature)")]
+    UnsupportedCache(String),
+}
+
+/// `DATABASE_URL`, or the in-memory SQLite default.
+pub fn database_url() -> String {
+    std::env::var("DATABASE_URL")
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| DEFAULT_DATABASE_URL.into())
+}
+
+/// `FLASH_CACHE_URL`, or the in-process default.
+pub fn cache_url() -> String {
+    std::env::var("FLASH_CACHE_URL")
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| DEFAULT_CACHE_URL.into())
+}
+
+/// Connects to a database by URL. An in-memory SQLite database lives in one
+/// connection (each connection would otherwise see its own empty database).
+pub async fn connect_database(url: &str) -> Result<DatabaseConnection, ConfigError> {
+    let mut opts = ConnectOptions::new(url.to_owned());
+    opts.sqlx_logging(false);
+    if url.starts_with("sqlite") && url.contains(":memory:") {
+        opts.max_connections(1).min_connections(1);
+    } else {
+        opts.max_connections(16);
+    }
+    Database::connect(opts)
+        .await
+        .map_err(|source| ConfigError::Database {
+            url: url.into(),
+            source,
+        })
+}
+
+/// Per-operation timeout of a cache server: an unreachable cache costs at most
+/// this, then the circuit breaker stops paying it.
+pub const CACHE_OP_TIMEOUT: Duration = Duration::from_millis(50);
+
+/// The cache backend for a URL: `memory://`, `redis://`, `rediss://`,
+/// `redis+cluster://`, `memcache://`. Server backends are wrapped in a
+/// timeout and a circuit breaker, so an outage degrades to the database.
+pub async fn cache_backend(url: &str) -> Result<Arc<dyn Backend>, ConfigError> {
+    let scheme = url.split("://").next().unwrap_or_default();
+    match scheme {
+        "memory" => Ok(Arc::new(MemoryBackend::default())),
+        #[cfg(feature = "redis")]
+        "redis" | "rediss" => {
+            let b = flash_redis::RedisBackend::connect_lazy(url)?;
+            Ok(Arc::new(
+                ResilientBackend::builder(b)
+                    .timeout(CACHE_OP_TIMEOUT)
+                    .build(),
+            ))
+        }
+        #[cfg(feature = "redis")]
+        "redis+cluster" => {
+            let b = flash_redis::RedisClusterBackend::connect(url).await?;
+            Ok(Arc::new(
+                ResilientBackend::builder(b)
+                    .timeout(CACHE_OP_TIMEOUT)
+                    .build(),
+            ))
+        }
+        #[cfg(feature = "memcache")]
+        "memcache" => {
+            let b = flash_memcache::MemcacheBackend::connect(url).await?;
+            Ok(Arc::new(
+                ResilientBackend::builder(b)
+                    .timeout(CACHE_OP_TIMEOUT)
+                    .build(),
+            ))
+        }
+        _ => Err(ConfigError::UnsupportedCache(url.into())),
+    }
+}

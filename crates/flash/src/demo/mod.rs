@@ -1,0 +1,469 @@
+//! The seed's walkthrough: users, events and participations, every feature of
+//! the "Miscellaneous" chapter exercised and checked. The declarations here are
+//! shared by the `flash demo` command, the tests and the benchmarks.
+
+pub mod entities;
+pub mod schema;
+
+use crate::config::{cache_backend, cache_url, connect_database, database_url};
+use async_trait::async_trait;
+use entities::{event, participation, user};
+use flash_core::durations::CACHE_TIME_DAY;
+use flash_core::{Class, ClassSpec, Error, FieldValue, FlashBuilder, Invalidation, Outcome};
+use flash_sea_orm::{by, CacheMeta, Changes, CustomCache, FlashDb, Registrar};
+use sea_orm::{
+    ColumnTrait, DatabaseConnection, DbErr, EntityTrait, PaginatorTrait, QueryFilter, QuerySelect,
+    Set,
+};
+use std::time::Duration;
+
+/// The event ids a user participates in (the seed's
+/// `ParticipatedEventIdListCacheOnUser`, static version 2).
+pub struct ParticipatedEventIds;
+
+#[async_trait]
+impl CustomCache for ParticipatedEventIds {
+    type Output = Vec<i32>;
+    fn spec(&self) -> ClassSpec {
+        ClassSpec::queryset(
+            "ParticipatedEventIdListCacheOnUser",
+            "participation",
+            &["user_id"],
+        )
+        .version(2)
+    }
+    async fn compute(
+        &self,
+        db: &DatabaseConnection,
+        key: &[FieldValue],
+    ) -> Result<Vec<i32>, DbErr> {
+        let uid = match key.first() {
+            Some(FieldValue::Int(i)) => *i,
+            _ => return Ok(Vec::new()),
+        };
+        participation::Entity::find()
+            .select_only()
+            .column(participation::Column::EventId)
+            .filter(participation::Column::UserId.eq(uid))
+            .into_tuple::<i32>()
+            .all(db)
+            .await
+    }
+}
+
+/// The number of a user's participations.
+pub struct ParticipationCount;
+
+#[async_trait]
+impl CustomCache for ParticipationCount {
+    type Output = u64;
+    fn spec(&self) -> ClassSpec {
+        ClassSpec::queryset("ParticipationCountOnUser", "participation", &["user_id"])
+    }
+    async fn compute(&self, db: &DatabaseConnection, key: &[FieldValue]) -> Result<u64, DbErr> {
+        let uid = match key.first() {
+            Some(FieldValue::Int(i)) => *i,
+            _ => return Ok(0),
+        };
+        participation::Entity::find()
+            .filter(participation::Column::UserId.eq(uid))
+            .count(db)
+            .await
+    }
+}
+
+/// The number of events in a city: expensive and write-heavy, so DYNAMIC with
+/// an allowtime (the seed's "Allowtime").
+pub struct EventsInCity {
+    pub allowtime: Duration,
+}
+
+#[async_trait]
+impl CustomCache for EventsInCity {
+    type Output = u64;
+    fn spec(&self) -> ClassSpec {
+        ClassSpec::queryset("EventCountOnCity", "event", &["city"])
+            .invalidation(Invalidation::Dynamic)
+            .allowtime(self.allowtime)
+    }
+    async fn compute(&self, db: &DatabaseConnection, key: &[FieldValue]) -> Result<u64, DbErr> {
+        let city = match key.first() {
+            Some(FieldValue::Str(s)) => s.clone(),
+            _ => return Ok(0),
+        };
+        event::Entity::find()
+            .filter(event::Column::City.eq(city))
+            .count(db)
+            .await
+    }
+}
+
+/// The user-defined classes of the demo.
+#[derive(Clone)]
+pub struct DemoClasses {
+    pub event_ids: Class<Vec<i32>>,
+    pub participation_count: Class<u64>,
+    pub events_in_city: Class<u64>,
+}
+
+/// Declares the demo's caches on `reg` (the seed's `CacheMeta`s).
+pub fn declare(
+    reg: &mut Registrar,
+    allowtime: Duration,
+) -> Result<DemoClasses, flash_core::RegistryError> {
+    // Two declarations of one entity merge (the seed's manager + CacheMeta).
+    let manager = CacheMeta::<user::Entity>::new().get_key([user::Column::Id]);
+    let cache_meta = CacheMeta::<user::Entity>::new()
+        .get_key([user::Column::Username])
+        .timeout(CACHE_TIME_DAY);
+    reg.entity(manager.merge(cache_meta)?)?;
+    reg.entity(
+        CacheMeta::<event::Entity>::new()
+            .get_key([event::Column::Id])
+            .get_key([event::Column::Slug]),
+    )?;
+    reg.entity(
+        CacheMeta::<participation::Entity>::new()
+            .filter_key([participation::Column::UserId])
+            .filter_key([participation::Column::EventId])
+            .get_key([
+                participation::Column::UserId,
+                participation::Column::EventId,
+            ])
+            .cached_fk::<event::Entity>(participation::Column::EventId)
+            .cached_fk::<user::Entity>(participation::Column::UserId),
+    )?;
+    Ok(DemoClasses {
+        event_ids: reg.custom(ParticipatedEventIds)?,
+        participation_count: reg.custom(ParticipationCount)?,
+        events_in_city: reg.custom(EventsInCity { allowtime })?,
+    })
+}
+
+/// Connects to `DATABASE_URL` and `FLASH_CACHE_URL`, creates the tables and
+/// declares the demo caches. `configure` adjusts the builder (observer, prefix).
+pub async fn setup(
+    configure: impl FnOnce(FlashBuilder) -> FlashBuilder,
+) -> Result<(FlashDb, DemoClasses), Box<dyn std::error::Error>> {
+    let db = connect_database(&database_url()).await?;
+    schema::create_tables(&db).await?;
+    let backend = cache_backend(&cache_url()).await?;
+    let mut reg = Registrar::new(db).configure(|b| configure(b.backend_arc(backend)));
+    let classes = declare(&mut reg, Duration::from_secs(60))?;
+    Ok((reg.build().await?, classes))
+}
+
+fn check(cond: bool, what: &str) -> Result<(), Box<dyn std::error::Error>> {
+    if cond {
+        Ok(())
+    } else {
+        Err(format!("demo check failed: {what}").into())
+    }
+}
+
+fn show<T: std::fmt::Debug>(what: &str, r: &(T, Outcome)) {
+    println!("    {what:<52} -> {:<10} {:?}", r.1.label(), r.0);
+}
+
+/// Runs the walkthrough, printing every lookup (hit / miss) and invalidation.
+pub async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    let prefix = format!("flash-demo-{}:", std::process::id());
+    let (fdb, classes) = setup(|b| {
+        b.prefix(prefix).observer(|e| {
+            if let flash_core::FlashEvent::Invalidate { model, keys } = e {
+                println!(
+                    "      invalidated {} key(s) of {model}: {}",
+                    keys.len(),
+                    keys.join(", ")
+                );
+            }
+        })
+    })
+    .await?;
+    let db = fdb.db().clone();
+    schema::clear(&db).await?;
+    println!(
+        "flash demo: database {}, cache {}",
+        database_url(),
+        cache_url()
+    );
+
+    let alice = fdb
+        .insert(user::ActiveModel {
+            username: Set("alice".into()),
+            name: Set("Alice".into()),
+            ..Default::default()
+        })
+        .await?;
+    let bob = fdb
+        .insert(user::ActiveModel {
+            username: Set("bob".into()),
+            name: Set("Bob".into()),
+            ..Default::default()
+        })
+        .await?;
+    let rock = fdb
+        .insert(event::ActiveModel {
+            slug: Set("rock-2026".into()),
+            title: Set("Rock 2026".into()),
+            city: Set("Oslo".into()),
+            ..Default::default()
+        })
+        .await?;
+    let jazz = fdb
+        .insert(event::ActiveModel {
+            slug: Set("jazz-night".into()),
+            title: Set("Jazz Night".into()),
+            city: Set("Oslo".into()),
+            ..Default::default()
+        })
+        .await?;
+    for (u, e) in [(alice.id, rock.id), (alice.id, jazz.id), (bob.id, rock.id)] {
+        fdb.insert(participation::ActiveModel {
+            user_id: Set(u),
+            event_id: Set(e),
+            role: Set("guest".into()),
+            ..Default::default()
+        })
+        .await?;
+    }
+
+    println!("\n1. CacheMeta: Event is looked up by id and by slug");
+    let events = fdb.cache::<event::Entity>();
+    let r = events
+        .get_with_outcome(by(event::Column::Id, rock.id))
+        .await?;
+    show("Event.cache.get(id=rock)", &r);
+    check(r.1 == Outcome::Miss, "first get by id misses")?;
+    let r = events
+        .get_with_outcome(by(event::Column::Id, rock.id))
+        .await?;
+    show("Event.cache.get(id=rock)", &r);
+    check(r.1 == Outcome::Hit, "second get by id hits")?;
+    let r = events
+        .get_with_outcome(by(event::Column::Slug, "rock-2026"))
+        .await?;
+    show("Event.cache.get(slug=rock-2026)", &r);
+    let r = events
+        .get_with_outcome(by(event::Column::Slug, "rock-2026"))
+        .await?;
+    show("Event.cache.get(slug=rock-2026)", &r);
+    check(r.1 == Outcome::Hit, "get by slug hits")?;
+    println!(
+        "    key: {}",
+        events.get_key(&by(event::Column::Slug, "rock-2026"))?
+    );
+    match fdb
+        .cache::<event::Entity>()
+        .get(by(event::Column::Title, "x"))
+        .await
+    {
+        Err(Error::CacheNotRegistered { .. }) => {
+            println!("    Event.cache.get(title=..) -> CacheNotRegistered (no such key tuple)")
+        }
+        other => return Err(format!("expected CacheNotRegistered, got {other:?}").into()),
+    }
+
+    println!("\n2. Cached foreign keys: participation.event comes from Event's id cache");
+    let parts = fdb.cache::<participation::Entity>();
+    let r = parts
+        .filter_with_outcome(by(participation::Column::UserId, alice.id))
+        .await?;
+    show("Participation.cache.filter(user=alice)", &(r.0.len(), r.1));
+    let first = r.0.first().ok_or("alice has participations")?.clone();
+    let before = fdb.flash().stats().snapshot().hits;
+    let ev = fdb.follow::<event::Entity, _>(&first).await?;
+    println!(
+        "    participation.event                                  -> {:?}",
+        ev.as_ref().map(|e| &e.slug)
+    );
+    check(
+        fdb.flash().stats().snapshot().hits > before,
+        "cached foreign key was a cache hit",
+    )?;
+
+    println!("\n3. Timeout and static version are part of each class");
+    for c in fdb.flash().classes() {
+        println!(
+            "    {:<40} model={:<14} fields={:?} timeout={:?} version={}",
+            c.name,
+            c.model,
+            c.key_fields,
+            c.timeout.unwrap_or(fdb.flash().settings().default_timeout),
+            c.version
+        );
+    }
+    let ids = fdb
+        .flash()
+        .lookup(&classes.event_ids, &[alice.id.into()])
+        .await?;
+    show("ParticipatedEventIdListCacheOnUser(user=alice) [v2]", &ids);
+    println!(
+        "    key: {}",
+        fdb.flash().key_of(&classes.event_ids, &[alice.id.into()])?
+    );
+
+    println!("\n4. Dynamic version: bump after a schema change, old values count as stale");
+    let bumped = fdb.flash().bump_version_for_model("event").await?;
+    println!("    bumped {bumped:?}");
+    let r = events
+        .get_with_outcome(by(event::Column::Id, rock.id))
+        .await?;
+    show("Event.cache.get(id=rock) after bump", &r);
+    check(r.1 == Outcome::Miss, "bumped version refetches")?;
+    let r = events
+        .get_with_outcome(by(event::Column::Id, rock.id))
+        .await?;
+    show("Event.cache.get(id=rock)", &r);
+    check(r.1 == Outcome::Hit, "refilled value hits")?;
+
+    println!("\n5. Invalidation (UNSET): renaming a slug invalidates the old and the new slug");
+    let renamed = fdb
+        .update(event::ActiveModel {
+            id: Set(rock.id),
+            slug: Set("rock-2026-oslo".into()),
+            ..Default::default()
+        })
+        .await?;
+    let r = events
+        .get_or_none(by(event::Column::Slug, "rock-2026"))
+        .await?;
+    println!(
+        "    Event.cache.get_or_none(slug=rock-2026)               -> {:?}",
+        r.as_ref().map(|e| &e.slug)
+    );
+    check(r.is_none(), "old slug is gone")?;
+    let r = events
+        .get_with_outcome(by(event::Column::Slug, "rock-2026-oslo"))
+        .await?;
+    show(
+        "Event.cache.get(slug=rock-2026-oslo)",
+        &(r.0.as_ref().map(|e| e.title.clone()), r.1),
+    );
+    check(
+        r.0.as_ref().map(|e| e.id) == Some(renamed.id),
+        "new slug found",
+    )?;
+
+    println!(
+        "\n   Moving a participation to another user invalidates both users' lists and counts"
+    );
+    let c = fdb
+        .flash()
+        .lookup(&classes.participation_count, &[bob.id.into()])
+        .await?;
+    show("ParticipationCountOnUser(user=bob)", &c);
+    fdb.flash()
+        .lookup(&classes.participation_count, &[alice.id.into()])
+        .await?;
+    fdb.update(participation::ActiveModel {
+        id: Set(first.id),
+        user_id: Set(bob.id),
+        ..Default::default()
+    })
+    .await?;
+    let a = fdb
+        .flash()
+        .lookup(&classes.participation_count, &[alice.id.into()])
+        .await?;
+    let b = fdb
+        .flash()
+        .lookup(&classes.participation_count, &[bob.id.into()])
+        .await?;
+    show("ParticipationCountOnUser(user=alice)", &a);
+    show("ParticipationCountOnUser(user=bob)", &b);
+    check(a.0 == 1 && b.0 == 2, "counts follow the move")?;
+
+    println!("\n   update_many and delete_many invalidate every affected row");
+    let n = fdb
+        .update_many::<event::Entity>(
+            sea_orm::Condition::all().add(event::Column::City.eq("Oslo")),
+            Changes::new()
+                .set(event::Column::Title, "Moved to Bergen")
+                .set(event::Column::City, "Bergen"),
+        )
+        .await?;
+    println!("    update_many(city=Oslo -> Bergen) updated {n} rows");
+    let r = events
+        .get_with_outcome(by(event::Column::Slug, "jazz-night"))
+        .await?;
+    show(
+        "Event.cache.get(slug=jazz-night)",
+        &(r.0.as_ref().map(|e| e.city.clone()), r.1),
+    );
+    check(
+        r.0.as_ref().map(|e| e.city.as_str()) == Some("Bergen"),
+        "update_many visible",
+    )?;
+
+    println!("\n6. DYNAMIC + allowtime: a stale count is served within the allowtime, one caller refreshes after it");
+    let r = fdb
+        .flash()
+        .lookup(&classes.events_in_city, &["Bergen".into()])
+        .await?;
+    show("EventCountOnCity(Bergen)", &r);
+    fdb.insert(event::ActiveModel {
+        slug: Set("folk".into()),
+        title: Set("Folk".into()),
+        city: Set("Bergen".into()),
+        ..Default::default()
+    })
+    .await?;
+    let r2 = fdb
+        .flash()
+        .lookup(&classes.events_in_city, &["Bergen".into()])
+        .await?;
+    show(
+        "EventCountOnCity(Bergen) after insert, within allowtime",
+        &r2,
+    );
+    check(
+        r2.0 == r.0 && r2.1 == Outcome::Hit,
+        "allowtime serves the old count",
+    )?;
+
+    println!("\n7. Manual invalidation: invalidate_flash_cache() on a filter");
+    let keys = fdb
+        .invalidate_flash_cache::<event::Entity>(
+            sea_orm::Condition::all().add(event::Column::Id.eq(jazz.id)),
+        )
+        .await?;
+    println!("    invalidated {} key(s)", keys.len());
+    let r = events
+        .get_with_outcome(by(event::Column::Id, jazz.id))
+        .await?;
+    show(
+        "Event.cache.get(id=jazz)",
+        &(r.0.as_ref().map(|e| e.slug.clone()), r.1),
+    );
+    check(r.1 == Outcome::Miss, "manually invalidated key misses")?;
+
+    println!("\n8. Batch: three lookups of three classes, one cache round trip");
+    let flash = fdb.flash();
+    let mut batch = flash.batch();
+    let hu = batch.add(
+        fdb.cache::<user::Entity>()
+            .get_query(&by(user::Column::Id, alice.id))?,
+    );
+    let he = batch.add(events.get_query(&by(event::Column::Id, jazz.id))?);
+    let hp = batch.add(parts.filter_query(&by(participation::Column::UserId, bob.id))?);
+    let mut res = batch.run().await;
+    println!("    user  -> {:?}", res.take(hu)?.map(|u| u.username));
+    println!("    event -> {:?}", res.take(he)?.map(|e| e.slug));
+    println!("    participations of bob -> {}", res.take(hp)?.len());
+
+    println!("\n9. Deleting a row caches its absence after invalidation");
+    fdb.delete::<event::Entity>(&renamed).await?;
+    match events.get(by(event::Column::Id, renamed.id)).await {
+        Err(e) if e.is_not_found() => println!("    Event.cache.get(id=rock) -> NotFound"),
+        other => return Err(format!("expected NotFound, got {other:?}").into()),
+    }
+
+    let s = fdb.flash().stats().snapshot();
+    println!(
+        "\nstats: {} hits, {} stale hits, {} misses, {} fills, {} database fetches, {} keys invalidated, {} cache errors",
+        s.hits, s.stale_hits, s.misses, s.fills, s.db_fetches, s.invalidated_keys, s.backend_errors
+    );
+    schema::clear(&db).await?;
+    Ok(())
+}

@@ -1,0 +1,27 @@
+//! Tables of the demo models, created from the entities.
+
+use super::entities::{event, participation, user};
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbErr, EntityTrait, Schema};
+
+async fn create<E: EntityTrait>(db: &DatabaseConnection, e: E) -> Result<(), DbErr> {
+    let backend = db.get_database_backend();
+    let mut stmt = Schema::new(backend).create_table_from_entity(e);
+    db.execute(backend.build(stmt.if_not_exists())).await?;
+    Ok(())
+}
+
+/// Creates the `user`, `event` and `participation` tables if missing.
+pub async fn create_tables(db: &DatabaseConnection) -> Result<(), DbErr> {
+    create(db, user::Entity).await?;
+    create(db, event::Entity).await?;
+    create(db, participation::Entity).await?;
+    Ok(())
+}
+
+/// Empties the demo tables.
+pub async fn clear(db: &DatabaseConnection) -> Result<(), DbErr> {
+    participation::Entity::delete_many().exec(db).await?;
+    event::Entity::delete_many().exec(db).await?;
+    user::Entity::delete_many().exec(db).await?;
+    Ok(())
+}
