@@ -521,8 +521,12 @@ async fn hostile_key_values_are_looked_up_correctly() {
     let h = harness().await;
     let events = h.fdb.cache::<event::Entity>();
     let long = "L".repeat(10_000);
-    let slugs = ["", " ", "a b", "line\nbreak", "ünï ✓ 日本", "a__b", "~7e", long.as_str()];
-    for s in slugs {
+    let mut slugs = vec!["", " ", "a b", "line\nbreak", "ünï ✓ 日本", "a__b", "~7e", long.as_str()];
+    if flash::config::database_url().starts_with("mysql") {
+        // MySQL's PAD SPACE collations make '' and ' ' the same unique value.
+        slugs.retain(|s| *s != " ");
+    }
+    for s in slugs.iter().copied() {
         add_event(&h.fdb, s, "Oslo").await;
     }
     for s in slugs {
