@@ -521,7 +521,7 @@ async fn hostile_key_values_are_looked_up_correctly() {
     let h = harness().await;
     let events = h.fdb.cache::<event::Entity>();
     // MySQL's default string column is VARCHAR(255); long enough to be hashed.
-    let long = "L".repeat(if flash::config::database_url().starts_with("mysql") { 255 } else { 10_000 });
+    let long = "L".repeat(if flash::config::database_url().starts_with("mysql") { 240 } else { 10_000 });
     let mut slugs = vec!["", " ", "a b", "line\nbreak", "ünï ✓ 日本", "a__b", "~7e", long.as_str()];
     if flash::config::database_url().starts_with("mysql") {
         // MySQL's PAD SPACE collations make '' and ' ' the same unique value.
