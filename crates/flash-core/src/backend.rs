@@ -40,7 +40,11 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Stores several values unconditionally (invalidation writes many markers).
     /// The default sends them one by one; backends override with a pipeline.
-    async fn set_many(&self, items: &[(String, Vec<u8>)], ttl: Duration) -> Result<(), BackendError> {
+    async fn set_many(
+        &self,
+        items: &[(String, Vec<u8>)],
+        ttl: Duration,
+    ) -> Result<(), BackendError> {
         for (k, v) in items {
             self.set(k, v, ttl).await?;
         }
@@ -79,7 +83,11 @@ impl<B: Backend + ?Sized> Backend for std::sync::Arc<B> {
     async fn delete(&self, key: &str) -> Result<(), BackendError> {
         (**self).delete(key).await
     }
-    async fn set_many(&self, items: &[(String, Vec<u8>)], ttl: Duration) -> Result<(), BackendError> {
+    async fn set_many(
+        &self,
+        items: &[(String, Vec<u8>)],
+        ttl: Duration,
+    ) -> Result<(), BackendError> {
         (**self).set_many(items, ttl).await
     }
     fn max_value_size(&self) -> usize {

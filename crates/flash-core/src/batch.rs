@@ -20,7 +20,10 @@ pub struct Query<T> {
 
 impl<T: CacheValue> Query<T> {
     pub fn new(class: &Class<T>, values: Vec<FieldValue>) -> Self {
-        Query { class: class.clone(), values }
+        Query {
+            class: class.clone(),
+            values,
+        }
     }
     pub async fn run(&self, flash: &Flash) -> Result<T, Error> {
         flash.get(&self.class, &self.values).await
@@ -47,7 +50,13 @@ type Resolved = Result<(Box<dyn Any + Send>, Outcome), Error>;
 
 trait Pending: Send + Sync {
     fn keys(&self, flash: &Flash) -> Result<(String, Vec<String>), Error>;
-    fn resolve<'a>(&'a self, flash: &'a Flash, key: &'a str, raw: Vec<Option<Vec<u8>>>, cache_only: bool) -> BoxFuture<'a, Resolved>;
+    fn resolve<'a>(
+        &'a self,
+        flash: &'a Flash,
+        key: &'a str,
+        raw: Vec<Option<Vec<u8>>>,
+        cache_only: bool,
+    ) -> BoxFuture<'a, Resolved>;
     fn fetch<'a>(&'a self, flash: &'a Flash) -> BoxFuture<'a, Resolved>;
 }
 
@@ -57,9 +66,17 @@ impl<T: CacheValue> Pending for Query<T> {
         let keys = read_keys(&self.class.spec, &key);
         Ok((key, keys))
     }
-    fn resolve<'a>(&'a self, flash: &'a Flash, key: &'a str, raw: Vec<Option<Vec<u8>>>, cache_only: bool) -> BoxFuture<'a, Resolved> {
+    fn resolve<'a>(
+        &'a self,
+        flash: &'a Flash,
+        key: &'a str,
+        raw: Vec<Option<Vec<u8>>>,
+        cache_only: bool,
+    ) -> BoxFuture<'a, Resolved> {
         Box::pin(async move {
-            let (v, o) = flash.resolve(&self.class, &self.values, key, raw, cache_only).await?;
+            let (v, o) = flash
+                .resolve(&self.class, &self.values, key, raw, cache_only)
+                .await?;
             Ok((Box::new(v) as Box<dyn Any + Send>, o))
         })
     }
@@ -90,7 +107,11 @@ pub struct Batch<'f> {
 
 impl Flash {
     pub fn batch(&self) -> Batch<'_> {
-        Batch { flash: self, queries: Vec::new(), mode: BatchMode::Fallback }
+        Batch {
+            flash: self,
+            queries: Vec::new(),
+            mode: BatchMode::Fallback,
+        }
     }
     /// A lazy query of `class`.
     pub fn query<T: CacheValue>(&self, class: &Class<T>, values: Vec<FieldValue>) -> Query<T> {
@@ -101,7 +122,10 @@ impl Flash {
 impl<'f> Batch<'f> {
     pub fn add<T: CacheValue>(&mut self, q: Query<T>) -> Handle<T> {
         self.queries.push(Box::new(q));
-        Handle { index: self.queries.len() - 1, _t: PhantomData }
+        Handle {
+            index: self.queries.len() - 1,
+            _t: PhantomData,
+        }
     }
     pub fn mode(mut self, mode: BatchMode) -> Self {
         self.mode = mode;
@@ -116,8 +140,13 @@ impl<'f> Batch<'f> {
     pub async fn run(self) -> BatchResults {
         let flash = self.flash;
         let cache_only = self.mode == BatchMode::CacheOnly;
-        let planned: Vec<Result<(String, Vec<String>), Error>> = self.queries.iter().map(|q| q.keys(flash)).collect();
-        let all_keys: Vec<String> = planned.iter().flatten().flat_map(|(_, ks)| ks.iter().cloned()).collect();
+        let planned: Vec<Result<(String, Vec<String>), Error>> =
+            self.queries.iter().map(|q| q.keys(flash)).collect();
+        let all_keys: Vec<String> = planned
+            .iter()
+            .flatten()
+            .flat_map(|(_, ks)| ks.iter().cloned())
+            .collect();
         let fetched = if flash.is_bypassed() || all_keys.is_empty() {
             None
         } else {
@@ -137,14 +166,20 @@ impl<'f> Batch<'f> {
                 Ok((key, keys)) => match raw.as_mut() {
                     Some(it) => {
                         let mine: Vec<Option<Vec<u8>>> = it.by_ref().take(keys.len()).collect();
-                        futures.push(Box::pin(async move { q.resolve(flash, &key, mine, cache_only).await }));
+                        futures.push(Box::pin(async move {
+                            q.resolve(flash, &key, mine, cache_only).await
+                        }));
                     }
-                    None if cache_only => futures.push(Box::pin(async move { Err(Error::NotCached(key)) })),
+                    None if cache_only => {
+                        futures.push(Box::pin(async move { Err(Error::NotCached(key)) }))
+                    }
                     None => futures.push(q.fetch(flash)),
                 },
             }
         }
-        BatchResults { results: join_all(futures).await.into_iter().map(Some).collect() }
+        BatchResults {
+            results: join_all(futures).await.into_iter().map(Some).collect(),
+        }
     }
 }
 
@@ -162,7 +197,10 @@ impl BatchResults {
     /// The result and how it was answered.
     pub fn take_with_outcome<T: 'static>(&mut self, h: Handle<T>) -> Result<(T, Outcome), Error> {
         match self.results.get_mut(h.index).and_then(Option::take) {
-            Some(Ok((v, o))) => v.downcast::<T>().map(|b| (*b, o)).map_err(|_| Error::Codec("batch handle of another type".into())),
+            Some(Ok((v, o))) => v
+                .downcast::<T>()
+                .map(|b| (*b, o))
+                .map_err(|_| Error::Codec("batch handle of another type".into())),
             Some(Err(e)) => Err(e),
             None => Err(Error::NotCached("result already taken".into())),
         }
@@ -173,7 +211,10 @@ impl BatchResults {
     }
     /// Number of queries that failed (including cache-only misses).
     pub fn error_count(&self) -> usize {
-        self.results.iter().filter(|r| matches!(r, Some(Err(_)))).count()
+        self.results
+            .iter()
+            .filter(|r| matches!(r, Some(Err(_))))
+            .count()
     }
     /// The first error, if any (the original's default: raise).
     pub fn first_error(&self) -> Option<&Error> {

@@ -161,7 +161,10 @@ pub struct Class<T> {
 
 impl<T> Clone for Class<T> {
     fn clone(&self) -> Self {
-        Class { spec: self.spec.clone(), fetch: self.fetch.clone() }
+        Class {
+            spec: self.spec.clone(),
+            fetch: self.fetch.clone(),
+        }
     }
 }
 

@@ -14,7 +14,12 @@ const LAYOUT: u8 = 1;
 pub enum Entry {
     /// A filled value: the class's dynamic version at fill time, the fill time
     /// (ms since the Unix epoch) and the class's payload (lz4 when `compressed`).
-    Value { version: i64, filled_ms: u64, compressed: bool, payload: Vec<u8> },
+    Value {
+        version: i64,
+        filled_ms: u64,
+        compressed: bool,
+        payload: Vec<u8>,
+    },
     /// Written by an invalidation. The nonce makes every marker unique, so a
     /// compare-and-swap against an older marker fails.
     Stale { at_ms: u64, nonce: u64 },
@@ -31,7 +36,13 @@ pub enum Decoded {
 }
 
 pub fn encode_entry(e: &Entry) -> Vec<u8> {
-    let mut out = Vec::with_capacity(16 + if let Entry::Value { payload, .. } = e { payload.len() } else { 0 });
+    let mut out = Vec::with_capacity(
+        16 + if let Entry::Value { payload, .. } = e {
+            payload.len()
+        } else {
+            0
+        },
+    );
     out.push(MAGIC);
     out.push(LAYOUT);
     // Encoding into a Vec cannot fail for these plain types.
@@ -76,7 +87,12 @@ mod tests {
 
     #[test]
     fn round_trip() {
-        let e = Entry::Value { version: 3, filled_ms: 17, compressed: false, payload: encode_payload(&("a", 1u32)).unwrap() };
+        let e = Entry::Value {
+            version: 3,
+            filled_ms: 17,
+            compressed: false,
+            payload: encode_payload(&("a", 1u32)).unwrap(),
+        };
         let bytes = encode_entry(&e);
         match decode_entry(&bytes) {
             Decoded::Entry(d) => assert_eq!(d, e),
@@ -86,10 +102,18 @@ mod tests {
 
     #[test]
     fn garbage_truncation_and_old_layouts_are_garbage() {
-        let e = Entry::Value { version: 3, filled_ms: 17, compressed: false, payload: vec![1; 40] };
+        let e = Entry::Value {
+            version: 3,
+            filled_ms: 17,
+            compressed: false,
+            payload: vec![1; 40],
+        };
         let bytes = encode_entry(&e);
         for cut in 0..bytes.len() {
-            assert!(matches!(decode_entry(&bytes[..cut]), Decoded::Garbage), "cut at {cut}");
+            assert!(
+                matches!(decode_entry(&bytes[..cut]), Decoded::Garbage),
+                "cut at {cut}"
+            );
         }
         let mut old = bytes.clone();
         old[1] = 0;

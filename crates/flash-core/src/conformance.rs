@@ -24,33 +24,98 @@ pub async fn run_all<B: Backend>(b: &B, ns: &str, item_limit: usize) {
 
 pub async fn get_set_delete<B: Backend>(b: &B, ns: &str) {
     let k = format!("{ns}:gsd");
-    assert_eq!(b.get_many(std::slice::from_ref(&k)).await.unwrap(), vec![None], "{}: fresh key", b.name());
+    assert_eq!(
+        b.get_many(std::slice::from_ref(&k)).await.unwrap(),
+        vec![None],
+        "{}: fresh key",
+        b.name()
+    );
     b.set(&k, b"one", TTL).await.unwrap();
-    assert_eq!(b.get_many(std::slice::from_ref(&k)).await.unwrap(), vec![Some(b"one".to_vec())], "{}", b.name());
+    assert_eq!(
+        b.get_many(std::slice::from_ref(&k)).await.unwrap(),
+        vec![Some(b"one".to_vec())],
+        "{}",
+        b.name()
+    );
     b.set(&k, b"two", TTL).await.unwrap();
-    assert_eq!(b.get_many(std::slice::from_ref(&k)).await.unwrap(), vec![Some(b"two".to_vec())], "{}", b.name());
+    assert_eq!(
+        b.get_many(std::slice::from_ref(&k)).await.unwrap(),
+        vec![Some(b"two".to_vec())],
+        "{}",
+        b.name()
+    );
     b.delete(&k).await.unwrap();
-    assert_eq!(b.get_many(std::slice::from_ref(&k)).await.unwrap(), vec![None], "{}: after delete", b.name());
+    assert_eq!(
+        b.get_many(std::slice::from_ref(&k)).await.unwrap(),
+        vec![None],
+        "{}: after delete",
+        b.name()
+    );
     b.delete(&k).await.unwrap();
 }
 
 pub async fn add_only_when_absent<B: Backend>(b: &B, ns: &str) {
     let k = format!("{ns}:add");
-    assert!(b.add(&k, b"first", TTL).await.unwrap(), "{}: add on absent key", b.name());
-    assert!(!b.add(&k, b"second", TTL).await.unwrap(), "{}: add on present key", b.name());
-    assert_eq!(b.get_many(std::slice::from_ref(&k)).await.unwrap(), vec![Some(b"first".to_vec())]);
+    assert!(
+        b.add(&k, b"first", TTL).await.unwrap(),
+        "{}: add on absent key",
+        b.name()
+    );
+    assert!(
+        !b.add(&k, b"second", TTL).await.unwrap(),
+        "{}: add on present key",
+        b.name()
+    );
+    assert_eq!(
+        b.get_many(std::slice::from_ref(&k)).await.unwrap(),
+        vec![Some(b"first".to_vec())]
+    );
 }
 
 pub async fn compare_and_swap<B: Backend>(b: &B, ns: &str) {
     let k = format!("{ns}:cas");
-    assert!(!b.compare_and_swap(&k, b"x", Some(b"y"), TTL).await.unwrap(), "{}: cas on absent key", b.name());
+    assert!(
+        !b.compare_and_swap(&k, b"x", Some(b"y"), TTL).await.unwrap(),
+        "{}: cas on absent key",
+        b.name()
+    );
     b.set(&k, b"lease-1", TTL).await.unwrap();
-    assert!(!b.compare_and_swap(&k, b"lease-2", Some(b"v"), TTL).await.unwrap(), "{}: cas with wrong expected", b.name());
-    assert!(b.compare_and_swap(&k, b"lease-1", Some(b"v"), TTL).await.unwrap(), "{}: cas with right expected", b.name());
-    assert_eq!(b.get_many(std::slice::from_ref(&k)).await.unwrap(), vec![Some(b"v".to_vec())]);
-    assert!(!b.compare_and_swap(&k, b"lease-1", Some(b"w"), TTL).await.unwrap(), "{}: second cas", b.name());
-    assert!(b.compare_and_swap(&k, b"v", None, TTL).await.unwrap(), "{}: cas delete", b.name());
-    assert_eq!(b.get_many(std::slice::from_ref(&k)).await.unwrap(), vec![None], "{}: after cas delete", b.name());
+    assert!(
+        !b.compare_and_swap(&k, b"lease-2", Some(b"v"), TTL)
+            .await
+            .unwrap(),
+        "{}: cas with wrong expected",
+        b.name()
+    );
+    assert!(
+        b.compare_and_swap(&k, b"lease-1", Some(b"v"), TTL)
+            .await
+            .unwrap(),
+        "{}: cas with right expected",
+        b.name()
+    );
+    assert_eq!(
+        b.get_many(std::slice::from_ref(&k)).await.unwrap(),
+        vec![Some(b"v".to_vec())]
+    );
+    assert!(
+        !b.compare_and_swap(&k, b"lease-1", Some(b"w"), TTL)
+            .await
+            .unwrap(),
+        "{}: second cas",
+        b.name()
+    );
+    assert!(
+        b.compare_and_swap(&k, b"v", None, TTL).await.unwrap(),
+        "{}: cas delete",
+        b.name()
+    );
+    assert_eq!(
+        b.get_many(std::slice::from_ref(&k)).await.unwrap(),
+        vec![None],
+        "{}: after cas delete",
+        b.name()
+    );
 }
 
 pub async fn get_many_in_order<B: Backend>(b: &B, ns: &str) {
@@ -70,7 +135,9 @@ pub async fn get_many_in_order<B: Backend>(b: &B, ns: &str) {
 }
 
 pub async fn set_many<B: Backend>(b: &B, ns: &str) {
-    let items: Vec<(String, Vec<u8>)> = (0..50).map(|i| (format!("{ns}:sm:{i}"), vec![i as u8; 3])).collect();
+    let items: Vec<(String, Vec<u8>)> = (0..50)
+        .map(|i| (format!("{ns}:sm:{i}"), vec![i as u8; 3]))
+        .collect();
     b.set_many(&items, TTL).await.unwrap();
     let keys: Vec<String> = items.iter().map(|(k, _)| k.clone()).collect();
     let got = b.get_many(&keys).await.unwrap();
@@ -84,18 +151,33 @@ pub async fn binary_values_and_odd_keys<B: Backend>(b: &B, ns: &str) {
     let long_key = format!("{ns}:{}", "k".repeat(240 - ns.len()));
     for k in [format!("{ns}:bin"), format!("{ns}:~7e~0a~c3"), long_key] {
         b.set(&k, &all_bytes, TTL).await.unwrap();
-        assert_eq!(b.get_many(std::slice::from_ref(&k)).await.unwrap(), vec![Some(all_bytes.clone())], "{}: binary value under {k}", b.name());
+        assert_eq!(
+            b.get_many(std::slice::from_ref(&k)).await.unwrap(),
+            vec![Some(all_bytes.clone())],
+            "{}: binary value under {k}",
+            b.name()
+        );
     }
     let empty = format!("{ns}:empty");
     b.set(&empty, b"", TTL).await.unwrap();
-    assert_eq!(b.get_many(std::slice::from_ref(&empty)).await.unwrap(), vec![Some(vec![])], "{}: empty value", b.name());
+    assert_eq!(
+        b.get_many(std::slice::from_ref(&empty)).await.unwrap(),
+        vec![Some(vec![])],
+        "{}: empty value",
+        b.name()
+    );
 }
 
 pub async fn large_values<B: Backend>(b: &B, ns: &str, item_limit: usize) {
     let k = format!("{ns}:large");
     let v: Vec<u8> = (0..item_limit).map(|i| (i * 7 % 251) as u8).collect();
     b.set(&k, &v, TTL).await.unwrap();
-    assert_eq!(b.get_many(std::slice::from_ref(&k)).await.unwrap(), vec![Some(v)], "{}: value of {item_limit} bytes", b.name());
+    assert_eq!(
+        b.get_many(std::slice::from_ref(&k)).await.unwrap(),
+        vec![Some(v)],
+        "{}: value of {item_limit} bytes",
+        b.name()
+    );
 }
 
 pub async fn expiry<B: Backend>(b: &B, ns: &str) {
@@ -105,9 +187,26 @@ pub async fn expiry<B: Backend>(b: &B, ns: &str) {
     b.set(&forever, b"long", Duration::ZERO).await.unwrap();
     let lease = format!("{ns}:ttl-add");
     assert!(b.add(&lease, b"l", Duration::from_secs(1)).await.unwrap());
-    assert_eq!(b.get_many(std::slice::from_ref(&k)).await.unwrap(), vec![Some(b"short".to_vec())]);
+    assert_eq!(
+        b.get_many(std::slice::from_ref(&k)).await.unwrap(),
+        vec![Some(b"short".to_vec())]
+    );
     tokio::time::sleep(Duration::from_millis(2100)).await;
-    assert_eq!(b.get_many(std::slice::from_ref(&k)).await.unwrap(), vec![None], "{}: expired value", b.name());
-    assert!(b.add(&lease, b"l2", TTL).await.unwrap(), "{}: add after expiry", b.name());
-    assert_eq!(b.get_many(std::slice::from_ref(&forever)).await.unwrap(), vec![Some(b"long".to_vec())], "{}: ttl zero never expires", b.name());
+    assert_eq!(
+        b.get_many(std::slice::from_ref(&k)).await.unwrap(),
+        vec![None],
+        "{}: expired value",
+        b.name()
+    );
+    assert!(
+        b.add(&lease, b"l2", TTL).await.unwrap(),
+        "{}: add after expiry",
+        b.name()
+    );
+    assert_eq!(
+        b.get_many(std::slice::from_ref(&forever)).await.unwrap(),
+        vec![Some(b"long".to_vec())],
+        "{}: ttl zero never expires",
+        b.name()
+    );
 }

@@ -41,9 +41,18 @@ pub enum RegistryError {
     #[error("cache class name {0:?} is registered twice (class names are part of the key)")]
     DuplicateClass(String),
     #[error("model {model:?} declares the {kind} key tuple {fields:?} twice")]
-    DuplicateKeyTuple { model: String, kind: &'static str, fields: Vec<String> },
+    DuplicateKeyTuple {
+        model: String,
+        kind: &'static str,
+        fields: Vec<String>,
+    },
     #[error("cached foreign key {model}.{field} points at {target:?}, which has no simple instance cache on its primary key {pk:?}")]
-    CachedForeignKeyWithoutTarget { model: String, field: String, target: String, pk: Vec<String> },
+    CachedForeignKeyWithoutTarget {
+        model: String,
+        field: String,
+        target: String,
+        pk: Vec<String>,
+    },
     #[error("model {0:?} is not registered")]
     UnknownModel(String),
     #[error("invalid name {name:?}: {reason}")]
@@ -60,10 +69,18 @@ pub enum Error {
     NotFound { model: String, key: String },
     /// No cache class is declared for this model and field set.
     #[error("no {kind} cache registered on {model} for fields {fields:?}")]
-    CacheNotRegistered { model: String, kind: &'static str, fields: Vec<String> },
+    CacheNotRegistered {
+        model: String,
+        kind: &'static str,
+        fields: Vec<String>,
+    },
     /// The lookup gave the wrong number of key values for its class.
     #[error("cache class {class} takes {expected} key values, got {got}")]
-    KeyArity { class: String, expected: usize, got: usize },
+    KeyArity {
+        class: String,
+        expected: usize,
+        got: usize,
+    },
     /// The database failed.
     #[error("data source error: {0}")]
     Source(#[from] SourceError),

@@ -46,7 +46,8 @@ impl Flash {
                 continue;
             }
             for row in rows {
-                let values: Option<Vec<FieldValue>> = spec.key_fields.iter().map(|f| row.field(f)).collect();
+                let values: Option<Vec<FieldValue>> =
+                    spec.key_fields.iter().map(|f| row.field(f)).collect();
                 let Some(values) = values else {
                     tracing::warn!(class = %spec.name, "row lacks a key field; not invalidated");
                     continue;
@@ -68,11 +69,22 @@ impl Flash {
         if keys.is_empty() {
             return Ok(());
         }
-        let marker = encode_entry(&Entry::Stale { at_ms: now_ms(), nonce: rand::random() });
+        let marker = encode_entry(&Entry::Stale {
+            at_ms: now_ms(),
+            nonce: rand::random(),
+        });
         let backend = &self.inner.backend;
         let s = &self.inner.settings;
-        let unset: Vec<(String, Vec<u8>)> = keys.unset.iter().map(|k| (k.clone(), marker.clone())).collect();
-        let dynamic: Vec<(String, Vec<u8>)> = keys.dynamic.iter().map(|k| (stale_key(k), marker.clone())).collect();
+        let unset: Vec<(String, Vec<u8>)> = keys
+            .unset
+            .iter()
+            .map(|k| (k.clone(), marker.clone()))
+            .collect();
+        let dynamic: Vec<(String, Vec<u8>)> = keys
+            .dynamic
+            .iter()
+            .map(|k| (stale_key(k), marker.clone()))
+            .collect();
         let result = async {
             if !unset.is_empty() {
                 backend.set_many(&unset, s.stale_ttl).await?;
@@ -85,9 +97,18 @@ impl Flash {
         .await;
         match &result {
             Ok(()) => {
-                self.inner.stats.invalidated_keys.fetch_add(keys.len() as u64, Relaxed);
-                metrics::counter!("flash_invalidated_keys_total", "model" => model.to_owned()).increment(keys.len() as u64);
-                let all: Vec<String> = keys.unset.iter().chain(keys.dynamic.iter()).cloned().collect();
+                self.inner
+                    .stats
+                    .invalidated_keys
+                    .fetch_add(keys.len() as u64, Relaxed);
+                metrics::counter!("flash_invalidated_keys_total", "model" => model.to_owned())
+                    .increment(keys.len() as u64);
+                let all: Vec<String> = keys
+                    .unset
+                    .iter()
+                    .chain(keys.dynamic.iter())
+                    .cloned()
+                    .collect();
                 self.emit(FlashEvent::Invalidate { model, keys: &all });
             }
             Err(e) => self.inner.stats.backend_error("invalidate", e),
@@ -97,7 +118,11 @@ impl Flash {
 
     /// Invalidates every class's keys for `rows` of `model` (manual
     /// invalidation, and what the ORM adapter calls after a write).
-    pub async fn invalidate_rows(&self, model: &str, rows: &[&dyn Record]) -> Result<KeySet, BackendError> {
+    pub async fn invalidate_rows(
+        &self,
+        model: &str,
+        rows: &[&dyn Record],
+    ) -> Result<KeySet, BackendError> {
         let keys = self.keys_for_rows(model, rows);
         self.apply_invalidation(model, &keys).await?;
         Ok(keys)

@@ -56,7 +56,10 @@ pub fn is_plain_name(name: &str) -> bool {
 
 /// Is `prefix` a usable namespace prefix?
 pub fn is_valid_prefix(prefix: &str) -> bool {
-    prefix.len() <= 64 && prefix.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-:.".contains(&b))
+    prefix.len() <= 64
+        && prefix
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_-:.".contains(&b))
 }
 
 /// Builds the key of one lookup.
@@ -119,7 +122,10 @@ mod tests {
 
     #[test]
     fn plain_values_stay_readable() {
-        assert_eq!(k(&["rock-2024".into()]), "flash:i__default__EventOnSlug__rock-2024__v0");
+        assert_eq!(
+            k(&["rock-2024".into()]),
+            "flash:i__default__EventOnSlug__rock-2024__v0"
+        );
         assert_eq!(k(&[7i32.into()]), "flash:i__default__EventOnSlug__7__v0");
     }
 
@@ -151,7 +157,11 @@ mod tests {
             assert!(valid(key), "invalid key {key:?}");
         }
         let unique: std::collections::HashSet<_> = keys.iter().collect();
-        assert_eq!(unique.len(), keys.len(), "two lookups share a key: {keys:?}");
+        assert_eq!(
+            unique.len(),
+            keys.len(),
+            "two lookups share a key: {keys:?}"
+        );
     }
 
     #[test]

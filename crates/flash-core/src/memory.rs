@@ -22,7 +22,13 @@ impl moka::Expiry<String, Arc<Item>> for PerItemTtl {
     fn expire_after_create(&self, _: &String, v: &Arc<Item>, _: Instant) -> Option<Duration> {
         v.ttl
     }
-    fn expire_after_update(&self, _: &String, v: &Arc<Item>, _: Instant, _: Option<Duration>) -> Option<Duration> {
+    fn expire_after_update(
+        &self,
+        _: &String,
+        v: &Arc<Item>,
+        _: Instant,
+        _: Option<Duration>,
+    ) -> Option<Duration> {
         v.ttl
     }
 }
@@ -35,7 +41,9 @@ pub struct MemoryBackend {
 
 impl std::fmt::Debug for MemoryBackend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MemoryBackend").field("entries", &self.cache.entry_count()).finish()
+        f.debug_struct("MemoryBackend")
+            .field("entries", &self.cache.entry_count())
+            .finish()
     }
 }
 
@@ -46,7 +54,10 @@ impl Default for MemoryBackend {
 }
 
 fn item(value: &[u8], ttl: Duration) -> Arc<Item> {
-    Arc::new(Item { bytes: value.to_vec(), ttl: (!ttl.is_zero()).then_some(ttl) })
+    Arc::new(Item {
+        bytes: value.to_vec(),
+        ttl: (!ttl.is_zero()).then_some(ttl),
+    })
 }
 
 impl MemoryBackend {
@@ -54,7 +65,11 @@ impl MemoryBackend {
     pub fn with_capacity_bytes(bytes: u64) -> Self {
         let cache = Cache::builder()
             .max_capacity(bytes)
-            .weigher(|k: &String, v: &Arc<Item>| (k.len() + v.bytes.len() + 48).try_into().unwrap_or(u32::MAX))
+            .weigher(|k: &String, v: &Arc<Item>| {
+                (k.len() + v.bytes.len() + 48)
+                    .try_into()
+                    .unwrap_or(u32::MAX)
+            })
             .expire_after(PerItemTtl)
             .build();
         MemoryBackend { cache }
@@ -96,7 +111,11 @@ impl Backend for MemoryBackend {
     }
 
     async fn add(&self, key: &str, value: &[u8], ttl: Duration) -> Result<bool, BackendError> {
-        let entry = self.cache.entry(key.to_owned()).or_insert_with(async { item(value, ttl) }).await;
+        let entry = self
+            .cache
+            .entry(key.to_owned())
+            .or_insert_with(async { item(value, ttl) })
+            .await;
         Ok(entry.is_fresh())
     }
 
@@ -122,7 +141,10 @@ impl Backend for MemoryBackend {
             })
             .await;
         use moka::ops::compute::CompResult;
-        Ok(matches!(result, CompResult::Inserted(_) | CompResult::ReplacedWith(_) | CompResult::Removed(_)))
+        Ok(matches!(
+            result,
+            CompResult::Inserted(_) | CompResult::ReplacedWith(_) | CompResult::Removed(_)
+        ))
     }
 
     async fn delete(&self, key: &str) -> Result<(), BackendError> {

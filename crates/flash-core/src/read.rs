@@ -52,7 +52,11 @@ pub fn decide(
     }
     // 3. DYNAMIC: the stale marker decides.
     if invalidation == Invalidation::Dynamic {
-        return if stale_marker { Action::LockRefresh } else { Action::Serve };
+        return if stale_marker {
+            Action::LockRefresh
+        } else {
+            Action::Serve
+        };
     }
     // 4. OFF with allowtime passed.
     if allowtime.is_some() && invalidation == Invalidation::Off {
@@ -67,7 +71,10 @@ pub fn decide(
 }
 
 pub(crate) fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 /// A decoded cache value with what the decision needs.
@@ -79,13 +86,22 @@ struct Found<T> {
 
 fn decode_value<T: CacheValue>(bytes: &[u8]) -> Option<Found<T>> {
     match decode_entry(bytes) {
-        Decoded::Entry(Entry::Value { version, filled_ms, compressed, payload }) => {
+        Decoded::Entry(Entry::Value {
+            version,
+            filled_ms,
+            compressed,
+            payload,
+        }) => {
             let value = if compressed {
                 codec::decode_payload(&codec::decompress(&payload)?)
             } else {
                 codec::decode_payload(&payload)
             }?;
-            Some(Found { value, version, filled_ms })
+            Some(Found {
+                value,
+                version,
+                filled_ms,
+            })
         }
         _ => None,
     }
@@ -98,31 +114,47 @@ fn is_lease(bytes: &[u8]) -> bool {
 impl Flash {
     /// The value of `class` for `values` (in key-field order): from the cache,
     /// or from the class's fetch on a miss (filling the cache).
-    pub async fn get<T: CacheValue>(&self, class: &Class<T>, values: &[FieldValue]) -> Result<T, Error> {
+    pub async fn get<T: CacheValue>(
+        &self,
+        class: &Class<T>,
+        values: &[FieldValue],
+    ) -> Result<T, Error> {
         self.lookup(class, values).await.map(|(v, _)| v)
     }
 
     /// Like [`Self::get`], also telling how the lookup was answered.
-    pub async fn lookup<T: CacheValue>(&self, class: &Class<T>, values: &[FieldValue]) -> Result<(T, Outcome), Error> {
+    pub async fn lookup<T: CacheValue>(
+        &self,
+        class: &Class<T>,
+        values: &[FieldValue],
+    ) -> Result<(T, Outcome), Error> {
         let key = self.key_of(class, values)?;
         let span = tracing::debug_span!("flash.lookup", class = %class.spec.name, key = %key, outcome = tracing::field::Empty);
         async {
             let result = if self.is_bypassed() {
-                self.fetch(class, values).await.map(|v| (v, Outcome::Bypass))
+                self.fetch(class, values)
+                    .await
+                    .map(|v| (v, Outcome::Bypass))
             } else {
                 let keys = read_keys(&class.spec, &key);
                 match self.inner.backend.get_many(&keys).await {
                     Ok(raw) => self.resolve(class, values, &key, raw, false).await,
                     Err(e) => {
                         self.inner.stats.backend_error("get", &e);
-                        self.fetch(class, values).await.map(|v| (v, Outcome::Degraded))
+                        self.fetch(class, values)
+                            .await
+                            .map(|v| (v, Outcome::Degraded))
                     }
                 }
             };
             if let Ok((_, o)) = &result {
                 tracing::Span::current().record("outcome", o.label());
                 self.inner.stats.outcome(&class.spec.name, *o);
-                self.emit(FlashEvent::Lookup { class: &class.spec.name, key: &key, outcome: *o });
+                self.emit(FlashEvent::Lookup {
+                    class: &class.spec.name,
+                    key: &key,
+                    outcome: *o,
+                });
             }
             result
         }
@@ -131,7 +163,11 @@ impl Flash {
     }
 
     /// Calls the class's fallback, counting the database fetch.
-    pub(crate) async fn fetch<T: CacheValue>(&self, class: &Class<T>, values: &[FieldValue]) -> Result<T, Error> {
+    pub(crate) async fn fetch<T: CacheValue>(
+        &self,
+        class: &Class<T>,
+        values: &[FieldValue],
+    ) -> Result<T, Error> {
         self.inner.stats.db_fetches.fetch_add(1, Relaxed);
         Ok(class.fetch.fetch(values).await?)
     }
@@ -152,18 +188,33 @@ impl Flash {
         if let Some(found) = observed.as_deref().and_then(decode_value::<T>) {
             let age = Duration::from_millis(now_ms().saturating_sub(found.filled_ms));
             let changed = found.version != self.inner.versions.get(&spec.name);
-            match decide(spec.invalidation, spec.allowtime, age, changed, marker.is_some()) {
+            match decide(
+                spec.invalidation,
+                spec.allowtime,
+                age,
+                changed,
+                marker.is_some(),
+            ) {
                 Action::Serve => return Ok((found.value, Outcome::Hit)),
                 _ if cache_only => return Ok((found.value, Outcome::StaleHit)),
                 Action::LockRefresh => {
                     let observed = observed.unwrap_or_default();
-                    return self.lock_refresh(class, values, key, &observed, marker, found.value).await;
+                    return self
+                        .lock_refresh(class, values, key, &observed, marker, found.value)
+                        .await;
                 }
                 Action::Refetch => {
                     let v = self.fetch(class, values).await?;
                     let bytes = observed.unwrap_or_default();
                     let filled = self.store_value(spec, key, &v, Some(&bytes)).await;
-                    return Ok((v, if filled { Outcome::Miss } else { Outcome::MissNoFill }));
+                    return Ok((
+                        v,
+                        if filled {
+                            Outcome::Miss
+                        } else {
+                            Outcome::MissNoFill
+                        },
+                    ));
                 }
             }
         }
@@ -187,7 +238,10 @@ impl Flash {
         let backend = &self.inner.backend;
         let lock = lock_key(key);
         let token = rand::random::<u64>().to_le_bytes();
-        match backend.add(&lock, &token, self.inner.settings.lock_timeout).await {
+        match backend
+            .add(&lock, &token, self.inner.settings.lock_timeout)
+            .await
+        {
             Ok(true) => {
                 let fetched = self.fetch(class, values).await;
                 if let Ok(v) = &fetched {
@@ -195,20 +249,31 @@ impl Flash {
                     // Delete the marker only if it is the one we saw: a write that
                     // came during the refresh left a newer one, which must stay.
                     if let Some(m) = &marker {
-                        let _ = backend.compare_and_swap(&stale_key(key), m, None, Duration::ZERO).await;
+                        let _ = backend
+                            .compare_and_swap(&stale_key(key), m, None, Duration::ZERO)
+                            .await;
                     }
                 }
-                let _ = backend.compare_and_swap(&lock, &token, None, Duration::ZERO).await;
+                let _ = backend
+                    .compare_and_swap(&lock, &token, None, Duration::ZERO)
+                    .await;
                 fetched.map(|v| (v, Outcome::Miss))
             }
             // Someone else refreshes. Serving the old value is the contract of
             // allowtime and OFF; a DYNAMIC class without allowtime promised that a
             // write is visible once it returned, so read the database instead.
-            Ok(false) if spec.allowtime.is_some() || spec.invalidation == Invalidation::Off => Ok((old, Outcome::StaleHit)),
-            Ok(false) => self.fetch(class, values).await.map(|v| (v, Outcome::MissNoFill)),
+            Ok(false) if spec.allowtime.is_some() || spec.invalidation == Invalidation::Off => {
+                Ok((old, Outcome::StaleHit))
+            }
+            Ok(false) => self
+                .fetch(class, values)
+                .await
+                .map(|v| (v, Outcome::MissNoFill)),
             Err(e) => {
                 self.inner.stats.backend_error("lock", &e);
-                self.fetch(class, values).await.map(|v| (v, Outcome::Degraded))
+                self.fetch(class, values)
+                    .await
+                    .map(|v| (v, Outcome::Degraded))
             }
         }
     }
@@ -228,27 +293,47 @@ impl Flash {
         if !self.inner.leases {
             let v = self.fetch(class, values).await?;
             let filled = self.store_value(spec, key, &v, None).await;
-            return Ok((v, if filled { Outcome::Miss } else { Outcome::MissNoFill }));
+            return Ok((
+                v,
+                if filled {
+                    Outcome::Miss
+                } else {
+                    Outcome::MissNoFill
+                },
+            ));
         }
-        let lease = encode_entry(&Entry::Lease { token: rand::random(), at_ms: now_ms() });
+        let lease = encode_entry(&Entry::Lease {
+            token: rand::random(),
+            at_ms: now_ms(),
+        });
         let deadline = Instant::now() + settings.lease_wait;
         let mut pause = Duration::from_millis(1);
         loop {
             let took = match observed.as_deref() {
                 None => backend.add(key, &lease, settings.lease_ttl).await,
                 Some(b) if is_lease(b) => Ok(false),
-                Some(b) => backend.compare_and_swap(key, b, Some(&lease), settings.lease_ttl).await,
+                Some(b) => {
+                    backend
+                        .compare_and_swap(key, b, Some(&lease), settings.lease_ttl)
+                        .await
+                }
             };
             match took {
                 Ok(true) => break,
                 Ok(false) => {}
                 Err(e) => {
                     self.inner.stats.backend_error("lease", &e);
-                    return self.fetch(class, values).await.map(|v| (v, Outcome::Degraded));
+                    return self
+                        .fetch(class, values)
+                        .await
+                        .map(|v| (v, Outcome::Degraded));
                 }
             }
             if Instant::now() >= deadline {
-                return self.fetch(class, values).await.map(|v| (v, Outcome::MissNoFill));
+                return self
+                    .fetch(class, values)
+                    .await
+                    .map(|v| (v, Outcome::MissNoFill));
             }
             self.inner.stats.lease_waits.fetch_add(1, Relaxed);
             tokio::time::sleep(pause).await;
@@ -257,7 +342,10 @@ impl Flash {
                 Ok(mut r) => r.pop().flatten(),
                 Err(e) => {
                     self.inner.stats.backend_error("get", &e);
-                    return self.fetch(class, values).await.map(|v| (v, Outcome::Degraded));
+                    return self
+                        .fetch(class, values)
+                        .await
+                        .map(|v| (v, Outcome::Degraded));
                 }
             };
             if let Some(found) = observed.as_deref().and_then(decode_value::<T>) {
@@ -270,23 +358,40 @@ impl Flash {
         let fetched = match self.fetch(class, values).await {
             Ok(v) => v,
             Err(e) => {
-                let _ = backend.compare_and_swap(key, &lease, None, Duration::ZERO).await;
+                let _ = backend
+                    .compare_and_swap(key, &lease, None, Duration::ZERO)
+                    .await;
                 return Err(e);
             }
         };
         let filled = self.store_value(spec, key, &fetched, Some(&lease)).await;
         if filled {
             if let Some(m) = &marker {
-                let _ = backend.compare_and_swap(&stale_key(key), m, None, Duration::ZERO).await;
+                let _ = backend
+                    .compare_and_swap(&stale_key(key), m, None, Duration::ZERO)
+                    .await;
             }
         }
-        Ok((fetched, if filled { Outcome::Miss } else { Outcome::MissNoFill }))
+        Ok((
+            fetched,
+            if filled {
+                Outcome::Miss
+            } else {
+                Outcome::MissNoFill
+            },
+        ))
     }
 
     /// Encodes and stores a value: over `expected` by compare-and-swap, or
     /// unconditionally when `expected` is `None`. A value over the backend's item
     /// limit is not stored (and a lease it replaced is released). `true` when stored.
-    async fn store_value<T: CacheValue>(&self, spec: &ClassSpec, key: &str, v: &T, expected: Option<&[u8]>) -> bool {
+    async fn store_value<T: CacheValue>(
+        &self,
+        spec: &ClassSpec,
+        key: &str,
+        v: &T,
+        expected: Option<&[u8]>,
+    ) -> bool {
         let backend = &self.inner.backend;
         let bytes = match self.encode_value(spec, v) {
             Ok(b) => b,
@@ -323,14 +428,23 @@ impl Flash {
         }
     }
 
-    pub(crate) fn encode_value<T: CacheValue>(&self, spec: &ClassSpec, v: &T) -> Result<Vec<u8>, Error> {
+    pub(crate) fn encode_value<T: CacheValue>(
+        &self,
+        spec: &ClassSpec,
+        v: &T,
+    ) -> Result<Vec<u8>, Error> {
         let payload = codec::encode_payload(v).map_err(|e| Error::Codec(e.to_string()))?;
         let (compressed, payload) = match spec.compress_above {
             Some(limit) if payload.len() > limit => (true, codec::compress(&payload)),
             _ => (false, payload),
         };
         let version = self.inner.versions.get(&spec.name);
-        Ok(encode_entry(&Entry::Value { version, filled_ms: now_ms(), compressed, payload }))
+        Ok(encode_entry(&Entry::Value {
+            version,
+            filled_ms: now_ms(),
+            compressed,
+            payload,
+        }))
     }
 }
 

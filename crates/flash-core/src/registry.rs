@@ -38,13 +38,20 @@ pub(crate) struct Registry {
 impl Registry {
     pub(crate) fn add_model(&mut self, info: ModelInfo) -> Result<(), RegistryError> {
         if !is_plain_name(&info.name) {
-            return Err(RegistryError::InvalidName { name: info.name, reason: "model names are [A-Za-z0-9_] without \"__\"" });
+            return Err(RegistryError::InvalidName {
+                name: info.name,
+                reason: "model names are [A-Za-z0-9_] without \"__\"",
+            });
         }
         self.models.insert(info.name.clone(), info);
         Ok(())
     }
 
-    pub(crate) fn add_class(&mut self, spec: Arc<ClassSpec>, handle: Arc<dyn Any + Send + Sync>) -> Result<(), RegistryError> {
+    pub(crate) fn add_class(
+        &mut self,
+        spec: Arc<ClassSpec>,
+        handle: Arc<dyn Any + Send + Sync>,
+    ) -> Result<(), RegistryError> {
         if !is_plain_name(&spec.name) {
             return Err(RegistryError::InvalidName {
                 name: spec.name.clone(),
@@ -55,11 +62,17 @@ impl Registry {
             return Err(RegistryError::DuplicateClass(spec.name.clone()));
         }
         if spec.key_fields.is_empty() {
-            return Err(RegistryError::InvalidClass { class: spec.name.clone(), reason: "no key fields".into() });
+            return Err(RegistryError::InvalidClass {
+                class: spec.name.clone(),
+                reason: "no key fields".into(),
+            });
         }
         let set: BTreeSet<String> = spec.key_fields.iter().cloned().collect();
         if set.len() != spec.key_fields.len() {
-            return Err(RegistryError::InvalidClass { class: spec.name.clone(), reason: "a key field is named twice".into() });
+            return Err(RegistryError::InvalidClass {
+                class: spec.name.clone(),
+                reason: "a key field is named twice".into(),
+            });
         }
         if spec.simple {
             let k = (spec.model.clone(), spec.kind, set);
@@ -80,8 +93,15 @@ impl Registry {
     /// Checks what can only be checked once everything is declared.
     pub(crate) fn validate(&self) -> Result<(), RegistryError> {
         for fk in &self.cached_fks {
-            let pk = self.models.get(&fk.target).map(|m| m.pk.clone()).unwrap_or_default();
-            let ok = !pk.is_empty() && self.simple_handle(&fk.target, CacheKind::Instance, &pk).is_some();
+            let pk = self
+                .models
+                .get(&fk.target)
+                .map(|m| m.pk.clone())
+                .unwrap_or_default();
+            let ok = !pk.is_empty()
+                && self
+                    .simple_handle(&fk.target, CacheKind::Instance, &pk)
+                    .is_some();
             if !ok {
                 return Err(RegistryError::CachedForeignKeyWithoutTarget {
                     model: fk.model.clone(),
@@ -94,12 +114,20 @@ impl Registry {
         Ok(())
     }
 
-    pub(crate) fn simple_handle(&self, model: &str, kind: CacheKind, fields: &[String]) -> Option<&Arc<dyn Any + Send + Sync>> {
+    pub(crate) fn simple_handle(
+        &self,
+        model: &str,
+        kind: CacheKind,
+        fields: &[String],
+    ) -> Option<&Arc<dyn Any + Send + Sync>> {
         let set: BTreeSet<String> = fields.iter().cloned().collect();
         self.simple.get(&(model.to_owned(), kind, set))
     }
 
-    pub(crate) fn classes_of_model<'a>(&'a self, model: &'a str) -> impl Iterator<Item = &'a Arc<ClassSpec>> + 'a {
+    pub(crate) fn classes_of_model<'a>(
+        &'a self,
+        model: &'a str,
+    ) -> impl Iterator<Item = &'a Arc<ClassSpec>> + 'a {
         self.classes.iter().filter(move |c| c.model == model)
     }
 }

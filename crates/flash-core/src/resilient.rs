@@ -65,7 +65,10 @@ impl<B: Backend> ResilientBuilder<B> {
             timeout: self.timeout,
             failure_threshold: self.failure_threshold,
             cool_down: self.cool_down,
-            breaker: Mutex::new(Breaker { state: State::Closed, consecutive_failures: 0 }),
+            breaker: Mutex::new(Breaker {
+                state: State::Closed,
+                consecutive_failures: 0,
+            }),
         }
     }
 }
@@ -109,7 +112,9 @@ impl<B: Backend> Drop for Permit<'_, B> {
         if self.probe && !self.done {
             let mut b = self.backend.lock();
             if let State::HalfOpen { .. } = b.state {
-                b.state = State::HalfOpen { probe_in_flight: false };
+                b.state = State::HalfOpen {
+                    probe_in_flight: false,
+                };
             }
         }
     }
@@ -156,14 +161,27 @@ impl<B: Backend> ResilientBackend<B> {
         let mut b = self.lock();
         let probe = match b.state {
             State::Closed => false,
-            State::Open { until } if Instant::now() < until => return Err(BackendError::CircuitOpen),
-            State::Open { .. } | State::HalfOpen { probe_in_flight: false } => {
-                b.state = State::HalfOpen { probe_in_flight: true };
+            State::Open { until } if Instant::now() < until => {
+                return Err(BackendError::CircuitOpen)
+            }
+            State::Open { .. }
+            | State::HalfOpen {
+                probe_in_flight: false,
+            } => {
+                b.state = State::HalfOpen {
+                    probe_in_flight: true,
+                };
                 true
             }
-            State::HalfOpen { probe_in_flight: true } => return Err(BackendError::CircuitOpen),
+            State::HalfOpen {
+                probe_in_flight: true,
+            } => return Err(BackendError::CircuitOpen),
         };
-        Ok(Permit { backend: self, probe, done: false })
+        Ok(Permit {
+            backend: self,
+            probe,
+            done: false,
+        })
     }
 
     fn record(&self, permit: &mut Permit<'_, B>, failed: bool) {
@@ -175,7 +193,10 @@ impl<B: Backend> ResilientBackend<B> {
             if !matches!(b.state, State::Closed) {
                 b.state = State::Closed;
                 metrics::gauge!("flash_breaker_open", "backend" => name).set(0.0);
-                tracing::warn!(backend = name, "cache circuit breaker closed: backend recovered");
+                tracing::warn!(
+                    backend = name,
+                    "cache circuit breaker closed: backend recovered"
+                );
             }
             return;
         }
@@ -189,7 +210,9 @@ impl<B: Backend> ResilientBackend<B> {
             State::Open { .. } => false,
         };
         if trip {
-            b.state = State::Open { until: Instant::now() + self.cool_down };
+            b.state = State::Open {
+                until: Instant::now() + self.cool_down,
+            };
             metrics::gauge!("flash_breaker_open", "backend" => name).set(1.0);
             tracing::warn!(
                 backend = name,
@@ -202,7 +225,10 @@ impl<B: Backend> ResilientBackend<B> {
 
     /// Runs one operation of the inner backend under the deadline and the breaker.
     /// `op` is not polled (so does not reach the server) when the breaker refuses.
-    async fn guard<T>(&self, op: impl Future<Output = Result<T, BackendError>>) -> Result<T, BackendError> {
+    async fn guard<T>(
+        &self,
+        op: impl Future<Output = Result<T, BackendError>>,
+    ) -> Result<T, BackendError> {
         let mut permit = self.admit()?;
         let result = match tokio::time::timeout(self.timeout, op).await {
             Ok(r) => r,
@@ -252,14 +278,19 @@ impl<B: Backend> Backend for ResilientBackend<B> {
         new: Option<&[u8]>,
         ttl: Duration,
     ) -> Result<bool, BackendError> {
-        self.guard(self.inner.compare_and_swap(key, expected, new, ttl)).await
+        self.guard(self.inner.compare_and_swap(key, expected, new, ttl))
+            .await
     }
 
     async fn delete(&self, key: &str) -> Result<(), BackendError> {
         self.guard(self.inner.delete(key)).await
     }
 
-    async fn set_many(&self, items: &[(String, Vec<u8>)], ttl: Duration) -> Result<(), BackendError> {
+    async fn set_many(
+        &self,
+        items: &[(String, Vec<u8>)],
+        ttl: Duration,
+    ) -> Result<(), BackendError> {
         self.guard(self.inner.set_many(items, ttl)).await
     }
 
@@ -310,7 +341,13 @@ mod tests {
         async fn add(&self, _: &str, _: &[u8], _: Duration) -> Result<bool, BackendError> {
             self.op().await.map(|()| true)
         }
-        async fn compare_and_swap(&self, _: &str, _: &[u8], _: Option<&[u8]>, _: Duration) -> Result<bool, BackendError> {
+        async fn compare_and_swap(
+            &self,
+            _: &str,
+            _: &[u8],
+            _: Option<&[u8]>,
+            _: Duration,
+        ) -> Result<bool, BackendError> {
             self.op().await.map(|()| true)
         }
         async fn delete(&self, _: &str) -> Result<(), BackendError> {
@@ -336,12 +373,18 @@ mod tests {
         b.inner().failing.store(true, Ordering::SeqCst);
         for i in 0..3 {
             assert_eq!(b.state(), BreakerState::Closed, "closed before failure {i}");
-            assert!(matches!(b.delete("k").await, Err(BackendError::Unreachable(_))));
+            assert!(matches!(
+                b.delete("k").await,
+                Err(BackendError::Unreachable(_))
+            ));
         }
         assert_eq!(b.state(), BreakerState::Open);
         assert_eq!(calls(&b), 3);
         for _ in 0..10 {
-            assert!(matches!(b.set("k", b"v", Duration::ZERO).await, Err(BackendError::CircuitOpen)));
+            assert!(matches!(
+                b.set("k", b"v", Duration::ZERO).await,
+                Err(BackendError::CircuitOpen)
+            ));
         }
         assert_eq!(calls(&b), 3, "no call reaches the inner backend while open");
     }
@@ -357,7 +400,11 @@ mod tests {
         b.inner().failing.store(true, Ordering::SeqCst);
         b.delete("k").await.unwrap_err();
         b.delete("k").await.unwrap_err();
-        assert_eq!(b.state(), BreakerState::Closed, "failures were not consecutive");
+        assert_eq!(
+            b.state(),
+            BreakerState::Closed,
+            "failures were not consecutive"
+        );
     }
 
     #[tokio::test]
@@ -372,10 +419,16 @@ mod tests {
         assert_eq!(b.state(), BreakerState::HalfOpen);
 
         // A failed probe reopens the breaker for another cool-down.
-        assert!(matches!(b.delete("k").await, Err(BackendError::Unreachable(_))));
+        assert!(matches!(
+            b.delete("k").await,
+            Err(BackendError::Unreachable(_))
+        ));
         assert_eq!(calls(&b), 4, "exactly one probe went through");
         assert_eq!(b.state(), BreakerState::Open);
-        assert!(matches!(b.delete("k").await, Err(BackendError::CircuitOpen)));
+        assert!(matches!(
+            b.delete("k").await,
+            Err(BackendError::CircuitOpen)
+        ));
         assert_eq!(calls(&b), 4);
 
         // The server recovers: the next probe succeeds and closes the breaker.
@@ -402,7 +455,10 @@ mod tests {
             async move { b.delete("k").await }
         });
         tokio::time::sleep(Duration::from_millis(10)).await;
-        assert!(matches!(b.delete("k").await, Err(BackendError::CircuitOpen)), "second caller during the probe");
+        assert!(
+            matches!(b.delete("k").await, Err(BackendError::CircuitOpen)),
+            "second caller during the probe"
+        );
         probe.await.unwrap().unwrap();
         assert_eq!(b.state(), BreakerState::Closed);
     }
@@ -413,8 +469,14 @@ mod tests {
         b.inner().delay_ms.store(1_000, Ordering::SeqCst);
         let started = std::time::Instant::now();
         let err = b.add("k", b"v", Duration::ZERO).await.unwrap_err();
-        assert!(matches!(err, BackendError::Timeout(d) if d == Duration::from_millis(50)), "{err:?}");
-        assert!(started.elapsed() < Duration::from_millis(500), "timed out promptly");
+        assert!(
+            matches!(err, BackendError::Timeout(d) if d == Duration::from_millis(50)),
+            "{err:?}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_millis(500),
+            "timed out promptly"
+        );
         b.add("k", b"v", Duration::ZERO).await.unwrap_err();
         b.add("k", b"v", Duration::ZERO).await.unwrap_err();
         assert_eq!(b.state(), BreakerState::Open, "timeouts open the breaker");
@@ -422,7 +484,10 @@ mod tests {
 
     #[tokio::test]
     async fn caller_mistakes_do_not_open_the_breaker() {
-        assert!(!is_server_failure(&BackendError::TooLarge { size: 2, limit: 1 }));
+        assert!(!is_server_failure(&BackendError::TooLarge {
+            size: 2,
+            limit: 1
+        }));
         assert!(is_server_failure(&BackendError::Protocol("x".into())));
         let b = ResilientBackend::new(Flaky::default());
         assert_eq!(b.name(), "flaky");

@@ -41,9 +41,19 @@ impl Outcome {
 /// Something flash did, for an observer hook (logging, the demo).
 #[derive(Debug)]
 pub enum FlashEvent<'a> {
-    Lookup { class: &'a str, key: &'a str, outcome: Outcome },
-    Invalidate { model: &'a str, keys: &'a [String] },
-    VersionBump { model: &'a str, classes: &'a [String] },
+    Lookup {
+        class: &'a str,
+        key: &'a str,
+        outcome: Outcome,
+    },
+    Invalidate {
+        model: &'a str,
+        keys: &'a [String],
+    },
+    VersionBump {
+        model: &'a str,
+        classes: &'a [String],
+    },
 }
 
 pub(crate) type Observer = std::sync::Arc<dyn Fn(&FlashEvent<'_>) + Send + Sync>;
@@ -92,7 +102,9 @@ impl Stats {
         let c = match o {
             Outcome::Hit => &self.hits,
             Outcome::StaleHit => &self.stale_hits,
-            Outcome::Miss | Outcome::MissNoFill | Outcome::Degraded | Outcome::NotCached => &self.misses,
+            Outcome::Miss | Outcome::MissNoFill | Outcome::Degraded | Outcome::NotCached => {
+                &self.misses
+            }
             Outcome::Bypass => return,
         };
         c.fetch_add(1, Relaxed);

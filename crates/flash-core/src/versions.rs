@@ -43,7 +43,10 @@ pub(crate) struct LocalVersions {
 
 impl LocalVersions {
     pub(crate) fn get(&self, class: &str) -> i64 {
-        self.map.read().map(|m| m.get(class).copied().unwrap_or(0)).unwrap_or(0)
+        self.map
+            .read()
+            .map(|m| m.get(class).copied().unwrap_or(0))
+            .unwrap_or(0)
     }
 
     /// Replaces the map, never moving a version backwards (a reload that raced

@@ -1,1 +1,501 @@
-//! placeholder
+//! # flash-redis
+//!
+//! Redis backends for flash: [`RedisBackend`] for a standalone server (or a
+//! primary behind a proxy) and [`RedisClusterBackend`] for Redis Cluster.
+//!
+//! Both speak the same commands: `MGET` for lookups, `SET … PX` for fills,
+//! `SET … NX PX` for leases, and a small Lua script for compare-and-swap, so
+//! that a lease check and the write that follows are one atomic step.
+
+use async_trait::async_trait;
+use flash_core::{Backend, BackendError};
+use redis::aio::ConnectionLike;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::ClusterClient;
+use redis::cluster_async::ClusterConnection;
+use redis::{Cmd, RedisError, Script};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Redis' own limit on a string value (`proto-max-bulk-len`, 512 MB).
+const REDIS_MAX_VALUE: usize = 512 * 1024 * 1024;
+
+/// How long connecting to a server may take before it counts as unreachable.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// How long a server may take to answer a command. Generous on purpose: the
+/// tight, per-lookup deadline belongs to `flash_core::resilient::ResilientBackend`;
+/// this one only guarantees that no operation can hang forever.
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Compare-and-swap: `KEYS[1]` is replaced by `ARGV[3]` (with a TTL of `ARGV[4]`
+/// milliseconds, none when 0) or deleted (when `ARGV[2]` is `"0"`), only if it
+/// currently holds exactly the bytes `ARGV[1]`. Lua strings are byte strings, so
+/// the comparison is exact for binary values. Returns 1 when it swapped.
+const CAS_SCRIPT: &str = r#"
+local current = redis.call('GET', KEYS[1])
+if current == false or current ~= ARGV[1] then
+  return 0
+end
+if ARGV[2] == '1' then
+  local ttl = tonumber(ARGV[4])
+  if ttl > 0 then
+    redis.call('SET', KEYS[1], ARGV[3], 'PX', ttl)
+  else
+    redis.call('SET', KEYS[1], ARGV[3])
+  end
+else
+  redis.call('DEL', KEYS[1])
+end
+return 1
+"#;
+
+/// Why a cache URL was refused (reported as [`BackendError::BadUrl`]).
+#[derive(Debug, thiserror::Error)]
+enum UrlError {
+    #[error("expected a redis+cluster:// (or rediss+cluster://) URL")]
+    NotCluster,
+    #[error("no node addresses")]
+    NoNodes,
+    #[error("empty node address")]
+    EmptyNode,
+    #[error(transparent)]
+    Redis(#[from] RedisError),
+}
+
+fn bad_url(url: &str, e: impl Into<UrlError>) -> BackendError {
+    BackendError::BadUrl {
+        url: url.to_owned(),
+        reason: e.into().to_string(),
+    }
+}
+
+/// Maps a client error to the backend's error kinds: connection trouble is
+/// `Unreachable`, an expired deadline is `Timeout`, anything the server said
+/// (or a reply of the wrong shape) is `Protocol`.
+fn map_err(e: RedisError) -> BackendError {
+    if e.is_timeout() {
+        BackendError::Timeout(RESPONSE_TIMEOUT)
+    } else if e.is_io_error()
+        || e.is_connection_refusal()
+        || e.is_connection_dropped()
+        || e.is_cluster_error()
+    {
+        BackendError::Unreachable(e.to_string())
+    } else {
+        BackendError::Protocol(e.to_string())
+    }
+}
+
+/// Milliseconds for `PX`; `None` means no expiry. Sub-millisecond TTLs round up,
+/// since `PX 0` is an error and "no expiry" would be the opposite of what was asked.
+fn ttl_millis(ttl: Duration) -> Option<u64> {
+    if ttl.is_zero() {
+        None
+    } else {
+        Some(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1))
+    }
+}
+
+fn set_cmd(key: &str, value: &[u8], ttl: Duration) -> Cmd {
+    let mut cmd = redis::cmd("SET");
+    cmd.arg(key).arg(value);
+    if let Some(ms) = ttl_millis(ttl) {
+        cmd.arg("PX").arg(ms);
+    }
+    cmd
+}
+
+fn add_cmd(key: &str, value: &[u8], ttl: Duration) -> Cmd {
+    let mut cmd = set_cmd(key, value, ttl);
+    cmd.arg("NX");
+    cmd
+}
+
+fn mget_cmd(keys: &[String]) -> Cmd {
+    let mut cmd = redis::cmd("MGET");
+    cmd.arg(keys);
+    cmd
+}
+
+fn check_len(got: Vec<Option<Vec<u8>>>, want: usize) -> Result<Vec<Option<Vec<u8>>>, BackendError> {
+    if got.len() == want {
+        Ok(got)
+    } else {
+        Err(BackendError::Protocol(format!(
+            "MGET of {want} keys answered {} values",
+            got.len()
+        )))
+    }
+}
+
+/// What both backends share: a cloneable multiplexed connection and the script.
+#[derive(Clone)]
+struct Conn<C> {
+    conn: C,
+    cas: Arc<Script>,
+}
+
+impl<C: ConnectionLike + Clone + Send + Sync> Conn<C> {
+    fn new(conn: C) -> Self {
+        Conn {
+            conn,
+            cas: Arc::new(Script::new(CAS_SCRIPT)),
+        }
+    }
+
+    async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, BackendError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let values = mget_cmd(keys)
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(map_err)?;
+        check_len(values, keys.len())
+    }
+
+    async fn set(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), BackendError> {
+        set_cmd(key, value, ttl)
+            .query_async::<()>(&mut self.conn.clone())
+            .await
+            .map_err(map_err)
+    }
+
+    async fn add(&self, key: &str, value: &[u8], ttl: Duration) -> Result<bool, BackendError> {
+        // `SET NX` answers OK when it stored, nil when the key existed.
+        let reply: Option<String> = add_cmd(key, value, ttl)
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(map_err)?;
+        Ok(reply.is_some())
+    }
+
+    async fn compare_and_swap(
+        &self,
+        key: &str,
+        expected: &[u8],
+        new: Option<&[u8]>,
+        ttl: Duration,
+    ) -> Result<bool, BackendError> {
+        let mut invocation = self.cas.key(key);
+        invocation
+            .arg(expected)
+            .arg(if new.is_some() { "1" } else { "0" })
+            .arg(new.unwrap_or_default())
+            .arg(ttl_millis(ttl).unwrap_or(0));
+        // EVALSHA; the client loads the script (and retries) on NOSCRIPT.
+        let swapped: i64 = invocation
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(map_err)?;
+        Ok(swapped == 1)
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), BackendError> {
+        redis::cmd("DEL")
+            .arg(key)
+            .query_async::<()>(&mut self.conn.clone())
+            .await
+            .map_err(map_err)
+    }
+}
+
+/// A standalone Redis server as a flash cache backend.
+///
+/// Holds one multiplexed connection ([`ConnectionManager`]) that all tasks share
+/// and that reconnects by itself after a failure; cloning is cheap.
+#[derive(Clone)]
+pub struct RedisBackend {
+    inner: Conn<ConnectionManager>,
+}
+
+impl std::fmt::Debug for RedisBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisBackend").finish_non_exhaustive()
+    }
+}
+
+impl RedisBackend {
+    /// Connects to `redis://[[user]:pass@]host:port[/db]` (`rediss://` for TLS
+    /// when built with the `tls` feature). Fails when the server cannot be
+    /// reached now; see [`Self::connect_lazy`] for a start that never fails.
+    pub async fn connect(url: &str) -> Result<Self, BackendError> {
+        let client = redis::Client::open(url).map_err(|e| bad_url(url, e))?;
+        // One retry only: at start-up, an unreachable cache should be reported
+        // promptly rather than after a long backoff.
+        let config = Self::config().set_number_of_retries(1);
+        let conn = ConnectionManager::new_with_config(client, config)
+            .await
+            .map_err(map_err)?;
+        Ok(Self::from_connection(conn))
+    }
+
+    /// Like [`Self::connect`] but connects on first use: an application can start
+    /// while its cache is down (its lookups then fail over to the database).
+    /// Only a malformed URL is an error.
+    pub fn connect_lazy(url: &str) -> Result<Self, BackendError> {
+        let client = redis::Client::open(url).map_err(|e| bad_url(url, e))?;
+        let conn =
+            ConnectionManager::new_lazy_with_config(client, Self::config()).map_err(map_err)?;
+        Ok(Self::from_connection(conn))
+    }
+
+    /// Wraps an existing connection manager (for custom connection settings).
+    pub fn from_connection(conn: ConnectionManager) -> Self {
+        RedisBackend {
+            inner: Conn::new(conn),
+        }
+    }
+
+    fn config() -> ConnectionManagerConfig {
+        ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(CONNECT_TIMEOUT))
+            .set_response_timeout(Some(RESPONSE_TIMEOUT))
+            // Reconnection happens in the background after a failed command; a
+            // few quick attempts, then the next command tries again.
+            .set_number_of_retries(2)
+            .set_max_delay(Duration::from_millis(500))
+    }
+}
+
+#[async_trait]
+impl Backend for RedisBackend {
+    fn name(&self) -> &'static str {
+        "redis"
+    }
+
+    /// One `MGET`: one round trip.
+    async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, BackendError> {
+        self.inner.get_many(keys).await
+    }
+
+    /// One pipeline of `SET`s: one round trip.
+    async fn set_many(
+        &self,
+        items: &[(String, Vec<u8>)],
+        ttl: Duration,
+    ) -> Result<(), BackendError> {
+        if items.is_empty() {
+            return Ok(());
+        }
+        let mut pipe = redis::pipe();
+        for (k, v) in items {
+            pipe.add_command(set_cmd(k, v, ttl)).ignore();
+        }
+        pipe.query_async::<()>(&mut self.inner.conn.clone())
+            .await
+            .map_err(map_err)
+    }
+
+    async fn set(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), BackendError> {
+        self.inner.set(key, value, ttl).await
+    }
+
+    async fn add(&self, key: &str, value: &[u8], ttl: Duration) -> Result<bool, BackendError> {
+        self.inner.add(key, value, ttl).await
+    }
+
+    async fn compare_and_swap(
+        &self,
+        key: &str,
+        expected: &[u8],
+        new: Option<&[u8]>,
+        ttl: Duration,
+    ) -> Result<bool, BackendError> {
+        self.inner.compare_and_swap(key, expected, new, ttl).await
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), BackendError> {
+        self.inner.delete(key).await
+    }
+
+    fn max_value_size(&self) -> usize {
+        REDIS_MAX_VALUE
+    }
+}
+
+/// A Redis Cluster as a flash cache backend.
+///
+/// Keys are spread over the masters by hash slot. The client keeps one
+/// multiplexed connection per node, follows `MOVED`/`ASK` redirections and
+/// refreshes its slot map by itself; cloning is cheap.
+#[derive(Clone)]
+pub struct RedisClusterBackend {
+    inner: Conn<ClusterConnection>,
+}
+
+impl std::fmt::Debug for RedisClusterBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisClusterBackend")
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisClusterBackend {
+    /// Connects to `redis+cluster://[[user]:pass@]h1:p1,h2:p2,…` (any reachable
+    /// subset of the nodes will do: the rest are discovered). `rediss+cluster://`
+    /// asks for TLS (with the `tls` feature).
+    pub async fn connect(url: &str) -> Result<Self, BackendError> {
+        let nodes = cluster_node_urls(url).map_err(|e| bad_url(url, e))?;
+        let client = ClusterClient::builder(nodes)
+            .connection_timeout(CONNECT_TIMEOUT)
+            .response_timeout(RESPONSE_TIMEOUT)
+            .retries(2)
+            .build()
+            .map_err(|e| bad_url(url, e))?;
+        let conn = client.get_async_connection().await.map_err(map_err)?;
+        Ok(RedisClusterBackend {
+            inner: Conn::new(conn),
+        })
+    }
+}
+
+/// `redis+cluster://auth@h1:p1,h2:p2/` → `["redis://auth@h1:p1", "redis://auth@h2:p2"]`.
+fn cluster_node_urls(url: &str) -> Result<Vec<String>, UrlError> {
+    let (scheme, rest) = if let Some(rest) = url.strip_prefix("redis+cluster://") {
+        ("redis", rest)
+    } else if let Some(rest) = url.strip_prefix("rediss+cluster://") {
+        ("rediss", rest)
+    } else {
+        return Err(UrlError::NotCluster);
+    };
+    // Cluster mode has only database 0, so a path other than "/" or "/0" is ignored
+    // by Redis anyway; drop it along with any query.
+    let rest = rest.split(['/', '?']).next().unwrap_or_default();
+    let (auth, hosts) = match rest.rsplit_once('@') {
+        Some((auth, hosts)) => (Some(auth), hosts),
+        None => (None, rest),
+    };
+    if hosts.is_empty() {
+        return Err(UrlError::NoNodes);
+    }
+    let mut nodes = Vec::new();
+    for host in hosts.split(',') {
+        let host = host.trim();
+        if host.is_empty() {
+            return Err(UrlError::EmptyNode);
+        }
+        let node = match auth {
+            Some(auth) => format!("{scheme}://{auth}@{host}"),
+            None => format!("{scheme}://{host}"),
+        };
+        // Validate each node now so that a typo is a BadUrl, not a connect failure.
+        redis::Client::open(node.as_str())?;
+        nodes.push(node);
+    }
+    Ok(nodes)
+}
+
+#[async_trait]
+impl Backend for RedisClusterBackend {
+    fn name(&self) -> &'static str {
+        "redis-cluster"
+    }
+
+    /// One `MGET` as far as the caller is concerned: the cluster client splits
+    /// it into one sub-`MGET` per hash slot (Redis refuses cross-slot `MGET`),
+    /// sends them all at once over the per-node multiplexed connections (so each
+    /// node sees them pipelined: one round trip per node, in parallel), and
+    /// puts the answers back in key order.
+    async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, BackendError> {
+        self.inner.get_many(keys).await
+    }
+
+    /// All `SET`s at once: a cluster pipeline must stay within one slot, so
+    /// instead each command is routed to its node and they are all in flight
+    /// together (pipelined on each node's connection, nodes in parallel).
+    async fn set_many(
+        &self,
+        items: &[(String, Vec<u8>)],
+        ttl: Duration,
+    ) -> Result<(), BackendError> {
+        let writes = items.iter().map(|(k, v)| {
+            let mut conn = self.inner.conn.clone();
+            let cmd = set_cmd(k, v, ttl);
+            async move { cmd.query_async::<()>(&mut conn).await }
+        });
+        futures::future::try_join_all(writes)
+            .await
+            .map_err(map_err)?;
+        Ok(())
+    }
+
+    async fn set(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), BackendError> {
+        self.inner.set(key, value, ttl).await
+    }
+
+    async fn add(&self, key: &str, value: &[u8], ttl: Duration) -> Result<bool, BackendError> {
+        self.inner.add(key, value, ttl).await
+    }
+
+    async fn compare_and_swap(
+        &self,
+        key: &str,
+        expected: &[u8],
+        new: Option<&[u8]>,
+        ttl: Duration,
+    ) -> Result<bool, BackendError> {
+        self.inner.compare_and_swap(key, expected, new, ttl).await
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), BackendError> {
+        self.inner.delete(key).await
+    }
+
+    fn max_value_size(&self) -> usize {
+        REDIS_MAX_VALUE
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cluster_urls() {
+        assert_eq!(
+            cluster_node_urls("redis+cluster://127.0.0.1:7001,127.0.0.1:7002").unwrap(),
+            vec!["redis://127.0.0.1:7001", "redis://127.0.0.1:7002"]
+        );
+        assert_eq!(
+            cluster_node_urls("redis+cluster://:secret@a:1,b:2/").unwrap(),
+            vec!["redis://:secret@a:1", "redis://:secret@b:2"]
+        );
+        assert!(matches!(
+            cluster_node_urls("redis://a:1"),
+            Err(UrlError::NotCluster)
+        ));
+        assert!(matches!(
+            cluster_node_urls("redis+cluster://"),
+            Err(UrlError::NoNodes)
+        ));
+        assert!(matches!(
+            cluster_node_urls("redis+cluster://a:1,,b:2"),
+            Err(UrlError::EmptyNode)
+        ));
+    }
+
+    #[test]
+    fn ttls() {
+        assert_eq!(ttl_millis(Duration::ZERO), None);
+        assert_eq!(ttl_millis(Duration::from_micros(10)), Some(1));
+        assert_eq!(ttl_millis(Duration::from_secs(2)), Some(2000));
+    }
+
+    #[tokio::test]
+    async fn bad_urls_are_bad_url_errors() {
+        for url in ["http://x", "redis://host:notaport", "", "redis+cluster://"] {
+            let err = if url.contains("cluster") {
+                RedisClusterBackend::connect(url).await.unwrap_err()
+            } else {
+                RedisBackend::connect(url).await.unwrap_err()
+            };
+            assert!(matches!(err, BackendError::BadUrl { .. }), "{url}: {err:?}");
+        }
+        assert!(matches!(
+            RedisBackend::connect_lazy("nope://").unwrap_err(),
+            BackendError::BadUrl { .. }
+        ));
+    }
+}

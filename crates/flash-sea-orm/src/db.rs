@@ -13,8 +13,37 @@ use sea_orm::{
     DatabaseConnection, DatabaseTransaction, EntityTrait, IntoActiveModel, Iterable, ModelTrait,
     PrimaryKeyToColumn, QueryFilter, QuerySelect, TransactionTrait, Value,
 };
+use crate::outbox::{failpoint, Outbox};
 use std::collections::BTreeSet;
 use std::marker::PhantomData;
+use std::sync::Arc;
+
+/// Runs a write (`|conn| future of (result, keys)`): with the outbox, in a
+/// transaction that also records the keys; then applies the invalidation.
+macro_rules! durable_write {
+    ($self:ident, $model:expr, |$conn:ident| $op:expr) => {{
+        let model = $model;
+        match &$self.outbox {
+            None => {
+                let $conn = &$self.db;
+                let (out, keys) = $op.await?;
+                $self.finish(&model, &keys, None).await;
+                Ok(out)
+            }
+            Some(ob) => {
+                let txn = $self.db.begin().await.map_err(src)?;
+                let (out, keys) = {
+                    let $conn = &txn;
+                    $op.await?
+                };
+                let id = ob.record(&txn, &model, &keys).await.map_err(src)?;
+                txn.commit().await.map_err(src)?;
+                $self.finish(&model, &keys, id).await;
+                Ok(out)
+            }
+        }
+    }};
+}
 
 fn src(e: sea_orm::DbErr) -> Error {
     Error::Source(SourceError::new(e))
@@ -22,10 +51,19 @@ fn src(e: sea_orm::DbErr) -> Error {
 
 /// The handle a service keeps: a [`Flash`] and the database it caches.
 /// Cloning is cheap (reference counts).
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct FlashDb {
     flash: Flash,
     db: DatabaseConnection,
+    /// The durable outbox, when on; shared by clones, its drain task stops
+    /// with the last of them.
+    outbox: Option<Arc<Outbox>>,
+}
+
+impl std::fmt::Debug for FlashDb {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FlashDb").field("flash", &self.flash).field("outbox", &self.outbox.is_some()).finish()
+    }
 }
 
 /// Column changes for [`FlashDb::update_many`].
@@ -83,8 +121,28 @@ fn locked<E: EntityTrait>(q: sea_orm::Select<E>, backend: DatabaseBackend) -> se
 }
 
 impl FlashDb {
+    /// A handle without the durable outbox (see [`crate::Registrar`] for one with it).
     pub fn new(flash: Flash, db: DatabaseConnection) -> Self {
-        FlashDb { flash, db }
+        FlashDb { flash, db, outbox: None }
+    }
+
+    pub(crate) fn with_outbox(mut self, outbox: Arc<Outbox>) -> Self {
+        self.outbox = Some(outbox);
+        self
+    }
+
+    /// Is the durable outbox on?
+    pub fn has_outbox(&self) -> bool {
+        self.outbox.is_some()
+    }
+
+    /// Re-applies every invalidation left in the outbox now (instead of
+    /// waiting for the background task). Returns the number of rows applied.
+    pub async fn drain_outbox(&self) -> Result<usize, Error> {
+        match &self.outbox {
+            Some(o) => o.drain(true).await.map_err(src),
+            None => Ok(0),
+        }
     }
     pub fn flash(&self) -> &Flash {
         &self.flash
@@ -161,10 +219,18 @@ impl FlashDb {
     }
 
     /// Applies the invalidation of a committed write. The write call returns
-    /// only after this, so the writer reads its own write.
-    async fn invalidate(&self, model: &str, keys: &KeySet) {
-        if let Err(e) = self.flash.apply_invalidation(model, keys).await {
-            tracing::error!(model, keys = keys.len(), error = %e, "invalidation failed");
+    /// only after this, so the writer reads its own write. A failure leaves
+    /// the outbox row for the background task.
+    async fn finish(&self, model: &str, keys: &KeySet, outbox_id: Option<i64>) {
+        failpoint("after_commit");
+        match self.flash.apply_invalidation(model, keys).await {
+            Ok(()) => {
+                if let (Some(ob), Some(id)) = (&self.outbox, outbox_id) {
+                    ob.applied(id);
+                }
+            }
+            Err(e) if outbox_id.is_some() => tracing::warn!(model, error = %e, "invalidation deferred to the outbox"),
+            Err(e) => tracing::error!(model, keys = keys.len(), error = %e, "invalidation failed (no outbox to retry it)"),
         }
     }
 
@@ -182,9 +248,7 @@ impl FlashDb {
         A: ActiveModelTrait + ActiveModelBehavior + Send,
         <A::Entity as EntityTrait>::Model: IntoActiveModel<A> + Sync,
     {
-        let (m, keys) = self.insert_on(&self.db, am).await?;
-        self.invalidate(&model_name::<A::Entity>(), &keys).await;
-        Ok(m)
+        durable_write!(self, model_name::<A::Entity>(), |conn| self.insert_on(conn, am))
     }
 
     /// Updates a row; keys of its old and new key-field values are invalidated.
@@ -193,9 +257,7 @@ impl FlashDb {
         A: ActiveModelTrait + ActiveModelBehavior + Send,
         <A::Entity as EntityTrait>::Model: IntoActiveModel<A> + Sync,
     {
-        let (m, keys) = self.update_on(&self.db, am).await?;
-        self.invalidate(&model_name::<A::Entity>(), &keys).await;
-        Ok(m)
+        durable_write!(self, model_name::<A::Entity>(), |conn| self.update_on(conn, am))
     }
 
     /// Inserts when the primary key is not set, updates otherwise.
@@ -219,13 +281,12 @@ impl FlashDb {
         E: EntityTrait,
         E::Model: Sync,
     {
-        let (n, keys) = self
-            .delete_on::<E, _>(&self.db, pk_condition::<E>(row))
-            .await?;
-        let mut keys = keys;
-        keys.extend(self.keys_of(&[row]));
-        self.invalidate(&model_name::<E>(), &keys).await;
-        Ok(n)
+        durable_write!(self, model_name::<E>(), |conn| async {
+            let (n, mut keys) = self.delete_on::<E, _>(conn, pk_condition::<E>(row)).await?;
+            // The caller's copy may hold values the row no longer has.
+            keys.extend(self.keys_of(&[row]));
+            Ok::<_, Error>((n, keys))
+        })
     }
 
     /// `UPDATE ... WHERE cond`; keys of the old and new values of every
@@ -235,9 +296,7 @@ impl FlashDb {
         E: EntityTrait,
         E::Model: Sync,
     {
-        let (n, keys) = self.update_many_on(&self.db, cond, changes).await?;
-        self.invalidate(&model_name::<E>(), &keys).await;
-        Ok(n)
+        durable_write!(self, model_name::<E>(), |conn| self.update_many_on(conn, cond, changes))
     }
 
     /// `DELETE ... WHERE cond`; keys of every deleted row are invalidated.
@@ -246,9 +305,7 @@ impl FlashDb {
         E: EntityTrait,
         E::Model: Sync,
     {
-        let (n, keys) = self.delete_on::<E, _>(&self.db, cond).await?;
-        self.invalidate(&model_name::<E>(), &keys).await;
-        Ok(n)
+        durable_write!(self, model_name::<E>(), |conn| self.delete_on::<E, _>(conn, cond))
     }
 
     /// Manual invalidation (the seed's `invalidate_flash_cache`): the keys of
@@ -287,9 +344,16 @@ impl FlashDb {
             .ok_or_else(|| Error::Codec("transaction already finished".into()))?;
         match out {
             Ok(v) => {
-                txn.commit().await.map_err(src)?;
+                let mut ids = Vec::with_capacity(ftx.keys.len());
                 for (model, keys) in &ftx.keys {
-                    self.invalidate(model, keys).await;
+                    ids.push(match &self.outbox {
+                        Some(ob) => ob.record(&txn, model, keys).await.map_err(src)?,
+                        None => None,
+                    });
+                }
+                txn.commit().await.map_err(src)?;
+                for ((model, keys), id) in ftx.keys.iter().zip(ids) {
+                    self.finish(model, keys, id).await;
                 }
                 Ok(v)
             }

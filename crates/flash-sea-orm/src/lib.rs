@@ -9,6 +9,7 @@ mod convert;
 mod db;
 mod lookup;
 mod meta;
+mod outbox;
 mod registrar;
 mod versions;
 
@@ -17,5 +18,6 @@ pub use db::{Changes, FlashDb, FlashTxn, ModelCache};
 pub use flash_core::{self as core, durations, Error, FieldValue, Invalidation, Outcome};
 pub use lookup::{by, Lookup};
 pub use meta::CacheMeta;
+pub use outbox::{OutboxSettings, OUTBOX_TABLE};
 pub use registrar::{CustomCache, Registrar};
 pub use versions::{SqlVersionStore, VERSIONS_TABLE};

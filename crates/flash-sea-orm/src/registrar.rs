@@ -2,6 +2,7 @@
 
 use crate::convert::{column_name, model_name, to_value};
 use crate::meta::CacheMeta;
+use crate::outbox::{Outbox, OutboxSettings};
 use crate::versions::SqlVersionStore;
 use crate::FlashDb;
 use async_trait::async_trait;
@@ -104,6 +105,8 @@ where
 pub struct Registrar {
     builder: FlashBuilder,
     db: DatabaseConnection,
+    outbox: Option<bool>,
+    outbox_settings: OutboxSettings,
 }
 
 impl Registrar {
@@ -111,7 +114,20 @@ impl Registrar {
     /// with [`Self::configure`]).
     pub fn new(db: DatabaseConnection) -> Self {
         let builder = Flash::builder().version_store(SqlVersionStore::new(db.clone()));
-        Registrar { builder, db }
+        Registrar { builder, db, outbox: None, outbox_settings: OutboxSettings::default() }
+    }
+
+    /// Turns the durable invalidation outbox on or off. Default: on for
+    /// PostgreSQL and MySQL, off for SQLite (one process, one file).
+    pub fn outbox(mut self, on: bool) -> Self {
+        self.outbox = Some(on);
+        self
+    }
+
+    /// How often and after what delay the outbox is drained.
+    pub fn outbox_settings(mut self, s: OutboxSettings) -> Self {
+        self.outbox_settings = s;
+        self
     }
 
     /// Changes the settings of the underlying [`FlashBuilder`] (backend,
@@ -177,6 +193,16 @@ impl Registrar {
             .await
             .map_err(SourceError::new)?;
         let flash = self.builder.build().await?;
-        Ok(FlashDb::new(flash, self.db))
+        let outbox = self
+            .outbox
+            .unwrap_or(sea_orm::ConnectionTrait::get_database_backend(&self.db) != sea_orm::DatabaseBackend::Sqlite);
+        let fdb = FlashDb::new(flash.clone(), self.db.clone());
+        if !outbox {
+            return Ok(fdb);
+        }
+        crate::outbox::create_table(&self.db)
+            .await
+            .map_err(SourceError::new)?;
+        Ok(fdb.with_outbox(Outbox::start(self.db, flash, self.outbox_settings)))
     }
 }

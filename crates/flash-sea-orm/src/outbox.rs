@@ -1,0 +1,181 @@
+//! The durable invalidation outbox: the keys a write must invalidate are
+//! inserted into `flash_outbox` in the write's own transaction, and deleted
+//! once applied. A crash between commit and invalidation, or a cache that was
+//! unreachable, leaves rows behind; a background task re-applies them.
+//! Re-applying is harmless: an invalidation only ever removes.
+
+use flash_core::{Flash, KeySet};
+use sea_orm::{ConnectionTrait, DatabaseBackend, DatabaseConnection, DbErr, Statement, Value};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+pub const OUTBOX_TABLE: &str = "flash_outbox";
+
+/// Settings of the outbox drain.
+#[derive(Clone, Copy, Debug)]
+pub struct OutboxSettings {
+    /// How often the background task runs.
+    pub interval: Duration,
+    /// How old a row must be before the task re-applies it (the writer itself
+    /// applies it right after its commit; this avoids doing it twice).
+    pub grace: Duration,
+}
+
+impl Default for OutboxSettings {
+    fn default() -> Self {
+        OutboxSettings { interval: Duration::from_millis(500), grace: Duration::from_secs(2) }
+    }
+}
+
+pub(crate) struct Outbox {
+    db: DatabaseConnection,
+    flash: Flash,
+    settings: OutboxSettings,
+    /// Ids applied by their writers, deleted in batches by the task so that a
+    /// write pays no extra statement for it. std Mutex: never held across await.
+    applied: Mutex<Vec<i64>>,
+    task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl Drop for Outbox {
+    fn drop(&mut self) {
+        if let Ok(mut t) = self.task.lock() {
+            if let Some(t) = t.take() {
+                t.abort();
+            }
+        }
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+pub(crate) async fn create_table(db: &DatabaseConnection) -> Result<(), DbErr> {
+    let (id, text) = match db.get_database_backend() {
+        DatabaseBackend::Postgres => ("BIGSERIAL PRIMARY KEY", "TEXT"),
+        DatabaseBackend::MySql => ("BIGINT AUTO_INCREMENT PRIMARY KEY", "MEDIUMTEXT"),
+        DatabaseBackend::Sqlite => ("INTEGER PRIMARY KEY AUTOINCREMENT", "TEXT"),
+    };
+    db.execute_unprepared(&format!(
+        "CREATE TABLE IF NOT EXISTS {OUTBOX_TABLE} (id {id}, model VARCHAR(64) NOT NULL, keyset {text} NOT NULL, created_ms BIGINT NOT NULL)"
+    ))
+    .await
+    .map(|_| ())
+}
+
+impl Outbox {
+    pub(crate) fn start(db: DatabaseConnection, flash: Flash, settings: OutboxSettings) -> Arc<Outbox> {
+        let outbox = Arc::new(Outbox { db, flash, settings, applied: Mutex::new(Vec::new()), task: Mutex::new(None) });
+        let weak: Weak<Outbox> = Arc::downgrade(&outbox);
+        let task = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(settings.interval).await;
+                let Some(o) = weak.upgrade() else { return };
+                if let Err(e) = o.drain(false).await {
+                    tracing::warn!(error = %e, "outbox drain failed; will retry");
+                }
+            }
+        });
+        if let Ok(mut t) = outbox.task.lock() {
+            *t = Some(task);
+        }
+        outbox
+    }
+
+    /// Records `keys` in the write's transaction; returns the row id.
+    pub(crate) async fn record<C: ConnectionTrait>(&self, conn: &C, model: &str, keys: &KeySet) -> Result<Option<i64>, DbErr> {
+        if keys.is_empty() {
+            return Ok(None);
+        }
+        let json = serde_json::to_string(keys).map_err(|e| DbErr::Custom(e.to_string()))?;
+        let backend = conn.get_database_backend();
+        let values = [Value::from(model.to_owned()), Value::from(json), Value::from(now_ms())];
+        if backend == DatabaseBackend::Postgres {
+            let stmt = Statement::from_sql_and_values(
+                backend,
+                format!("INSERT INTO {OUTBOX_TABLE} (model, keyset, created_ms) VALUES ($1, $2, $3) RETURNING id"),
+                values,
+            );
+            let row = conn.query_one(stmt).await?.ok_or_else(|| DbErr::Custom("outbox insert returned no id".into()))?;
+            return Ok(Some(row.try_get::<i64>("", "id")?));
+        }
+        let stmt = Statement::from_sql_and_values(backend, format!("INSERT INTO {OUTBOX_TABLE} (model, keyset, created_ms) VALUES (?, ?, ?)"), values);
+        Ok(Some(conn.execute(stmt).await?.last_insert_id() as i64))
+    }
+
+    /// The writer applied its invalidation: the row can go.
+    pub(crate) fn applied(&self, id: i64) {
+        if let Ok(mut a) = self.applied.lock() {
+            a.push(id);
+        }
+    }
+
+    async fn delete_ids(&self, ids: &[i64]) -> Result<(), DbErr> {
+        for chunk in ids.chunks(500) {
+            let list = chunk.iter().map(i64::to_string).collect::<Vec<_>>().join(",");
+            self.db.execute_unprepared(&format!("DELETE FROM {OUTBOX_TABLE} WHERE id IN ({list})")).await?;
+        }
+        Ok(())
+    }
+
+    /// Deletes applied rows and re-applies leftovers (older than the grace
+    /// period, or all of them with `all`). Returns the number re-applied.
+    pub(crate) async fn drain(&self, all: bool) -> Result<usize, DbErr> {
+        let done: Vec<i64> = self.applied.lock().map(|mut a| std::mem::take(&mut *a)).unwrap_or_default();
+        self.delete_ids(&done).await?;
+        let backend = self.db.get_database_backend();
+        let cutoff = if all { i64::MAX } else { now_ms() - self.settings.grace.as_millis() as i64 };
+        let placeholder = if backend == DatabaseBackend::Postgres { "$1" } else { "?" };
+        let stmt = Statement::from_sql_and_values(
+            backend,
+            format!("SELECT id, model, keyset FROM {OUTBOX_TABLE} WHERE created_ms <= {placeholder} ORDER BY id LIMIT 1000"),
+            [Value::from(cutoff)],
+        );
+        let rows = self.db.query_all(stmt).await?;
+        let mut repaired = Vec::new();
+        for r in rows {
+            let id: i64 = r.try_get("", "id")?;
+            let model: String = r.try_get("", "model")?;
+            let json: String = r.try_get("", "keyset")?;
+            let keys: KeySet = match serde_json::from_str(&json) {
+                Ok(k) => k,
+                Err(e) => {
+                    tracing::error!(id, error = %e, "undecodable outbox row dropped");
+                    repaired.push(id);
+                    continue;
+                }
+            };
+            // A cache still unreachable leaves the row for the next round.
+            if self.flash.apply_invalidation(&model, &keys).await.is_ok() {
+                repaired.push(id);
+            }
+        }
+        self.delete_ids(&repaired).await?;
+        if !repaired.is_empty() {
+            tracing::info!(rows = repaired.len(), "outbox re-applied invalidations");
+        }
+        Ok(repaired.len())
+    }
+}
+
+/// Test failpoints: `FLASH_FAILPOINT=<name>@<n>` aborts the process the n-th
+/// time the named point is reached (used to kill a writer right after its
+/// commit, before its invalidation).
+pub(crate) fn failpoint(name: &str) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::OnceLock;
+    static SPEC: OnceLock<Option<(String, u64)>> = OnceLock::new();
+    static HITS: AtomicU64 = AtomicU64::new(0);
+    let spec = SPEC.get_or_init(|| {
+        let v = std::env::var("FLASH_FAILPOINT").ok()?;
+        let (n, at) = v.split_once('@').unwrap_or((v.as_str(), "1"));
+        Some((n.to_owned(), at.parse().unwrap_or(1)))
+    });
+    if let Some((n, at)) = spec {
+        if n == name && HITS.fetch_add(1, Ordering::SeqCst) + 1 == *at {
+            eprintln!("failpoint {name} reached: aborting");
+            std::process::abort();
+        }
+    }
+}
