@@ -10,8 +10,10 @@
 //! the demo models and walkthrough ([`demo`]) used by the `flash` binary, the
 //! tests and the benchmarks.
 
+pub mod bench;
 pub mod config;
 pub mod demo;
+pub mod stress;
 
 pub use flash_core::{self as core, *};
 pub use flash_sea_orm::{

@@ -23,6 +23,10 @@ enum Command {
         #[arg(long)]
         model: String,
     },
+    /// Benchmarks: flash against the database and the raw cache client.
+    Bench(flash::bench::BenchArgs),
+    /// The consistency stress test (several processes, writers, readers, faults).
+    Stress(flash::stress::StressArgs),
 }
 
 #[tokio::main]
@@ -38,6 +42,8 @@ async fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Demo => flash::demo::run().await,
         Command::BumpVersion { model } => bump(&model).await,
+        Command::Bench(args) => flash::bench::run(args).await,
+        Command::Stress(args) => flash::stress::run(args).await,
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
