@@ -1,0 +1,213 @@
+//! The consistency guarantees, each shown by a test that fails without them:
+//! leases keep a fill that read the database before a write from landing after
+//! the write's invalidation; the outbox repairs invalidations the cache missed;
+//! dynamic versions reach other processes within the refresh interval.
+
+mod common;
+
+use async_trait::async_trait;
+use common::*;
+use flash::demo::entities::event;
+use flash_core::{Backend, BackendError, ClassSpec, FieldValue, Outcome};
+use flash_sea_orm::{by, CustomCache, Registrar};
+use sea_orm::{ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, Set};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Notify;
+
+/// Reads the title, then waits to be released before returning it: the
+/// window in which a write can commit and invalidate.
+struct SlowTitle {
+    read_done: Arc<Notify>,
+    release: Arc<Notify>,
+    armed: Arc<AtomicBool>,
+}
+
+#[async_trait]
+impl CustomCache for SlowTitle {
+    type Output = Option<String>;
+    fn spec(&self) -> ClassSpec {
+        ClassSpec::instance("SlowTitle", "event", &["slug"])
+    }
+    async fn compute(&self, db: &DatabaseConnection, key: &[FieldValue]) -> Result<Option<String>, DbErr> {
+        let FieldValue::Str(slug) = &key[0] else { return Ok(None) };
+        let title = event::Entity::find().filter(event::Column::Slug.eq(slug.clone())).one(db).await?.map(|e| e.title);
+        if self.armed.swap(false, Ordering::SeqCst) {
+            self.read_done.notify_one();
+            self.release.notified().await;
+        }
+        Ok(title)
+    }
+}
+
+/// Runs the race: a lookup reads the old title, a write commits and
+/// invalidates, then the lookup tries to fill. Returns what a lookup sees
+/// afterwards.
+async fn race(leases: bool) -> (Option<String>, Outcome) {
+    let read_done = Arc::new(Notify::new());
+    let release = Arc::new(Notify::new());
+    let armed = Arc::new(AtomicBool::new(true));
+    let slow = SlowTitle { read_done: read_done.clone(), release: release.clone(), armed };
+    let (h, class) = harness_with(|b| if leases { b } else { b.unsafe_disable_leases() }, |reg| reg.custom(slow).unwrap()).await;
+    let e = add_event(&h.fdb, "race", "Oslo").await;
+    let f = h.fdb.flash().clone();
+    let c2 = class.clone();
+    let reader = tokio::spawn(async move { f.get(&c2, &["race".into()]).await.unwrap() });
+    read_done.notified().await;
+    h.fdb.update(event::ActiveModel { id: Set(e.id), title: Set("new".into()), ..Default::default() }).await.unwrap();
+    release.notify_one();
+    assert_eq!(reader.await.unwrap().as_deref(), Some("Title of race"), "the racing reader saw the old state (it began before the write)");
+    h.fdb.flash().lookup(&class, &["race".into()]).await.unwrap()
+}
+
+#[tokio::test]
+async fn a_fill_that_read_before_a_write_never_lands_after_it() {
+    let (v, o) = race(true).await;
+    assert_eq!(v.as_deref(), Some("new"), "a lookup after the write returned sees the write");
+    assert_eq!(o, Outcome::Miss, "the racing fill was refused; this lookup filled");
+}
+
+#[tokio::test]
+async fn without_leases_the_race_leaves_a_stale_value() {
+    // The detector works: the original's protocol (fill without a lease) puts
+    // the old row back after the invalidation.
+    let (v, o) = race(false).await;
+    assert_eq!((v.as_deref(), o), (Some("Title of race"), Outcome::Hit), "stale value served from the cache");
+}
+
+/// A backend whose writes can be made to fail (a cache unreachable during the
+/// invalidation), while reads still work.
+struct FailingWrites {
+    inner: Arc<dyn Backend>,
+    fail: AtomicBool,
+}
+
+#[async_trait]
+impl Backend for FailingWrites {
+    fn name(&self) -> &'static str {
+        "failing-writes"
+    }
+    async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, BackendError> {
+        self.inner.get_many(keys).await
+    }
+    async fn set(&self, k: &str, v: &[u8], t: Duration) -> Result<(), BackendError> {
+        self.inner.set(k, v, t).await
+    }
+    async fn add(&self, k: &str, v: &[u8], t: Duration) -> Result<bool, BackendError> {
+        self.inner.add(k, v, t).await
+    }
+    async fn compare_and_swap(&self, k: &str, e: &[u8], n: Option<&[u8]>, t: Duration) -> Result<bool, BackendError> {
+        self.inner.compare_and_swap(k, e, n, t).await
+    }
+    async fn delete(&self, k: &str) -> Result<(), BackendError> {
+        self.inner.delete(k).await
+    }
+    async fn set_many(&self, items: &[(String, Vec<u8>)], t: Duration) -> Result<(), BackendError> {
+        if self.fail.load(Ordering::SeqCst) {
+            return Err(BackendError::Unreachable("test: invalidation fails".into()));
+        }
+        self.inner.set_many(items, t).await
+    }
+}
+
+async fn outbox_count(db: &DatabaseConnection) -> i64 {
+    let row = db
+        .query_one(sea_orm::Statement::from_string(db.get_database_backend(), format!("SELECT COUNT(*) AS n FROM {}", flash_sea_orm::OUTBOX_TABLE)))
+        .await
+        .unwrap()
+        .unwrap();
+    row.try_get::<i64>("", "n").unwrap()
+}
+
+#[tokio::test]
+async fn the_outbox_repairs_an_invalidation_the_cache_missed() {
+    let queries = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let db = fresh_db(queries).await;
+    flash::demo::schema::create_tables(&db).await.unwrap();
+    let backend = Arc::new(FailingWrites { inner: Arc::new(flash_core::MemoryBackend::default()), fail: AtomicBool::new(false) });
+    let b2: Arc<dyn Backend> = backend.clone();
+    let mut reg = Registrar::new(db.clone()).configure(|b| b.backend_arc(b2)).outbox(true);
+    flash::demo::declare(&mut reg, Duration::from_secs(60)).unwrap();
+    let fdb = reg.build().await.unwrap();
+    assert!(fdb.has_outbox());
+    let e = add_event(&fdb, "ob", "Oslo").await;
+    let events = fdb.cache::<event::Entity>();
+    assert_eq!(events.get(by(event::Column::Slug, "ob")).await.unwrap().title, "Title of ob");
+
+    backend.fail.store(true, Ordering::SeqCst);
+    fdb.update(event::ActiveModel { id: Set(e.id), title: Set("after".into()), ..Default::default() }).await.unwrap();
+    assert_eq!(events.get(by(event::Column::Slug, "ob")).await.unwrap().title, "Title of ob", "the missed invalidation left the old row");
+    assert!(outbox_count(&db).await >= 1, "the keys wait in the outbox");
+
+    backend.fail.store(false, Ordering::SeqCst);
+    assert!(fdb.drain_outbox().await.unwrap() >= 1);
+    assert_eq!(events.get(by(event::Column::Slug, "ob")).await.unwrap().title, "after", "repaired");
+    assert_eq!(outbox_count(&db).await, 0, "applied rows are deleted");
+}
+
+#[tokio::test]
+async fn the_outbox_drain_task_runs_by_itself_and_applied_rows_go() {
+    let queries = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let db = fresh_db(queries).await;
+    flash::demo::schema::create_tables(&db).await.unwrap();
+    let backend = Arc::new(FailingWrites { inner: Arc::new(flash_core::MemoryBackend::default()), fail: AtomicBool::new(false) });
+    let b2: Arc<dyn Backend> = backend.clone();
+    let settings = flash_sea_orm::OutboxSettings { interval: Duration::from_millis(100), grace: Duration::from_millis(200) };
+    let mut reg = Registrar::new(db.clone()).configure(|b| b.backend_arc(b2)).outbox(true).outbox_settings(settings);
+    flash::demo::declare(&mut reg, Duration::from_secs(60)).unwrap();
+    let fdb = reg.build().await.unwrap();
+    let e = add_event(&fdb, "bg", "Oslo").await;
+    let events = fdb.cache::<event::Entity>();
+    events.get(by(event::Column::Slug, "bg")).await.unwrap();
+    backend.fail.store(true, Ordering::SeqCst);
+    fdb.update(event::ActiveModel { id: Set(e.id), title: Set("later".into()), ..Default::default() }).await.unwrap();
+    backend.fail.store(false, Ordering::SeqCst);
+    let mut repaired = false;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if events.get(by(event::Column::Slug, "bg")).await.unwrap().title == "later" {
+            repaired = true;
+            break;
+        }
+    }
+    assert!(repaired, "the background task re-applied the invalidation");
+    for _ in 0..30 {
+        if outbox_count(&db).await == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("outbox rows were not deleted");
+}
+
+#[tokio::test]
+async fn outbox_is_on_by_default_for_server_databases_only() {
+    let h = harness().await;
+    let url = flash::config::database_url();
+    assert_eq!(h.fdb.has_outbox(), url.starts_with("postgres") || url.starts_with("mysql"));
+}
+
+#[tokio::test]
+async fn a_version_bump_reaches_another_process_within_the_refresh_interval() {
+    // Two handles on one database, as two processes would have.
+    let queries = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let db = fresh_db(queries).await;
+    flash::demo::schema::create_tables(&db).await.unwrap();
+    let refresh = Duration::from_millis(200);
+    let mut handles = Vec::new();
+    for _ in 0..2 {
+        let mut reg = Registrar::new(db.clone()).configure(|b| b.version_refresh(refresh));
+        flash::demo::declare(&mut reg, Duration::from_secs(60)).unwrap();
+        handles.push(reg.build().await.unwrap());
+    }
+    let (a, b) = (&handles[0], &handles[1]);
+    let before = b.flash().dynamic_version("event_by_slug");
+    a.flash().bump_version_for_model("event").await.unwrap();
+    let start = std::time::Instant::now();
+    while b.flash().dynamic_version("event_by_slug") == before {
+        assert!(start.elapsed() < refresh * 5, "not seen within the bound");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(b.flash().dynamic_version("event_by_slug"), before + 1);
+}
