@@ -35,6 +35,10 @@ pub struct Settings {
     pub version_refresh: Duration,
     /// Database alias per model (part of the key); `"default"` otherwise.
     pub db_alias: HashMap<String, String>,
+    /// Test-only: a pause between reading the database and filling the cache,
+    /// to widen the race window in stress tests (zero in production).
+    #[doc(hidden)]
+    pub fill_delay: Duration,
 }
 
 impl Default for Settings {
@@ -48,6 +52,7 @@ impl Default for Settings {
             stale_ttl: Duration::from_secs(60),
             version_refresh: Duration::from_secs(5),
             db_alias: HashMap::new(),
+            fill_delay: Duration::ZERO,
         }
     }
 }
@@ -111,6 +116,13 @@ impl FlashBuilder {
     /// Called for every lookup, invalidation and version bump.
     pub fn observer(mut self, f: impl Fn(&FlashEvent<'_>) + Send + Sync + 'static) -> Self {
         self.observer = Some(Arc::new(f));
+        self
+    }
+    /// Test-only: pause between the database read and the cache fill (widens
+    /// the race window a stress test probes).
+    #[doc(hidden)]
+    pub fn unsafe_fill_delay(mut self, d: Duration) -> Self {
+        self.settings.fill_delay = d;
         self
     }
     /// Test-only switch: fill without leases (plain set), the way the original

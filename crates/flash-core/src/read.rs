@@ -393,6 +393,9 @@ impl Flash {
         expected: Option<&[u8]>,
     ) -> bool {
         let backend = &self.inner.backend;
+        if !self.inner.settings.fill_delay.is_zero() {
+            tokio::time::sleep(self.inner.settings.fill_delay).await;
+        }
         let bytes = match self.encode_value(spec, v) {
             Ok(b) => b,
             Err(e) => {

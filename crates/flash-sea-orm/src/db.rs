@@ -136,6 +136,15 @@ impl FlashDb {
         self.outbox.is_some()
     }
 
+    /// Deletes the outbox rows this handle applied (the background task does
+    /// it in batches; call this before a process exits).
+    pub async fn flush_outbox(&self) -> Result<(), Error> {
+        match &self.outbox {
+            Some(o) => o.flush().await.map_err(src),
+            None => Ok(()),
+        }
+    }
+
     /// Re-applies every invalidation left in the outbox now (instead of
     /// waiting for the background task). Returns the number of rows applied.
     pub async fn drain_outbox(&self) -> Result<usize, Error> {

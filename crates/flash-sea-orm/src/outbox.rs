@@ -119,11 +119,16 @@ impl Outbox {
         Ok(())
     }
 
+    /// Deletes the rows applied by their writers.
+    pub(crate) async fn flush(&self) -> Result<(), DbErr> {
+        let done: Vec<i64> = self.applied.lock().map(|mut a| std::mem::take(&mut *a)).unwrap_or_default();
+        self.delete_ids(&done).await
+    }
+
     /// Deletes applied rows and re-applies leftovers (older than the grace
     /// period, or all of them with `all`). Returns the number re-applied.
     pub(crate) async fn drain(&self, all: bool) -> Result<usize, DbErr> {
-        let done: Vec<i64> = self.applied.lock().map(|mut a| std::mem::take(&mut *a)).unwrap_or_default();
-        self.delete_ids(&done).await?;
+        self.flush().await?;
         let backend = self.db.get_database_backend();
         let cutoff = if all { i64::MAX } else { now_ms() - self.settings.grace.as_millis() as i64 };
         let placeholder = if backend == DatabaseBackend::Postgres { "$1" } else { "?" };

@@ -97,3 +97,45 @@ pub async fn cache_backend(url: &str) -> Result<Arc<dyn Backend>, ConfigError> {
         _ => Err(ConfigError::UnsupportedCache(url.into())),
     }
 }
+
+/// Connects to a namespace of its own inside `url`'s database: a PostgreSQL
+/// schema or a MySQL database named `ns` (created when `create`), or, for
+/// SQLite, a file of that name in the temp directory. Tests, the stress test
+/// and the benchmarks use it to stay out of each other's tables.
+pub async fn connect_namespace(url: &str, ns: &str, create: bool, max_connections: u32) -> Result<DatabaseConnection, ConfigError> {
+    let db_err = |source| ConfigError::Database { url: url.into(), source };
+    let mut opts = if url.starts_with("postgres") {
+        if create {
+            let admin = Database::connect(url).await.map_err(db_err)?;
+            sea_orm::ConnectionTrait::execute_unprepared(&admin, &format!("CREATE SCHEMA IF NOT EXISTS {ns}")).await.map_err(db_err)?;
+        }
+        let mut o = ConnectOptions::new(url.to_owned());
+        o.set_schema_search_path(ns.to_owned());
+        o
+    } else if url.starts_with("mysql") {
+        if create {
+            let admin = Database::connect(url).await.map_err(db_err)?;
+            sea_orm::ConnectionTrait::execute_unprepared(&admin, &format!("CREATE DATABASE IF NOT EXISTS {ns}")).await.map_err(db_err)?;
+        }
+        let base = url.rsplit_once('/').map(|(b, _)| b.to_owned()).unwrap_or_else(|| url.to_owned());
+        ConnectOptions::new(format!("{base}/{ns}"))
+    } else {
+        let path = std::env::temp_dir().join(format!("{ns}.db"));
+        ConnectOptions::new(format!("sqlite://{}?mode=rwc", path.display()))
+    };
+    opts.sqlx_logging(false).max_connections(max_connections);
+    Database::connect(opts).await.map_err(db_err)
+}
+
+/// Drops a namespace made by [`connect_namespace`].
+pub async fn drop_namespace(url: &str, ns: &str) -> Result<(), ConfigError> {
+    let db_err = |source| ConfigError::Database { url: url.into(), source };
+    if url.starts_with("postgres") || url.starts_with("mysql") {
+        let admin = Database::connect(url).await.map_err(db_err)?;
+        let sql = if url.starts_with("postgres") { format!("DROP SCHEMA IF EXISTS {ns} CASCADE") } else { format!("DROP DATABASE IF EXISTS {ns}") };
+        sea_orm::ConnectionTrait::execute_unprepared(&admin, &sql).await.map_err(db_err)?;
+    } else {
+        let _ = std::fs::remove_file(std::env::temp_dir().join(format!("{ns}.db")));
+    }
+    Ok(())
+}

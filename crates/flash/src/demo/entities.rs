@@ -35,6 +35,10 @@ pub mod event {
         pub slug: String,
         pub title: String,
         pub city: String,
+        /// Bumped by every write of the stress test, so that a reader can tell
+        /// an older state from a newer one.
+        #[sea_orm(default_value = 0)]
+        pub revision: i64,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -1,14 +1,243 @@
-//! `flash stress`: the consistency stress test.
+//! `flash stress`: the consistency stress test of issue 4.
+//!
+//! Several OS processes share one database and one cache. In each, writer
+//! tasks change rows they own (title updates, slug renames, update-many,
+//! transactions, participations moving between users, deletes) and publish,
+//! after each write call returned, the revision it wrote; reader tasks read
+//! the published revision and then look the row up through flash, which must
+//! never return an older state (check b). When the writers stop and pending
+//! invalidations are drained, every cached entry must equal the database
+//! (check a), and a burst of 1 000 concurrent misses on one key must cost one
+//! database fetch (check c). Faults: the cache server killed and restarted
+//! mid-run; a writer process aborted right after a commit, before its
+//! invalidation (repaired by the outbox). With `--no-leases` the run must find
+//! stale entries: that is how we know the checks can fail.
+
+mod check;
+mod server;
+mod worker;
+
+use crate::config::{cache_backend, cache_url, connect_namespace, database_url, drop_namespace};
+use crate::demo::{declare, schema};
+use flash_sea_orm::{FlashDb, Registrar};
+use sea_orm::{ConnectionTrait, DatabaseConnection};
+use std::time::{Duration, Instant};
 
 /// Options of `flash stress`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct StressArgs {
-    /// A small, CI-sized run.
+    /// A small, CI-sized run (about 15 000 operations).
     #[arg(long)]
     pub quick: bool,
+    /// Total operations over all processes (default 120 000).
+    #[arg(long)]
+    pub ops: Option<u64>,
+    /// Worker processes sharing the cache (1 with the in-process cache).
+    #[arg(long, default_value_t = 2)]
+    pub processes: u32,
+    /// Reader tasks per process.
+    #[arg(long, default_value_t = 24)]
+    pub readers: u32,
+    /// Writer tasks per process.
+    #[arg(long, default_value_t = 4)]
+    pub writers: u32,
+    /// Fill without leases (the original's protocol): stale entries expected.
+    #[arg(long)]
+    pub no_leases: bool,
+    /// Pause between each database read and its cache fill, in milliseconds:
+    /// widens the window a stale fill needs (a GC pause, a slow network).
+    #[arg(long, default_value_t = 2)]
+    pub fill_delay_ms: u64,
+    /// Succeed only if stale entries were found (for the --no-leases variant).
+    #[arg(long)]
+    pub expect_stale: bool,
+    /// Run on a dedicated cache server, SIGKILL it mid-run and restart it.
+    #[arg(long)]
+    pub kill_cache: bool,
+    /// Add a writer process that aborts right after a commit, before its invalidation.
+    #[arg(long)]
+    pub kill_writer: bool,
+    #[arg(long, hide = true)]
+    pub worker: Option<u32>,
+    #[arg(long, hide = true)]
+    pub ns: Option<String>,
+    #[arg(long, hide = true)]
+    pub prefix: Option<String>,
+    #[arg(long, hide = true)]
+    pub cache: Option<String>,
+    #[arg(long, hide = true)]
+    pub worker_ops: Option<u64>,
+    #[arg(long, hide = true)]
+    pub slots: Option<u32>,
 }
 
-/// Runs the stress test; an error when a stale entry was found.
-pub async fn run(_args: StressArgs) -> Result<(), Box<dyn std::error::Error>> {
-    Err("not written yet".into())
+/// The data set.
+pub(crate) const EVENTS: i32 = 120;
+pub(crate) const USERS: i32 = 40;
+pub(crate) const PARTICIPATIONS: i32 = 400;
+pub(crate) const PROGRESS_TABLE: &str = "stress_progress";
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// One handle as every process builds it: same declarations, same prefix.
+pub(crate) async fn build(
+    db: DatabaseConnection,
+    cache: &str,
+    prefix: &str,
+    no_leases: bool,
+    fill_delay: Duration,
+) -> Result<(FlashDb, crate::demo::DemoClasses), BoxError> {
+    let backend = cache_backend(cache).await?;
+    let prefix = prefix.to_owned();
+    let mut reg = Registrar::new(db).configure(|b| {
+        let b = b.backend_arc(backend).prefix(prefix).version_refresh(Duration::from_secs(1)).unsafe_fill_delay(fill_delay);
+        if no_leases {
+            b.unsafe_disable_leases()
+        } else {
+            b
+        }
+    });
+    let classes = declare(&mut reg, Duration::from_secs(60)).map_err(|e| e.to_string())?;
+    Ok((reg.build().await.map_err(|e| e.to_string())?, classes))
+}
+
+/// Runs the stress test (or, with the hidden `--worker`, one worker process).
+pub async fn run(args: StressArgs) -> Result<(), Box<dyn std::error::Error>> {
+    if let Some(id) = args.worker {
+        let report = worker::run_process(&args, id).await.map_err(|e| e.to_string())?;
+        println!("{}", report.to_line());
+        return Ok(());
+    }
+    orchestrate(args).await.map_err(|e| e.to_string().into())
+}
+
+async fn orchestrate(args: StressArgs) -> Result<(), BoxError> {
+    let url = database_url();
+    let mut cache = cache_url();
+    let in_process = cache.starts_with("memory");
+    let processes = if in_process { 1 } else { args.processes.max(1) };
+    let total_ops = args.ops.unwrap_or(if args.quick { 15_000 } else { 120_000 });
+    let ns = format!("flash_stress_{}", std::process::id());
+    let prefix = format!("stress{}:", std::process::id());
+    let started = Instant::now();
+
+    let mut dedicated = None;
+    if args.kill_cache {
+        let s = server::Dedicated::start(&cache).await?;
+        cache = s.url();
+        dedicated = Some(s);
+    }
+    println!(
+        "flash stress: database {url}, cache {cache}, {processes} process(es) x ({} readers + {} writers), {total_ops} operations, fill delay {} ms{}{}{}",
+        args.readers,
+        args.writers,
+        args.fill_delay_ms,
+        if args.no_leases { ", LEASES DISABLED" } else { "" },
+        if args.kill_cache { ", cache server killed mid-run" } else { "" },
+        if args.kill_writer { ", a writer aborted after commit" } else { "" },
+    );
+
+    let db = connect_namespace(&url, &ns, true, 8).await?;
+    schema::create_tables(&db).await?;
+    worker::seed(&db).await?;
+    let (fdb, classes) = build(db.clone(), &cache, &prefix, args.no_leases, Duration::from_millis(args.fill_delay_ms)).await?;
+
+    // (c) a burst of concurrent misses on one cold key.
+    let burst_fetches = worker::stampede(&fdb, 1000).await?;
+    println!("  stampede: 1000 concurrent misses on one key -> {burst_fetches} database fetch(es)");
+
+    let extra = u32::from(args.kill_writer);
+    let slots = (processes + extra) * args.writers.max(1);
+    let per_process = total_ops / u64::from(processes);
+    let mut reports = Vec::new();
+    let mut faults = Vec::new();
+    if in_process {
+        let w = worker::Worker::new(fdb.clone(), classes.clone(), 0, args.readers, args.writers, slots, db.clone());
+        reports.push(w.run(per_process).await?);
+    } else {
+        let exe = std::env::current_exe()?;
+        let spawn = |id: u32, ops: u64, failpoint: Option<String>| -> std::io::Result<tokio::process::Child> {
+            let mut c = tokio::process::Command::new(&exe);
+            c.args(["stress", "--worker", &id.to_string(), "--ns", &ns, "--prefix", &prefix, "--cache", &cache])
+                .args(["--worker-ops", &ops.to_string(), "--slots", &slots.to_string()])
+                .args(["--readers", &args.readers.to_string(), "--writers", &args.writers.to_string()])
+                .args(["--fill-delay-ms", &args.fill_delay_ms.to_string()])
+                .env("DATABASE_URL", &url)
+                .stdout(std::process::Stdio::piped())
+                .kill_on_drop(true);
+            if args.no_leases {
+                c.arg("--no-leases");
+            }
+            if let Some(fp) = failpoint {
+                c.env("FLASH_FAILPOINT", fp).stderr(std::process::Stdio::null());
+            }
+            c.spawn()
+        };
+        let mut children = Vec::new();
+        for id in 0..processes {
+            children.push((id, spawn(id, per_process, None)?));
+        }
+        if args.kill_writer {
+            // Dies at its 150th write, between commit and invalidation.
+            children.push((processes, spawn(processes, per_process, Some("after_commit@150".into()))?));
+            faults.push("writer process aborted after a commit, before its invalidation".to_string());
+        }
+        if let Some(s) = dedicated.as_mut() {
+            tokio::time::sleep(Duration::from_secs(if args.quick { 2 } else { 6 })).await;
+            s.kill().await?;
+            faults.push(format!("cache server {} killed (SIGKILL)", s.url()));
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            s.restart().await?;
+            faults.push("cache server restarted".to_string());
+        }
+        for (id, child) in children {
+            let out = child.wait_with_output().await?;
+            let text = String::from_utf8_lossy(&out.stdout);
+            match text.lines().rev().find_map(worker::Report::from_line) {
+                Some(r) => reports.push(r),
+                None if args.kill_writer && id == processes => println!("  worker {id}: aborted by its failpoint ({})", out.status),
+                None => return Err(format!("worker {id} failed: {} {text}", out.status).into()),
+            }
+        }
+    }
+
+    // Pending invalidations drain: the outbox, then a moment for the last fills.
+    let drained = fdb.drain_outbox().await?;
+    let stale = check::final_state(&fdb, &classes, &db).await?;
+    let total = reports.iter().fold(worker::Report::default(), |a, r| a.merge(r));
+    println!(
+        "  operations: {} ({} reads, {} writes: {} renames, {} moves, {} update-many, {} transactions, {} deletes) in {:.1}s",
+        total.reads + total.writes,
+        total.reads,
+        total.writes,
+        total.renames,
+        total.moves,
+        total.bulk,
+        total.txns,
+        total.deletes,
+        started.elapsed().as_secs_f64()
+    );
+    println!("  faults injected: {}", if faults.is_empty() { "none".to_string() } else { faults.join("; ") });
+    println!("  outbox rows re-applied at the end: {drained}");
+    println!("  (b) lookups that saw a state older than a returned write: {}", total.violations);
+    println!("  (a) cached entries that differ from the database: {} of {} checked", stale.stale, stale.checked);
+    for d in stale.examples.iter().take(5) {
+        println!("      {d}");
+    }
+    println!("  (c) database fetches for a burst of 1000 misses on one key: {burst_fetches}");
+    let found = stale.stale + total.violations;
+    println!("  stale entries found: {found}");
+    drop(fdb);
+    db.execute_unprepared("SELECT 1").await?;
+    drop_namespace(&url, &ns).await?;
+    if args.expect_stale {
+        return if found > 0 { Ok(()) } else { Err("expected the lease-less run to find stale entries; it found none".into()) };
+    }
+    if found > 0 {
+        return Err(format!("{found} stale entries").into());
+    }
+    if burst_fetches != 1 {
+        return Err(format!("stampede cost {burst_fetches} database fetches, expected 1").into());
+    }
+    Ok(())
 }

@@ -165,3 +165,181 @@ pub async fn add_participation(fdb: &FlashDb, u: i32, e: i32) -> participation::
         .await
         .expect("insert participation")
 }
+
+// ---------------------------------------------------------------------------
+// Added for outage.rs and large_values.rs: a harness on a backend chosen by the
+// test, and cache servers of a test's own that it may kill and restart.
+
+/// Like [`harness_with`], on `backend` instead of the cache of `FLASH_CACHE_URL`
+/// (still wrapped in [`Counting`], under a unique prefix).
+pub async fn harness_on<X>(
+    backend: Arc<dyn Backend>,
+    configure: impl FnOnce(FlashBuilder) -> FlashBuilder,
+    extra: impl FnOnce(&mut Registrar) -> X,
+) -> (Harness, X) {
+    let queries = Arc::new(AtomicU64::new(0));
+    let db = fresh_db(queries.clone()).await;
+    schema::create_tables(&db).await.expect("tables");
+    let backend = Arc::new(Counting { inner: backend, get_many_calls: AtomicU64::new(0), writes: AtomicU64::new(0) });
+    let prefix = unique("t") + ":";
+    let b2 = backend.clone();
+    let mut reg = Registrar::new(db.clone()).configure(|b| configure(b.backend_arc(b2).prefix(prefix)));
+    let classes = declare(&mut reg, Duration::from_secs(60)).expect("declarations");
+    let x = extra(&mut reg);
+    let fdb = reg.build().await.expect("build");
+    let h = Harness { fdb, classes, queries, backend, db };
+    h.take_queries();
+    (h, x)
+}
+
+/// `FLASH_REQUIRE_SERVERS` set (and not empty): tests needing cache servers
+/// fail instead of skipping when those are missing.
+pub fn servers_required() -> bool {
+    std::env::var_os("FLASH_REQUIRE_SERVERS").is_some_and(|v| !v.is_empty())
+}
+
+/// Skips (`None`, with a note on stderr) or, under `FLASH_REQUIRE_SERVERS`, fails.
+pub fn skip_or_fail<T>(test: &str, why: &str) -> Option<T> {
+    if servers_required() {
+        panic!("{test}: {why} (FLASH_REQUIRE_SERVERS is set; run `bash scripts/servers.sh start`)");
+    }
+    eprintln!("skipping {test}: {why} (set FLASH_REQUIRE_SERVERS=1 to make this a failure)");
+    None
+}
+
+/// An executable on `PATH`.
+pub fn find_binary(name: &str) -> Option<std::path::PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path).map(|d| d.join(name)).find(|p| p.is_file())
+}
+
+/// A loopback port nothing listens on (the OS's pick, released at once).
+pub fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+    l.local_addr().expect("local addr").port()
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ServerKind {
+    Redis,
+    Memcached,
+}
+
+/// A redis-server or memcached of one test's own, on a free loopback port, run
+/// as a child process (not daemonized) so that the test can SIGKILL it and
+/// start it again on the same port. Killed when dropped.
+pub struct TestServer {
+    pub kind: ServerKind,
+    pub port: u16,
+    bin: std::path::PathBuf,
+    child: Option<std::process::Child>,
+}
+
+impl TestServer {
+    /// Starts a server; `None` (skip) when the binary is missing and
+    /// `FLASH_REQUIRE_SERVERS` is unset.
+    pub async fn start(kind: ServerKind, test: &str) -> Option<TestServer> {
+        let name = match kind {
+            ServerKind::Redis => "redis-server",
+            ServerKind::Memcached => "memcached",
+        };
+        let Some(bin) = find_binary(name) else {
+            return skip_or_fail(test, &format!("{name} not found on PATH"));
+        };
+        // The port is free when picked but may be taken before the server binds
+        // it; then the child exits and another port is tried.
+        for _ in 0..5 {
+            let mut s = TestServer { kind, port: free_port(), bin: bin.clone(), child: None };
+            if s.spawn_and_wait().await.is_ok() {
+                return Some(s);
+            }
+        }
+        panic!("{test}: could not start {name} on a free port");
+    }
+
+    /// The cache URL of this server for `flash::config::cache_backend`.
+    pub fn url(&self) -> String {
+        match self.kind {
+            ServerKind::Redis => format!("redis://127.0.0.1:{}/0", self.port),
+            ServerKind::Memcached => format!("memcache://127.0.0.1:{}", self.port),
+        }
+    }
+
+    /// The process id (while running).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    /// SIGKILL (what `Child::kill` sends on unix): no goodbye to the clients,
+    /// and the data is gone (no persistence configured).
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts the server again on the same port and waits until it answers.
+    pub async fn restart(&mut self) {
+        self.kill();
+        if let Err(e) = self.spawn_and_wait().await {
+            panic!("restarting {:?} on port {}: {e}", self.kind, self.port);
+        }
+    }
+
+    async fn spawn_and_wait(&mut self) -> Result<(), String> {
+        let port = self.port.to_string();
+        let mut cmd = std::process::Command::new(&self.bin);
+        match self.kind {
+            ServerKind::Redis => {
+                cmd.args(["--port", &port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--daemonize", "no"]);
+                cmd.current_dir(std::env::temp_dir());
+            }
+            ServerKind::Memcached => {
+                // -U 0: no UDP; -u root is only used (and needed) when run as root.
+                cmd.args(["-p", &port, "-U", "0", "-l", "127.0.0.1", "-u", "root", "-m", "64"]);
+            }
+        }
+        cmd.stdin(std::process::Stdio::null()).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
+        let child = cmd.spawn().map_err(|e| format!("spawn {}: {e}", self.bin.display()))?;
+        self.child = Some(child);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
+                self.child = None;
+                return Err(format!("exited at start: {status}"));
+            }
+            if self.answers().await {
+                return Ok(());
+            }
+            if std::time::Instant::now() > deadline {
+                self.kill();
+                return Err("did not answer within 10 s".into());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// One protocol-level ping (`PING` / `version`).
+    pub async fn answers(&self) -> bool {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (ask, want): (&[u8], &[u8]) = match self.kind {
+            ServerKind::Redis => (b"PING\r\n", b"+PONG"),
+            ServerKind::Memcached => (b"version\r\n", b"VERSION"),
+        };
+        let ping = async {
+            let mut s = tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await.ok()?;
+            s.write_all(ask).await.ok()?;
+            let mut buf = [0u8; 64];
+            let n = s.read(&mut buf).await.ok()?;
+            Some(buf[..n].starts_with(want))
+        };
+        matches!(tokio::time::timeout(Duration::from_secs(1), ping).await, Ok(Some(true)))
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

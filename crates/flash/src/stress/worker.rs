@@ -1,0 +1,337 @@
+//! One worker process: writer tasks over the rows they own, reader tasks that
+//! check every lookup against the last *returned* write.
+
+use super::{build, BoxError, StressArgs, EVENTS, PARTICIPATIONS, PROGRESS_TABLE, USERS};
+use crate::config::{connect_namespace, database_url};
+use crate::demo::entities::{event, participation, user};
+use crate::demo::DemoClasses;
+use flash_sea_orm::{by, Changes, FlashDb};
+use rand::{Rng, SeedableRng};
+use sea_orm::sea_query::Expr;
+use sea_orm::{ColumnTrait, Condition, ConnectionTrait, DatabaseConnection, DbBackend, EntityTrait, Set, Statement, Value};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// What a worker did and found.
+#[derive(Debug, Default, Clone)]
+pub struct Report {
+    pub reads: u64,
+    pub writes: u64,
+    pub renames: u64,
+    pub moves: u64,
+    pub bulk: u64,
+    pub txns: u64,
+    pub deletes: u64,
+    pub violations: u64,
+}
+
+impl Report {
+    pub fn to_line(&self) -> String {
+        format!(
+            "REPORT {} {} {} {} {} {} {} {}",
+            self.reads, self.writes, self.renames, self.moves, self.bulk, self.txns, self.deletes, self.violations
+        )
+    }
+    pub fn from_line(line: &str) -> Option<Report> {
+        let mut it = line.strip_prefix("REPORT ")?.split(' ').map(|s| s.parse::<u64>().ok());
+        Some(Report {
+            reads: it.next()??,
+            writes: it.next()??,
+            renames: it.next()??,
+            moves: it.next()??,
+            bulk: it.next()??,
+            txns: it.next()??,
+            deletes: it.next()??,
+            violations: it.next()??,
+        })
+    }
+    pub fn merge(&self, o: &Report) -> Report {
+        Report {
+            reads: self.reads + o.reads,
+            writes: self.writes + o.writes,
+            renames: self.renames + o.renames,
+            moves: self.moves + o.moves,
+            bulk: self.bulk + o.bulk,
+            txns: self.txns + o.txns,
+            deletes: self.deletes + o.deletes,
+            violations: self.violations + o.violations,
+        }
+    }
+}
+
+fn slug(id: i32, rev: i64) -> String {
+    if rev == 0 {
+        format!("ev{id}")
+    } else {
+        format!("ev{id}-r{rev}")
+    }
+}
+
+/// Every slug event `id` has had up to revision `rev` (renames keep the
+/// revision in the slug, so these are all candidates).
+pub(crate) fn slugs_up_to(id: i32, rev: i64) -> impl Iterator<Item = String> {
+    (0..=rev).map(move |r| slug(id, r))
+}
+
+fn ph(db: &DatabaseConnection, n: usize) -> String {
+    if db.get_database_backend() == DbBackend::Postgres {
+        format!("${n}")
+    } else {
+        "?".into()
+    }
+}
+
+/// Seeds users, events, participations and the progress table.
+pub async fn seed(db: &DatabaseConnection) -> Result<(), BoxError> {
+    db.execute_unprepared(&format!("CREATE TABLE IF NOT EXISTS {PROGRESS_TABLE} (event_id INT PRIMARY KEY, revision BIGINT NOT NULL, slug VARCHAR(255) NOT NULL)"))
+        .await?;
+    let users: Vec<user::ActiveModel> = (1..=USERS)
+        .map(|i| user::ActiveModel { id: Set(i), username: Set(format!("u{i}")), name: Set(format!("User {i}")) })
+        .collect();
+    user::Entity::insert_many(users).exec(db).await?;
+    let events: Vec<event::ActiveModel> = (1..=EVENTS)
+        .map(|i| event::ActiveModel { id: Set(i), slug: Set(slug(i, 0)), title: Set("t0".into()), city: Set("Oslo".into()), revision: Set(0) })
+        .collect();
+    event::Entity::insert_many(events).exec(db).await?;
+    let parts: Vec<participation::ActiveModel> = (1..=PARTICIPATIONS)
+        .map(|i| participation::ActiveModel { id: Set(i), user_id: Set(1 + i % USERS), event_id: Set(1 + i % EVENTS), role: Set("guest".into()) })
+        .collect();
+    participation::Entity::insert_many(parts).exec(db).await?;
+    for i in 1..=EVENTS {
+        let sql = format!("INSERT INTO {PROGRESS_TABLE} (event_id, revision, slug) VALUES ({}, {}, {})", ph(db, 1), ph(db, 2), ph(db, 3));
+        db.execute(Statement::from_sql_and_values(db.get_database_backend(), &sql, [Value::from(i), Value::from(0i64), Value::from(slug(i, 0))]))
+            .await?;
+    }
+    if db.get_database_backend() == DbBackend::Postgres {
+        // Explicit ids above: move the sequences past them.
+        for t in ["event", "participation", "\"user\""] {
+            let seq_t = t.trim_matches('"');
+            db.execute_unprepared(&format!("SELECT setval(pg_get_serial_sequence('{seq_t}', 'id'), (SELECT MAX(id) FROM {t}))")).await?;
+        }
+    }
+    Ok(())
+}
+
+/// 1 000 concurrent lookups of one cold key: returns the database fetches.
+pub async fn stampede(fdb: &FlashDb, n: usize) -> Result<u64, BoxError> {
+    let before = fdb.flash().stats().snapshot().db_fetches;
+    let tasks: Vec<_> = (0..n)
+        .map(|_| {
+            let fdb = fdb.clone();
+            tokio::spawn(async move { fdb.cache::<user::Entity>().get(by(user::Column::Id, 1)).await })
+        })
+        .collect();
+    for t in tasks {
+        t.await??;
+    }
+    Ok(fdb.flash().stats().snapshot().db_fetches - before)
+}
+
+pub async fn run_process(args: &StressArgs, id: u32) -> Result<Report, BoxError> {
+    let ns = args.ns.clone().ok_or("--ns missing")?;
+    let db = connect_namespace(&database_url(), &ns, false, 8).await?;
+    let cache = args.cache.clone().ok_or("--cache missing")?;
+    let prefix = args.prefix.clone().ok_or("--prefix missing")?;
+    let delay = std::time::Duration::from_millis(args.fill_delay_ms);
+    let (fdb, classes) = build(db.clone(), &cache, &prefix, args.no_leases, delay).await?;
+    let w = Worker::new(fdb.clone(), classes, id, args.readers, args.writers, args.slots.unwrap_or(args.writers), db);
+    let report = w.run(args.worker_ops.unwrap_or(10_000)).await?;
+    // Delete the outbox rows this process applied, so that what is left is
+    // only what was never applied.
+    fdb.flush_outbox().await?;
+    Ok(report)
+}
+
+#[derive(Clone)]
+pub struct Worker {
+    fdb: FlashDb,
+    classes: DemoClasses,
+    id: u32,
+    readers: u32,
+    writers: u32,
+    slots: u32,
+    db: DatabaseConnection,
+}
+
+impl Worker {
+    pub fn new(fdb: FlashDb, classes: DemoClasses, id: u32, readers: u32, writers: u32, slots: u32, db: DatabaseConnection) -> Self {
+        Worker { fdb, classes, id, readers: readers.max(1), writers: writers.max(1), slots: slots.max(1), db }
+    }
+
+    pub async fn run(&self, ops: u64) -> Result<Report, BoxError> {
+        // A fifth of the operations are writes.
+        let budget_w = Arc::new(AtomicU64::new(ops / 5));
+        let budget_r = Arc::new(AtomicU64::new(ops - ops / 5));
+        let mut tasks = Vec::new();
+        for w in 0..self.writers {
+            let (me, b) = (self.clone(), budget_w.clone());
+            let slot = self.id * self.writers + w;
+            tasks.push(tokio::spawn(async move { me.writer(slot, b).await }));
+        }
+        for r in 0..self.readers {
+            let (me, b) = (self.clone(), budget_r.clone());
+            tasks.push(tokio::spawn(async move { me.reader(r, b).await }));
+        }
+        let mut report = Report::default();
+        for t in tasks {
+            report = report.merge(&t.await??);
+        }
+        Ok(report)
+    }
+
+    async fn publish(&self, id: i32, rev: i64, s: &str) -> Result<(), BoxError> {
+        let sql = format!("UPDATE {PROGRESS_TABLE} SET revision = {}, slug = {} WHERE event_id = {}", ph(&self.db, 1), ph(&self.db, 2), ph(&self.db, 3));
+        self.db
+            .execute(Statement::from_sql_and_values(self.db.get_database_backend(), &sql, [Value::from(rev), Value::from(s.to_owned()), Value::from(id)]))
+            .await?;
+        Ok(())
+    }
+
+    async fn writer(&self, slot: u32, budget: Arc<AtomicU64>) -> Result<Report, BoxError> {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(u64::from(slot) * 7919 + 1);
+        let mut report = Report::default();
+        // The rows this slot owns, with their current state (it is their only writer).
+        let mut events: HashMap<i32, (i64, String)> = HashMap::new();
+        for id in (1..=EVENTS).filter(|i| (*i as u32) % self.slots == slot) {
+            let e = event::Entity::find_by_id(id).one(&self.db).await?.ok_or("seeded event missing")?;
+            events.insert(id, (e.revision, e.slug));
+        }
+        let mut parts: Vec<i32> = (1..=PARTICIPATIONS).filter(|i| (*i as u32) % self.slots == slot).collect();
+        let ids: Vec<i32> = events.keys().copied().collect();
+        let hot: Vec<i32> = ids.iter().copied().filter(|i| *i <= EVENTS / 5).collect();
+        if ids.is_empty() {
+            return Ok(report);
+        }
+        while budget.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |b| b.checked_sub(1)).is_ok() {
+            report.writes += 1;
+            // Writes go where the reads are (the hot fifth), to make races likely.
+            let id = if !hot.is_empty() && rng.random_bool(0.8) { hot[rng.random_range(0..hot.len())] } else { ids[rng.random_range(0..ids.len())] };
+            let (rev, s) = events[&id].clone();
+            match rng.random_range(0..100) {
+                0..=34 => {
+                    let m = self
+                        .fdb
+                        .update(event::ActiveModel { id: Set(id), title: Set(format!("t{}", rev + 1)), revision: Set(rev + 1), ..Default::default() })
+                        .await?;
+                    events.insert(id, (m.revision, m.slug.clone()));
+                    self.publish(id, m.revision, &m.slug).await?;
+                }
+                35..=54 => {
+                    let ns = slug(id, rev + 1);
+                    let m = self.fdb.update(event::ActiveModel { id: Set(id), slug: Set(ns), revision: Set(rev + 1), ..Default::default() }).await?;
+                    events.insert(id, (m.revision, m.slug.clone()));
+                    self.publish(id, m.revision, &m.slug).await?;
+                    report.renames += 1;
+                }
+                55..=64 => {
+                    let some: Vec<i32> = (0..3).map(|_| ids[rng.random_range(0..ids.len())]).collect();
+                    self.fdb
+                        .update_many::<event::Entity>(
+                            Condition::all().add(event::Column::Id.is_in(some.clone())),
+                            Changes::new().set_expr(event::Column::Revision, Expr::col(event::Column::Revision).add(1)).set(event::Column::Title, "bulk"),
+                        )
+                        .await?;
+                    let mut done = some.clone();
+                    done.sort_unstable();
+                    done.dedup();
+                    for i in done {
+                        let e = event::Entity::find_by_id(i).one(&self.db).await?.ok_or("owned event missing")?;
+                        events.insert(i, (e.revision, e.slug.clone()));
+                        self.publish(i, e.revision, &e.slug).await?;
+                    }
+                    report.bulk += 1;
+                }
+                65..=74 => {
+                    let other = ids[rng.random_range(0..ids.len())];
+                    let (orev, _) = events[&other].clone();
+                    let (a, b) = (id, other);
+                    let out = self
+                        .fdb
+                        .transaction(move |tx| {
+                            Box::pin(async move {
+                                let m1 = tx.update(event::ActiveModel { id: Set(a), title: Set("tx".into()), revision: Set(rev + 1), ..Default::default() }).await?;
+                                if b == a {
+                                    return Ok(vec![m1]);
+                                }
+                                let m2 = tx.update(event::ActiveModel { id: Set(b), title: Set("tx".into()), revision: Set(orev + 1), ..Default::default() }).await?;
+                                Ok(vec![m1, m2])
+                            })
+                        })
+                        .await?;
+                    for m in out {
+                        events.insert(m.id, (m.revision, m.slug.clone()));
+                        self.publish(m.id, m.revision, &m.slug).await?;
+                    }
+                    report.txns += 1;
+                }
+                75..=89 if !parts.is_empty() => {
+                    let p = parts[rng.random_range(0..parts.len())];
+                    let u = rng.random_range(1..=USERS);
+                    self.fdb.update(participation::ActiveModel { id: Set(p), user_id: Set(u), ..Default::default() }).await?;
+                    report.moves += 1;
+                }
+                _ if !parts.is_empty() => {
+                    let i = rng.random_range(0..parts.len());
+                    let p = parts.swap_remove(i);
+                    if let Some(row) = participation::Entity::find_by_id(p).one(&self.db).await? {
+                        self.fdb.delete::<participation::Entity>(&row).await?;
+                    }
+                    let e = rng.random_range(1..=EVENTS);
+                    let n = self
+                        .fdb
+                        .insert(participation::ActiveModel { user_id: Set(rng.random_range(1..=USERS)), event_id: Set(e), role: Set("guest".into()), ..Default::default() })
+                        .await?;
+                    parts.push(n.id);
+                    report.deletes += 1;
+                }
+                _ => {}
+            }
+            let _ = s;
+        }
+        Ok(report)
+    }
+
+    async fn reader(&self, r: u32, budget: Arc<AtomicU64>) -> Result<Report, BoxError> {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(u64::from(self.id) * 1_000_003 + u64::from(r));
+        let mut report = Report::default();
+        let events = self.fdb.cache::<event::Entity>();
+        let parts = self.fdb.cache::<participation::Entity>();
+        let f = self.fdb.flash();
+        let sql = format!("SELECT revision, slug FROM {PROGRESS_TABLE} WHERE event_id = {}", ph(&self.db, 1));
+        while budget.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |b| b.checked_sub(1)).is_ok() {
+            report.reads += 1;
+            // Hot keys: a fifth of the events take most reads.
+            let id = if rng.random_bool(0.8) { rng.random_range(1..=EVENTS / 5) } else { rng.random_range(1..=EVENTS) };
+            let row = self
+                .db
+                .query_one(Statement::from_sql_and_values(self.db.get_database_backend(), &sql, [Value::from(id)]))
+                .await?
+                .ok_or("progress row missing")?;
+            let (rev0, slug0): (i64, String) = (row.try_get("", "revision")?, row.try_get("", "slug")?);
+            // The published write returned before this lookup started: it must be visible.
+            match events.get_or_none(by(event::Column::Id, id)).await? {
+                Some(e) if e.revision >= rev0 => {}
+                other => {
+                    report.violations += 1;
+                    eprintln!("violation: event {id} by id: {other:?}, published revision {rev0}");
+                }
+            }
+            match events.get_or_none(by(event::Column::Slug, slug0.clone())).await? {
+                None => {}
+                Some(e) if e.slug == slug0 && e.revision >= rev0 => {}
+                Some(e) => {
+                    report.violations += 1;
+                    eprintln!("violation: event {id} by slug {slug0}: {e:?}, published revision {rev0}");
+                }
+            }
+            if report.reads % 4 == 0 {
+                let u = rng.random_range(1..=USERS);
+                parts.filter(by(participation::Column::UserId, u)).await?;
+                f.get(&self.classes.participation_count, &[u.into()]).await?;
+                f.get(&self.classes.event_ids, &[u.into()]).await?;
+            }
+        }
+        Ok(report)
+    }
+}
