@@ -204,19 +204,33 @@ impl FlashBuilder {
             stats: Stats::default(),
             observer: self.observer,
             leases: self.leases,
+            pending: std::sync::Mutex::new(crate::KeySet::default()),
+            has_pending: AtomicBool::new(false),
             refresher: std::sync::Mutex::new(None),
         });
         let weak = Arc::downgrade(&inner);
         let every = inner.settings.version_refresh;
         // The task holds only a weak reference, so dropping every Flash handle
         // ends it; Inner's Drop aborts it right away.
+        // One task does both background jobs: re-applying refused invalidations
+        // (every 200 ms) and reloading dynamic versions (every `every`).
         let task = tokio::spawn(async move {
+            let tick = Duration::from_millis(200).min(every);
+            let mut since_reload = Duration::ZERO;
             loop {
-                tokio::time::sleep(every).await;
+                tokio::time::sleep(tick).await;
                 let Some(inner) = weak.upgrade() else { return };
-                match inner.store.load().await {
-                    Ok(v) => inner.versions.merge(v),
-                    Err(e) => tracing::warn!(error = %e, "could not reload dynamic versions"),
+                let flash = Flash { inner };
+                if let Err(e) = flash.retry_pending().await {
+                    tracing::debug!(error = %e, "pending invalidations still refused");
+                }
+                since_reload += tick;
+                if since_reload >= every {
+                    since_reload = Duration::ZERO;
+                    match flash.inner.store.load().await {
+                        Ok(v) => flash.inner.versions.merge(v),
+                        Err(e) => tracing::warn!(error = %e, "could not reload dynamic versions"),
+                    }
                 }
             }
         });
@@ -237,6 +251,11 @@ pub(crate) struct Inner {
     pub(crate) stats: Stats,
     pub(crate) observer: Option<Observer>,
     pub(crate) leases: bool,
+    /// Invalidations the cache refused, re-applied by the background task.
+    /// std Mutex: held for set operations only, never across an await.
+    pub(crate) pending: std::sync::Mutex<crate::KeySet>,
+    /// Fast path for lookups: is anything pending at all?
+    pub(crate) has_pending: AtomicBool,
     refresher: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 

@@ -13,6 +13,9 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 use std::sync::atomic::Ordering::Relaxed;
 
+/// Bound of the keys one process keeps for re-application.
+const MAX_PENDING_KEYS: usize = 1_000_000;
+
 /// The keys one write must invalidate. Serialisable, so that it can be kept in
 /// the durable outbox until applied.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -65,7 +68,59 @@ impl Flash {
     /// Writes the markers for `keys` (one pipelined write per marker kind).
     /// Invalidation is applied even when the cache is bypassed: it only ever
     /// removes, and a later switch back must not find old values.
+    ///
+    /// When the cache refuses the write (down, timing out, breaker open), the
+    /// keys are kept in this process and re-applied in the background until
+    /// the cache takes them; meanwhile lookups of those keys go to the
+    /// database, so this process never serves what the write replaced.
     pub async fn apply_invalidation(&self, model: &str, keys: &KeySet) -> Result<(), BackendError> {
+        let result = self.write_markers(model, keys).await;
+        if result.is_err() {
+            self.defer(keys);
+        }
+        result
+    }
+
+    /// Keeps `keys` for the retry task.
+    fn defer(&self, keys: &KeySet) {
+        if let Ok(mut p) = self.inner.pending.lock() {
+            if p.len() + keys.len() > MAX_PENDING_KEYS {
+                tracing::error!(keys = keys.len(), "too many pending invalidations; dropping some (the outbox, if on, still has them)");
+                metrics::counter!("flash_invalidations_dropped_total").increment(keys.len() as u64);
+                return;
+            }
+            p.extend(keys.clone());
+            self.inner.has_pending.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    /// Is `key` waiting for an invalidation the cache has not taken yet?
+    pub(crate) fn is_pending(&self, key: &str) -> bool {
+        if !self.inner.has_pending.load(std::sync::atomic::Ordering::SeqCst) {
+            return false;
+        }
+        self.inner.pending.lock().map(|p| p.unset.contains(key) || p.dynamic.contains(key)).unwrap_or(false)
+    }
+
+    /// Re-applies the pending invalidations (the retry task calls this).
+    pub async fn retry_pending(&self) -> Result<usize, BackendError> {
+        if !self.inner.has_pending.load(std::sync::atomic::Ordering::SeqCst) {
+            return Ok(0);
+        }
+        let keys = self.inner.pending.lock().map(|p| p.clone()).unwrap_or_default();
+        self.write_markers("(retry)", &keys).await?;
+        if let Ok(mut p) = self.inner.pending.lock() {
+            p.unset.retain(|k| !keys.unset.contains(k));
+            p.dynamic.retain(|k| !keys.dynamic.contains(k));
+            if p.is_empty() {
+                self.inner.has_pending.store(false, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+        tracing::info!(keys = keys.len(), "pending invalidations applied");
+        Ok(keys.len())
+    }
+
+    async fn write_markers(&self, model: &str, keys: &KeySet) -> Result<(), BackendError> {
         if keys.is_empty() {
             return Ok(());
         }

@@ -182,6 +182,13 @@ impl Flash {
         cache_only: bool,
     ) -> Result<(T, Outcome), Error> {
         let spec = &class.spec;
+        if self.is_pending(key) {
+            // The cache still holds what a write replaced: do not serve or fill it.
+            if cache_only {
+                return Err(Error::NotCached(key.to_owned()));
+            }
+            return self.fetch(class, values).await.map(|v| (v, Outcome::Degraded));
+        }
         let mut raw = raw.into_iter();
         let observed = raw.next().flatten();
         let marker = raw.next().flatten();

@@ -111,13 +111,25 @@ fn pks_condition<E: EntityTrait>(rows: &[E::Model]) -> Condition {
         .fold(Condition::any(), |c, r| c.add(pk_condition::<E>(r)))
 }
 
-/// `SELECT ... FOR UPDATE` where the database has it (SQLite serialises writers).
-fn locked<E: EntityTrait>(q: sea_orm::Select<E>, backend: DatabaseBackend) -> sea_orm::Select<E> {
-    if backend == DatabaseBackend::Sqlite {
-        q
-    } else {
-        q.lock_exclusive()
+/// Reads the rows matching `cond` inside `txn` so that no other writer can
+/// change them before the transaction ends: `SELECT ... FOR UPDATE`, or on
+/// SQLite (which locks the whole database, and whose deferred transactions
+/// cannot upgrade a read to a write under contention) a no-op `UPDATE` first,
+/// which takes the write lock, waiting for it as the busy timeout allows.
+async fn read_locked<E: EntityTrait>(txn: &DatabaseTransaction, cond: Condition) -> Result<Vec<E::Model>, Error> {
+    if txn.get_database_backend() == DatabaseBackend::Sqlite {
+        if let Some(pk) = E::PrimaryKey::iter().next() {
+            let col = pk.into_column();
+            E::update_many()
+                .col_expr(col, sea_orm::sea_query::Expr::col(col).into())
+                .filter(cond.clone())
+                .exec(txn)
+                .await
+                .map_err(src)?;
+        }
+        return E::find().filter(cond).all(txn).await.map_err(src);
     }
+    E::find().filter(cond).lock_exclusive().all(txn).await.map_err(src)
 }
 
 impl FlashDb {
@@ -419,13 +431,7 @@ impl FlashDb {
                 None => c,
             }
         });
-        let old = locked(
-            <A::Entity as EntityTrait>::find().filter(pk),
-            txn.get_database_backend(),
-        )
-        .one(&txn)
-        .await
-        .map_err(src)?;
+        let old = read_locked::<A::Entity>(&txn, pk).await?.into_iter().next();
         let m = am.update(&txn).await.map_err(src)?;
         txn.commit().await.map_err(src)?;
         let mut rows = vec![&m];
@@ -446,10 +452,7 @@ impl FlashDb {
         C: ConnectionTrait + TransactionTrait,
     {
         let txn = conn.begin().await.map_err(src)?;
-        let old = locked(E::find().filter(cond.clone()), txn.get_database_backend())
-            .all(&txn)
-            .await
-            .map_err(src)?;
+        let old = read_locked::<E>(&txn, cond.clone()).await?;
         if old.is_empty() {
             txn.commit().await.map_err(src)?;
             return Ok((0, KeySet::default()));
@@ -480,10 +483,7 @@ impl FlashDb {
         C: ConnectionTrait + TransactionTrait,
     {
         let txn = conn.begin().await.map_err(src)?;
-        let old = locked(E::find().filter(cond.clone()), txn.get_database_backend())
-            .all(&txn)
-            .await
-            .map_err(src)?;
+        let old = read_locked::<E>(&txn, cond.clone()).await?;
         if old.is_empty() {
             txn.commit().await.map_err(src)?;
             return Ok((0, KeySet::default()));

@@ -48,6 +48,7 @@ pub async fn connect_database(url: &str) -> Result<DatabaseConnection, ConfigErr
     } else {
         opts.max_connections(16);
     }
+    sqlite_for_concurrency(&mut opts, url);
     Database::connect(opts)
         .await
         .map_err(|source| ConfigError::Database {
@@ -87,7 +88,8 @@ pub async fn cache_backend(url: &str) -> Result<Arc<dyn Backend>, ConfigError> {
         }
         #[cfg(feature = "memcache")]
         "memcache" => {
-            let b = flash_memcache::MemcacheBackend::connect(url).await?;
+            // Lazy: a service must start while its cache is down.
+            let b = flash_memcache::MemcacheBackend::new(url)?;
             Ok(Arc::new(
                 ResilientBackend::builder(b)
                     .timeout(CACHE_OP_TIMEOUT)
@@ -124,7 +126,20 @@ pub async fn connect_namespace(url: &str, ns: &str, create: bool, max_connection
         ConnectOptions::new(format!("sqlite://{}?mode=rwc", path.display()))
     };
     opts.sqlx_logging(false).max_connections(max_connections);
+    sqlite_for_concurrency(&mut opts, url);
     Database::connect(opts).await.map_err(db_err)
+}
+
+/// SQLite files shared by tasks (or processes): WAL, so that readers do not
+/// block the writer, and a busy timeout, so that writers wait for each other
+/// instead of failing with "database is locked".
+fn sqlite_for_concurrency(opts: &mut ConnectOptions, url: &str) {
+    if url.starts_with("sqlite") && !url.contains(":memory:") {
+        opts.map_sqlx_sqlite_opts(|o| {
+            o.journal_mode(sea_orm::sqlx::sqlite::SqliteJournalMode::Wal)
+                .busy_timeout(Duration::from_secs(10))
+        });
+    }
 }
 
 /// Drops a namespace made by [`connect_namespace`].

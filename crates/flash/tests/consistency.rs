@@ -121,28 +121,45 @@ async fn outbox_count(db: &DatabaseConnection) -> i64 {
 }
 
 #[tokio::test]
-async fn the_outbox_repairs_an_invalidation_the_cache_missed() {
+async fn the_outbox_repairs_an_invalidation_lost_with_its_process() {
     let queries = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let db = fresh_db(queries).await;
     flash::demo::schema::create_tables(&db).await.unwrap();
     let backend = Arc::new(FailingWrites { inner: Arc::new(flash_core::MemoryBackend::default()), fail: AtomicBool::new(false) });
-    let b2: Arc<dyn Backend> = backend.clone();
-    let mut reg = Registrar::new(db.clone()).configure(|b| b.backend_arc(b2)).outbox(true);
-    flash::demo::declare(&mut reg, Duration::from_secs(60)).unwrap();
-    let fdb = reg.build().await.unwrap();
-    assert!(fdb.has_outbox());
-    let e = add_event(&fdb, "ob", "Oslo").await;
-    let events = fdb.cache::<event::Entity>();
-    assert_eq!(events.get(by(event::Column::Slug, "ob")).await.unwrap().title, "Title of ob");
+    let handle = |outbox: bool| {
+        let (db, b): (DatabaseConnection, Arc<dyn Backend>) = (db.clone(), backend.clone());
+        async move {
+            let mut reg = Registrar::new(db).configure(|x| x.backend_arc(b)).outbox(outbox);
+            flash::demo::declare(&mut reg, Duration::from_secs(60)).unwrap();
+            reg.build().await.unwrap()
+        }
+    };
+    // `writer` and `observer` stand for two processes sharing the cache.
+    let writer = handle(true).await;
+    let observer = handle(false).await;
+    assert!(writer.has_outbox());
+    let e = add_event(&writer, "ob", "Oslo").await;
+    let seen = |f: &flash_sea_orm::FlashDb| {
+        let f = f.clone();
+        async move { f.cache::<event::Entity>().get(by(event::Column::Slug, "ob")).await.unwrap().title }
+    };
+    assert_eq!(seen(&observer).await, "Title of ob");
 
     backend.fail.store(true, Ordering::SeqCst);
-    fdb.update(event::ActiveModel { id: Set(e.id), title: Set("after".into()), ..Default::default() }).await.unwrap();
-    assert_eq!(events.get(by(event::Column::Slug, "ob")).await.unwrap().title, "Title of ob", "the missed invalidation left the old row");
+    writer.update(event::ActiveModel { id: Set(e.id), title: Set("after".into()), ..Default::default() }).await.unwrap();
+    assert_eq!(seen(&writer).await, "after", "the writer reads its own write");
+    assert_eq!(seen(&observer).await, "Title of ob", "the missed invalidation left the old row in the cache");
     assert!(outbox_count(&db).await >= 1, "the keys wait in the outbox");
 
+    // The writer dies with its in-memory retry queue; the cache comes back.
+    drop(writer);
     backend.fail.store(false, Ordering::SeqCst);
-    assert!(fdb.drain_outbox().await.unwrap() >= 1);
-    assert_eq!(events.get(by(event::Column::Slug, "ob")).await.unwrap().title, "after", "repaired");
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(seen(&observer).await, "Title of ob", "nothing but the outbox knows");
+
+    let repairer = handle(true).await;
+    assert!(repairer.drain_outbox().await.unwrap() >= 1);
+    assert_eq!(seen(&observer).await, "after", "repaired from the outbox");
     assert_eq!(outbox_count(&db).await, 0, "applied rows are deleted");
 }
 
@@ -210,4 +227,37 @@ async fn a_version_bump_reaches_another_process_within_the_refresh_interval() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(b.flash().dynamic_version("event_by_slug"), before + 1);
+}
+
+#[tokio::test]
+async fn a_refused_invalidation_is_never_served_and_is_retried_until_taken() {
+    // A cache that answers reads but refuses writes (a hung or overloaded
+    // server behind an open breaker), and no outbox (SQLite's default).
+    let queries = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let db = fresh_db(queries).await;
+    flash::demo::schema::create_tables(&db).await.unwrap();
+    let backend = Arc::new(FailingWrites { inner: Arc::new(flash_core::MemoryBackend::default()), fail: AtomicBool::new(false) });
+    let b2: Arc<dyn Backend> = backend.clone();
+    let mut reg = Registrar::new(db.clone()).configure(|b| b.backend_arc(b2)).outbox(false);
+    flash::demo::declare(&mut reg, Duration::from_secs(60)).unwrap();
+    let fdb = reg.build().await.unwrap();
+    let e = add_event(&fdb, "hang", "Oslo").await;
+    let events = fdb.cache::<event::Entity>();
+    events.get(by(event::Column::Slug, "hang")).await.unwrap();
+    backend.fail.store(true, Ordering::SeqCst);
+    fdb.update(event::ActiveModel { id: Set(e.id), title: Set("fresh".into()), ..Default::default() }).await.unwrap();
+    // The old row is still in the cache, but this process knows it is stale.
+    let (row, o) = events.get_with_outcome(by(event::Column::Slug, "hang")).await.unwrap();
+    assert_eq!((row.unwrap().title.as_str(), o), ("fresh", Outcome::Degraded));
+    backend.fail.store(false, Ordering::SeqCst);
+    let start = std::time::Instant::now();
+    loop {
+        let (row, o) = events.get_with_outcome(by(event::Column::Slug, "hang")).await.unwrap();
+        assert_eq!(row.unwrap().title, "fresh", "never the replaced row");
+        if o == Outcome::Hit {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(5), "the retry task did not apply the invalidation");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
