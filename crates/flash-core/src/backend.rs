@@ -55,6 +55,13 @@ pub trait Backend: Send + Sync + 'static {
     fn max_value_size(&self) -> usize {
         usize::MAX
     }
+
+    /// Should concurrent reads of one key in a process share one request?
+    /// Yes for a server (a burst would queue on its connections); an
+    /// in-process store answers faster than the coordination would cost.
+    fn coalesce_reads(&self) -> bool {
+        true
+    }
 }
 
 #[async_trait]
@@ -92,5 +99,8 @@ impl<B: Backend + ?Sized> Backend for std::sync::Arc<B> {
     }
     fn max_value_size(&self) -> usize {
         (**self).max_value_size()
+    }
+    fn coalesce_reads(&self) -> bool {
+        (**self).coalesce_reads()
     }
 }

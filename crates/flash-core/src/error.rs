@@ -5,7 +5,7 @@ use std::time::Duration;
 
 /// A failure of a cache server or client. Lookups swallow these (and count them);
 /// they surface only from the backend trait itself and from the conformance tests.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum BackendError {
     #[error("cache backend unreachable: {0}")]
     Unreachable(String),

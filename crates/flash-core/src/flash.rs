@@ -206,6 +206,8 @@ impl FlashBuilder {
             leases: self.leases,
             pending: std::sync::Mutex::new(crate::KeySet::default()),
             has_pending: AtomicBool::new(false),
+            waits: crate::wait::Waits::default(),
+            claims: crate::wait::Claims::default(),
             refresher: std::sync::Mutex::new(None),
         });
         let weak = Arc::downgrade(&inner);
@@ -256,6 +258,10 @@ pub(crate) struct Inner {
     pub(crate) pending: std::sync::Mutex<crate::KeySet>,
     /// Fast path for lookups: is anything pending at all?
     pub(crate) has_pending: AtomicBool,
+    /// Shared polls of lease waiters (one per key at a time).
+    pub(crate) waits: crate::wait::Waits,
+    /// Keys whose lease a task of this process is taking or holds.
+    pub(crate) claims: crate::wait::Claims,
     refresher: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 

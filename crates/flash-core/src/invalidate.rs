@@ -90,30 +90,51 @@ impl Flash {
                 return;
             }
             p.extend(keys.clone());
-            self.inner.has_pending.store(true, std::sync::atomic::Ordering::SeqCst);
+            self.inner
+                .has_pending
+                .store(true, std::sync::atomic::Ordering::SeqCst);
         }
     }
 
     /// Is `key` waiting for an invalidation the cache has not taken yet?
     pub(crate) fn is_pending(&self, key: &str) -> bool {
-        if !self.inner.has_pending.load(std::sync::atomic::Ordering::SeqCst) {
+        if !self
+            .inner
+            .has_pending
+            .load(std::sync::atomic::Ordering::SeqCst)
+        {
             return false;
         }
-        self.inner.pending.lock().map(|p| p.unset.contains(key) || p.dynamic.contains(key)).unwrap_or(false)
+        self.inner
+            .pending
+            .lock()
+            .map(|p| p.unset.contains(key) || p.dynamic.contains(key))
+            .unwrap_or(false)
     }
 
     /// Re-applies the pending invalidations (the retry task calls this).
     pub async fn retry_pending(&self) -> Result<usize, BackendError> {
-        if !self.inner.has_pending.load(std::sync::atomic::Ordering::SeqCst) {
+        if !self
+            .inner
+            .has_pending
+            .load(std::sync::atomic::Ordering::SeqCst)
+        {
             return Ok(0);
         }
-        let keys = self.inner.pending.lock().map(|p| p.clone()).unwrap_or_default();
+        let keys = self
+            .inner
+            .pending
+            .lock()
+            .map(|p| p.clone())
+            .unwrap_or_default();
         self.write_markers("(retry)", &keys).await?;
         if let Ok(mut p) = self.inner.pending.lock() {
             p.unset.retain(|k| !keys.unset.contains(k));
             p.dynamic.retain(|k| !keys.dynamic.contains(k));
             if p.is_empty() {
-                self.inner.has_pending.store(false, std::sync::atomic::Ordering::SeqCst);
+                self.inner
+                    .has_pending
+                    .store(false, std::sync::atomic::Ordering::SeqCst);
             }
         }
         tracing::info!(keys = keys.len(), "pending invalidations applied");

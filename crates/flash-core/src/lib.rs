@@ -42,6 +42,7 @@ pub mod resilient;
 pub mod stats;
 pub mod value;
 pub mod versions;
+mod wait;
 
 pub use backend::Backend;
 pub use batch::{Batch, BatchMode, BatchResults, Handle, Query};

@@ -151,4 +151,8 @@ impl Backend for MemoryBackend {
         self.cache.invalidate(key).await;
         Ok(())
     }
+
+    fn coalesce_reads(&self) -> bool {
+        false
+    }
 }

@@ -16,6 +16,7 @@ use crate::flash::Flash;
 use crate::key::{lock_key, stale_key};
 use crate::stats::{FlashEvent, Outcome};
 use crate::value::FieldValue;
+use crate::wait::Pace;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tracing::Instrument;
@@ -137,7 +138,7 @@ impl Flash {
                     .map(|v| (v, Outcome::Bypass))
             } else {
                 let keys = read_keys(&class.spec, &key);
-                match self.inner.backend.get_many(&keys).await {
+                match self.read(&keys).await {
                     Ok(raw) => self.resolve(class, values, &key, raw, false).await,
                     Err(e) => {
                         self.inner.stats.backend_error("get", &e);
@@ -160,6 +161,27 @@ impl Flash {
         }
         .instrument(span)
         .await
+    }
+
+    /// The first read of a lookup. Concurrent lookups of one key in this
+    /// process share reads (each gets a read that started after it asked), so
+    /// a burst costs the cache a few requests, not one per caller; the
+    /// in-process backend is read directly.
+    async fn read(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, crate::BackendError> {
+        let backend = &self.inner.backend;
+        if !backend.coalesce_reads() {
+            return backend.get_many(keys).await;
+        }
+        let deadline = tokio::time::Instant::now() + self.inner.settings.lease_wait;
+        match self
+            .inner
+            .waits
+            .next_read(backend, keys, Pace::Now, deadline)
+            .await
+        {
+            Some(r) => r,
+            None => Err(crate::BackendError::Timeout(self.inner.settings.lease_wait)),
+        }
     }
 
     /// Calls the class's fallback, counting the database fetch.
@@ -187,7 +209,10 @@ impl Flash {
             if cache_only {
                 return Err(Error::NotCached(key.to_owned()));
             }
-            return self.fetch(class, values).await.map(|v| (v, Outcome::Degraded));
+            return self
+                .fetch(class, values)
+                .await
+                .map(|v| (v, Outcome::Degraded));
         }
         let mut raw = raw.into_iter();
         let observed = raw.next().flatten();
@@ -250,6 +275,28 @@ impl Flash {
             .await
         {
             Ok(true) => {
+                // Someone may have refreshed between our read and our lock:
+                // then their value is the answer and there is nothing to do.
+                // (With a stale marker present again, a newer write needs a refresh.)
+                if let Ok(mut now) = backend.get_many(&read_keys(spec, key)).await {
+                    let marker_now = if now.len() > 1 {
+                        now.pop().flatten()
+                    } else {
+                        None
+                    };
+                    let current = now
+                        .pop()
+                        .flatten()
+                        .filter(|c| c.as_slice() != observed && marker_now.is_none());
+                    if let Some(current) = current {
+                        if let Some(found) = decode_value::<T>(&current) {
+                            let _ = backend
+                                .compare_and_swap(&lock, &token, None, Duration::ZERO)
+                                .await;
+                            return Ok((found.value, Outcome::Hit));
+                        }
+                    }
+                }
                 let fetched = self.fetch(class, values).await;
                 if let Ok(v) = &fetched {
                     self.store_value(spec, key, v, Some(observed)).await;
@@ -314,12 +361,15 @@ impl Flash {
             at_ms: now_ms(),
         });
         let deadline = Instant::now() + settings.lease_wait;
-        let mut pause = Duration::from_millis(1);
+        let mut _claim = None;
         loop {
-            let took = match observed.as_deref() {
-                None => backend.add(key, &lease, settings.lease_ttl).await,
-                Some(b) if is_lease(b) => Ok(false),
-                Some(b) => {
+            _claim = self.inner.claims.try_claim(key);
+            let took = match (&_claim, observed.as_deref()) {
+                // Another task of this process is on it: wait for its fill.
+                (None, _) => Ok(false),
+                (Some(_), None) => backend.add(key, &lease, settings.lease_ttl).await,
+                (Some(_), Some(b)) if is_lease(b) => Ok(false),
+                (Some(_), Some(b)) => {
                     backend
                         .compare_and_swap(key, b, Some(&lease), settings.lease_ttl)
                         .await
@@ -327,7 +377,7 @@ impl Flash {
             };
             match took {
                 Ok(true) => break,
-                Ok(false) => {}
+                Ok(false) => _claim = None,
                 Err(e) => {
                     self.inner.stats.backend_error("lease", &e);
                     return self
@@ -343,16 +393,25 @@ impl Flash {
                     .map(|v| (v, Outcome::MissNoFill));
             }
             self.inner.stats.lease_waits.fetch_add(1, Relaxed);
-            tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(Duration::from_millis(20));
-            observed = match backend.get_many(&[key.to_owned()]).await {
-                Ok(mut r) => r.pop().flatten(),
-                Err(e) => {
+            let keys = [key.to_owned()];
+            let read = self
+                .inner
+                .waits
+                .next_read(backend, &keys, Pace::Poll, deadline.into());
+            observed = match read.await {
+                Some(Ok(mut bytes)) => bytes.pop().flatten(),
+                Some(Err(e)) => {
                     self.inner.stats.backend_error("get", &e);
                     return self
                         .fetch(class, values)
                         .await
                         .map(|v| (v, Outcome::Degraded));
+                }
+                None => {
+                    return self
+                        .fetch(class, values)
+                        .await
+                        .map(|v| (v, Outcome::MissNoFill))
                 }
             };
             if let Some(found) = observed.as_deref().and_then(decode_value::<T>) {

@@ -297,6 +297,10 @@ impl<B: Backend> Backend for ResilientBackend<B> {
     fn max_value_size(&self) -> usize {
         self.inner.max_value_size()
     }
+
+    fn coalesce_reads(&self) -> bool {
+        self.inner.coalesce_reads()
+    }
 }
 
 #[cfg(test)]

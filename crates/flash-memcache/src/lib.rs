@@ -141,6 +141,10 @@ fn exptime(ttl: Duration) -> u64 {
 struct Server {
     addr: String,
     idle: Mutex<Vec<Client>>,
+    /// Bounds the connections open at once: a burst of requests queues for a
+    /// connection instead of opening hundreds (slow, and near memcached's
+    /// own connection limit).
+    open: tokio::sync::Semaphore,
 }
 
 impl Server {
@@ -185,6 +189,9 @@ impl Server {
     where
         F: for<'c> AsyncFnOnce(&'c mut Client) -> Result<T, async_memcached::Error>,
     {
+        let _permit = self.open.acquire().await.map_err(|_| McError::Timeout {
+            addr: self.addr.clone(),
+        })?;
         let mut client = self.checkout().await?;
         let result = tokio::time::timeout(RESPONSE_TIMEOUT, op(&mut client)).await;
         match result {
@@ -259,6 +266,7 @@ impl MemcacheBackend {
             .map(|addr| Server {
                 addr,
                 idle: Mutex::new(Vec::new()),
+                open: tokio::sync::Semaphore::new(MAX_IDLE_PER_SERVER),
             })
             .collect();
         Ok(MemcacheBackend {

@@ -2,6 +2,7 @@
 
 use crate::convert::{column_name, model_name, to_field, ModelRecord};
 use crate::lookup::Lookup;
+use crate::outbox::{failpoint, Outbox};
 use flash_core::{
     CacheKind, CacheValue, Class, Error, FieldValue, Flash, KeySet, Outcome, Query, Record,
     SourceError,
@@ -13,7 +14,6 @@ use sea_orm::{
     DatabaseConnection, DatabaseTransaction, EntityTrait, IntoActiveModel, Iterable, ModelTrait,
     PrimaryKeyToColumn, QueryFilter, QuerySelect, TransactionTrait, Value,
 };
-use crate::outbox::{failpoint, Outbox};
 use std::collections::BTreeSet;
 use std::marker::PhantomData;
 use std::sync::Arc;
@@ -62,7 +62,10 @@ pub struct FlashDb {
 
 impl std::fmt::Debug for FlashDb {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FlashDb").field("flash", &self.flash).field("outbox", &self.outbox.is_some()).finish()
+        f.debug_struct("FlashDb")
+            .field("flash", &self.flash)
+            .field("outbox", &self.outbox.is_some())
+            .finish()
     }
 }
 
@@ -116,7 +119,10 @@ fn pks_condition<E: EntityTrait>(rows: &[E::Model]) -> Condition {
 /// SQLite (which locks the whole database, and whose deferred transactions
 /// cannot upgrade a read to a write under contention) a no-op `UPDATE` first,
 /// which takes the write lock, waiting for it as the busy timeout allows.
-async fn read_locked<E: EntityTrait>(txn: &DatabaseTransaction, cond: Condition) -> Result<Vec<E::Model>, Error> {
+async fn read_locked<E: EntityTrait>(
+    txn: &DatabaseTransaction,
+    cond: Condition,
+) -> Result<Vec<E::Model>, Error> {
     if txn.get_database_backend() == DatabaseBackend::Sqlite {
         if let Some(pk) = E::PrimaryKey::iter().next() {
             let col = pk.into_column();
@@ -129,13 +135,22 @@ async fn read_locked<E: EntityTrait>(txn: &DatabaseTransaction, cond: Condition)
         }
         return E::find().filter(cond).all(txn).await.map_err(src);
     }
-    E::find().filter(cond).lock_exclusive().all(txn).await.map_err(src)
+    E::find()
+        .filter(cond)
+        .lock_exclusive()
+        .all(txn)
+        .await
+        .map_err(src)
 }
 
 impl FlashDb {
     /// A handle without the durable outbox (see [`crate::Registrar`] for one with it).
     pub fn new(flash: Flash, db: DatabaseConnection) -> Self {
-        FlashDb { flash, db, outbox: None }
+        FlashDb {
+            flash,
+            db,
+            outbox: None,
+        }
     }
 
     pub(crate) fn with_outbox(mut self, outbox: Arc<Outbox>) -> Self {
@@ -250,8 +265,12 @@ impl FlashDb {
                     ob.applied(id);
                 }
             }
-            Err(e) if outbox_id.is_some() => tracing::warn!(model, error = %e, "invalidation deferred to the outbox"),
-            Err(e) => tracing::error!(model, keys = keys.len(), error = %e, "invalidation failed (no outbox to retry it)"),
+            Err(e) if outbox_id.is_some() => {
+                tracing::warn!(model, error = %e, "invalidation deferred to the outbox")
+            }
+            Err(e) => {
+                tracing::error!(model, keys = keys.len(), error = %e, "invalidation failed (no outbox to retry it)")
+            }
         }
     }
 
@@ -269,7 +288,8 @@ impl FlashDb {
         A: ActiveModelTrait + ActiveModelBehavior + Send,
         <A::Entity as EntityTrait>::Model: IntoActiveModel<A> + Sync,
     {
-        durable_write!(self, model_name::<A::Entity>(), |conn| self.insert_on(conn, am))
+        durable_write!(self, model_name::<A::Entity>(), |conn| self
+            .insert_on(conn, am))
     }
 
     /// Updates a row; keys of its old and new key-field values are invalidated.
@@ -278,7 +298,8 @@ impl FlashDb {
         A: ActiveModelTrait + ActiveModelBehavior + Send,
         <A::Entity as EntityTrait>::Model: IntoActiveModel<A> + Sync,
     {
-        durable_write!(self, model_name::<A::Entity>(), |conn| self.update_on(conn, am))
+        durable_write!(self, model_name::<A::Entity>(), |conn| self
+            .update_on(conn, am))
     }
 
     /// Inserts when the primary key is not set, updates otherwise.
@@ -317,7 +338,8 @@ impl FlashDb {
         E: EntityTrait,
         E::Model: Sync,
     {
-        durable_write!(self, model_name::<E>(), |conn| self.update_many_on(conn, cond, changes))
+        durable_write!(self, model_name::<E>(), |conn| self
+            .update_many_on(conn, cond, changes))
     }
 
     /// `DELETE ... WHERE cond`; keys of every deleted row are invalidated.
@@ -326,7 +348,8 @@ impl FlashDb {
         E: EntityTrait,
         E::Model: Sync,
     {
-        durable_write!(self, model_name::<E>(), |conn| self.delete_on::<E, _>(conn, cond))
+        durable_write!(self, model_name::<E>(), |conn| self
+            .delete_on::<E, _>(conn, cond))
     }
 
     /// Manual invalidation (the seed's `invalidate_flash_cache`): the keys of
@@ -411,7 +434,12 @@ impl FlashDb {
         <A::Entity as EntityTrait>::Model: IntoActiveModel<A> + Sync,
     {
         let model = model_name::<A::Entity>();
-        let key_fields = self.key_fields(&model);
+        // The primary key only locates the row (`UPDATE ... WHERE pk = ?`): it
+        // cannot change here, so it does not make a key change.
+        let mut key_fields = self.key_fields(&model);
+        for p in <A::Entity as EntityTrait>::PrimaryKey::iter() {
+            key_fields.remove(&column_name(&p.into_column()));
+        }
         let touches_key = <A::Entity as EntityTrait>::Column::iter()
             .any(|c| am.get(c).is_set() && key_fields.contains(&column_name(&c)));
         if !touches_key {

@@ -23,7 +23,10 @@ pub struct OutboxSettings {
 
 impl Default for OutboxSettings {
     fn default() -> Self {
-        OutboxSettings { interval: Duration::from_millis(500), grace: Duration::from_secs(2) }
+        OutboxSettings {
+            interval: Duration::from_millis(500),
+            grace: Duration::from_secs(2),
+        }
     }
 }
 
@@ -48,7 +51,10 @@ impl Drop for Outbox {
 }
 
 fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 pub(crate) async fn create_table(db: &DatabaseConnection) -> Result<(), DbErr> {
@@ -65,8 +71,18 @@ pub(crate) async fn create_table(db: &DatabaseConnection) -> Result<(), DbErr> {
 }
 
 impl Outbox {
-    pub(crate) fn start(db: DatabaseConnection, flash: Flash, settings: OutboxSettings) -> Arc<Outbox> {
-        let outbox = Arc::new(Outbox { db, flash, settings, applied: Mutex::new(Vec::new()), task: Mutex::new(None) });
+    pub(crate) fn start(
+        db: DatabaseConnection,
+        flash: Flash,
+        settings: OutboxSettings,
+    ) -> Arc<Outbox> {
+        let outbox = Arc::new(Outbox {
+            db,
+            flash,
+            settings,
+            applied: Mutex::new(Vec::new()),
+            task: Mutex::new(None),
+        });
         let weak: Weak<Outbox> = Arc::downgrade(&outbox);
         let task = tokio::spawn(async move {
             loop {
@@ -84,23 +100,39 @@ impl Outbox {
     }
 
     /// Records `keys` in the write's transaction; returns the row id.
-    pub(crate) async fn record<C: ConnectionTrait>(&self, conn: &C, model: &str, keys: &KeySet) -> Result<Option<i64>, DbErr> {
+    pub(crate) async fn record<C: ConnectionTrait>(
+        &self,
+        conn: &C,
+        model: &str,
+        keys: &KeySet,
+    ) -> Result<Option<i64>, DbErr> {
         if keys.is_empty() {
             return Ok(None);
         }
         let json = serde_json::to_string(keys).map_err(|e| DbErr::Custom(e.to_string()))?;
         let backend = conn.get_database_backend();
-        let values = [Value::from(model.to_owned()), Value::from(json), Value::from(now_ms())];
+        let values = [
+            Value::from(model.to_owned()),
+            Value::from(json),
+            Value::from(now_ms()),
+        ];
         if backend == DatabaseBackend::Postgres {
             let stmt = Statement::from_sql_and_values(
                 backend,
                 format!("INSERT INTO {OUTBOX_TABLE} (model, keyset, created_ms) VALUES ($1, $2, $3) RETURNING id"),
                 values,
             );
-            let row = conn.query_one(stmt).await?.ok_or_else(|| DbErr::Custom("outbox insert returned no id".into()))?;
+            let row = conn
+                .query_one(stmt)
+                .await?
+                .ok_or_else(|| DbErr::Custom("outbox insert returned no id".into()))?;
             return Ok(Some(row.try_get::<i64>("", "id")?));
         }
-        let stmt = Statement::from_sql_and_values(backend, format!("INSERT INTO {OUTBOX_TABLE} (model, keyset, created_ms) VALUES (?, ?, ?)"), values);
+        let stmt = Statement::from_sql_and_values(
+            backend,
+            format!("INSERT INTO {OUTBOX_TABLE} (model, keyset, created_ms) VALUES (?, ?, ?)"),
+            values,
+        );
         Ok(Some(conn.execute(stmt).await?.last_insert_id() as i64))
     }
 
@@ -113,15 +145,25 @@ impl Outbox {
 
     async fn delete_ids(&self, ids: &[i64]) -> Result<(), DbErr> {
         for chunk in ids.chunks(500) {
-            let list = chunk.iter().map(i64::to_string).collect::<Vec<_>>().join(",");
-            self.db.execute_unprepared(&format!("DELETE FROM {OUTBOX_TABLE} WHERE id IN ({list})")).await?;
+            let list = chunk
+                .iter()
+                .map(i64::to_string)
+                .collect::<Vec<_>>()
+                .join(",");
+            self.db
+                .execute_unprepared(&format!("DELETE FROM {OUTBOX_TABLE} WHERE id IN ({list})"))
+                .await?;
         }
         Ok(())
     }
 
     /// Deletes the rows applied by their writers.
     pub(crate) async fn flush(&self) -> Result<(), DbErr> {
-        let done: Vec<i64> = self.applied.lock().map(|mut a| std::mem::take(&mut *a)).unwrap_or_default();
+        let done: Vec<i64> = self
+            .applied
+            .lock()
+            .map(|mut a| std::mem::take(&mut *a))
+            .unwrap_or_default();
         self.delete_ids(&done).await
     }
 
@@ -130,8 +172,16 @@ impl Outbox {
     pub(crate) async fn drain(&self, all: bool) -> Result<usize, DbErr> {
         self.flush().await?;
         let backend = self.db.get_database_backend();
-        let cutoff = if all { i64::MAX } else { now_ms() - self.settings.grace.as_millis() as i64 };
-        let placeholder = if backend == DatabaseBackend::Postgres { "$1" } else { "?" };
+        let cutoff = if all {
+            i64::MAX
+        } else {
+            now_ms() - self.settings.grace.as_millis() as i64
+        };
+        let placeholder = if backend == DatabaseBackend::Postgres {
+            "$1"
+        } else {
+            "?"
+        };
         let stmt = Statement::from_sql_and_values(
             backend,
             format!("SELECT id, model, keyset FROM {OUTBOX_TABLE} WHERE created_ms <= {placeholder} ORDER BY id LIMIT 1000"),

@@ -114,7 +114,12 @@ impl Registrar {
     /// with [`Self::configure`]).
     pub fn new(db: DatabaseConnection) -> Self {
         let builder = Flash::builder().version_store(SqlVersionStore::new(db.clone()));
-        Registrar { builder, db, outbox: None, outbox_settings: OutboxSettings::default() }
+        Registrar {
+            builder,
+            db,
+            outbox: None,
+            outbox_settings: OutboxSettings::default(),
+        }
     }
 
     /// Turns the durable invalidation outbox on or off. Default: on for
@@ -193,9 +198,10 @@ impl Registrar {
             .await
             .map_err(SourceError::new)?;
         let flash = self.builder.build().await?;
-        let outbox = self
-            .outbox
-            .unwrap_or(sea_orm::ConnectionTrait::get_database_backend(&self.db) != sea_orm::DatabaseBackend::Sqlite);
+        let outbox = self.outbox.unwrap_or(
+            sea_orm::ConnectionTrait::get_database_backend(&self.db)
+                != sea_orm::DatabaseBackend::Sqlite,
+        );
         let fdb = FlashDb::new(flash.clone(), self.db.clone());
         if !outbox {
             return Ok(fdb);

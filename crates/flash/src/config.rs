@@ -104,12 +104,25 @@ pub async fn cache_backend(url: &str) -> Result<Arc<dyn Backend>, ConfigError> {
 /// schema or a MySQL database named `ns` (created when `create`), or, for
 /// SQLite, a file of that name in the temp directory. Tests, the stress test
 /// and the benchmarks use it to stay out of each other's tables.
-pub async fn connect_namespace(url: &str, ns: &str, create: bool, max_connections: u32) -> Result<DatabaseConnection, ConfigError> {
-    let db_err = |source| ConfigError::Database { url: url.into(), source };
+pub async fn connect_namespace(
+    url: &str,
+    ns: &str,
+    create: bool,
+    max_connections: u32,
+) -> Result<DatabaseConnection, ConfigError> {
+    let db_err = |source| ConfigError::Database {
+        url: url.into(),
+        source,
+    };
     let mut opts = if url.starts_with("postgres") {
         if create {
             let admin = Database::connect(url).await.map_err(db_err)?;
-            sea_orm::ConnectionTrait::execute_unprepared(&admin, &format!("CREATE SCHEMA IF NOT EXISTS {ns}")).await.map_err(db_err)?;
+            sea_orm::ConnectionTrait::execute_unprepared(
+                &admin,
+                &format!("CREATE SCHEMA IF NOT EXISTS {ns}"),
+            )
+            .await
+            .map_err(db_err)?;
         }
         let mut o = ConnectOptions::new(url.to_owned());
         o.set_schema_search_path(ns.to_owned());
@@ -117,9 +130,17 @@ pub async fn connect_namespace(url: &str, ns: &str, create: bool, max_connection
     } else if url.starts_with("mysql") {
         if create {
             let admin = Database::connect(url).await.map_err(db_err)?;
-            sea_orm::ConnectionTrait::execute_unprepared(&admin, &format!("CREATE DATABASE IF NOT EXISTS {ns}")).await.map_err(db_err)?;
+            sea_orm::ConnectionTrait::execute_unprepared(
+                &admin,
+                &format!("CREATE DATABASE IF NOT EXISTS {ns}"),
+            )
+            .await
+            .map_err(db_err)?;
         }
-        let base = url.rsplit_once('/').map(|(b, _)| b.to_owned()).unwrap_or_else(|| url.to_owned());
+        let base = url
+            .rsplit_once('/')
+            .map(|(b, _)| b.to_owned())
+            .unwrap_or_else(|| url.to_owned());
         ConnectOptions::new(format!("{base}/{ns}"))
     } else {
         let path = std::env::temp_dir().join(format!("{ns}.db"));
@@ -144,11 +165,20 @@ fn sqlite_for_concurrency(opts: &mut ConnectOptions, url: &str) {
 
 /// Drops a namespace made by [`connect_namespace`].
 pub async fn drop_namespace(url: &str, ns: &str) -> Result<(), ConfigError> {
-    let db_err = |source| ConfigError::Database { url: url.into(), source };
+    let db_err = |source| ConfigError::Database {
+        url: url.into(),
+        source,
+    };
     if url.starts_with("postgres") || url.starts_with("mysql") {
         let admin = Database::connect(url).await.map_err(db_err)?;
-        let sql = if url.starts_with("postgres") { format!("DROP SCHEMA IF EXISTS {ns} CASCADE") } else { format!("DROP DATABASE IF EXISTS {ns}") };
-        sea_orm::ConnectionTrait::execute_unprepared(&admin, &sql).await.map_err(db_err)?;
+        let sql = if url.starts_with("postgres") {
+            format!("DROP SCHEMA IF EXISTS {ns} CASCADE")
+        } else {
+            format!("DROP DATABASE IF EXISTS {ns}")
+        };
+        sea_orm::ConnectionTrait::execute_unprepared(&admin, &sql)
+            .await
+            .map_err(db_err)?;
     } else {
         let _ = std::fs::remove_file(std::env::temp_dir().join(format!("{ns}.db")));
     }

@@ -10,7 +10,9 @@ use common::*;
 use flash::demo::entities::event;
 use flash_core::{Backend, BackendError, ClassSpec, FieldValue, Outcome};
 use flash_sea_orm::{by, CustomCache, Registrar};
-use sea_orm::{ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, Set};
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, Set,
+};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,9 +32,19 @@ impl CustomCache for SlowTitle {
     fn spec(&self) -> ClassSpec {
         ClassSpec::instance("SlowTitle", "event", &["slug"])
     }
-    async fn compute(&self, db: &DatabaseConnection, key: &[FieldValue]) -> Result<Option<String>, DbErr> {
-        let FieldValue::Str(slug) = &key[0] else { return Ok(None) };
-        let title = event::Entity::find().filter(event::Column::Slug.eq(slug.clone())).one(db).await?.map(|e| e.title);
+    async fn compute(
+        &self,
+        db: &DatabaseConnection,
+        key: &[FieldValue],
+    ) -> Result<Option<String>, DbErr> {
+        let FieldValue::Str(slug) = &key[0] else {
+            return Ok(None);
+        };
+        let title = event::Entity::find()
+            .filter(event::Column::Slug.eq(slug.clone()))
+            .one(db)
+            .await?
+            .map(|e| e.title);
         if self.armed.swap(false, Ordering::SeqCst) {
             self.read_done.notify_one();
             self.release.notified().await;
@@ -48,24 +60,55 @@ async fn race(leases: bool) -> (Option<String>, Outcome) {
     let read_done = Arc::new(Notify::new());
     let release = Arc::new(Notify::new());
     let armed = Arc::new(AtomicBool::new(true));
-    let slow = SlowTitle { read_done: read_done.clone(), release: release.clone(), armed };
-    let (h, class) = harness_with(|b| if leases { b } else { b.unsafe_disable_leases() }, |reg| reg.custom(slow).unwrap()).await;
+    let slow = SlowTitle {
+        read_done: read_done.clone(),
+        release: release.clone(),
+        armed,
+    };
+    let (h, class) = harness_with(
+        |b| if leases { b } else { b.unsafe_disable_leases() },
+        |reg| reg.custom(slow).unwrap(),
+    )
+    .await;
     let e = add_event(&h.fdb, "race", "Oslo").await;
     let f = h.fdb.flash().clone();
     let c2 = class.clone();
     let reader = tokio::spawn(async move { f.get(&c2, &["race".into()]).await.unwrap() });
     read_done.notified().await;
-    h.fdb.update(event::ActiveModel { id: Set(e.id), title: Set("new".into()), ..Default::default() }).await.unwrap();
+    h.fdb
+        .update(event::ActiveModel {
+            id: Set(e.id),
+            title: Set("new".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
     release.notify_one();
-    assert_eq!(reader.await.unwrap().as_deref(), Some("Title of race"), "the racing reader saw the old state (it began before the write)");
-    h.fdb.flash().lookup(&class, &["race".into()]).await.unwrap()
+    assert_eq!(
+        reader.await.unwrap().as_deref(),
+        Some("Title of race"),
+        "the racing reader saw the old state (it began before the write)"
+    );
+    h.fdb
+        .flash()
+        .lookup(&class, &["race".into()])
+        .await
+        .unwrap()
 }
 
 #[tokio::test]
 async fn a_fill_that_read_before_a_write_never_lands_after_it() {
     let (v, o) = race(true).await;
-    assert_eq!(v.as_deref(), Some("new"), "a lookup after the write returned sees the write");
-    assert_eq!(o, Outcome::Miss, "the racing fill was refused; this lookup filled");
+    assert_eq!(
+        v.as_deref(),
+        Some("new"),
+        "a lookup after the write returned sees the write"
+    );
+    assert_eq!(
+        o,
+        Outcome::Miss,
+        "the racing fill was refused; this lookup filled"
+    );
 }
 
 #[tokio::test]
@@ -73,7 +116,11 @@ async fn without_leases_the_race_leaves_a_stale_value() {
     // The detector works: the original's protocol (fill without a lease) puts
     // the old row back after the invalidation.
     let (v, o) = race(false).await;
-    assert_eq!((v.as_deref(), o), (Some("Title of race"), Outcome::Hit), "stale value served from the cache");
+    assert_eq!(
+        (v.as_deref(), o),
+        (Some("Title of race"), Outcome::Hit),
+        "stale value served from the cache"
+    );
 }
 
 /// A backend whose writes can be made to fail (a cache unreachable during the
@@ -97,7 +144,13 @@ impl Backend for FailingWrites {
     async fn add(&self, k: &str, v: &[u8], t: Duration) -> Result<bool, BackendError> {
         self.inner.add(k, v, t).await
     }
-    async fn compare_and_swap(&self, k: &str, e: &[u8], n: Option<&[u8]>, t: Duration) -> Result<bool, BackendError> {
+    async fn compare_and_swap(
+        &self,
+        k: &str,
+        e: &[u8],
+        n: Option<&[u8]>,
+        t: Duration,
+    ) -> Result<bool, BackendError> {
         self.inner.compare_and_swap(k, e, n, t).await
     }
     async fn delete(&self, k: &str) -> Result<(), BackendError> {
@@ -113,7 +166,10 @@ impl Backend for FailingWrites {
 
 async fn outbox_count(db: &DatabaseConnection) -> i64 {
     let row = db
-        .query_one(sea_orm::Statement::from_string(db.get_database_backend(), format!("SELECT COUNT(*) AS n FROM {}", flash_sea_orm::OUTBOX_TABLE)))
+        .query_one(sea_orm::Statement::from_string(
+            db.get_database_backend(),
+            format!("SELECT COUNT(*) AS n FROM {}", flash_sea_orm::OUTBOX_TABLE),
+        ))
         .await
         .unwrap()
         .unwrap();
@@ -125,11 +181,16 @@ async fn the_outbox_repairs_an_invalidation_lost_with_its_process() {
     let queries = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let db = fresh_db(queries).await;
     flash::demo::schema::create_tables(&db).await.unwrap();
-    let backend = Arc::new(FailingWrites { inner: Arc::new(flash_core::MemoryBackend::default()), fail: AtomicBool::new(false) });
+    let backend = Arc::new(FailingWrites {
+        inner: Arc::new(flash_core::MemoryBackend::default()),
+        fail: AtomicBool::new(false),
+    });
     let handle = |outbox: bool| {
         let (db, b): (DatabaseConnection, Arc<dyn Backend>) = (db.clone(), backend.clone());
         async move {
-            let mut reg = Registrar::new(db).configure(|x| x.backend_arc(b)).outbox(outbox);
+            let mut reg = Registrar::new(db)
+                .configure(|x| x.backend_arc(b))
+                .outbox(outbox);
             flash::demo::declare(&mut reg, Duration::from_secs(60)).unwrap();
             reg.build().await.unwrap()
         }
@@ -141,21 +202,46 @@ async fn the_outbox_repairs_an_invalidation_lost_with_its_process() {
     let e = add_event(&writer, "ob", "Oslo").await;
     let seen = |f: &flash_sea_orm::FlashDb| {
         let f = f.clone();
-        async move { f.cache::<event::Entity>().get(by(event::Column::Slug, "ob")).await.unwrap().title }
+        async move {
+            f.cache::<event::Entity>()
+                .get(by(event::Column::Slug, "ob"))
+                .await
+                .unwrap()
+                .title
+        }
     };
     assert_eq!(seen(&observer).await, "Title of ob");
 
     backend.fail.store(true, Ordering::SeqCst);
-    writer.update(event::ActiveModel { id: Set(e.id), title: Set("after".into()), ..Default::default() }).await.unwrap();
-    assert_eq!(seen(&writer).await, "after", "the writer reads its own write");
-    assert_eq!(seen(&observer).await, "Title of ob", "the missed invalidation left the old row in the cache");
+    writer
+        .update(event::ActiveModel {
+            id: Set(e.id),
+            title: Set("after".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        seen(&writer).await,
+        "after",
+        "the writer reads its own write"
+    );
+    assert_eq!(
+        seen(&observer).await,
+        "Title of ob",
+        "the missed invalidation left the old row in the cache"
+    );
     assert!(outbox_count(&db).await >= 1, "the keys wait in the outbox");
 
     // The writer dies with its in-memory retry queue; the cache comes back.
     drop(writer);
     backend.fail.store(false, Ordering::SeqCst);
     tokio::time::sleep(Duration::from_millis(400)).await;
-    assert_eq!(seen(&observer).await, "Title of ob", "nothing but the outbox knows");
+    assert_eq!(
+        seen(&observer).await,
+        "Title of ob",
+        "nothing but the outbox knows"
+    );
 
     let repairer = handle(true).await;
     assert!(repairer.drain_outbox().await.unwrap() >= 1);
@@ -168,22 +254,43 @@ async fn the_outbox_drain_task_runs_by_itself_and_applied_rows_go() {
     let queries = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let db = fresh_db(queries).await;
     flash::demo::schema::create_tables(&db).await.unwrap();
-    let backend = Arc::new(FailingWrites { inner: Arc::new(flash_core::MemoryBackend::default()), fail: AtomicBool::new(false) });
+    let backend = Arc::new(FailingWrites {
+        inner: Arc::new(flash_core::MemoryBackend::default()),
+        fail: AtomicBool::new(false),
+    });
     let b2: Arc<dyn Backend> = backend.clone();
-    let settings = flash_sea_orm::OutboxSettings { interval: Duration::from_millis(100), grace: Duration::from_millis(200) };
-    let mut reg = Registrar::new(db.clone()).configure(|b| b.backend_arc(b2)).outbox(true).outbox_settings(settings);
+    let settings = flash_sea_orm::OutboxSettings {
+        interval: Duration::from_millis(100),
+        grace: Duration::from_millis(200),
+    };
+    let mut reg = Registrar::new(db.clone())
+        .configure(|b| b.backend_arc(b2))
+        .outbox(true)
+        .outbox_settings(settings);
     flash::demo::declare(&mut reg, Duration::from_secs(60)).unwrap();
     let fdb = reg.build().await.unwrap();
     let e = add_event(&fdb, "bg", "Oslo").await;
     let events = fdb.cache::<event::Entity>();
     events.get(by(event::Column::Slug, "bg")).await.unwrap();
     backend.fail.store(true, Ordering::SeqCst);
-    fdb.update(event::ActiveModel { id: Set(e.id), title: Set("later".into()), ..Default::default() }).await.unwrap();
+    fdb.update(event::ActiveModel {
+        id: Set(e.id),
+        title: Set("later".into()),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
     backend.fail.store(false, Ordering::SeqCst);
     let mut repaired = false;
     for _ in 0..50 {
         tokio::time::sleep(Duration::from_millis(100)).await;
-        if events.get(by(event::Column::Slug, "bg")).await.unwrap().title == "later" {
+        if events
+            .get(by(event::Column::Slug, "bg"))
+            .await
+            .unwrap()
+            .title
+            == "later"
+        {
             repaired = true;
             break;
         }
@@ -202,7 +309,10 @@ async fn the_outbox_drain_task_runs_by_itself_and_applied_rows_go() {
 async fn outbox_is_on_by_default_for_server_databases_only() {
     let h = harness().await;
     let url = flash::config::database_url();
-    assert_eq!(h.fdb.has_outbox(), url.starts_with("postgres") || url.starts_with("mysql"));
+    assert_eq!(
+        h.fdb.has_outbox(),
+        url.starts_with("postgres") || url.starts_with("mysql")
+    );
 }
 
 #[tokio::test]
@@ -236,28 +346,51 @@ async fn a_refused_invalidation_is_never_served_and_is_retried_until_taken() {
     let queries = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let db = fresh_db(queries).await;
     flash::demo::schema::create_tables(&db).await.unwrap();
-    let backend = Arc::new(FailingWrites { inner: Arc::new(flash_core::MemoryBackend::default()), fail: AtomicBool::new(false) });
+    let backend = Arc::new(FailingWrites {
+        inner: Arc::new(flash_core::MemoryBackend::default()),
+        fail: AtomicBool::new(false),
+    });
     let b2: Arc<dyn Backend> = backend.clone();
-    let mut reg = Registrar::new(db.clone()).configure(|b| b.backend_arc(b2)).outbox(false);
+    let mut reg = Registrar::new(db.clone())
+        .configure(|b| b.backend_arc(b2))
+        .outbox(false);
     flash::demo::declare(&mut reg, Duration::from_secs(60)).unwrap();
     let fdb = reg.build().await.unwrap();
     let e = add_event(&fdb, "hang", "Oslo").await;
     let events = fdb.cache::<event::Entity>();
     events.get(by(event::Column::Slug, "hang")).await.unwrap();
     backend.fail.store(true, Ordering::SeqCst);
-    fdb.update(event::ActiveModel { id: Set(e.id), title: Set("fresh".into()), ..Default::default() }).await.unwrap();
+    fdb.update(event::ActiveModel {
+        id: Set(e.id),
+        title: Set("fresh".into()),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
     // The old row is still in the cache, but this process knows it is stale.
-    let (row, o) = events.get_with_outcome(by(event::Column::Slug, "hang")).await.unwrap();
-    assert_eq!((row.unwrap().title.as_str(), o), ("fresh", Outcome::Degraded));
+    let (row, o) = events
+        .get_with_outcome(by(event::Column::Slug, "hang"))
+        .await
+        .unwrap();
+    assert_eq!(
+        (row.unwrap().title.as_str(), o),
+        ("fresh", Outcome::Degraded)
+    );
     backend.fail.store(false, Ordering::SeqCst);
     let start = std::time::Instant::now();
     loop {
-        let (row, o) = events.get_with_outcome(by(event::Column::Slug, "hang")).await.unwrap();
+        let (row, o) = events
+            .get_with_outcome(by(event::Column::Slug, "hang"))
+            .await
+            .unwrap();
         assert_eq!(row.unwrap().title, "fresh", "never the replaced row");
         if o == Outcome::Hit {
             break;
         }
-        assert!(start.elapsed() < Duration::from_secs(5), "the retry task did not apply the invalidation");
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "the retry task did not apply the invalidation"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

@@ -17,10 +17,20 @@ async fn cache_meta_get_by_id_and_by_slug_hits_after_one_query() {
     let e = add_event(&h.fdb, "rock", "Oslo").await;
     h.take_queries();
     let events = h.fdb.cache::<event::Entity>();
-    let (row, o) = events.get_with_outcome(by(event::Column::Slug, "rock")).await.unwrap();
+    let (row, o) = events
+        .get_with_outcome(by(event::Column::Slug, "rock"))
+        .await
+        .unwrap();
     assert_eq!((row.as_ref(), o), (Some(&e), Outcome::Miss));
-    assert_eq!(h.take_queries(), 1, "a miss queries the database exactly once");
-    let (row, o) = events.get_with_outcome(by(event::Column::Slug, "rock")).await.unwrap();
+    assert_eq!(
+        h.take_queries(),
+        1,
+        "a miss queries the database exactly once"
+    );
+    let (row, o) = events
+        .get_with_outcome(by(event::Column::Slug, "rock"))
+        .await
+        .unwrap();
     assert_eq!((row.as_ref(), o), (Some(&e), Outcome::Hit));
     assert_eq!(events.get(by(event::Column::Id, e.id)).await.unwrap(), e);
     h.take_queries();
@@ -32,21 +42,43 @@ async fn cache_meta_get_by_id_and_by_slug_hits_after_one_query() {
 async fn missing_row_is_not_found_and_its_absence_is_cached() {
     let h = harness().await;
     let events = h.fdb.cache::<event::Entity>();
-    let err = events.get(by(event::Column::Slug, "nope")).await.unwrap_err();
+    let err = events
+        .get(by(event::Column::Slug, "nope"))
+        .await
+        .unwrap_err();
     assert!(err.is_not_found(), "{err}");
-    assert!(err.to_string().contains("event") && err.to_string().contains("nope"), "{err}");
+    assert!(
+        err.to_string().contains("event") && err.to_string().contains("nope"),
+        "{err}"
+    );
     assert_eq!(h.take_queries(), 1);
-    assert!(events.get_or_none(by(event::Column::Slug, "nope")).await.unwrap().is_none());
+    assert!(events
+        .get_or_none(by(event::Column::Slug, "nope"))
+        .await
+        .unwrap()
+        .is_none());
     assert_eq!(h.take_queries(), 0, "the absence was served from the cache");
     // Creating the row invalidates the cached absence.
     add_event(&h.fdb, "nope", "Oslo").await;
-    assert_eq!(events.get(by(event::Column::Slug, "nope")).await.unwrap().slug, "nope");
+    assert_eq!(
+        events
+            .get(by(event::Column::Slug, "nope"))
+            .await
+            .unwrap()
+            .slug,
+        "nope"
+    );
 }
 
 #[tokio::test]
 async fn undeclared_tuple_is_cache_not_registered_naming_model_and_fields() {
     let h = harness().await;
-    match h.fdb.cache::<event::Entity>().get(by(event::Column::Title, "x")).await {
+    match h
+        .fdb
+        .cache::<event::Entity>()
+        .get(by(event::Column::Title, "x"))
+        .await
+    {
         Err(Error::CacheNotRegistered { model, fields, .. }) => {
             assert_eq!(model, "event");
             assert_eq!(fields, vec!["title".to_string()]);
@@ -55,8 +87,14 @@ async fn undeclared_tuple_is_cache_not_registered_naming_model_and_fields() {
     }
     // A declared instance tuple is not a filter tuple.
     assert!(matches!(
-        h.fdb.cache::<event::Entity>().filter(by(event::Column::Slug, "x")).await,
-        Err(Error::CacheNotRegistered { kind: "queryset", .. })
+        h.fdb
+            .cache::<event::Entity>()
+            .filter(by(event::Column::Slug, "x"))
+            .await,
+        Err(Error::CacheNotRegistered {
+            kind: "queryset",
+            ..
+        })
     ));
 }
 
@@ -80,32 +118,67 @@ async fn declaration_errors_are_reported_at_registration() {
     // A key tuple declared twice (merge of two declarations).
     let a = CacheMeta::<event::Entity>::new().get_key([event::Column::Slug]);
     let b = CacheMeta::<event::Entity>::new().get_key([event::Column::Slug]);
-    assert!(matches!(a.merge(b), Err(RegistryError::DuplicateKeyTuple { .. })));
+    assert!(matches!(
+        a.merge(b),
+        Err(RegistryError::DuplicateKeyTuple { .. })
+    ));
     // A setting declared in both.
     let a = CacheMeta::<event::Entity>::new().timeout(CACHE_TIME_DAY);
     let b = CacheMeta::<event::Entity>::new().timeout(CACHE_TIME_DAY);
     assert!(a.merge(b).is_err());
     // Two registrations of one tuple.
     let mut reg = Registrar::new(db.clone());
-    reg.entity(CacheMeta::<event::Entity>::new().get_key([event::Column::Slug])).unwrap();
-    let err = reg.entity(CacheMeta::<event::Entity>::new().get_key([event::Column::Slug])).err().expect("duplicate rejected");
-    assert!(matches!(err, RegistryError::DuplicateClass(_) | RegistryError::DuplicateKeyTuple { .. }), "{err}");
+    reg.entity(CacheMeta::<event::Entity>::new().get_key([event::Column::Slug]))
+        .unwrap();
+    let err = reg
+        .entity(CacheMeta::<event::Entity>::new().get_key([event::Column::Slug]))
+        .err()
+        .expect("duplicate rejected");
+    assert!(
+        matches!(
+            err,
+            RegistryError::DuplicateClass(_) | RegistryError::DuplicateKeyTuple { .. }
+        ),
+        "{err}"
+    );
     // A duplicate class name.
     let mut reg = Registrar::new(db.clone());
-    reg.custom(TitleBySlug(ClassSpec::instance("T", "event", &["slug"]))).unwrap();
-    assert_eq!(reg.custom(TitleBySlug(ClassSpec::instance("T", "event", &["slug"]))).unwrap_err(), RegistryError::DuplicateClass("T".into()));
+    reg.custom(TitleBySlug(ClassSpec::instance("T", "event", &["slug"])))
+        .unwrap();
+    assert_eq!(
+        reg.custom(TitleBySlug(ClassSpec::instance("T", "event", &["slug"])))
+            .unwrap_err(),
+        RegistryError::DuplicateClass("T".into())
+    );
     // A cached foreign key whose target has no primary-key instance cache.
     let mut reg = Registrar::new(db.clone());
-    reg.entity(CacheMeta::<event::Entity>::new().get_key([event::Column::Slug])).unwrap();
-    reg.entity(CacheMeta::<participation::Entity>::new().cached_fk::<event::Entity>(participation::Column::EventId)).unwrap();
+    reg.entity(CacheMeta::<event::Entity>::new().get_key([event::Column::Slug]))
+        .unwrap();
+    reg.entity(
+        CacheMeta::<participation::Entity>::new()
+            .cached_fk::<event::Entity>(participation::Column::EventId),
+    )
+    .unwrap();
     match reg.build().await {
-        Err(Error::Registry(RegistryError::CachedForeignKeyWithoutTarget { target, .. })) => assert_eq!(target, "event"),
+        Err(Error::Registry(RegistryError::CachedForeignKeyWithoutTarget { target, .. })) => {
+            assert_eq!(target, "event")
+        }
         other => panic!("expected CachedForeignKeyWithoutTarget, got {other:?}"),
     }
     // Hostile class names.
     let mut reg = Registrar::new(db);
-    assert!(matches!(reg.custom(TitleBySlug(ClassSpec::instance("a__b", "event", &["slug"]))), Err(RegistryError::InvalidName { .. })));
-    assert!(matches!(reg.custom(TitleBySlug(ClassSpec::instance("sp ace", "event", &["slug"]))), Err(RegistryError::InvalidName { .. })));
+    assert!(matches!(
+        reg.custom(TitleBySlug(ClassSpec::instance("a__b", "event", &["slug"]))),
+        Err(RegistryError::InvalidName { .. })
+    ));
+    assert!(matches!(
+        reg.custom(TitleBySlug(ClassSpec::instance(
+            "sp ace",
+            "event",
+            &["slug"]
+        ))),
+        Err(RegistryError::InvalidName { .. })
+    ));
 }
 
 #[tokio::test]
@@ -114,26 +187,57 @@ async fn cached_foreign_key_reads_through_the_target_pk_cache() {
     let u = add_user(&h.fdb, "cy").await;
     let e = add_event(&h.fdb, "expo", "Oslo").await;
     let p = add_participation(&h.fdb, u.id, e.id).await;
-    h.fdb.cache::<event::Entity>().get(by(event::Column::Id, e.id)).await.unwrap();
+    h.fdb
+        .cache::<event::Entity>()
+        .get(by(event::Column::Id, e.id))
+        .await
+        .unwrap();
     h.take_queries();
     let got = h.fdb.follow::<event::Entity, _>(&p).await.unwrap();
     assert_eq!(got, Some(e.clone()));
-    assert_eq!(h.take_queries(), 0, "participation.event came from Event's id cache");
+    assert_eq!(
+        h.take_queries(),
+        0,
+        "participation.event came from Event's id cache"
+    );
     assert_eq!(h.fdb.follow::<user::Entity, _>(&p).await.unwrap(), Some(u));
     // A relation that is not declared as cached.
-    assert!(matches!(h.fdb.follow::<participation::Entity, _>(&e).await, Err(Error::CacheNotRegistered { .. })));
+    assert!(matches!(
+        h.fdb.follow::<participation::Entity, _>(&e).await,
+        Err(Error::CacheNotRegistered { .. })
+    ));
 }
 
 #[tokio::test]
 async fn timeout_expires_values_and_defaults_to_a_week() {
-    let (h, short) = harness_with(|b| b, |reg| reg.custom(TitleBySlug(ClassSpec::instance("ShortTitle", "event", &["slug"]).timeout(Duration::from_secs(1)))).unwrap()).await;
+    let (h, short) = harness_with(
+        |b| b,
+        |reg| {
+            reg.custom(TitleBySlug(
+                ClassSpec::instance("ShortTitle", "event", &["slug"])
+                    .timeout(Duration::from_secs(1)),
+            ))
+            .unwrap()
+        },
+    )
+    .await;
     assert_eq!(h.fdb.flash().settings().default_timeout, CACHE_TIME_WEEK);
     add_event(&h.fdb, "t1", "Oslo").await;
     let f = h.fdb.flash();
-    assert_eq!(f.lookup(&short, &["t1".into()]).await.unwrap().1, Outcome::Miss);
-    assert_eq!(f.lookup(&short, &["t1".into()]).await.unwrap().1, Outcome::Hit);
+    assert_eq!(
+        f.lookup(&short, &["t1".into()]).await.unwrap().1,
+        Outcome::Miss
+    );
+    assert_eq!(
+        f.lookup(&short, &["t1".into()]).await.unwrap().1,
+        Outcome::Hit
+    );
     tokio::time::sleep(Duration::from_millis(2100)).await;
-    assert_eq!(f.lookup(&short, &["t1".into()]).await.unwrap().1, Outcome::Miss, "expired after its timeout");
+    assert_eq!(
+        f.lookup(&short, &["t1".into()]).await.unwrap().1,
+        Outcome::Miss,
+        "expired after its timeout"
+    );
 }
 
 #[tokio::test]
@@ -142,8 +246,16 @@ async fn static_version_is_in_the_key() {
         |b| b,
         |reg| {
             (
-                reg.custom(TitleBySlug(ClassSpec::instance("VTitle", "event", &["slug"]))).unwrap(),
-                reg.custom(TitleBySlug(ClassSpec::instance("VTitle3", "event", &["slug"]).version(3))).unwrap(),
+                reg.custom(TitleBySlug(ClassSpec::instance(
+                    "VTitle",
+                    "event",
+                    &["slug"],
+                )))
+                .unwrap(),
+                reg.custom(TitleBySlug(
+                    ClassSpec::instance("VTitle3", "event", &["slug"]).version(3),
+                ))
+                .unwrap(),
             )
         },
     )
@@ -151,7 +263,10 @@ async fn static_version_is_in_the_key() {
     let f = h.fdb.flash();
     assert!(f.key_of(&v0, &["a".into()]).unwrap().ends_with("__v0"));
     assert!(f.key_of(&v3, &["a".into()]).unwrap().ends_with("__v3"));
-    assert!(f.key_of(&h.classes.event_ids, &[1.into()]).unwrap().ends_with("__v2"));
+    assert!(f
+        .key_of(&h.classes.event_ids, &[1.into()])
+        .unwrap()
+        .ends_with("__v2"));
 }
 
 #[tokio::test]
@@ -160,17 +275,48 @@ async fn dynamic_version_bump_makes_old_values_stale() {
     let e = add_event(&h.fdb, "dv", "Oslo").await;
     let events = h.fdb.cache::<event::Entity>();
     events.get(by(event::Column::Id, e.id)).await.unwrap();
-    assert_eq!(events.get_with_outcome(by(event::Column::Id, e.id)).await.unwrap().1, Outcome::Hit);
+    assert_eq!(
+        events
+            .get_with_outcome(by(event::Column::Id, e.id))
+            .await
+            .unwrap()
+            .1,
+        Outcome::Hit
+    );
     let before = h.fdb.flash().dynamic_version("event_by_id");
     let bumped = h.fdb.flash().bump_version_for_model("event").await.unwrap();
-    assert!(bumped.contains(&"event_by_id".to_string()) && bumped.contains(&"event_by_slug".to_string()));
-    assert!(!bumped.contains(&"user_by_id".to_string()), "only the model's classes");
+    assert!(
+        bumped.contains(&"event_by_id".to_string())
+            && bumped.contains(&"event_by_slug".to_string())
+    );
+    assert!(
+        !bumped.contains(&"user_by_id".to_string()),
+        "only the model's classes"
+    );
     assert_eq!(h.fdb.flash().dynamic_version("event_by_id"), before + 1);
     h.take_queries();
-    assert_eq!(events.get_with_outcome(by(event::Column::Id, e.id)).await.unwrap().1, Outcome::Miss, "old value is stale after the bump");
+    assert_eq!(
+        events
+            .get_with_outcome(by(event::Column::Id, e.id))
+            .await
+            .unwrap()
+            .1,
+        Outcome::Miss,
+        "old value is stale after the bump"
+    );
     assert_eq!(h.take_queries(), 1);
-    assert_eq!(events.get_with_outcome(by(event::Column::Id, e.id)).await.unwrap().1, Outcome::Hit);
-    assert!(matches!(h.fdb.flash().bump_version_for_model("nosuch").await, Err(Error::Registry(RegistryError::UnknownModel(_)))));
+    assert_eq!(
+        events
+            .get_with_outcome(by(event::Column::Id, e.id))
+            .await
+            .unwrap()
+            .1,
+        Outcome::Hit
+    );
+    assert!(matches!(
+        h.fdb.flash().bump_version_for_model("nosuch").await,
+        Err(Error::Registry(RegistryError::UnknownModel(_)))
+    ));
 }
 
 #[tokio::test]
@@ -178,13 +324,48 @@ async fn unset_invalidation_on_slug_rename_invalidates_old_and_new_slug() {
     let h = harness().await;
     let e = add_event(&h.fdb, "old-slug", "Oslo").await;
     let events = h.fdb.cache::<event::Entity>();
-    events.get(by(event::Column::Slug, "old-slug")).await.unwrap();
-    assert!(events.get_or_none(by(event::Column::Slug, "new-slug")).await.unwrap().is_none(), "absence of the new slug cached");
+    events
+        .get(by(event::Column::Slug, "old-slug"))
+        .await
+        .unwrap();
+    assert!(
+        events
+            .get_or_none(by(event::Column::Slug, "new-slug"))
+            .await
+            .unwrap()
+            .is_none(),
+        "absence of the new slug cached"
+    );
     events.get(by(event::Column::Id, e.id)).await.unwrap();
-    h.fdb.update(event::ActiveModel { id: Set(e.id), slug: Set("new-slug".into()), ..Default::default() }).await.unwrap();
-    assert!(events.get_or_none(by(event::Column::Slug, "old-slug")).await.unwrap().is_none(), "old slug invalidated");
-    assert_eq!(events.get(by(event::Column::Slug, "new-slug")).await.unwrap().id, e.id, "new slug invalidated");
-    assert_eq!(events.get(by(event::Column::Id, e.id)).await.unwrap().slug, "new-slug");
+    h.fdb
+        .update(event::ActiveModel {
+            id: Set(e.id),
+            slug: Set("new-slug".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(
+        events
+            .get_or_none(by(event::Column::Slug, "old-slug"))
+            .await
+            .unwrap()
+            .is_none(),
+        "old slug invalidated"
+    );
+    assert_eq!(
+        events
+            .get(by(event::Column::Slug, "new-slug"))
+            .await
+            .unwrap()
+            .id,
+        e.id,
+        "new slug invalidated"
+    );
+    assert_eq!(
+        events.get(by(event::Column::Id, e.id)).await.unwrap().slug,
+        "new-slug"
+    );
 }
 
 #[tokio::test]
@@ -195,17 +376,78 @@ async fn moving_a_participation_invalidates_both_users_lists_and_counts() {
     let p = add_participation(&h.fdb, a.id, e.id).await;
     let parts = h.fdb.cache::<participation::Entity>();
     let f = h.fdb.flash();
-    assert_eq!(parts.filter(by(participation::Column::UserId, a.id)).await.unwrap().len(), 1);
-    assert_eq!(parts.filter(by(participation::Column::UserId, b.id)).await.unwrap().len(), 0);
-    assert_eq!(f.get(&h.classes.participation_count, &[a.id.into()]).await.unwrap(), 1);
-    assert_eq!(f.get(&h.classes.participation_count, &[b.id.into()]).await.unwrap(), 0);
-    assert_eq!(f.get(&h.classes.event_ids, &[b.id.into()]).await.unwrap(), Vec::<i32>::new());
-    h.fdb.update(participation::ActiveModel { id: Set(p.id), user_id: Set(b.id), ..Default::default() }).await.unwrap();
-    assert_eq!(parts.filter(by(participation::Column::UserId, a.id)).await.unwrap().len(), 0);
-    assert_eq!(parts.filter(by(participation::Column::UserId, b.id)).await.unwrap().len(), 1);
-    assert_eq!(f.get(&h.classes.participation_count, &[a.id.into()]).await.unwrap(), 0);
-    assert_eq!(f.get(&h.classes.participation_count, &[b.id.into()]).await.unwrap(), 1);
-    assert_eq!(f.get(&h.classes.event_ids, &[b.id.into()]).await.unwrap(), vec![e.id]);
+    assert_eq!(
+        parts
+            .filter(by(participation::Column::UserId, a.id))
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(
+        parts
+            .filter(by(participation::Column::UserId, b.id))
+            .await
+            .unwrap()
+            .len(),
+        0
+    );
+    assert_eq!(
+        f.get(&h.classes.participation_count, &[a.id.into()])
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        f.get(&h.classes.participation_count, &[b.id.into()])
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        f.get(&h.classes.event_ids, &[b.id.into()]).await.unwrap(),
+        Vec::<i32>::new()
+    );
+    h.fdb
+        .update(participation::ActiveModel {
+            id: Set(p.id),
+            user_id: Set(b.id),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        parts
+            .filter(by(participation::Column::UserId, a.id))
+            .await
+            .unwrap()
+            .len(),
+        0
+    );
+    assert_eq!(
+        parts
+            .filter(by(participation::Column::UserId, b.id))
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(
+        f.get(&h.classes.participation_count, &[a.id.into()])
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        f.get(&h.classes.participation_count, &[b.id.into()])
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        f.get(&h.classes.event_ids, &[b.id.into()]).await.unwrap(),
+        vec![e.id]
+    );
 }
 
 #[tokio::test]
@@ -216,60 +458,173 @@ async fn update_many_delete_many_save_and_delete_invalidate() {
     let events = h.fdb.cache::<event::Entity>();
     for e in [&e1, &e2] {
         events.get(by(event::Column::Id, e.id)).await.unwrap();
-        events.get(by(event::Column::Slug, e.slug.clone())).await.unwrap();
+        events
+            .get(by(event::Column::Slug, e.slug.clone()))
+            .await
+            .unwrap();
     }
     let n = h
         .fdb
-        .update_many::<event::Entity>(Condition::all().add(event::Column::City.eq("Oslo")), Changes::new().set(event::Column::Title, "T2"))
+        .update_many::<event::Entity>(
+            Condition::all().add(event::Column::City.eq("Oslo")),
+            Changes::new().set(event::Column::Title, "T2"),
+        )
         .await
         .unwrap();
     assert_eq!(n, 2);
-    assert_eq!(events.get(by(event::Column::Id, e1.id)).await.unwrap().title, "T2");
-    assert_eq!(events.get(by(event::Column::Slug, "u2")).await.unwrap().title, "T2");
+    assert_eq!(
+        events
+            .get(by(event::Column::Id, e1.id))
+            .await
+            .unwrap()
+            .title,
+        "T2"
+    );
+    assert_eq!(
+        events
+            .get(by(event::Column::Slug, "u2"))
+            .await
+            .unwrap()
+            .title,
+        "T2"
+    );
     // update_many changing a key field invalidates old and new slugs.
-    h.fdb.update_many::<event::Entity>(Condition::all().add(event::Column::Id.eq(e1.id)), Changes::new().set(event::Column::Slug, "u1b")).await.unwrap();
-    assert!(events.get_or_none(by(event::Column::Slug, "u1")).await.unwrap().is_none());
-    assert_eq!(events.get(by(event::Column::Slug, "u1b")).await.unwrap().id, e1.id);
+    h.fdb
+        .update_many::<event::Entity>(
+            Condition::all().add(event::Column::Id.eq(e1.id)),
+            Changes::new().set(event::Column::Slug, "u1b"),
+        )
+        .await
+        .unwrap();
+    assert!(events
+        .get_or_none(by(event::Column::Slug, "u1"))
+        .await
+        .unwrap()
+        .is_none());
+    assert_eq!(
+        events.get(by(event::Column::Slug, "u1b")).await.unwrap().id,
+        e1.id
+    );
     // save() updates when the primary key is set.
     let mut am: event::ActiveModel = e2.clone().into();
     am.title = Set("saved".into());
     h.fdb.save(am).await.unwrap();
-    assert_eq!(events.get(by(event::Column::Id, e2.id)).await.unwrap().title, "saved");
+    assert_eq!(
+        events
+            .get(by(event::Column::Id, e2.id))
+            .await
+            .unwrap()
+            .title,
+        "saved"
+    );
     // delete_many
-    assert_eq!(h.fdb.delete_many::<event::Entity>(Condition::all().add(event::Column::Id.eq(e1.id))).await.unwrap(), 1);
-    assert!(events.get_or_none(by(event::Column::Id, e1.id)).await.unwrap().is_none());
-    assert!(events.get_or_none(by(event::Column::Slug, "u1b")).await.unwrap().is_none());
+    assert_eq!(
+        h.fdb
+            .delete_many::<event::Entity>(Condition::all().add(event::Column::Id.eq(e1.id)))
+            .await
+            .unwrap(),
+        1
+    );
+    assert!(events
+        .get_or_none(by(event::Column::Id, e1.id))
+        .await
+        .unwrap()
+        .is_none());
+    assert!(events
+        .get_or_none(by(event::Column::Slug, "u1b"))
+        .await
+        .unwrap()
+        .is_none());
     // delete
     h.fdb.delete::<event::Entity>(&e2).await.unwrap();
-    assert!(events.get_or_none(by(event::Column::Slug, "u2")).await.unwrap().is_none());
+    assert!(events
+        .get_or_none(by(event::Column::Slug, "u2"))
+        .await
+        .unwrap()
+        .is_none());
 }
 
 #[tokio::test]
 async fn invalidation_off_leaves_values_until_timeout() {
-    let (h, off) = harness_with(|b| b, |reg| reg.custom(TitleBySlug(ClassSpec::instance("OffTitle", "event", &["slug"]).invalidation(Invalidation::Off))).unwrap()).await;
+    let (h, off) = harness_with(
+        |b| b,
+        |reg| {
+            reg.custom(TitleBySlug(
+                ClassSpec::instance("OffTitle", "event", &["slug"]).invalidation(Invalidation::Off),
+            ))
+            .unwrap()
+        },
+    )
+    .await;
     let e = add_event(&h.fdb, "off", "Oslo").await;
     let f = h.fdb.flash();
-    assert_eq!(f.get(&off, &["off".into()]).await.unwrap().as_deref(), Some("Title of off"));
-    h.fdb.update(event::ActiveModel { id: Set(e.id), title: Set("changed".into()), ..Default::default() }).await.unwrap();
+    assert_eq!(
+        f.get(&off, &["off".into()]).await.unwrap().as_deref(),
+        Some("Title of off")
+    );
+    h.fdb
+        .update(event::ActiveModel {
+            id: Set(e.id),
+            title: Set("changed".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
     let (v, o) = f.lookup(&off, &["off".into()]).await.unwrap();
-    assert_eq!((v.as_deref(), o), (Some("Title of off"), Outcome::Hit), "OFF: writes do not invalidate");
+    assert_eq!(
+        (v.as_deref(), o),
+        (Some("Title of off"), Outcome::Hit),
+        "OFF: writes do not invalidate"
+    );
 }
 
 #[tokio::test]
 async fn invalidation_dynamic_keeps_the_value_and_refreshes_on_read() {
-    let (h, dynamic) = harness_with(|b| b, |reg| reg.custom(TitleBySlug(ClassSpec::instance("DynTitle", "event", &["slug"]).invalidation(Invalidation::Dynamic))).unwrap()).await;
+    let (h, dynamic) = harness_with(
+        |b| b,
+        |reg| {
+            reg.custom(TitleBySlug(
+                ClassSpec::instance("DynTitle", "event", &["slug"])
+                    .invalidation(Invalidation::Dynamic),
+            ))
+            .unwrap()
+        },
+    )
+    .await;
     let e = add_event(&h.fdb, "dyn", "Oslo").await;
     let f = h.fdb.flash();
     f.get(&dynamic, &["dyn".into()]).await.unwrap();
-    assert_eq!(f.lookup(&dynamic, &["dyn".into()]).await.unwrap().1, Outcome::Hit);
-    h.fdb.update(event::ActiveModel { id: Set(e.id), title: Set("changed".into()), ..Default::default() }).await.unwrap();
+    assert_eq!(
+        f.lookup(&dynamic, &["dyn".into()]).await.unwrap().1,
+        Outcome::Hit
+    );
+    h.fdb
+        .update(event::ActiveModel {
+            id: Set(e.id),
+            title: Set("changed".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
     // The value is still in the cache, beside a stale marker.
     let key = f.key_of(&dynamic, &["dyn".into()]).unwrap();
-    let raw = h.backend.inner.get_many(&[key.clone(), format!("{key}__stale")]).await.unwrap();
-    assert!(raw[0].is_some() && raw[1].is_some(), "DYNAMIC keeps the value and sets a marker");
+    let raw = h
+        .backend
+        .inner
+        .get_many(&[key.clone(), format!("{key}__stale")])
+        .await
+        .unwrap();
+    assert!(
+        raw[0].is_some() && raw[1].is_some(),
+        "DYNAMIC keeps the value and sets a marker"
+    );
     let (v, o) = f.lookup(&dynamic, &["dyn".into()]).await.unwrap();
     assert_eq!((v.as_deref(), o), (Some("changed"), Outcome::Miss));
-    assert_eq!(f.lookup(&dynamic, &["dyn".into()]).await.unwrap(), (Some("changed".into()), Outcome::Hit), "marker cleared");
+    assert_eq!(
+        f.lookup(&dynamic, &["dyn".into()]).await.unwrap(),
+        (Some("changed".into()), Outcome::Hit),
+        "marker cleared"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -278,7 +633,9 @@ async fn allowtime_serves_stale_then_one_caller_refreshes() {
         |b| b,
         |reg| {
             reg.custom(TitleBySlug(
-                ClassSpec::instance("AllowTitle", "event", &["slug"]).invalidation(Invalidation::Dynamic).allowtime(Duration::from_millis(800)),
+                ClassSpec::instance("AllowTitle", "event", &["slug"])
+                    .invalidation(Invalidation::Dynamic)
+                    .allowtime(Duration::from_millis(800)),
             ))
             .unwrap()
         },
@@ -287,8 +644,19 @@ async fn allowtime_serves_stale_then_one_caller_refreshes() {
     let e = add_event(&h.fdb, "al", "Oslo").await;
     let f = h.fdb.flash().clone();
     f.get(&allow, &["al".into()]).await.unwrap();
-    h.fdb.update(event::ActiveModel { id: Set(e.id), title: Set("new".into()), ..Default::default() }).await.unwrap();
-    assert_eq!(f.lookup(&allow, &["al".into()]).await.unwrap(), (Some("Title of al".into()), Outcome::Hit), "within allowtime: stale is served");
+    h.fdb
+        .update(event::ActiveModel {
+            id: Set(e.id),
+            title: Set("new".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        f.lookup(&allow, &["al".into()]).await.unwrap(),
+        (Some("Title of al".into()), Outcome::Hit),
+        "within allowtime: stale is served"
+    );
     tokio::time::sleep(Duration::from_millis(900)).await;
     let before = f.stats().snapshot().db_fetches;
     let tasks: Vec<_> = (0..50)
@@ -301,14 +669,29 @@ async fn allowtime_serves_stale_then_one_caller_refreshes() {
     for t in tasks {
         outcomes.push(t.await.unwrap());
     }
-    assert_eq!(f.stats().snapshot().db_fetches - before, 1, "one caller refreshed under the write lock");
-    assert_eq!(outcomes.iter().filter(|(_, o)| *o == Outcome::Miss).count(), 1, "{outcomes:?}");
+    assert_eq!(
+        f.stats().snapshot().db_fetches - before,
+        1,
+        "one caller refreshed under the write lock"
+    );
+    assert_eq!(
+        outcomes.iter().filter(|(_, o)| *o == Outcome::Miss).count(),
+        1,
+        "{outcomes:?}"
+    );
     for (v, o) in &outcomes {
         // Losers of the write lock serve the old value; the rest see the refresh.
-        let want = if *o == Outcome::StaleHit { "Title of al" } else { "new" };
+        let want = if *o == Outcome::StaleHit {
+            "Title of al"
+        } else {
+            "new"
+        };
         assert_eq!(v.as_deref(), Some(want), "{outcomes:?}");
     }
-    assert_eq!(f.lookup(&allow, &["al".into()]).await.unwrap().0.as_deref(), Some("new"));
+    assert_eq!(
+        f.lookup(&allow, &["al".into()]).await.unwrap().0.as_deref(),
+        Some("new")
+    );
 }
 
 #[tokio::test]
@@ -319,8 +702,17 @@ async fn decision_rows_with_allowtime_passed_refresh() {
         |b| b,
         |reg| {
             (
-                reg.custom(TitleBySlug(ClassSpec::instance("OffAllow", "event", &["slug"]).invalidation(Invalidation::Off).allowtime(Duration::from_millis(300)))).unwrap(),
-                reg.custom(TitleBySlug(ClassSpec::instance("UnsetAllow", "event", &["slug"]).allowtime(Duration::from_millis(300)))).unwrap(),
+                reg.custom(TitleBySlug(
+                    ClassSpec::instance("OffAllow", "event", &["slug"])
+                        .invalidation(Invalidation::Off)
+                        .allowtime(Duration::from_millis(300)),
+                ))
+                .unwrap(),
+                reg.custom(TitleBySlug(
+                    ClassSpec::instance("UnsetAllow", "event", &["slug"])
+                        .allowtime(Duration::from_millis(300)),
+                ))
+                .unwrap(),
             )
         },
     )
@@ -329,11 +721,20 @@ async fn decision_rows_with_allowtime_passed_refresh() {
     let f = h.fdb.flash();
     for c in [&off, &unset] {
         assert_eq!(f.lookup(c, &["r".into()]).await.unwrap().1, Outcome::Miss);
-        assert_eq!(f.lookup(c, &["r".into()]).await.unwrap().1, Outcome::Hit, "row 1: young value served");
+        assert_eq!(
+            f.lookup(c, &["r".into()]).await.unwrap().1,
+            Outcome::Hit,
+            "row 1: young value served"
+        );
     }
     tokio::time::sleep(Duration::from_millis(400)).await;
     for c in [&off, &unset] {
-        assert_eq!(f.lookup(c, &["r".into()]).await.unwrap().1, Outcome::Miss, "{}: refreshed after allowtime", c.name());
+        assert_eq!(
+            f.lookup(c, &["r".into()]).await.unwrap().1,
+            Outcome::Miss,
+            "{}: refreshed after allowtime",
+            c.name()
+        );
         assert_eq!(f.lookup(c, &["r".into()]).await.unwrap().1, Outcome::Hit);
     }
 }
@@ -344,8 +745,15 @@ async fn decision_row2_version_change_per_invalidation_type() {
         |b| b,
         |reg| {
             (
-                reg.custom(TitleBySlug(ClassSpec::instance("OffV", "event", &["slug"]).invalidation(Invalidation::Off))).unwrap(),
-                reg.custom(TitleBySlug(ClassSpec::instance("DynV", "event", &["slug"]).invalidation(Invalidation::Dynamic))).unwrap(),
+                reg.custom(TitleBySlug(
+                    ClassSpec::instance("OffV", "event", &["slug"]).invalidation(Invalidation::Off),
+                ))
+                .unwrap(),
+                reg.custom(TitleBySlug(
+                    ClassSpec::instance("DynV", "event", &["slug"])
+                        .invalidation(Invalidation::Dynamic),
+                ))
+                .unwrap(),
             )
         },
     )
@@ -357,7 +765,12 @@ async fn decision_row2_version_change_per_invalidation_type() {
     }
     f.bump_version_for_model("event").await.unwrap();
     for c in [&off, &dynamic] {
-        assert_eq!(f.lookup(c, &["v".into()]).await.unwrap().1, Outcome::Miss, "{}: the write-lock winner refreshes", c.name());
+        assert_eq!(
+            f.lookup(c, &["v".into()]).await.unwrap().1,
+            Outcome::Miss,
+            "{}: the write-lock winner refreshes",
+            c.name()
+        );
         assert_eq!(f.lookup(c, &["v".into()]).await.unwrap().1, Outcome::Hit);
     }
 }
@@ -370,11 +783,41 @@ async fn manual_invalidation_of_a_filter() {
     events.get(by(event::Column::Slug, "man")).await.unwrap();
     // A write that bypassed flash: the cache cannot know.
     use sea_orm::{ActiveModelTrait, EntityTrait};
-    event::ActiveModel { id: Set(e.id), title: Set("raw".into()), ..Default::default() }.update(&h.db).await.unwrap();
-    assert_eq!(events.get(by(event::Column::Slug, "man")).await.unwrap().title, "Title of man");
-    let keys = h.fdb.invalidate_flash_cache::<event::Entity>(Condition::all().add(event::Column::City.eq("Oslo"))).await.unwrap();
-    assert!(keys.unset.iter().any(|k| k.contains("event_by_slug__man")), "{keys:?}");
-    assert_eq!(events.get(by(event::Column::Slug, "man")).await.unwrap().title, "raw");
+    event::ActiveModel {
+        id: Set(e.id),
+        title: Set("raw".into()),
+        ..Default::default()
+    }
+    .update(&h.db)
+    .await
+    .unwrap();
+    assert_eq!(
+        events
+            .get(by(event::Column::Slug, "man"))
+            .await
+            .unwrap()
+            .title,
+        "Title of man"
+    );
+    let keys = h
+        .fdb
+        .invalidate_flash_cache::<event::Entity>(
+            Condition::all().add(event::Column::City.eq("Oslo")),
+        )
+        .await
+        .unwrap();
+    assert!(
+        keys.unset.iter().any(|k| k.contains("event_by_slug__man")),
+        "{keys:?}"
+    );
+    assert_eq!(
+        events
+            .get(by(event::Column::Slug, "man"))
+            .await
+            .unwrap()
+            .title,
+        "raw"
+    );
     let _ = event::Entity::find();
 }
 
@@ -386,21 +829,53 @@ async fn bypass_reads_the_database_and_writes_nothing_to_the_cache() {
     let writes = h.backend.writes.load(std::sync::atomic::Ordering::SeqCst);
     h.take_queries();
     for _ in 0..3 {
-        assert_eq!(events.get_with_outcome(by(event::Column::Id, e.id)).await.unwrap().1, Outcome::Bypass);
+        assert_eq!(
+            events
+                .get_with_outcome(by(event::Column::Id, e.id))
+                .await
+                .unwrap()
+                .1,
+            Outcome::Bypass
+        );
     }
     assert_eq!(h.take_queries(), 3);
-    assert_eq!(h.backend.writes.load(std::sync::atomic::Ordering::SeqCst), writes, "no cache writes");
-    assert_eq!(h.backend.get_many_calls.load(std::sync::atomic::Ordering::SeqCst), 0, "no cache reads");
+    assert_eq!(
+        h.backend.writes.load(std::sync::atomic::Ordering::SeqCst),
+        writes,
+        "no cache writes"
+    );
+    assert_eq!(
+        h.backend
+            .get_many_calls
+            .load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "no cache reads"
+    );
     h.fdb.flash().set_bypass(false);
-    assert_eq!(events.get_with_outcome(by(event::Column::Id, e.id)).await.unwrap().1, Outcome::Miss);
+    assert_eq!(
+        events
+            .get_with_outcome(by(event::Column::Id, e.id))
+            .await
+            .unwrap()
+            .1,
+        Outcome::Miss
+    );
 }
 
 #[tokio::test]
 async fn database_alias_and_prefix_are_in_the_key() {
     let (h, _) = harness_with(|b| b.db_alias("event", "replica").prefix("ns1:"), |_| ()).await;
-    let key = h.fdb.cache::<event::Entity>().get_key(&by(event::Column::Id, 1)).unwrap();
+    let key = h
+        .fdb
+        .cache::<event::Entity>()
+        .get_key(&by(event::Column::Id, 1))
+        .unwrap();
     assert_eq!(key, "ns1:i__replica__event_by_id__1__v0");
-    let ukey = h.fdb.cache::<user::Entity>().get_key(&by(user::Column::Id, 1)).unwrap();
+    let ukey = h
+        .fdb
+        .cache::<user::Entity>()
+        .get_key(&by(user::Column::Id, 1))
+        .unwrap();
     assert_eq!(ukey, "ns1:i__default__user_by_id__1__v0");
 }
 
@@ -412,23 +887,50 @@ async fn corrupt_cache_bytes_are_a_miss_and_get_refilled() {
     let key = events.get_key(&by(event::Column::Id, e.id)).unwrap();
     let good = {
         events.get(by(event::Column::Id, e.id)).await.unwrap();
-        h.backend.inner.get_many(std::slice::from_ref(&key)).await.unwrap()[0].clone().unwrap()
+        h.backend
+            .inner
+            .get_many(std::slice::from_ref(&key))
+            .await
+            .unwrap()[0]
+            .clone()
+            .unwrap()
     };
-    let garbage: Vec<Vec<u8>> = vec![b"garbage".to_vec(), vec![], good[..good.len() / 2].to_vec(), {
-        let mut old = good.clone();
-        old[1] = 0; // an older layout
-        old
-    }, {
-        let mut flipped = good.clone();
-        let n = flipped.len();
-        flipped[n - 3] ^= 0xff;
-        flipped
-    }];
+    let garbage: Vec<Vec<u8>> = vec![
+        b"garbage".to_vec(),
+        vec![],
+        good[..good.len() / 2].to_vec(),
+        {
+            let mut old = good.clone();
+            old[1] = 0; // an older layout
+            old
+        },
+        {
+            let mut flipped = good.clone();
+            let n = flipped.len();
+            flipped[n - 3] ^= 0xff;
+            flipped
+        },
+    ];
     for bytes in garbage {
-        h.backend.inner.set(&key, &bytes, Duration::from_secs(60)).await.unwrap();
-        let (row, _) = events.get_with_outcome(by(event::Column::Id, e.id)).await.unwrap();
+        h.backend
+            .inner
+            .set(&key, &bytes, Duration::from_secs(60))
+            .await
+            .unwrap();
+        let (row, _) = events
+            .get_with_outcome(by(event::Column::Id, e.id))
+            .await
+            .unwrap();
         assert_eq!(row.as_ref().map(|r| r.id), Some(e.id));
-        assert_eq!(events.get_with_outcome(by(event::Column::Id, e.id)).await.unwrap().1, Outcome::Hit, "refilled");
+        assert_eq!(
+            events
+                .get_with_outcome(by(event::Column::Id, e.id))
+                .await
+                .unwrap()
+                .1,
+            Outcome::Hit,
+            "refilled"
+        );
     }
 }
 
@@ -441,9 +943,24 @@ async fn batch_resolves_many_classes_in_one_round_trip() {
     let f = h.fdb.flash();
     let run = || async {
         let mut batch = f.batch();
-        let hu = batch.add(h.fdb.cache::<user::Entity>().get_query(&by(user::Column::Id, u.id)).unwrap());
-        let he = batch.add(h.fdb.cache::<event::Entity>().get_query(&by(event::Column::Slug, "bat")).unwrap());
-        let hp = batch.add(h.fdb.cache::<participation::Entity>().filter_query(&by(participation::Column::UserId, u.id)).unwrap());
+        let hu = batch.add(
+            h.fdb
+                .cache::<user::Entity>()
+                .get_query(&by(user::Column::Id, u.id))
+                .unwrap(),
+        );
+        let he = batch.add(
+            h.fdb
+                .cache::<event::Entity>()
+                .get_query(&by(event::Column::Slug, "bat"))
+                .unwrap(),
+        );
+        let hp = batch.add(
+            h.fdb
+                .cache::<participation::Entity>()
+                .filter_query(&by(participation::Column::UserId, u.id))
+                .unwrap(),
+        );
         let hc = batch.add(f.query(&h.classes.participation_count, vec![u.id.into()]));
         let mut r = batch.run().await;
         (
@@ -453,7 +970,11 @@ async fn batch_resolves_many_classes_in_one_round_trip() {
             r.take_with_outcome(hc).unwrap(),
         )
     };
-    let calls = || h.backend.get_many_calls.load(std::sync::atomic::Ordering::SeqCst);
+    let calls = || {
+        h.backend
+            .get_many_calls
+            .load(std::sync::atomic::Ordering::SeqCst)
+    };
     let first = run().await;
     assert_eq!(first.0 .1, Outcome::Miss);
     let before = calls();
@@ -468,8 +989,18 @@ async fn batch_resolves_many_classes_in_one_round_trip() {
 
     // Cache only: misses are errors in the results, nothing touches the database.
     let mut batch = f.batch().cache_only();
-    let hit = batch.add(h.fdb.cache::<user::Entity>().get_query(&by(user::Column::Id, u.id)).unwrap());
-    let miss = batch.add(h.fdb.cache::<user::Entity>().get_query(&by(user::Column::Id, 999_999)).unwrap());
+    let hit = batch.add(
+        h.fdb
+            .cache::<user::Entity>()
+            .get_query(&by(user::Column::Id, u.id))
+            .unwrap(),
+    );
+    let miss = batch.add(
+        h.fdb
+            .cache::<user::Entity>()
+            .get_query(&by(user::Column::Id, 999_999))
+            .unwrap(),
+    );
     let mut r = batch.run().await;
     assert_eq!(r.error_count(), 1);
     assert!(matches!(r.first_error(), Some(Error::NotCached(_))));
@@ -490,29 +1021,66 @@ async fn transaction_invalidates_after_commit_and_not_on_rollback() {
         .fdb
         .transaction(|tx| {
             Box::pin(async move {
-                tx.update(event::ActiveModel { id: Set(e.id), title: Set("rolled back".into()), ..Default::default() }).await?;
+                tx.update(event::ActiveModel {
+                    id: Set(e.id),
+                    title: Set("rolled back".into()),
+                    ..Default::default()
+                })
+                .await?;
                 Err(Error::NotCached("abort".into()))
             })
         })
         .await;
     assert!(r.is_err());
     assert_eq!(invalidated(), before, "nothing invalidated on rollback");
-    assert_eq!(events.get_with_outcome(by(event::Column::Slug, "tx")).await.unwrap().1, Outcome::Hit);
-    assert_eq!(events.get(by(event::Column::Slug, "tx")).await.unwrap().title, "Title of tx");
+    assert_eq!(
+        events
+            .get_with_outcome(by(event::Column::Slug, "tx"))
+            .await
+            .unwrap()
+            .1,
+        Outcome::Hit
+    );
+    assert_eq!(
+        events
+            .get(by(event::Column::Slug, "tx"))
+            .await
+            .unwrap()
+            .title,
+        "Title of tx"
+    );
 
     let id = e.id;
     h.fdb
         .transaction(|tx| {
             Box::pin(async move {
-                tx.update(event::ActiveModel { id: Set(id), title: Set("committed".into()), ..Default::default() }).await?;
-                tx.insert(event::ActiveModel { slug: Set("tx2".into()), title: Set("x".into()), city: Set("Oslo".into()), ..Default::default() }).await?;
+                tx.update(event::ActiveModel {
+                    id: Set(id),
+                    title: Set("committed".into()),
+                    ..Default::default()
+                })
+                .await?;
+                tx.insert(event::ActiveModel {
+                    slug: Set("tx2".into()),
+                    title: Set("x".into()),
+                    city: Set("Oslo".into()),
+                    ..Default::default()
+                })
+                .await?;
                 Ok(())
             })
         })
         .await
         .unwrap();
     assert!(invalidated() > before);
-    assert_eq!(events.get(by(event::Column::Slug, "tx")).await.unwrap().title, "committed");
+    assert_eq!(
+        events
+            .get(by(event::Column::Slug, "tx"))
+            .await
+            .unwrap()
+            .title,
+        "committed"
+    );
     assert!(events.get(by(event::Column::Slug, "tx2")).await.is_ok());
 }
 
@@ -521,8 +1089,21 @@ async fn hostile_key_values_are_looked_up_correctly() {
     let h = harness().await;
     let events = h.fdb.cache::<event::Entity>();
     // MySQL's default string column is VARCHAR(255); long enough to be hashed.
-    let long = "L".repeat(if flash::config::database_url().starts_with("mysql") { 240 } else { 10_000 });
-    let mut slugs = vec!["", " ", "a b", "line\nbreak", "ünï ✓ 日本", "a__b", "~7e", long.as_str()];
+    let long = "L".repeat(if flash::config::database_url().starts_with("mysql") {
+        240
+    } else {
+        10_000
+    });
+    let mut slugs = vec![
+        "",
+        " ",
+        "a b",
+        "line\nbreak",
+        "ünï ✓ 日本",
+        "a__b",
+        "~7e",
+        long.as_str(),
+    ];
     if flash::config::database_url().starts_with("mysql") {
         // MySQL's PAD SPACE collations make '' and ' ' the same unique value.
         slugs.retain(|s| *s != " ");
@@ -532,9 +1113,24 @@ async fn hostile_key_values_are_looked_up_correctly() {
     }
     for s in slugs {
         let key = events.get_key(&by(event::Column::Slug, s)).unwrap();
-        assert!(key.len() <= 250 && key.bytes().all(|b| b.is_ascii_graphic()), "{key}");
-        assert_eq!(events.get(by(event::Column::Slug, s)).await.unwrap().slug, s);
-        assert_eq!(events.get_with_outcome(by(event::Column::Slug, s)).await.unwrap().0.unwrap().slug, s);
+        assert!(
+            key.len() <= 250 && key.bytes().all(|b| b.is_ascii_graphic()),
+            "{key}"
+        );
+        assert_eq!(
+            events.get(by(event::Column::Slug, s)).await.unwrap().slug,
+            s
+        );
+        assert_eq!(
+            events
+                .get_with_outcome(by(event::Column::Slug, s))
+                .await
+                .unwrap()
+                .0
+                .unwrap()
+                .slug,
+            s
+        );
     }
 }
 
@@ -547,18 +1143,29 @@ async fn concurrent_misses_on_one_key_fetch_once() {
     let tasks: Vec<_> = (0..300)
         .map(|_| {
             let fdb = fdb.clone();
-            tokio::spawn(async move { fdb.cache::<event::Entity>().get(by(event::Column::Id, e.id)).await.unwrap() })
+            tokio::spawn(async move {
+                fdb.cache::<event::Entity>()
+                    .get(by(event::Column::Id, e.id))
+                    .await
+                    .unwrap()
+            })
         })
         .collect();
     for t in tasks {
         assert_eq!(t.await.unwrap().slug, "hot");
     }
-    assert_eq!(fdb.flash().stats().snapshot().db_fetches - before, 1, "one database fetch for the whole burst");
+    assert_eq!(
+        fdb.flash().stats().snapshot().db_fetches - before,
+        1,
+        "one database fetch for the whole burst"
+    );
 }
 
 #[tokio::test]
 async fn bump_version_command_is_seen_by_a_running_process() {
-    if !flash::config::database_url().starts_with("postgres") && !flash::config::database_url().starts_with("mysql") {
+    if !flash::config::database_url().starts_with("postgres")
+        && !flash::config::database_url().starts_with("mysql")
+    {
         // The command connects on its own; an in-memory SQLite database is
         // private to this process, so run it against a file.
         let dir = std::env::temp_dir().join(unique("flash_cli") + ".db");
@@ -581,7 +1188,11 @@ async fn bump_via_cli(url: &str) {
         .env("FLASH_CACHE_URL", "memory://")
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stdout).contains("event_by_slug"));
     fdb.flash().reload_versions().await.unwrap();
     assert_eq!(fdb.flash().dynamic_version("event_by_slug"), before + 1);

@@ -25,8 +25,16 @@ async fn peek<T: flash_core::CacheValue>(fdb: &FlashDb, q: Query<T>) -> Option<T
     }
 }
 
-pub async fn final_state(fdb: &FlashDb, classes: &DemoClasses, db: &DatabaseConnection) -> Result<Findings, BoxError> {
-    let mut f = Findings { checked: 0, stale: 0, examples: Vec::new() };
+pub async fn final_state(
+    fdb: &FlashDb,
+    classes: &DemoClasses,
+    db: &DatabaseConnection,
+) -> Result<Findings, BoxError> {
+    let mut f = Findings {
+        checked: 0,
+        stale: 0,
+        examples: Vec::new(),
+    };
     let note = |f: &mut Findings, ok: bool, what: String| {
         f.checked += 1;
         if !ok {
@@ -37,31 +45,76 @@ pub async fn final_state(fdb: &FlashDb, classes: &DemoClasses, db: &DatabaseConn
     let events = fdb.cache::<event::Entity>();
     for e in event::Entity::find().all(db).await? {
         if let Some(cached) = peek(fdb, events.get_query(&by(event::Column::Id, e.id))?).await {
-            note(&mut f, cached.as_ref() == Some(&e), format!("event {} by id: cached {cached:?}, database {e:?}", e.id));
+            note(
+                &mut f,
+                cached.as_ref() == Some(&e),
+                format!("event {} by id: cached {cached:?}, database {e:?}", e.id),
+            );
         }
         for s in slugs_up_to(e.id, e.revision) {
-            if let Some(cached) = peek(fdb, events.get_query(&by(event::Column::Slug, s.clone()))?).await {
-                let truth = event::Entity::find().filter(event::Column::Slug.eq(s.clone())).one(db).await?;
-                note(&mut f, cached == truth, format!("event by slug {s}: cached {cached:?}, database {truth:?}"));
+            if let Some(cached) =
+                peek(fdb, events.get_query(&by(event::Column::Slug, s.clone()))?).await
+            {
+                let truth = event::Entity::find()
+                    .filter(event::Column::Slug.eq(s.clone()))
+                    .one(db)
+                    .await?;
+                note(
+                    &mut f,
+                    cached == truth,
+                    format!("event by slug {s}: cached {cached:?}, database {truth:?}"),
+                );
             }
         }
     }
     let parts = fdb.cache::<participation::Entity>();
     for u in 1..=USERS {
-        let mut truth = participation::Entity::find().filter(participation::Column::UserId.eq(u)).all(db).await?;
+        let mut truth = participation::Entity::find()
+            .filter(participation::Column::UserId.eq(u))
+            .all(db)
+            .await?;
         truth.sort_by_key(|p| p.id);
-        if let Some(mut cached) = peek(fdb, parts.filter_query(&by(participation::Column::UserId, u))?).await {
+        if let Some(mut cached) = peek(
+            fdb,
+            parts.filter_query(&by(participation::Column::UserId, u))?,
+        )
+        .await
+        {
             cached.sort_by_key(|p| p.id);
-            note(&mut f, cached == truth, format!("participations of user {u}: cached {} rows, database {}", cached.len(), truth.len()));
+            note(
+                &mut f,
+                cached == truth,
+                format!(
+                    "participations of user {u}: cached {} rows, database {}",
+                    cached.len(),
+                    truth.len()
+                ),
+            );
         }
-        if let Some(n) = peek(fdb, Query::new(&classes.participation_count, vec![u.into()])).await {
-            note(&mut f, n == truth.len() as u64, format!("participation count of user {u}: cached {n}, database {}", truth.len()));
+        if let Some(n) = peek(
+            fdb,
+            Query::new(&classes.participation_count, vec![u.into()]),
+        )
+        .await
+        {
+            note(
+                &mut f,
+                n == truth.len() as u64,
+                format!(
+                    "participation count of user {u}: cached {n}, database {}",
+                    truth.len()
+                ),
+            );
         }
         if let Some(mut ids) = peek(fdb, Query::new(&classes.event_ids, vec![u.into()])).await {
             ids.sort_unstable();
             let mut want: Vec<i32> = truth.iter().map(|p| p.event_id).collect();
             want.sort_unstable();
-            note(&mut f, ids == want, format!("event ids of user {u}: cached {ids:?}, database {want:?}"));
+            note(
+                &mut f,
+                ids == want,
+                format!("event ids of user {u}: cached {ids:?}, database {want:?}"),
+            );
         }
     }
     Ok(f)

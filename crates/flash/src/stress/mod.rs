@@ -73,6 +73,8 @@ pub struct StressArgs {
 
 /// The data set.
 pub(crate) const EVENTS: i32 = 120;
+/// The hot events: most reads and writes go to these, so that races happen.
+pub(crate) const HOT: i32 = 12;
 pub(crate) const USERS: i32 = 40;
 pub(crate) const PARTICIPATIONS: i32 = 400;
 pub(crate) const PROGRESS_TABLE: &str = "stress_progress";
@@ -90,7 +92,11 @@ pub(crate) async fn build(
     let backend = cache_backend(cache).await?;
     let prefix = prefix.to_owned();
     let mut reg = Registrar::new(db).configure(|b| {
-        let b = b.backend_arc(backend).prefix(prefix).version_refresh(Duration::from_secs(1)).unsafe_fill_delay(fill_delay);
+        let b = b
+            .backend_arc(backend)
+            .prefix(prefix)
+            .version_refresh(Duration::from_secs(1))
+            .unsafe_fill_delay(fill_delay);
         if no_leases {
             b.unsafe_disable_leases()
         } else {
@@ -104,7 +110,9 @@ pub(crate) async fn build(
 /// Runs the stress test (or, with the hidden `--worker`, one worker process).
 pub async fn run(args: StressArgs) -> Result<(), Box<dyn std::error::Error>> {
     if let Some(id) = args.worker {
-        let report = worker::run_process(&args, id).await.map_err(|e| e.to_string())?;
+        let report = worker::run_process(&args, id)
+            .await
+            .map_err(|e| e.to_string())?;
         println!("{}", report.to_line());
         return Ok(());
     }
@@ -116,7 +124,9 @@ async fn orchestrate(args: StressArgs) -> Result<(), BoxError> {
     let mut cache = cache_url();
     let in_process = cache.starts_with("memory");
     let processes = if in_process { 1 } else { args.processes.max(1) };
-    let total_ops = args.ops.unwrap_or(if args.quick { 15_000 } else { 120_000 });
+    let total_ops = args
+        .ops
+        .unwrap_or(if args.quick { 15_000 } else { 120_000 });
     let ns = format!("flash_stress_{}", std::process::id());
     let prefix = format!("stress{}:", std::process::id());
     let started = Instant::now();
@@ -140,11 +150,14 @@ async fn orchestrate(args: StressArgs) -> Result<(), BoxError> {
     let db = connect_namespace(&url, &ns, true, 8).await?;
     schema::create_tables(&db).await?;
     worker::seed(&db).await?;
-    let (fdb, classes) = build(db.clone(), &cache, &prefix, args.no_leases, Duration::from_millis(args.fill_delay_ms)).await?;
-
-    // (c) a burst of concurrent misses on one cold key.
-    let burst_fetches = worker::stampede(&fdb, 1000).await?;
-    println!("  stampede: 1000 concurrent misses on one key -> {burst_fetches} database fetch(es)");
+    let (fdb, classes) = build(
+        db.clone(),
+        &cache,
+        &prefix,
+        args.no_leases,
+        Duration::from_millis(args.fill_delay_ms),
+    )
+    .await?;
 
     let extra = u32::from(args.kill_writer);
     let slots = (processes + extra) * args.writers.max(1);
@@ -152,24 +165,56 @@ async fn orchestrate(args: StressArgs) -> Result<(), BoxError> {
     let mut reports = Vec::new();
     let mut faults = Vec::new();
     if in_process {
-        let w = worker::Worker::new(fdb.clone(), classes.clone(), 0, args.readers, args.writers, slots, db.clone());
+        let w = worker::Worker::new(
+            fdb.clone(),
+            classes.clone(),
+            0,
+            args.readers,
+            args.writers,
+            slots,
+            db.clone(),
+        );
         reports.push(w.run(per_process).await?);
     } else {
         let exe = std::env::current_exe()?;
-        let spawn = |id: u32, ops: u64, failpoint: Option<String>| -> std::io::Result<tokio::process::Child> {
+        let spawn = |id: u32,
+                     ops: u64,
+                     failpoint: Option<String>|
+         -> std::io::Result<tokio::process::Child> {
             let mut c = tokio::process::Command::new(&exe);
-            c.args(["stress", "--worker", &id.to_string(), "--ns", &ns, "--prefix", &prefix, "--cache", &cache])
-                .args(["--worker-ops", &ops.to_string(), "--slots", &slots.to_string()])
-                .args(["--readers", &args.readers.to_string(), "--writers", &args.writers.to_string()])
-                .args(["--fill-delay-ms", &args.fill_delay_ms.to_string()])
-                .env("DATABASE_URL", &url)
-                .stdout(std::process::Stdio::piped())
-                .kill_on_drop(true);
+            c.args([
+                "stress",
+                "--worker",
+                &id.to_string(),
+                "--ns",
+                &ns,
+                "--prefix",
+                &prefix,
+                "--cache",
+                &cache,
+            ])
+            .args([
+                "--worker-ops",
+                &ops.to_string(),
+                "--slots",
+                &slots.to_string(),
+            ])
+            .args([
+                "--readers",
+                &args.readers.to_string(),
+                "--writers",
+                &args.writers.to_string(),
+            ])
+            .args(["--fill-delay-ms", &args.fill_delay_ms.to_string()])
+            .env("DATABASE_URL", &url)
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true);
             if args.no_leases {
                 c.arg("--no-leases");
             }
             if let Some(fp) = failpoint {
-                c.env("FLASH_FAILPOINT", fp).stderr(std::process::Stdio::null());
+                c.env("FLASH_FAILPOINT", fp)
+                    .stderr(std::process::Stdio::null());
             }
             c.spawn()
         };
@@ -179,8 +224,12 @@ async fn orchestrate(args: StressArgs) -> Result<(), BoxError> {
         }
         if args.kill_writer {
             // Dies at its 150th write, between commit and invalidation.
-            children.push((processes, spawn(processes, per_process, Some("after_commit@150".into()))?));
-            faults.push("writer process aborted after a commit, before its invalidation".to_string());
+            children.push((
+                processes,
+                spawn(processes, per_process, Some("after_commit@150".into()))?,
+            ));
+            faults
+                .push("writer process aborted after a commit, before its invalidation".to_string());
         }
         if let Some(s) = dedicated.as_mut() {
             tokio::time::sleep(Duration::from_secs(if args.quick { 2 } else { 6 })).await;
@@ -195,7 +244,9 @@ async fn orchestrate(args: StressArgs) -> Result<(), BoxError> {
             let text = String::from_utf8_lossy(&out.stdout);
             match text.lines().rev().find_map(worker::Report::from_line) {
                 Some(r) => reports.push(r),
-                None if args.kill_writer && id == processes => println!("  worker {id}: aborted by its failpoint ({})", out.status),
+                None if args.kill_writer && id == processes => {
+                    println!("  worker {id}: aborted by its failpoint ({})", out.status)
+                }
                 None => return Err(format!("worker {id} failed: {} {text}", out.status).into()),
             }
         }
@@ -204,7 +255,12 @@ async fn orchestrate(args: StressArgs) -> Result<(), BoxError> {
     // Pending invalidations drain: the outbox, then a moment for the last fills.
     let drained = fdb.drain_outbox().await?;
     let stale = check::final_state(&fdb, &classes, &db).await?;
-    let total = reports.iter().fold(worker::Report::default(), |a, r| a.merge(r));
+    // (c) a burst of concurrent misses on one cold key (last: without leases
+    // it is a storm that would disturb the run).
+    let burst_fetches = worker::stampede(&fdb, 1000).await?;
+    let total = reports
+        .iter()
+        .fold(worker::Report::default(), |a, r| a.merge(r));
     println!(
         "  operations: {} ({} reads, {} writes: {} renames, {} moves, {} update-many, {} transactions, {} deletes) in {:.1}s",
         total.reads + total.writes,
@@ -217,10 +273,23 @@ async fn orchestrate(args: StressArgs) -> Result<(), BoxError> {
         total.deletes,
         started.elapsed().as_secs_f64()
     );
-    println!("  faults injected: {}", if faults.is_empty() { "none".to_string() } else { faults.join("; ") });
+    println!(
+        "  faults injected: {}",
+        if faults.is_empty() {
+            "none".to_string()
+        } else {
+            faults.join("; ")
+        }
+    );
     println!("  outbox rows re-applied at the end: {drained}");
-    println!("  (b) lookups that saw a state older than a returned write: {}", total.violations);
-    println!("  (a) cached entries that differ from the database: {} of {} checked", stale.stale, stale.checked);
+    println!(
+        "  (b) lookups that saw a state older than a returned write: {}",
+        total.violations
+    );
+    println!(
+        "  (a) cached entries that differ from the database: {} of {} checked",
+        stale.stale, stale.checked
+    );
     for d in stale.examples.iter().take(5) {
         println!("      {d}");
     }
@@ -231,7 +300,11 @@ async fn orchestrate(args: StressArgs) -> Result<(), BoxError> {
     db.execute_unprepared("SELECT 1").await?;
     drop_namespace(&url, &ns).await?;
     if args.expect_stale {
-        return if found > 0 { Ok(()) } else { Err("expected the lease-less run to find stale entries; it found none".into()) };
+        return if found > 0 {
+            Ok(())
+        } else {
+            Err("expected the lease-less run to find stale entries; it found none".into())
+        };
     }
     if found > 0 {
         return Err(format!("{found} stale entries").into());

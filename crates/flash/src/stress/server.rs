@@ -18,7 +18,9 @@ enum Kind {
 }
 
 fn free_port() -> Result<u16, BoxError> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 impl Dedicated {
@@ -28,9 +30,15 @@ impl Dedicated {
         } else if cache_url.starts_with("redis") {
             Kind::Redis
         } else {
-            return Err("--kill-cache needs FLASH_CACHE_URL of a server (redis:// or memcache://)".into());
+            return Err(
+                "--kill-cache needs FLASH_CACHE_URL of a server (redis:// or memcache://)".into(),
+            );
         };
-        let mut s = Dedicated { kind, port: free_port()?, child: None };
+        let mut s = Dedicated {
+            kind,
+            port: free_port()?,
+            child: None,
+        };
         s.restart().await?;
         Ok(s)
     }
@@ -48,7 +56,16 @@ impl Dedicated {
         let mut cmd = match self.kind {
             Kind::Redis => {
                 let mut c = Command::new("redis-server");
-                c.args(["--port", &port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]);
+                c.args([
+                    "--port",
+                    &port,
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                ]);
                 c
             }
             Kind::Memcached => {
@@ -57,10 +74,15 @@ impl Dedicated {
                 c
             }
         };
-        cmd.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).kill_on_drop(true);
+        cmd.stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true);
         self.child = Some(cmd.spawn()?);
         for _ in 0..100 {
-            if tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await.is_ok() {
+            if tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+                .await
+                .is_ok()
+            {
                 return Ok(());
             }
             tokio::time::sleep(Duration::from_millis(50)).await;

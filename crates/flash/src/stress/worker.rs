@@ -1,14 +1,17 @@
 //! One worker process: writer tasks over the rows they own, reader tasks that
 //! check every lookup against the last *returned* write.
 
-use super::{build, BoxError, StressArgs, EVENTS, PARTICIPATIONS, PROGRESS_TABLE, USERS};
+use super::{build, BoxError, StressArgs, EVENTS, HOT, PARTICIPATIONS, PROGRESS_TABLE, USERS};
 use crate::config::{connect_namespace, database_url};
 use crate::demo::entities::{event, participation, user};
 use crate::demo::DemoClasses;
 use flash_sea_orm::{by, Changes, FlashDb};
 use rand::{Rng, SeedableRng};
 use sea_orm::sea_query::Expr;
-use sea_orm::{ColumnTrait, Condition, ConnectionTrait, DatabaseConnection, DbBackend, EntityTrait, Set, Statement, Value};
+use sea_orm::{
+    ColumnTrait, Condition, ConnectionTrait, DatabaseConnection, DbBackend, EntityTrait, Set,
+    Statement, Value,
+};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -30,11 +33,21 @@ impl Report {
     pub fn to_line(&self) -> String {
         format!(
             "REPORT {} {} {} {} {} {} {} {}",
-            self.reads, self.writes, self.renames, self.moves, self.bulk, self.txns, self.deletes, self.violations
+            self.reads,
+            self.writes,
+            self.renames,
+            self.moves,
+            self.bulk,
+            self.txns,
+            self.deletes,
+            self.violations
         )
     }
     pub fn from_line(line: &str) -> Option<Report> {
-        let mut it = line.strip_prefix("REPORT ")?.split(' ').map(|s| s.parse::<u64>().ok());
+        let mut it = line
+            .strip_prefix("REPORT ")?
+            .split(' ')
+            .map(|s| s.parse::<u64>().ok());
         Some(Report {
             reads: it.next()??,
             writes: it.next()??,
@@ -87,27 +100,54 @@ pub async fn seed(db: &DatabaseConnection) -> Result<(), BoxError> {
     db.execute_unprepared(&format!("CREATE TABLE IF NOT EXISTS {PROGRESS_TABLE} (event_id INT PRIMARY KEY, revision BIGINT NOT NULL, slug VARCHAR(255) NOT NULL)"))
         .await?;
     let users: Vec<user::ActiveModel> = (1..=USERS)
-        .map(|i| user::ActiveModel { id: Set(i), username: Set(format!("u{i}")), name: Set(format!("User {i}")) })
+        .map(|i| user::ActiveModel {
+            id: Set(i),
+            username: Set(format!("u{i}")),
+            name: Set(format!("User {i}")),
+        })
         .collect();
     user::Entity::insert_many(users).exec(db).await?;
     let events: Vec<event::ActiveModel> = (1..=EVENTS)
-        .map(|i| event::ActiveModel { id: Set(i), slug: Set(slug(i, 0)), title: Set("t0".into()), city: Set("Oslo".into()), revision: Set(0) })
+        .map(|i| event::ActiveModel {
+            id: Set(i),
+            slug: Set(slug(i, 0)),
+            title: Set("t0".into()),
+            city: Set("Oslo".into()),
+            revision: Set(0),
+        })
         .collect();
     event::Entity::insert_many(events).exec(db).await?;
     let parts: Vec<participation::ActiveModel> = (1..=PARTICIPATIONS)
-        .map(|i| participation::ActiveModel { id: Set(i), user_id: Set(1 + i % USERS), event_id: Set(1 + i % EVENTS), role: Set("guest".into()) })
+        .map(|i| participation::ActiveModel {
+            id: Set(i),
+            user_id: Set(1 + i % USERS),
+            event_id: Set(1 + i % EVENTS),
+            role: Set("guest".into()),
+        })
         .collect();
     participation::Entity::insert_many(parts).exec(db).await?;
     for i in 1..=EVENTS {
-        let sql = format!("INSERT INTO {PROGRESS_TABLE} (event_id, revision, slug) VALUES ({}, {}, {})", ph(db, 1), ph(db, 2), ph(db, 3));
-        db.execute(Statement::from_sql_and_values(db.get_database_backend(), &sql, [Value::from(i), Value::from(0i64), Value::from(slug(i, 0))]))
-            .await?;
+        let sql = format!(
+            "INSERT INTO {PROGRESS_TABLE} (event_id, revision, slug) VALUES ({}, {}, {})",
+            ph(db, 1),
+            ph(db, 2),
+            ph(db, 3)
+        );
+        db.execute(Statement::from_sql_and_values(
+            db.get_database_backend(),
+            &sql,
+            [Value::from(i), Value::from(0i64), Value::from(slug(i, 0))],
+        ))
+        .await?;
     }
     if db.get_database_backend() == DbBackend::Postgres {
         // Explicit ids above: move the sequences past them.
         for t in ["event", "participation", "\"user\""] {
             let seq_t = t.trim_matches('"');
-            db.execute_unprepared(&format!("SELECT setval(pg_get_serial_sequence('{seq_t}', 'id'), (SELECT MAX(id) FROM {t}))")).await?;
+            db.execute_unprepared(&format!(
+                "SELECT setval(pg_get_serial_sequence('{seq_t}', 'id'), (SELECT MAX(id) FROM {t}))"
+            ))
+            .await?;
         }
     }
     Ok(())
@@ -119,7 +159,11 @@ pub async fn stampede(fdb: &FlashDb, n: usize) -> Result<u64, BoxError> {
     let tasks: Vec<_> = (0..n)
         .map(|_| {
             let fdb = fdb.clone();
-            tokio::spawn(async move { fdb.cache::<user::Entity>().get(by(user::Column::Id, 1)).await })
+            tokio::spawn(async move {
+                fdb.cache::<user::Entity>()
+                    .get(by(user::Column::Id, 1))
+                    .await
+            })
         })
         .collect();
     for t in tasks {
@@ -135,7 +179,15 @@ pub async fn run_process(args: &StressArgs, id: u32) -> Result<Report, BoxError>
     let prefix = args.prefix.clone().ok_or("--prefix missing")?;
     let delay = std::time::Duration::from_millis(args.fill_delay_ms);
     let (fdb, classes) = build(db.clone(), &cache, &prefix, args.no_leases, delay).await?;
-    let w = Worker::new(fdb.clone(), classes, id, args.readers, args.writers, args.slots.unwrap_or(args.writers), db);
+    let w = Worker::new(
+        fdb.clone(),
+        classes,
+        id,
+        args.readers,
+        args.writers,
+        args.slots.unwrap_or(args.writers),
+        db,
+    );
     let report = w.run(args.worker_ops.unwrap_or(10_000)).await?;
     // Delete the outbox rows this process applied, so that what is left is
     // only what was never applied.
@@ -155,8 +207,24 @@ pub struct Worker {
 }
 
 impl Worker {
-    pub fn new(fdb: FlashDb, classes: DemoClasses, id: u32, readers: u32, writers: u32, slots: u32, db: DatabaseConnection) -> Self {
-        Worker { fdb, classes, id, readers: readers.max(1), writers: writers.max(1), slots: slots.max(1), db }
+    pub fn new(
+        fdb: FlashDb,
+        classes: DemoClasses,
+        id: u32,
+        readers: u32,
+        writers: u32,
+        slots: u32,
+        db: DatabaseConnection,
+    ) -> Self {
+        Worker {
+            fdb,
+            classes,
+            id,
+            readers: readers.max(1),
+            writers: writers.max(1),
+            slots: slots.max(1),
+            db,
+        }
     }
 
     pub async fn run(&self, ops: u64) -> Result<Report, BoxError> {
@@ -181,9 +249,18 @@ impl Worker {
     }
 
     async fn publish(&self, id: i32, rev: i64, s: &str) -> Result<(), BoxError> {
-        let sql = format!("UPDATE {PROGRESS_TABLE} SET revision = {}, slug = {} WHERE event_id = {}", ph(&self.db, 1), ph(&self.db, 2), ph(&self.db, 3));
+        let sql = format!(
+            "UPDATE {PROGRESS_TABLE} SET revision = {}, slug = {} WHERE event_id = {}",
+            ph(&self.db, 1),
+            ph(&self.db, 2),
+            ph(&self.db, 3)
+        );
         self.db
-            .execute(Statement::from_sql_and_values(self.db.get_database_backend(), &sql, [Value::from(rev), Value::from(s.to_owned()), Value::from(id)]))
+            .execute(Statement::from_sql_and_values(
+                self.db.get_database_backend(),
+                &sql,
+                [Value::from(rev), Value::from(s.to_owned()), Value::from(id)],
+            ))
             .await?;
         Ok(())
     }
@@ -194,49 +271,84 @@ impl Worker {
         // The rows this slot owns, with their current state (it is their only writer).
         let mut events: HashMap<i32, (i64, String)> = HashMap::new();
         for id in (1..=EVENTS).filter(|i| (*i as u32) % self.slots == slot) {
-            let e = event::Entity::find_by_id(id).one(&self.db).await?.ok_or("seeded event missing")?;
+            let e = event::Entity::find_by_id(id)
+                .one(&self.db)
+                .await?
+                .ok_or("seeded event missing")?;
             events.insert(id, (e.revision, e.slug));
         }
-        let mut parts: Vec<i32> = (1..=PARTICIPATIONS).filter(|i| (*i as u32) % self.slots == slot).collect();
+        let mut parts: Vec<i32> = (1..=PARTICIPATIONS)
+            .filter(|i| (*i as u32) % self.slots == slot)
+            .collect();
         let ids: Vec<i32> = events.keys().copied().collect();
-        let hot: Vec<i32> = ids.iter().copied().filter(|i| *i <= EVENTS / 5).collect();
+        let hot: Vec<i32> = ids.iter().copied().filter(|i| *i <= HOT).collect();
         if ids.is_empty() {
             return Ok(report);
         }
-        while budget.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |b| b.checked_sub(1)).is_ok() {
+        while budget
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |b| b.checked_sub(1))
+            .is_ok()
+        {
             report.writes += 1;
-            // Writes go where the reads are (the hot fifth), to make races likely.
-            let id = if !hot.is_empty() && rng.random_bool(0.8) { hot[rng.random_range(0..hot.len())] } else { ids[rng.random_range(0..ids.len())] };
+            // Writes go where the reads are (the hot tenth), to make races likely.
+            let id = if !hot.is_empty() && rng.random_bool(0.8) {
+                hot[rng.random_range(0..hot.len())]
+            } else {
+                ids[rng.random_range(0..ids.len())]
+            };
             let (rev, s) = events[&id].clone();
             match rng.random_range(0..100) {
                 0..=34 => {
                     let m = self
                         .fdb
-                        .update(event::ActiveModel { id: Set(id), title: Set(format!("t{}", rev + 1)), revision: Set(rev + 1), ..Default::default() })
+                        .update(event::ActiveModel {
+                            id: Set(id),
+                            title: Set(format!("t{}", rev + 1)),
+                            revision: Set(rev + 1),
+                            ..Default::default()
+                        })
                         .await?;
                     events.insert(id, (m.revision, m.slug.clone()));
                     self.publish(id, m.revision, &m.slug).await?;
                 }
                 35..=54 => {
                     let ns = slug(id, rev + 1);
-                    let m = self.fdb.update(event::ActiveModel { id: Set(id), slug: Set(ns), revision: Set(rev + 1), ..Default::default() }).await?;
+                    let m = self
+                        .fdb
+                        .update(event::ActiveModel {
+                            id: Set(id),
+                            slug: Set(ns),
+                            revision: Set(rev + 1),
+                            ..Default::default()
+                        })
+                        .await?;
                     events.insert(id, (m.revision, m.slug.clone()));
                     self.publish(id, m.revision, &m.slug).await?;
                     report.renames += 1;
                 }
                 55..=64 => {
-                    let some: Vec<i32> = (0..3).map(|_| ids[rng.random_range(0..ids.len())]).collect();
+                    let some: Vec<i32> = (0..3)
+                        .map(|_| ids[rng.random_range(0..ids.len())])
+                        .collect();
                     self.fdb
                         .update_many::<event::Entity>(
                             Condition::all().add(event::Column::Id.is_in(some.clone())),
-                            Changes::new().set_expr(event::Column::Revision, Expr::col(event::Column::Revision).add(1)).set(event::Column::Title, "bulk"),
+                            Changes::new()
+                                .set_expr(
+                                    event::Column::Revision,
+                                    Expr::col(event::Column::Revision).add(1),
+                                )
+                                .set(event::Column::Title, "bulk"),
                         )
                         .await?;
                     let mut done = some.clone();
                     done.sort_unstable();
                     done.dedup();
                     for i in done {
-                        let e = event::Entity::find_by_id(i).one(&self.db).await?.ok_or("owned event missing")?;
+                        let e = event::Entity::find_by_id(i)
+                            .one(&self.db)
+                            .await?
+                            .ok_or("owned event missing")?;
                         events.insert(i, (e.revision, e.slug.clone()));
                         self.publish(i, e.revision, &e.slug).await?;
                     }
@@ -250,11 +362,25 @@ impl Worker {
                         .fdb
                         .transaction(move |tx| {
                             Box::pin(async move {
-                                let m1 = tx.update(event::ActiveModel { id: Set(a), title: Set("tx".into()), revision: Set(rev + 1), ..Default::default() }).await?;
+                                let m1 = tx
+                                    .update(event::ActiveModel {
+                                        id: Set(a),
+                                        title: Set("tx".into()),
+                                        revision: Set(rev + 1),
+                                        ..Default::default()
+                                    })
+                                    .await?;
                                 if b == a {
                                     return Ok(vec![m1]);
                                 }
-                                let m2 = tx.update(event::ActiveModel { id: Set(b), title: Set("tx".into()), revision: Set(orev + 1), ..Default::default() }).await?;
+                                let m2 = tx
+                                    .update(event::ActiveModel {
+                                        id: Set(b),
+                                        title: Set("tx".into()),
+                                        revision: Set(orev + 1),
+                                        ..Default::default()
+                                    })
+                                    .await?;
                                 Ok(vec![m1, m2])
                             })
                         })
@@ -268,7 +394,13 @@ impl Worker {
                 75..=89 if !parts.is_empty() => {
                     let p = parts[rng.random_range(0..parts.len())];
                     let u = rng.random_range(1..=USERS);
-                    self.fdb.update(participation::ActiveModel { id: Set(p), user_id: Set(u), ..Default::default() }).await?;
+                    self.fdb
+                        .update(participation::ActiveModel {
+                            id: Set(p),
+                            user_id: Set(u),
+                            ..Default::default()
+                        })
+                        .await?;
                     report.moves += 1;
                 }
                 _ if !parts.is_empty() => {
@@ -280,7 +412,12 @@ impl Worker {
                     let e = rng.random_range(1..=EVENTS);
                     let n = self
                         .fdb
-                        .insert(participation::ActiveModel { user_id: Set(rng.random_range(1..=USERS)), event_id: Set(e), role: Set("guest".into()), ..Default::default() })
+                        .insert(participation::ActiveModel {
+                            user_id: Set(rng.random_range(1..=USERS)),
+                            event_id: Set(e),
+                            role: Set("guest".into()),
+                            ..Default::default()
+                        })
                         .await?;
                     parts.push(n.id);
                     report.deletes += 1;
@@ -293,22 +430,38 @@ impl Worker {
     }
 
     async fn reader(&self, r: u32, budget: Arc<AtomicU64>) -> Result<Report, BoxError> {
-        let mut rng = rand::rngs::StdRng::seed_from_u64(u64::from(self.id) * 1_000_003 + u64::from(r));
+        let mut rng =
+            rand::rngs::StdRng::seed_from_u64(u64::from(self.id) * 1_000_003 + u64::from(r));
         let mut report = Report::default();
         let events = self.fdb.cache::<event::Entity>();
         let parts = self.fdb.cache::<participation::Entity>();
         let f = self.fdb.flash();
-        let sql = format!("SELECT revision, slug FROM {PROGRESS_TABLE} WHERE event_id = {}", ph(&self.db, 1));
-        while budget.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |b| b.checked_sub(1)).is_ok() {
+        let sql = format!(
+            "SELECT revision, slug FROM {PROGRESS_TABLE} WHERE event_id = {}",
+            ph(&self.db, 1)
+        );
+        while budget
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |b| b.checked_sub(1))
+            .is_ok()
+        {
             report.reads += 1;
-            // Hot keys: a fifth of the events take most reads.
-            let id = if rng.random_bool(0.8) { rng.random_range(1..=EVENTS / 5) } else { rng.random_range(1..=EVENTS) };
+            // Hot keys: a tenth of the events take most reads.
+            let id = if rng.random_bool(0.8) {
+                rng.random_range(1..=HOT)
+            } else {
+                rng.random_range(1..=EVENTS)
+            };
             let row = self
                 .db
-                .query_one(Statement::from_sql_and_values(self.db.get_database_backend(), &sql, [Value::from(id)]))
+                .query_one(Statement::from_sql_and_values(
+                    self.db.get_database_backend(),
+                    &sql,
+                    [Value::from(id)],
+                ))
                 .await?
                 .ok_or("progress row missing")?;
-            let (rev0, slug0): (i64, String) = (row.try_get("", "revision")?, row.try_get("", "slug")?);
+            let (rev0, slug0): (i64, String) =
+                (row.try_get("", "revision")?, row.try_get("", "slug")?);
             // The published write returned before this lookup started: it must be visible.
             match events.get_or_none(by(event::Column::Id, id)).await? {
                 Some(e) if e.revision >= rev0 => {}
@@ -317,18 +470,24 @@ impl Worker {
                     eprintln!("violation: event {id} by id: {other:?}, published revision {rev0}");
                 }
             }
-            match events.get_or_none(by(event::Column::Slug, slug0.clone())).await? {
+            match events
+                .get_or_none(by(event::Column::Slug, slug0.clone()))
+                .await?
+            {
                 None => {}
                 Some(e) if e.slug == slug0 && e.revision >= rev0 => {}
                 Some(e) => {
                     report.violations += 1;
-                    eprintln!("violation: event {id} by slug {slug0}: {e:?}, published revision {rev0}");
+                    eprintln!(
+                        "violation: event {id} by slug {slug0}: {e:?}, published revision {rev0}"
+                    );
                 }
             }
             if report.reads % 4 == 0 {
                 let u = rng.random_range(1..=USERS);
                 parts.filter(by(participation::Column::UserId, u)).await?;
-                f.get(&self.classes.participation_count, &[u.into()]).await?;
+                f.get(&self.classes.participation_count, &[u.into()])
+                    .await?;
                 f.get(&self.classes.event_ids, &[u.into()]).await?;
             }
         }

@@ -9,7 +9,10 @@ use flash::demo::entities::{event, participation, user};
 use flash::demo::{declare, schema, DemoClasses};
 use flash_core::{Backend, BackendError, ClassSpec, FieldValue, FlashBuilder};
 use flash_sea_orm::{CustomCache, FlashDb, Registrar};
-use sea_orm::{ColumnTrait, ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbErr, EntityTrait, QueryFilter, Set};
+use sea_orm::{
+    ColumnTrait, ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbErr, EntityTrait,
+    QueryFilter, Set,
+};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,15 +26,28 @@ pub async fn fresh_db(counter: Arc<AtomicU64>) -> DatabaseConnection {
     let url = database_url();
     let name = unique("flash_t");
     let mut opts = if url.starts_with("postgres") {
-        let admin = Database::connect(&url).await.expect("PostgreSQL reachable (DATABASE_URL)");
-        admin.execute_unprepared(&format!("CREATE SCHEMA {name}")).await.expect("create schema");
+        let admin = Database::connect(&url)
+            .await
+            .expect("PostgreSQL reachable (DATABASE_URL)");
+        admin
+            .execute_unprepared(&format!("CREATE SCHEMA {name}"))
+            .await
+            .expect("create schema");
         let mut o = ConnectOptions::new(url.clone());
         o.set_schema_search_path(name);
         o
     } else if url.starts_with("mysql") {
-        let admin = Database::connect(&url).await.expect("MySQL reachable (DATABASE_URL)");
-        admin.execute_unprepared(&format!("CREATE DATABASE {name}")).await.expect("create database");
-        let base = url.rsplit_once('/').map(|(b, _)| b.to_owned()).unwrap_or(url.clone());
+        let admin = Database::connect(&url)
+            .await
+            .expect("MySQL reachable (DATABASE_URL)");
+        admin
+            .execute_unprepared(&format!("CREATE DATABASE {name}"))
+            .await
+            .expect("create database");
+        let base = url
+            .rsplit_once('/')
+            .map(|(b, _)| b.to_owned())
+            .unwrap_or(url.clone());
         ConnectOptions::new(format!("{base}/{name}"))
     } else {
         let path = std::env::temp_dir().join(format!("{name}.db"));
@@ -55,12 +71,20 @@ impl CustomCache for TitleBySlug {
     fn spec(&self) -> ClassSpec {
         self.0.clone()
     }
-    async fn compute(&self, db: &DatabaseConnection, key: &[FieldValue]) -> Result<Option<String>, DbErr> {
+    async fn compute(
+        &self,
+        db: &DatabaseConnection,
+        key: &[FieldValue],
+    ) -> Result<Option<String>, DbErr> {
         let slug = match key.first() {
             Some(FieldValue::Str(s)) => s.clone(),
             _ => return Ok(None),
         };
-        Ok(event::Entity::find().filter(event::Column::Slug.eq(slug)).one(db).await?.map(|e| e.title))
+        Ok(event::Entity::find()
+            .filter(event::Column::Slug.eq(slug))
+            .one(db)
+            .await?
+            .map(|e| e.title))
     }
 }
 
@@ -88,7 +112,13 @@ impl Backend for Counting {
         self.writes.fetch_add(1, Ordering::SeqCst);
         self.inner.add(key, value, ttl).await
     }
-    async fn compare_and_swap(&self, key: &str, expected: &[u8], new: Option<&[u8]>, ttl: Duration) -> Result<bool, BackendError> {
+    async fn compare_and_swap(
+        &self,
+        key: &str,
+        expected: &[u8],
+        new: Option<&[u8]>,
+        ttl: Duration,
+    ) -> Result<bool, BackendError> {
         self.writes.fetch_add(1, Ordering::SeqCst);
         self.inner.compare_and_swap(key, expected, new, ttl).await
     }
@@ -96,7 +126,11 @@ impl Backend for Counting {
         self.writes.fetch_add(1, Ordering::SeqCst);
         self.inner.delete(key).await
     }
-    async fn set_many(&self, items: &[(String, Vec<u8>)], ttl: Duration) -> Result<(), BackendError> {
+    async fn set_many(
+        &self,
+        items: &[(String, Vec<u8>)],
+        ttl: Duration,
+    ) -> Result<(), BackendError> {
         self.writes.fetch_add(1, Ordering::SeqCst);
         self.inner.set_many(items, ttl).await
     }
@@ -132,14 +166,25 @@ pub async fn harness_with<X>(
         Ok(b) => b,
         Err(e) => panic!("cache backend {} unreachable: {e}", cache_url()),
     };
-    let backend = Arc::new(Counting { inner, get_many_calls: AtomicU64::new(0), writes: AtomicU64::new(0) });
+    let backend = Arc::new(Counting {
+        inner,
+        get_many_calls: AtomicU64::new(0),
+        writes: AtomicU64::new(0),
+    });
     let prefix = unique("t") + ":";
     let b2 = backend.clone();
-    let mut reg = Registrar::new(db.clone()).configure(|b| configure(b.backend_arc(b2).prefix(prefix)));
+    let mut reg =
+        Registrar::new(db.clone()).configure(|b| configure(b.backend_arc(b2).prefix(prefix)));
     let classes = declare(&mut reg, Duration::from_secs(60)).expect("declarations");
     let x = extra(&mut reg);
     let fdb = reg.build().await.expect("build");
-    let h = Harness { fdb, classes, queries, backend, db };
+    let h = Harness {
+        fdb,
+        classes,
+        queries,
+        backend,
+        db,
+    };
     h.take_queries();
     (h, x)
 }
@@ -149,21 +194,35 @@ pub async fn harness() -> Harness {
 }
 
 pub async fn add_event(fdb: &FlashDb, slug: &str, city: &str) -> event::Model {
-    fdb.insert(event::ActiveModel { slug: Set(slug.into()), title: Set(format!("Title of {slug}")), city: Set(city.into()), ..Default::default() })
-        .await
-        .expect("insert event")
+    fdb.insert(event::ActiveModel {
+        slug: Set(slug.into()),
+        title: Set(format!("Title of {slug}")),
+        city: Set(city.into()),
+        ..Default::default()
+    })
+    .await
+    .expect("insert event")
 }
 
 pub async fn add_user(fdb: &FlashDb, name: &str) -> user::Model {
-    fdb.insert(user::ActiveModel { username: Set(name.into()), name: Set(name.to_uppercase()), ..Default::default() })
-        .await
-        .expect("insert user")
+    fdb.insert(user::ActiveModel {
+        username: Set(name.into()),
+        name: Set(name.to_uppercase()),
+        ..Default::default()
+    })
+    .await
+    .expect("insert user")
 }
 
 pub async fn add_participation(fdb: &FlashDb, u: i32, e: i32) -> participation::Model {
-    fdb.insert(participation::ActiveModel { user_id: Set(u), event_id: Set(e), role: Set("guest".into()), ..Default::default() })
-        .await
-        .expect("insert participation")
+    fdb.insert(participation::ActiveModel {
+        user_id: Set(u),
+        event_id: Set(e),
+        role: Set("guest".into()),
+        ..Default::default()
+    })
+    .await
+    .expect("insert participation")
 }
 
 // ---------------------------------------------------------------------------
@@ -180,14 +239,25 @@ pub async fn harness_on<X>(
     let queries = Arc::new(AtomicU64::new(0));
     let db = fresh_db(queries.clone()).await;
     schema::create_tables(&db).await.expect("tables");
-    let backend = Arc::new(Counting { inner: backend, get_many_calls: AtomicU64::new(0), writes: AtomicU64::new(0) });
+    let backend = Arc::new(Counting {
+        inner: backend,
+        get_many_calls: AtomicU64::new(0),
+        writes: AtomicU64::new(0),
+    });
     let prefix = unique("t") + ":";
     let b2 = backend.clone();
-    let mut reg = Registrar::new(db.clone()).configure(|b| configure(b.backend_arc(b2).prefix(prefix)));
+    let mut reg =
+        Registrar::new(db.clone()).configure(|b| configure(b.backend_arc(b2).prefix(prefix)));
     let classes = declare(&mut reg, Duration::from_secs(60)).expect("declarations");
     let x = extra(&mut reg);
     let fdb = reg.build().await.expect("build");
-    let h = Harness { fdb, classes, queries, backend, db };
+    let h = Harness {
+        fdb,
+        classes,
+        queries,
+        backend,
+        db,
+    };
     h.take_queries();
     (h, x)
 }
@@ -210,7 +280,9 @@ pub fn skip_or_fail<T>(test: &str, why: &str) -> Option<T> {
 /// An executable on `PATH`.
 pub fn find_binary(name: &str) -> Option<std::path::PathBuf> {
     let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path).map(|d| d.join(name)).find(|p| p.is_file())
+    std::env::split_paths(&path)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
 }
 
 /// A loopback port nothing listens on (the OS's pick, released at once).
@@ -249,7 +321,12 @@ impl TestServer {
         // The port is free when picked but may be taken before the server binds
         // it; then the child exits and another port is tried.
         for _ in 0..5 {
-            let mut s = TestServer { kind, port: free_port(), bin: bin.clone(), child: None };
+            let mut s = TestServer {
+                kind,
+                port: free_port(),
+                bin: bin.clone(),
+                child: None,
+            };
             if s.spawn_and_wait().await.is_ok() {
                 return Some(s);
             }
@@ -292,16 +369,42 @@ impl TestServer {
         let mut cmd = std::process::Command::new(&self.bin);
         match self.kind {
             ServerKind::Redis => {
-                cmd.args(["--port", &port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--daemonize", "no"]);
+                cmd.args([
+                    "--port",
+                    &port,
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                    "--daemonize",
+                    "no",
+                ]);
                 cmd.current_dir(std::env::temp_dir());
             }
             ServerKind::Memcached => {
                 // -U 0: no UDP; -u root is only used (and needed) when run as root.
-                cmd.args(["-p", &port, "-U", "0", "-l", "127.0.0.1", "-u", "root", "-m", "64"]);
+                cmd.args([
+                    "-p",
+                    &port,
+                    "-U",
+                    "0",
+                    "-l",
+                    "127.0.0.1",
+                    "-u",
+                    "root",
+                    "-m",
+                    "64",
+                ]);
             }
         }
-        cmd.stdin(std::process::Stdio::null()).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
-        let child = cmd.spawn().map_err(|e| format!("spawn {}: {e}", self.bin.display()))?;
+        cmd.stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        let child = cmd
+            .spawn()
+            .map_err(|e| format!("spawn {}: {e}", self.bin.display()))?;
         self.child = Some(child);
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         loop {
@@ -328,13 +431,18 @@ impl TestServer {
             ServerKind::Memcached => (b"version\r\n", b"VERSION"),
         };
         let ping = async {
-            let mut s = tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await.ok()?;
+            let mut s = tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+                .await
+                .ok()?;
             s.write_all(ask).await.ok()?;
             let mut buf = [0u8; 64];
             let n = s.read(&mut buf).await.ok()?;
             Some(buf[..n].starts_with(want))
         };
-        matches!(tokio::time::timeout(Duration::from_secs(1), ping).await, Ok(Some(true)))
+        matches!(
+            tokio::time::timeout(Duration::from_secs(1), ping).await,
+            Ok(Some(true))
+        )
     }
 }
 

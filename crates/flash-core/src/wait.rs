@@ -1,0 +1,162 @@
+//! Waiting for another caller's fill, with one poll per key per process.
+//!
+//! Callers that lost the lease on a key wait for the winner's value. If each
+//! polled the cache, a burst of a thousand lookups would be a thousand polls
+//! every few milliseconds. Instead one poller task per key reads the cache and
+//! publishes each read with the instant it *started*; a waiter only accepts a
+//! read that started after it began waiting, so what it gets is exactly what
+//! its own read would have returned (a value filled under a valid lease), never
+//! an older answer.
+
+use crate::backend::Backend;
+use crate::error::BackendError;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+/// One read of the keys by a reader task.
+#[derive(Clone, Debug)]
+struct Read {
+    started: Instant,
+    result: Result<Vec<Option<Vec<u8>>>, BackendError>,
+}
+
+type Readers = Arc<Mutex<HashMap<String, watch::Receiver<Option<Read>>>>>;
+
+/// The shared readers of one `Flash` handle. Cloning shares them.
+#[derive(Clone, Default)]
+pub(crate) struct Waits {
+    // std Mutex: held for a map lookup or insert, never across an await.
+    readers: Readers,
+}
+
+fn lock(p: &Readers) -> std::sync::MutexGuard<'_, HashMap<String, watch::Receiver<Option<Read>>>> {
+    p.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// How a reader task paces its reads.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Pace {
+    /// Read at once and again right away for whoever joined meanwhile: the
+    /// first read of a lookup, coalesced across a burst.
+    Now,
+    /// Poll with a growing pause (1 ms to 20 ms): waiting for another
+    /// caller's fill.
+    Poll,
+}
+
+impl Waits {
+    /// The next read of `keys` that started after this call, or `None` when
+    /// `deadline` comes first.
+    pub(crate) async fn next_read(
+        &self,
+        backend: &Arc<dyn Backend>,
+        keys: &[String],
+        pace: Pace,
+        deadline: Instant,
+    ) -> Option<Result<Vec<Option<Vec<u8>>>, BackendError>> {
+        let joined = Instant::now();
+        let id = format!(
+            "{}{}",
+            if pace == Pace::Now { 'n' } else { 'p' },
+            keys.join("\n")
+        );
+        let mut rx = {
+            let mut readers = lock(&self.readers);
+            match readers.get(&id) {
+                Some(rx) => rx.clone(),
+                None => {
+                    let (tx, rx) = watch::channel(None);
+                    readers.insert(id.clone(), rx.clone());
+                    tokio::spawn(reader(
+                        self.readers.clone(),
+                        backend.clone(),
+                        id,
+                        keys.to_vec(),
+                        pace,
+                        tx,
+                    ));
+                    rx
+                }
+            }
+        };
+        loop {
+            match tokio::time::timeout_at(deadline, rx.changed()).await {
+                Ok(Ok(())) => {}
+                // Deadline, or the reader ended (no read after we joined).
+                _ => return None,
+            }
+            if let Some(r) = rx.borrow_and_update().as_ref() {
+                if r.started >= joined {
+                    return Some(r.result.clone());
+                }
+            }
+        }
+    }
+}
+
+/// Reads `keys` while anyone waits for a read.
+async fn reader(
+    readers: Readers,
+    backend: Arc<dyn Backend>,
+    id: String,
+    keys: Vec<String>,
+    pace: Pace,
+    tx: watch::Sender<Option<Read>>,
+) {
+    let mut pause = Duration::from_millis(1);
+    loop {
+        if pace == Pace::Poll {
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(20));
+        }
+        let started = Instant::now();
+        let result = backend.get_many(&keys).await;
+        let _ = tx.send(Some(Read { started, result }));
+        // Waiters subscribe under this lock, so none can join between the
+        // check and the removal. One receiver is the map's own.
+        tokio::task::yield_now().await;
+        let mut map = lock(&readers);
+        if tx.receiver_count() <= 1 {
+            map.remove(&id);
+            return;
+        }
+    }
+}
+
+/// Keys on which a task of this process is taking (or holds) the lease: the
+/// others of the process wait for its fill instead of sending their own
+/// attempt, so a burst in one process costs the cache one attempt.
+#[derive(Clone, Default)]
+pub(crate) struct Claims {
+    // std Mutex: held for a set insert or remove, never across an await.
+    keys: Arc<Mutex<std::collections::HashSet<String>>>,
+}
+
+/// Releases a claim when dropped (also when the lookup is cancelled).
+pub(crate) struct Claim {
+    keys: Arc<Mutex<std::collections::HashSet<String>>>,
+    key: String,
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        self.keys
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.key);
+    }
+}
+
+impl Claims {
+    /// The claim on `key`, unless another task of this process has it.
+    pub(crate) fn try_claim(&self, key: &str) -> Option<Claim> {
+        let mut keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
+        keys.insert(key.to_owned()).then(|| Claim {
+            keys: self.keys.clone(),
+            key: key.to_owned(),
+        })
+    }
+}

@@ -1,0 +1,158 @@
+//! Scenario 7, writes: an update through flash (which invalidates) against
+//! the plain SeaORM update, with and without the durable outbox, of a non-key
+//! field (title) and of a key field (slug).
+
+use super::setup::flash_db;
+use super::stats::{fmt_dur, fmt_ratio, ratio, BenchResult, Report, Samples, Section, Verdict};
+use super::Env;
+use crate::demo::entities::event;
+use sea_orm::{ActiveModelTrait, Set};
+
+fn title(id: i32, i: usize) -> event::ActiveModel {
+    event::ActiveModel {
+        id: Set(id),
+        title: Set(format!("Retitled {i}")),
+        ..Default::default()
+    }
+}
+
+fn slug(id: i32, i: usize) -> event::ActiveModel {
+    // Unique: the slug column is.
+    event::ActiveModel {
+        id: Set(id),
+        slug: Set(format!("event-{id:06}-{i}")),
+        ..Default::default()
+    }
+}
+
+const VARIANTS: [&str; 6] = [
+    "plain title update",
+    "flash title update",
+    "flash+outbox title update",
+    "plain slug update",
+    "flash slug update",
+    "flash+outbox slug update",
+];
+
+pub async fn writes(env: &Env, report: &mut Report) -> BenchResult<()> {
+    let plan = &env.plan;
+    // The last 100 rows: outside the hot set the lookups use.
+    let ids: Vec<i32> = (plan.events - 99..=plan.events).collect();
+    let per = plan.write_per_round;
+    let mut sec = Section::new(
+        "7. Writes (update one row by primary key)",
+        &format!(
+            "{} updates per variant, interleaved. plain: SeaORM `ActiveModel::update`; flash: \
+             `fdb.update(am)`, which also writes the stale markers of the row's keys (2 keys for an \
+             event: by id, by slug). A slug change is a key change: flash reads the old row under a lock \
+             in a transaction to invalidate the old slug too. Outbox: the keys are also recorded in a \
+             table in the same transaction.",
+            plan.write_rounds * per
+        ),
+        &[
+            "database", "cache", "plain title", "flash title", "ratio", "flash+outbox title", "ratio",
+            "plain slug", "flash slug", "ratio", "flash+outbox slug", "ratio",
+        ],
+    );
+    let mut serial = 0usize;
+    for p in &env.pairs {
+        let db = &env.dbs[p.db].db;
+        let on = flash_db(
+            db,
+            env.caches[p.cache].flash_backend.clone(),
+            p.prefix.clone(),
+            true,
+        )
+        .await?;
+        let off = &p.fdb;
+        // plain title, flash title, outbox title, plain slug, flash slug, outbox slug
+        let mut s = vec![Samples::default(); 6];
+        for round in 0..=plan.write_rounds {
+            let mut scratch = Samples::default();
+            for (v, samples) in s.iter_mut().enumerate() {
+                let out = if round == 0 { &mut scratch } else { samples };
+                time_loop!(0, per, out, |i| {
+                    serial += 1;
+                    let id = ids[(round * per + i) % ids.len()];
+                    let r: BenchResult<()> = match v {
+                        0 => title(id, serial)
+                            .update(db)
+                            .await
+                            .map(drop)
+                            .map_err(Into::into),
+                        1 => off
+                            .update(title(id, serial))
+                            .await
+                            .map(drop)
+                            .map_err(Into::into),
+                        2 => on
+                            .update(title(id, serial))
+                            .await
+                            .map(drop)
+                            .map_err(Into::into),
+                        3 => slug(id, serial)
+                            .update(db)
+                            .await
+                            .map(drop)
+                            .map_err(Into::into),
+                        4 => off
+                            .update(slug(id, serial))
+                            .await
+                            .map(drop)
+                            .map_err(Into::into),
+                        _ => on
+                            .update(slug(id, serial))
+                            .await
+                            .map(drop)
+                            .map_err(Into::into),
+                    };
+                    r.map_err(|e| format!("{} on {}: {e}", VARIANTS[v], env.dbs[p.db].name))?
+                });
+            }
+        }
+        let (dbn, cn) = (env.dbs[p.db].name, env.caches[p.cache].name);
+        let cell = |x: &Samples| fmt_dur(x.median());
+        sec.row(vec![
+            dbn.into(),
+            cn.into(),
+            cell(&s[0]),
+            cell(&s[1]),
+            fmt_ratio(ratio(&s[1], &s[0])),
+            cell(&s[2]),
+            fmt_ratio(ratio(&s[2], &s[0])),
+            cell(&s[3]),
+            cell(&s[4]),
+            fmt_ratio(ratio(&s[4], &s[3])),
+            cell(&s[5]),
+            fmt_ratio(ratio(&s[5], &s[3])),
+        ]);
+        let target = format!("{cn} + {dbn}");
+        let r = ratio(&s[1], &s[0]);
+        report.check(
+            "update (title) through flash ≤ 1.3 × plain update",
+            &target,
+            format!("{} vs {} = {}", cell(&s[1]), cell(&s[0]), fmt_ratio(r)),
+            Verdict::of(r <= 1.3),
+        );
+        let r = ratio(&s[2], &s[0]);
+        report.check(
+            "update (title) through flash with outbox ≤ 1.6 × plain update",
+            &target,
+            format!("{} vs {} = {}", cell(&s[2]), cell(&s[0]), fmt_ratio(r)),
+            Verdict::of(r <= 1.6),
+        );
+        // The outbox's background task ends with its last handle.
+        drop(on);
+    }
+    for name in env.skipped_dbs.iter().chain(&env.skipped_caches) {
+        sec.skipped(&[name], "unreachable");
+        report.check(
+            "update (title) through flash ≤ 1.3 × plain update",
+            name,
+            String::new(),
+            Verdict::Skipped("unreachable".into()),
+        );
+    }
+    report.sections.push(sec);
+    Ok(())
+}
