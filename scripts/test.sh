@@ -44,6 +44,19 @@ if ! mysqladmin -h 127.0.0.1 -u root ping >/dev/null 2>&1; then
   mysqladmin -h 127.0.0.1 -u root ping >/dev/null 2>&1 || { have_mysql=0; need "MySQL/MariaDB on 127.0.0.1:3306"; }
 fi
 
+step "clean up namespaces left by earlier runs"
+if [ "$have_pg" = 1 ]; then
+  for ns in $(psql -h 127.0.0.1 -U postgres -d test -Atc "SELECT nspname FROM pg_namespace WHERE nspname ~ '^flash_(t|stress_|bench_)'" 2>/dev/null); do
+    psql -h 127.0.0.1 -U postgres -d test -qc "DROP SCHEMA IF EXISTS $ns CASCADE" >/dev/null 2>&1 || true
+  done
+fi
+if [ "$have_mysql" = 1 ]; then
+  for ns in $(mysql -h 127.0.0.1 -u root -N -e "SHOW DATABASES" 2>/dev/null | grep -E '^flash_(t|stress_|bench_)'); do
+    mysql -h 127.0.0.1 -u root -e "DROP DATABASE IF EXISTS $ns" >/dev/null 2>&1 || true
+  done
+fi
+rm -f "${TMPDIR:-/tmp}"/flash_t*.db* "${TMPDIR:-/tmp}"/flash_cli*.db* 2>/dev/null || true
+
 step "workspace tests on SQLite + in-process"
 env -u DATABASE_URL -u FLASH_CACHE_URL cargo test --workspace
 

@@ -161,16 +161,16 @@ impl Flash {
             .iter()
             .map(|k| (stale_key(k), marker.clone()))
             .collect();
-        let result = async {
-            if !unset.is_empty() {
-                backend.set_many(&unset, s.stale_ttl).await?;
+        // The two kinds of marker differ in TTL: two writes, sent together.
+        let write = |items: Vec<(String, Vec<u8>)>, ttl| async move {
+            if items.is_empty() {
+                Ok(())
+            } else {
+                backend.set_many(&items, ttl).await
             }
-            if !dynamic.is_empty() {
-                backend.set_many(&dynamic, s.default_timeout).await?;
-            }
-            Ok(())
-        }
-        .await;
+        };
+        let (a, b) = futures::join!(write(unset, s.stale_ttl), write(dynamic, s.default_timeout));
+        let result = a.and(b);
         match &result {
             Ok(()) => {
                 self.inner

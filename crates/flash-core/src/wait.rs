@@ -63,13 +63,33 @@ impl Waits {
             if pace == Pace::Now { 'n' } else { 'p' },
             keys.join("\n")
         );
-        let mut rx = {
+        let (mut rx, lead) = {
             let mut readers = lock(&self.readers);
             match readers.get(&id) {
-                Some(rx) => rx.clone(),
+                Some(rx) => (rx.clone(), None),
                 None => {
                     let (tx, rx) = watch::channel(None);
                     readers.insert(id.clone(), rx.clone());
+                    (rx, Some(tx))
+                }
+            }
+        };
+        if let Some(tx) = lead {
+            if pace == Pace::Now {
+                // The first caller reads itself (no task, no hop between
+                // threads on the common, uncontended path) and hands over to a
+                // reader task only if others joined while it read.
+                let result = backend.get_many(keys).await;
+                let _ = tx.send(Some(Read {
+                    started: joined,
+                    result: result.clone(),
+                }));
+                drop(rx);
+                let mut map = lock(&self.readers);
+                if tx.receiver_count() <= 1 {
+                    map.remove(&id);
+                } else {
+                    drop(map);
                     tokio::spawn(reader(
                         self.readers.clone(),
                         backend.clone(),
@@ -78,15 +98,33 @@ impl Waits {
                         pace,
                         tx,
                     ));
-                    rx
                 }
+                return Some(result);
             }
-        };
+            tokio::spawn(reader(
+                self.readers.clone(),
+                backend.clone(),
+                id.clone(),
+                keys.to_vec(),
+                pace,
+                tx,
+            ));
+        }
         loop {
             match tokio::time::timeout_at(deadline, rx.changed()).await {
                 Ok(Ok(())) => {}
-                // Deadline, or the reader ended (no read after we joined).
-                _ => return None,
+                // The reading caller was cancelled before it handed over:
+                // clear its entry and start again.
+                Ok(Err(_)) => {
+                    {
+                        let mut map = lock(&self.readers);
+                        if map.get(&id).is_some_and(|r| r.same_channel(&rx)) {
+                            map.remove(&id);
+                        }
+                    }
+                    return Box::pin(self.next_read(backend, keys, pace, deadline)).await;
+                }
+                Err(_) => return None,
             }
             if let Some(r) = rx.borrow_and_update().as_ref() {
                 if r.started >= joined {

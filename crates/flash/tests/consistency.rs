@@ -394,3 +394,109 @@ async fn a_refused_invalidation_is_never_served_and_is_retried_until_taken() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// Reads that take a while, so that a lookup can be cancelled in the middle.
+struct SlowReads {
+    inner: Arc<dyn Backend>,
+    reads: std::sync::atomic::AtomicU64,
+}
+
+#[async_trait]
+impl Backend for SlowReads {
+    fn name(&self) -> &'static str {
+        "slow-reads"
+    }
+    async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, BackendError> {
+        self.reads.fetch_add(1, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        self.inner.get_many(keys).await
+    }
+    async fn set(&self, k: &str, v: &[u8], t: Duration) -> Result<(), BackendError> {
+        self.inner.set(k, v, t).await
+    }
+    async fn add(&self, k: &str, v: &[u8], t: Duration) -> Result<bool, BackendError> {
+        self.inner.add(k, v, t).await
+    }
+    async fn compare_and_swap(
+        &self,
+        k: &str,
+        e: &[u8],
+        n: Option<&[u8]>,
+        t: Duration,
+    ) -> Result<bool, BackendError> {
+        self.inner.compare_and_swap(k, e, n, t).await
+    }
+    async fn delete(&self, k: &str) -> Result<(), BackendError> {
+        self.inner.delete(k).await
+    }
+}
+
+#[tokio::test]
+async fn a_lookup_cancelled_mid_read_does_not_wedge_its_key() {
+    let backend: Arc<dyn Backend> = Arc::new(SlowReads {
+        inner: Arc::new(flash_core::MemoryBackend::default()),
+        reads: Default::default(),
+    });
+    let (h, _) = harness_on(backend, |b| b, |_| ()).await;
+    let e = add_event(&h.fdb, "cancel", "Oslo").await;
+    let fdb = h.fdb.clone();
+    let doomed = tokio::spawn(async move {
+        fdb.cache::<event::Entity>()
+            .get(by(event::Column::Id, e.id))
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    doomed.abort();
+    let _ = doomed.await;
+    let events = h.fdb.cache::<event::Entity>();
+    assert_eq!(
+        events
+            .get_with_outcome(by(event::Column::Id, e.id))
+            .await
+            .unwrap()
+            .1,
+        Outcome::Miss
+    );
+    assert_eq!(
+        events
+            .get_with_outcome(by(event::Column::Id, e.id))
+            .await
+            .unwrap()
+            .1,
+        Outcome::Hit
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_burst_of_lookups_shares_its_cache_reads() {
+    let slow = Arc::new(SlowReads {
+        inner: Arc::new(flash_core::MemoryBackend::default()),
+        reads: Default::default(),
+    });
+    let backend: Arc<dyn Backend> = slow.clone();
+    let (h, _) = harness_on(backend, |b| b, |_| ()).await;
+    let e = add_event(&h.fdb, "burst", "Oslo").await;
+    h.fdb
+        .cache::<event::Entity>()
+        .get(by(event::Column::Id, e.id))
+        .await
+        .unwrap();
+    let before = slow.reads.load(Ordering::SeqCst);
+    let tasks: Vec<_> = (0..500)
+        .map(|_| {
+            let fdb = h.fdb.clone();
+            tokio::spawn(async move {
+                fdb.cache::<event::Entity>()
+                    .get_with_outcome(by(event::Column::Id, e.id))
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    for t in tasks {
+        let (row, o) = t.await.unwrap();
+        assert_eq!((row.map(|r| r.id), o), (Some(e.id), Outcome::Hit));
+    }
+    let reads = slow.reads.load(Ordering::SeqCst) - before;
+    assert!(reads <= 10, "500 concurrent hits cost {reads} cache reads");
+}

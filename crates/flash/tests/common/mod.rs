@@ -9,10 +9,7 @@ use flash::demo::entities::{event, participation, user};
 use flash::demo::{declare, schema, DemoClasses};
 use flash_core::{Backend, BackendError, ClassSpec, FieldValue, FlashBuilder};
 use flash_sea_orm::{CustomCache, FlashDb, Registrar};
-use sea_orm::{
-    ColumnTrait, ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbErr, EntityTrait,
-    QueryFilter, Set,
-};
+use sea_orm::{ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, Set};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,37 +21,9 @@ pub fn unique(tag: &str) -> String {
 /// Connects to a database of this test's own, counting statements into `counter`.
 pub async fn fresh_db(counter: Arc<AtomicU64>) -> DatabaseConnection {
     let url = database_url();
-    let name = unique("flash_t");
-    let mut opts = if url.starts_with("postgres") {
-        let admin = Database::connect(&url)
-            .await
-            .expect("PostgreSQL reachable (DATABASE_URL)");
-        admin
-            .execute_unprepared(&format!("CREATE SCHEMA {name}"))
-            .await
-            .expect("create schema");
-        let mut o = ConnectOptions::new(url.clone());
-        o.set_schema_search_path(name);
-        o
-    } else if url.starts_with("mysql") {
-        let admin = Database::connect(&url)
-            .await
-            .expect("MySQL reachable (DATABASE_URL)");
-        admin
-            .execute_unprepared(&format!("CREATE DATABASE {name}"))
-            .await
-            .expect("create database");
-        let base = url
-            .rsplit_once('/')
-            .map(|(b, _)| b.to_owned())
-            .unwrap_or(url.clone());
-        ConnectOptions::new(format!("{base}/{name}"))
-    } else {
-        let path = std::env::temp_dir().join(format!("{name}.db"));
-        ConnectOptions::new(format!("sqlite://{}?mode=rwc", path.display()))
-    };
-    opts.sqlx_logging(false).max_connections(8);
-    let mut db = Database::connect(opts).await.expect("database reachable");
+    let mut db = flash::config::connect_namespace(&url, &unique("flash_t"), true, 8)
+        .await
+        .unwrap_or_else(|e| panic!("database of DATABASE_URL reachable: {e}"));
     db.set_metric_callback(move |_| {
         counter.fetch_add(1, Ordering::SeqCst);
     });
