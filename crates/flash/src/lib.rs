@@ -9,6 +9,96 @@
 //! [`flash_sea_orm`], configures backends from URLs ([`config`]), and holds
 //! the demo models and walkthrough ([`demo`]) used by the `flash` binary, the
 //! tests and the benchmarks.
+//!
+//! Every feature of the manual, on SQLite and the in-process cache:
+//!
+//! ```
+//! use flash::demo::entities::{event, participation, user};
+//! use flash::{by, durations::CACHE_TIME_DAY, CacheMeta, Changes, Invalidation, Outcome, Registrar};
+//! use sea_orm::{ColumnTrait, Condition, Set};
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let db = flash::config::connect_database("sqlite::memory:").await?;
+//! flash::demo::schema::create_tables(&db).await?;
+//!
+//! // Declarations (the manual's CacheMeta), checked when built.
+//! let mut reg = Registrar::new(db).configure(|b| b.prefix("doc:"));
+//! reg.entity(CacheMeta::<user::Entity>::new().get_key([user::Column::Id]))?;
+//! reg.entity(
+//!     CacheMeta::<event::Entity>::new()
+//!         .get_key([event::Column::Id])
+//!         .get_key([event::Column::Slug])
+//!         .timeout(CACHE_TIME_DAY) // Timeout
+//!         .version(1),             // Static version (part of the key)
+//! )?;
+//! reg.entity(
+//!     CacheMeta::<participation::Entity>::new()
+//!         .filter_key([participation::Column::UserId])
+//!         .cached_fk::<event::Entity>(participation::Column::EventId), // Cached foreign key
+//! )?;
+//! // A class of one's own (any serde value), DYNAMIC with an allowtime.
+//! let in_city = reg.custom(flash::demo::EventsInCity { allowtime: std::time::Duration::from_secs(30) })?;
+//! let fdb = reg.build().await?;
+//!
+//! // Writes through flash invalidate what they change.
+//! let u = fdb.insert(user::ActiveModel { username: Set("ann".into()), name: Set("Ann".into()), ..Default::default() }).await?;
+//! let e = fdb
+//!     .insert(event::ActiveModel { slug: Set("rock".into()), title: Set("Rock".into()), city: Set("Oslo".into()), ..Default::default() })
+//!     .await?;
+//! let p = fdb
+//!     .insert(participation::ActiveModel { user_id: Set(u.id), event_id: Set(e.id), role: Set("guest".into()), ..Default::default() })
+//!     .await?;
+//!
+//! // Lookups: a miss fills, the next one hits.
+//! let events = fdb.cache::<event::Entity>();
+//! assert_eq!(events.get_with_outcome(by(event::Column::Slug, "rock")).await?.1, Outcome::Miss);
+//! assert_eq!(events.get_with_outcome(by(event::Column::Slug, "rock")).await?.1, Outcome::Hit);
+//! assert!(events.get(by(event::Column::Slug, "nope")).await.unwrap_err().is_not_found());
+//! assert_eq!(events.get_key(&by(event::Column::Id, e.id))?, format!("doc:i__default__event_by_id__{}__v1", e.id));
+//! let mine = fdb.cache::<participation::Entity>().filter(by(participation::Column::UserId, u.id)).await?;
+//! assert_eq!(mine, vec![p.clone()]);
+//! assert_eq!(fdb.follow::<event::Entity, _>(&p).await?.map(|e| e.slug), Some("rock".into()));
+//! assert_eq!(fdb.get(&in_city, &["Oslo".into()]).await?, 1);
+//!
+//! // Renaming a slug invalidates both slugs.
+//! fdb.update(event::ActiveModel { id: Set(e.id), slug: Set("rock-oslo".into()), ..Default::default() }).await?;
+//! assert!(events.get_or_none(by(event::Column::Slug, "rock")).await?.is_none());
+//! assert_eq!(events.get(by(event::Column::Slug, "rock-oslo")).await?.id, e.id);
+//!
+//! // update_many / delete_many / transactions invalidate every affected row.
+//! fdb.update_many::<event::Entity>(Condition::all().add(event::Column::City.eq("Oslo")), Changes::new().set(event::Column::Title, "Moved"))
+//!     .await?;
+//! assert_eq!(events.get(by(event::Column::Id, e.id)).await?.title, "Moved");
+//! let id = e.id;
+//! fdb.transaction(|tx| Box::pin(async move {
+//!     tx.update(event::ActiveModel { id: Set(id), title: Set("In a transaction".into()), ..Default::default() }).await?;
+//!     Ok(())
+//! }))
+//! .await?;
+//! assert_eq!(events.get(by(event::Column::Id, e.id)).await?.title, "In a transaction");
+//!
+//! // A batch: several classes, one cache round trip.
+//! let mut batch = fdb.flash().batch();
+//! let hu = batch.add(fdb.cache::<user::Entity>().get_query(&by(user::Column::Id, u.id))?);
+//! let he = batch.add(events.get_query(&by(event::Column::Id, e.id))?);
+//! let mut res = batch.run().await;
+//! assert_eq!(res.take(hu)?.map(|u| u.username), Some("ann".into()));
+//! assert!(res.take(he)?.is_some());
+//!
+//! // Dynamic versions: after a schema change every old value is stale.
+//! fdb.flash().bump_version_for_model("event").await?;
+//! assert_eq!(events.get_with_outcome(by(event::Column::Id, e.id)).await?.1, Outcome::Miss);
+//!
+//! // Manual invalidation of whatever a filter matches.
+//! fdb.invalidate_flash_cache::<event::Entity>(Condition::all().add(event::Column::Id.eq(e.id))).await?;
+//! assert_eq!(events.get_with_outcome(by(event::Column::Id, e.id)).await?.1, Outcome::Miss);
+//!
+//! // The bypass switch: reads go to the database, the cache is left alone.
+//! fdb.flash().set_bypass(true);
+//! assert_eq!(events.get_with_outcome(by(event::Column::Id, e.id)).await?.1, Outcome::Bypass);
+//! # let _ = Invalidation::Unset;
+//! # Ok(()) }
+//! ```
 
 pub mod bench;
 pub mod config;
