@@ -333,16 +333,16 @@ impl Flash {
     }
 
     /// The simple class of `model` keyed by exactly `fields` (any order).
-    pub fn simple_class<T: CacheValue>(
+    pub fn simple_class<T: CacheValue, S: AsRef<str>>(
         &self,
         model: &str,
         kind: CacheKind,
-        fields: &[String],
+        fields: &[S],
     ) -> Result<Class<T>, Error> {
         let not_registered = || Error::CacheNotRegistered {
             model: model.to_owned(),
             kind: kind.label(),
-            fields: fields.to_vec(),
+            fields: fields.iter().map(|f| f.as_ref().to_owned()).collect(),
         };
         let handle = self
             .inner

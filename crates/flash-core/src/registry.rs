@@ -32,6 +32,8 @@ pub(crate) struct Registry {
     names: HashMap<String, usize>,
     /// Simple classes by (model, kind, field set), as `Class<T>` behind `Any`.
     simple: HashMap<SimpleKey, Arc<dyn Any + Send + Sync>>,
+    /// The same, by model, for lookups that must not allocate (the hot path).
+    simple_by_model: HashMap<String, Vec<(CacheKind, Vec<String>, Arc<dyn Any + Send + Sync>)>>,
     pub(crate) cached_fks: Vec<CachedForeignKey>,
 }
 
@@ -83,6 +85,10 @@ impl Registry {
                     fields: spec.key_fields.clone(),
                 });
             }
+            self.simple_by_model
+                .entry(spec.model.clone())
+                .or_default()
+                .push((spec.kind, spec.key_fields.clone(), handle.clone()));
             self.simple.insert(k, handle);
         }
         self.names.insert(spec.name.clone(), self.classes.len());
@@ -114,14 +120,23 @@ impl Registry {
         Ok(())
     }
 
-    pub(crate) fn simple_handle(
+    /// The simple class of `model` keyed by exactly `fields`, in any order
+    /// (key fields are distinct, so equal length and containment is equality).
+    pub(crate) fn simple_handle<S: AsRef<str>>(
         &self,
         model: &str,
         kind: CacheKind,
-        fields: &[String],
+        fields: &[S],
     ) -> Option<&Arc<dyn Any + Send + Sync>> {
-        let set: BTreeSet<String> = fields.iter().cloned().collect();
-        self.simple.get(&(model.to_owned(), kind, set))
+        self.simple_by_model
+            .get(model)?
+            .iter()
+            .find_map(|(k, f, h)| {
+                let same = *k == kind
+                    && f.len() == fields.len()
+                    && fields.iter().all(|x| f.iter().any(|y| y == x.as_ref()));
+                same.then_some(h)
+            })
     }
 
     pub(crate) fn classes_of_model<'a>(

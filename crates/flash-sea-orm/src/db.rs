@@ -241,7 +241,7 @@ impl FlashDb {
             .unwrap_or_default();
         let class =
             self.flash
-                .simple_class::<Option<T::Model>>(&target, CacheKind::Instance, &pk)?;
+                .simple_class::<Option<T::Model>, _>(&target, CacheKind::Instance, &pk)?;
         self.flash.get(&class, &[value]).await
     }
 
@@ -611,9 +611,10 @@ where
     E::Model: CacheValue,
 {
     fn class<T: CacheValue>(&self, kind: CacheKind, lk: &Lookup<E>) -> Result<Class<T>, Error> {
+        let entity = E::default();
         self.fdb
             .flash
-            .simple_class::<T>(&model_name::<E>(), kind, &lk.field_names())
+            .simple_class::<T, _>(entity.table_name(), kind, &lk.field_names())
     }
 
     /// The row found by `lk`; [`Error::NotFound`] when there is none (the

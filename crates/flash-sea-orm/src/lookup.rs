@@ -1,8 +1,8 @@
 //! A lookup: key-field columns with their values.
 
-use crate::convert::{column_name, to_field};
+use crate::convert::to_field;
 use flash_core::FieldValue;
-use sea_orm::{EntityTrait, Value};
+use sea_orm::{EntityTrait, IdenStatic, Value};
 
 /// Key fields and values of one lookup, built with [`by`]:
 /// `by(event::Column::Slug, "rock").and(event::Column::City, "Oslo")`.
@@ -25,8 +25,9 @@ impl<E: EntityTrait> Lookup<E> {
         self
     }
 
-    pub(crate) fn field_names(&self) -> Vec<String> {
-        self.pairs.iter().map(|(c, _)| column_name(c)).collect()
+    /// Column names without allocating (`IdenStatic`): this is the hot path.
+    pub(crate) fn field_names(&self) -> Vec<&str> {
+        self.pairs.iter().map(|(c, _)| c.as_str()).collect()
     }
 
     /// The values in the order of `key_fields` (which hold the same names).
@@ -36,7 +37,7 @@ impl<E: EntityTrait> Lookup<E> {
             .map(|f| {
                 self.pairs
                     .iter()
-                    .find(|(c, _)| column_name(c) == *f)
+                    .find(|(c, _)| c.as_str() == f)
                     .map_or(FieldValue::Null, |(_, v)| to_field(v))
             })
             .collect()
