@@ -105,18 +105,33 @@ impl Backend for MemoryBackend {
         Ok(out)
     }
 
+    // Every write goes through `and_compute_with`: moka serialises those per
+    // key, but not against `insert` or `invalidate`, and a compare-and-swap
+    // racing a plain insert could otherwise overwrite an invalidation.
     async fn set(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), BackendError> {
-        self.cache.insert(key.to_owned(), item(value, ttl)).await;
+        let new = item(value, ttl);
+        self.cache
+            .entry(key.to_owned())
+            .and_compute_with(|_| std::future::ready(Op::Put(new)))
+            .await;
         Ok(())
     }
 
     async fn add(&self, key: &str, value: &[u8], ttl: Duration) -> Result<bool, BackendError> {
-        let entry = self
+        let result = self
             .cache
             .entry(key.to_owned())
-            .or_insert_with(async { item(value, ttl) })
+            .and_compute_with(|current| {
+                std::future::ready(match current {
+                    Some(_) => Op::Nop,
+                    None => Op::Put(item(value, ttl)),
+                })
+            })
             .await;
-        Ok(entry.is_fresh())
+        Ok(matches!(
+            result,
+            moka::ops::compute::CompResult::Inserted(_)
+        ))
     }
 
     async fn compare_and_swap(
@@ -148,7 +163,10 @@ impl Backend for MemoryBackend {
     }
 
     async fn delete(&self, key: &str) -> Result<(), BackendError> {
-        self.cache.invalidate(key).await;
+        self.cache
+            .entry(key.to_owned())
+            .and_compute_with(|_| std::future::ready(Op::<Arc<Item>>::Remove))
+            .await;
         Ok(())
     }
 

@@ -24,6 +24,8 @@ pub struct CachedForeignKey {
 }
 
 type SimpleKey = (String, CacheKind, BTreeSet<String>);
+/// A simple class: its kind, key fields and `Class<T>` behind `Any`.
+type SimpleEntry = (CacheKind, Vec<String>, Arc<dyn Any + Send + Sync>);
 
 #[derive(Default)]
 pub(crate) struct Registry {
@@ -33,7 +35,7 @@ pub(crate) struct Registry {
     /// Simple classes by (model, kind, field set), as `Class<T>` behind `Any`.
     simple: HashMap<SimpleKey, Arc<dyn Any + Send + Sync>>,
     /// The same, by model, for lookups that must not allocate (the hot path).
-    simple_by_model: HashMap<String, Vec<(CacheKind, Vec<String>, Arc<dyn Any + Send + Sync>)>>,
+    simple_by_model: HashMap<String, Vec<SimpleEntry>>,
     pub(crate) cached_fks: Vec<CachedForeignKey>,
 }
 
