@@ -3,7 +3,8 @@
 //! Redis backends for flash: [`RedisBackend`] for a standalone server (or a
 //! primary behind a proxy) and [`RedisClusterBackend`] for Redis Cluster.
 //!
-//! Both speak the same commands: `MGET` for lookups, `SET … PX` for fills,
+//! Both speak the same commands: `MGET` for lookups (on a cluster, one script
+//! call per master that reads all of that node's keys), `SET … PX` for fills,
 //! `SET … NX PX` for leases, and a small Lua script for compare-and-swap, so
 //! that a lease check and the write that follows are one atomic step.
 
@@ -14,7 +15,8 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, RedisError, Script};
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 /// Redis' own limit on a string value (`proto-max-bulk-len`, 512 MB).
@@ -49,6 +51,153 @@ else
 end
 return 1
 "#;
+
+/// Multi-get of keys from many hash slots that all live on one cluster node.
+/// `KEYS[1]` is the first of them (declared so that the client routes the call
+/// to that node and the server checks that it owns it); `ARGV` holds all of
+/// them. Declared keys must share one slot (Redis answers `CROSSSLOT`
+/// otherwise, even with the flag), and so must the keys of one `MGET` inside a
+/// script, hence a loop of `GET`s over undeclared keys, which
+/// `allow-cross-slot-keys` permits as long as they are local to the node (a
+/// non-local key fails the whole script, and the caller falls back). A missing
+/// key is `false`, which Redis turns into a nil reply; Lua strings are byte
+/// strings, so values are binary-safe.
+const GET_MANY_SCRIPT: &str = r#"#!lua flags=allow-cross-slot-keys,no-writes
+local values = {}
+for i = 1, #ARGV do
+  values[i] = redis.call('GET', ARGV[i])
+end
+return values
+"#;
+
+/// Keys per script call: bounds the time one call blocks a node and the size of
+/// one request. A node's group larger than this is split (calls in parallel).
+const GET_MANY_CHUNK: usize = 2048;
+
+/// Number of hash slots in a Redis Cluster.
+const CLUSTER_SLOTS: usize = 16384;
+
+/// CRC16-CCITT (XMODEM): polynomial 0x1021, initial value 0, as Redis Cluster
+/// uses for key slots.
+fn crc16(bytes: &[u8]) -> u16 {
+    let mut crc: u16 = 0;
+    for &b in bytes {
+        crc ^= u16::from(b) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 != 0 {
+                (crc << 1) ^ 0x1021
+            } else {
+                crc << 1
+            };
+        }
+    }
+    crc
+}
+
+/// The hash slot of a key: CRC16 of the key, or of its hash tag (what is
+/// between the first `{` and the next `}`, when that is not empty), mod 16384.
+fn key_slot(key: &[u8]) -> u16 {
+    let hashed = match key.iter().position(|&b| b == b'{') {
+        Some(open) => match key[open + 1..].iter().position(|&b| b == b'}') {
+            Some(len) if len > 0 => &key[open + 1..open + 1 + len],
+            _ => key,
+        },
+        None => key,
+    };
+    crc16(hashed) % CLUSTER_SLOTS as u16
+}
+
+/// Which master serves each hash slot, as last read with `CLUSTER SLOTS`.
+#[derive(Debug, Default)]
+struct SlotMap {
+    /// `"host:port"` of each master.
+    nodes: Vec<String>,
+    /// Index into `nodes` for each slot; `None` when no node was listed for it.
+    slots: Vec<Option<usize>>,
+}
+
+impl SlotMap {
+    /// Parses a `CLUSTER SLOTS` reply: `[[start, end, [host, port, id, …], replica…], …]`.
+    fn from_cluster_slots(reply: &redis::Value) -> Option<SlotMap> {
+        use redis::Value;
+        let Value::Array(ranges) = reply else {
+            return None;
+        };
+        let mut map = SlotMap {
+            nodes: Vec::new(),
+            slots: vec![None; CLUSTER_SLOTS],
+        };
+        let mut index: HashMap<String, usize> = HashMap::new();
+        for range in ranges {
+            let Value::Array(range) = range else {
+                return None;
+            };
+            let (Some(Value::Int(start)), Some(Value::Int(end)), Some(Value::Array(master))) =
+                (range.first(), range.get(1), range.get(2))
+            else {
+                return None;
+            };
+            let host = match master.first()? {
+                Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
+                Value::SimpleString(s) => s.clone(),
+                _ => return None,
+            };
+            let Value::Int(port) = master.get(1)? else {
+                return None;
+            };
+            let addr = format!("{host}:{port}");
+            let next = index.len();
+            let node = *index.entry(addr.clone()).or_insert_with(|| {
+                map.nodes.push(addr);
+                next
+            });
+            let (start, end) = (usize::try_from(*start).ok()?, usize::try_from(*end).ok()?);
+            for slot in map.slots.get_mut(start..=end)? {
+                *slot = Some(node);
+            }
+        }
+        Some(map)
+    }
+
+    /// Every slot on the node `addr` (a deliberately wrong map, for tests).
+    fn all_on(addr: &str) -> SlotMap {
+        SlotMap {
+            nodes: vec![addr.to_owned()],
+            slots: vec![Some(0); CLUSTER_SLOTS],
+        }
+    }
+
+    /// Positions of `keys` grouped by node; `None` when some slot has no node.
+    fn group(&self, keys: &[String]) -> Option<Vec<Vec<usize>>> {
+        let mut groups: Vec<Vec<usize>> = vec![Vec::new(); self.nodes.len()];
+        for (i, key) in keys.iter().enumerate() {
+            let node = (*self.slots.get(usize::from(key_slot(key.as_bytes())))?)?;
+            groups[node].push(i);
+        }
+        groups.retain(|g| !g.is_empty());
+        Some(groups)
+    }
+}
+
+/// Errors after which the slot map is presumed stale: redirections, slots on the
+/// move or unserved, a node the client does not know, or the script finding a
+/// key that is not local to the node it ran on.
+fn is_topology_error(e: &RedisError) -> bool {
+    use redis::{ErrorKind, ServerErrorKind};
+    if e.is_cluster_error() {
+        return true;
+    }
+    match e.kind() {
+        ErrorKind::Server(ServerErrorKind::CrossSlot | ServerErrorKind::MasterDown)
+        | ErrorKind::ClusterConnectionNotFound => true,
+        _ => {
+            let text = e.to_string();
+            text.contains("non local key")
+                || text.contains("do not hash to the same slot")
+                || text.contains("cluster is down")
+        }
+    }
+}
 
 /// Why a cache URL was refused (reported as [`BackendError::BadUrl`]).
 #[derive(Debug, thiserror::Error)]
@@ -319,10 +468,15 @@ impl Backend for RedisBackend {
 ///
 /// Keys are spread over the masters by hash slot. The client keeps one
 /// multiplexed connection per node, follows `MOVED`/`ASK` redirections and
-/// refreshes its slot map by itself; cloning is cheap.
+/// refreshes its slot map by itself; cloning is cheap. The backend keeps a
+/// slot map of its own as well (from `CLUSTER SLOTS`), to send a multi-get as
+/// one request per master.
 #[derive(Clone)]
 pub struct RedisClusterBackend {
     inner: Conn<ClusterConnection>,
+    /// Our own copy of the slot map, to group a multi-get by node.
+    slots: Arc<RwLock<Arc<SlotMap>>>,
+    get_many_script: Arc<Script>,
 }
 
 impl std::fmt::Debug for RedisClusterBackend {
@@ -345,9 +499,91 @@ impl RedisClusterBackend {
             .build()
             .map_err(|e| bad_url(url, e))?;
         let conn = client.get_async_connection().await.map_err(map_err)?;
-        Ok(RedisClusterBackend {
+        let backend = RedisClusterBackend {
             inner: Conn::new(conn),
-        })
+            slots: Arc::new(RwLock::new(Arc::new(SlotMap::default()))),
+            get_many_script: Arc::new(Script::new(GET_MANY_SCRIPT)),
+        };
+        backend.refresh_slots().await;
+        Ok(backend)
+    }
+
+    fn slot_map(&self) -> Arc<SlotMap> {
+        Arc::clone(&self.slots.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    fn set_slot_map(&self, map: SlotMap) {
+        *self.slots.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(map);
+    }
+
+    /// Reloads the slot map with `CLUSTER SLOTS` (through the cluster
+    /// connection, so from any reachable node). On failure the old map stays and
+    /// the next multi-get that trips over it tries again.
+    async fn refresh_slots(&self) {
+        let reply: Result<redis::Value, _> = redis::cmd("CLUSTER")
+            .arg("SLOTS")
+            .query_async(&mut self.inner.conn.clone())
+            .await;
+        match reply {
+            Ok(reply) => match SlotMap::from_cluster_slots(&reply) {
+                Some(map) => self.set_slot_map(map),
+                None => tracing::warn!("unexpected CLUSTER SLOTS reply: {reply:?}"),
+            },
+            Err(e) => tracing::warn!("CLUSTER SLOTS failed: {e}"),
+        }
+    }
+
+    /// Testing aid: pretends that every hash slot is on the node `addr`
+    /// (`"host:port"`), as a stale slot map would, until the next refresh.
+    #[doc(hidden)]
+    pub fn test_point_all_slots_at(&self, addr: &str) {
+        self.set_slot_map(SlotMap::all_on(addr));
+    }
+
+    /// Testing aid: the masters (`"host:port"`) in the current slot map.
+    #[doc(hidden)]
+    pub fn test_slot_map_nodes(&self) -> Vec<String> {
+        self.slot_map().nodes.clone()
+    }
+
+    /// One script call per node (per chunk of [`GET_MANY_CHUNK`] keys), all in
+    /// parallel. `Ok(None)` when the slot map does not cover some key.
+    async fn get_many_by_node(
+        &self,
+        keys: &[String],
+    ) -> Result<Option<Vec<Option<Vec<u8>>>>, RedisError> {
+        let Some(groups) = self.slot_map().group(keys) else {
+            return Ok(None);
+        };
+        let calls = groups
+            .iter()
+            .flat_map(|group| group.chunks(GET_MANY_CHUNK))
+            .map(|positions| {
+                let mut conn = self.inner.conn.clone();
+                let script = &self.get_many_script;
+                async move {
+                    let mut invocation = script.key(&keys[positions[0]]);
+                    for &i in positions {
+                        invocation.arg(&keys[i]);
+                    }
+                    let values: Vec<Option<Vec<u8>>> = invocation.invoke_async(&mut conn).await?;
+                    Ok::<_, RedisError>((positions, values))
+                }
+            });
+        let answers = futures::future::try_join_all(calls).await?;
+        let mut out: Vec<Option<Vec<u8>>> = vec![None; keys.len()];
+        for (positions, values) in answers {
+            if values.len() != positions.len() {
+                return Err(RedisError::from((
+                    redis::ErrorKind::Parse,
+                    "multi-get script answered the wrong number of values",
+                )));
+            }
+            for (&i, v) in positions.iter().zip(values) {
+                out[i] = v;
+            }
+        }
+        Ok(Some(out))
     }
 }
 
@@ -393,12 +629,27 @@ impl Backend for RedisClusterBackend {
         "redis-cluster"
     }
 
-    /// One `MGET` as far as the caller is concerned: the cluster client splits
-    /// it into one sub-`MGET` per hash slot (Redis refuses cross-slot `MGET`),
-    /// sends them all at once over the per-node multiplexed connections (so each
-    /// node sees them pipelined: one round trip per node, in parallel), and
-    /// puts the answers back in key order.
+    /// One request per master, in parallel: the keys are grouped by node with
+    /// our own slot map, and each node gets one `EVALSHA` of a script that reads
+    /// all of its keys (Redis refuses a cross-slot `MGET`, even inside a script,
+    /// but a script flagged `allow-cross-slot-keys` may read any local key).
+    /// Answers come back in key order. When the slot map proves stale (a
+    /// redirection, a non-local key, an unknown slot) it is reloaded and the
+    /// call is retried once the slow way: an `MGET` that the cluster client
+    /// splits per hash slot.
     async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, BackendError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        match self.get_many_by_node(keys).await {
+            Ok(Some(values)) => return Ok(values),
+            Ok(None) => tracing::debug!("slot map incomplete; reloading it"),
+            Err(e) if is_topology_error(&e) => {
+                tracing::debug!("slot map stale ({e}); reloading it");
+            }
+            Err(e) => return Err(map_err(e)),
+        }
+        self.refresh_slots().await;
         self.inner.get_many(keys).await
     }
 
@@ -474,6 +725,59 @@ mod tests {
             cluster_node_urls("redis+cluster://a:1,,b:2"),
             Err(UrlError::EmptyNode)
         ));
+    }
+
+    #[test]
+    fn crc16_and_key_slots() {
+        assert_eq!(crc16(b"123456789"), 0x31C3);
+        assert_eq!(key_slot(b"123456789"), 12739); // 0x31C3 < 16384
+        assert_eq!(key_slot(b"foo"), 12182);
+        assert_eq!(key_slot(b"bar"), 5061);
+        assert_eq!(key_slot(b""), 0);
+        // Hash tags: only the part between the first `{` and the next `}` counts…
+        assert_eq!(
+            key_slot(b"{user1000}.following"),
+            key_slot(b"{user1000}.followers")
+        );
+        assert_eq!(key_slot(b"{user1000}.following"), key_slot(b"user1000"));
+        assert_eq!(key_slot(b"foo{bar}{zap}"), key_slot(b"bar"));
+        assert_eq!(key_slot(b"{foo}{bar}"), key_slot(b"foo"));
+        // …unless it is empty or unclosed, when the whole key does.
+        assert_eq!(key_slot(b"foo{}{bar}"), crc16(b"foo{}{bar}") % 16384);
+        assert_eq!(key_slot(b"foo{bar"), crc16(b"foo{bar") % 16384);
+        assert_eq!(key_slot(b"{{bar}}"), key_slot(b"{bar"));
+    }
+
+    #[test]
+    fn slot_map_from_cluster_slots() {
+        use redis::Value;
+        let node = |host: &str, port: i64| {
+            Value::Array(vec![
+                Value::BulkString(host.as_bytes().to_vec()),
+                Value::Int(port),
+                Value::BulkString(b"id".to_vec()),
+            ])
+        };
+        let reply = Value::Array(vec![
+            Value::Array(vec![
+                Value::Int(0),
+                Value::Int(5460),
+                node("h", 1),
+                node("r", 9),
+            ]),
+            Value::Array(vec![Value::Int(5461), Value::Int(10922), node("h", 2)]),
+            Value::Array(vec![Value::Int(10923), Value::Int(16383), node("h", 1)]),
+        ]);
+        let map = SlotMap::from_cluster_slots(&reply).unwrap();
+        assert_eq!(map.nodes, vec!["h:1", "h:2"]);
+        assert_eq!(map.slots[0], Some(0));
+        assert_eq!(map.slots[5461], Some(1));
+        assert_eq!(map.slots[16383], Some(0));
+        // "bar" (5061) and "foo" (12182) on h:1, "qux" (9995) on h:2.
+        let keys: Vec<String> = ["foo", "qux", "bar"].map(String::from).to_vec();
+        assert_eq!(map.group(&keys).unwrap(), vec![vec![0, 2], vec![1]]);
+        assert!(SlotMap::default().group(&keys).is_none());
+        assert!(SlotMap::from_cluster_slots(&Value::Int(1)).is_none());
     }
 
     #[test]
