@@ -76,12 +76,16 @@ unset DATABASE_URL
 
 step "demo"
 cargo build --release --bin flash
-env -u DATABASE_URL -u FLASH_CACHE_URL ./target/release/flash demo >/dev/null && echo "demo: SQLite + in-process ok"
+# (Not `cmd && echo`: under `set -e` a failure there would not stop the script.)
+env -u DATABASE_URL -u FLASH_CACHE_URL ./target/release/flash demo >/dev/null
+echo "demo: SQLite + in-process ok"
 if [ "$have_pg" = 1 ]; then
-  DATABASE_URL=$PG_URL FLASH_CACHE_URL=$FLASH_TEST_REDIS_URL ./target/release/flash demo >/dev/null && echo "demo: PostgreSQL + Redis ok"
+  DATABASE_URL=$PG_URL FLASH_CACHE_URL=$FLASH_TEST_REDIS_URL ./target/release/flash demo >/dev/null
+  echo "demo: PostgreSQL + Redis ok"
 fi
 if [ "$have_mysql" = 1 ]; then
-  DATABASE_URL=$MYSQL_URL FLASH_CACHE_URL=$FLASH_TEST_MEMCACHE_URL ./target/release/flash demo >/dev/null && echo "demo: MySQL + memcached ok"
+  DATABASE_URL=$MYSQL_URL FLASH_CACHE_URL=$FLASH_TEST_MEMCACHE_URL ./target/release/flash demo >/dev/null
+  echo "demo: MySQL + memcached ok"
 fi
 
 step "stress"

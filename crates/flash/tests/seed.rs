@@ -1175,8 +1175,19 @@ async fn bump_version_command_is_seen_by_a_running_process() {
     bump_via_cli(&flash::config::database_url()).await;
 }
 
+/// The handle the command's own would be: the demo's namespace of `url`.
+async fn demo_db(url: &str) -> sea_orm::DatabaseConnection {
+    if url.starts_with("postgres") || url.starts_with("mysql") {
+        flash::config::connect_namespace(url, flash::demo::DEMO_NAMESPACE, true, 4)
+            .await
+            .unwrap()
+    } else {
+        flash::config::connect_database(url).await.unwrap()
+    }
+}
+
 async fn bump_via_cli(url: &str) {
-    let db = flash::config::connect_database(url).await.unwrap();
+    let db = demo_db(url).await;
     flash::demo::schema::create_tables(&db).await.unwrap();
     let mut reg = Registrar::new(db);
     flash::demo::declare(&mut reg, Duration::from_secs(60)).unwrap();

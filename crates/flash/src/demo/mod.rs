@@ -140,12 +140,28 @@ pub fn declare(
     })
 }
 
+/// Where the demo keeps its tables on a server database: a schema
+/// (PostgreSQL) or database (MySQL) of its own, so that it never touches a
+/// table of the same name elsewhere.
+pub const DEMO_NAMESPACE: &str = "flash_demo";
+
+/// The demo's database for `DATABASE_URL`: its own namespace on PostgreSQL and
+/// MySQL, the given file or memory on SQLite.
+pub async fn connect() -> Result<DatabaseConnection, crate::config::ConfigError> {
+    let url = database_url();
+    if url.starts_with("postgres") || url.starts_with("mysql") {
+        crate::config::connect_namespace(&url, DEMO_NAMESPACE, true, 8).await
+    } else {
+        connect_database(&url).await
+    }
+}
+
 /// Connects to `DATABASE_URL` and `FLASH_CACHE_URL`, creates the tables and
 /// declares the demo caches. `configure` adjusts the builder (observer, prefix).
 pub async fn setup(
     configure: impl FnOnce(FlashBuilder) -> FlashBuilder,
 ) -> Result<(FlashDb, DemoClasses), Box<dyn std::error::Error>> {
-    let db = connect_database(&database_url()).await?;
+    let db = connect().await?;
     schema::create_tables(&db).await?;
     let backend = cache_backend(&cache_url()).await?;
     let mut reg = Registrar::new(db).configure(|b| configure(b.backend_arc(backend)));
@@ -168,6 +184,8 @@ fn show<T: std::fmt::Debug>(what: &str, r: &(T, Outcome)) {
 /// Runs the walkthrough, printing every lookup (hit / miss) and invalidation.
 pub async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let prefix = format!("flash-demo-{}:", std::process::id());
+    // Fresh tables: ones left by an older demo may lack a column.
+    schema::drop_tables(&connect().await?).await?;
     let (fdb, classes) = setup(|b| {
         b.prefix(prefix).observer(|e| {
             if let flash_core::FlashEvent::Invalidate { model, keys } = e {

@@ -10,6 +10,20 @@ async fn create<E: EntityTrait>(db: &DatabaseConnection, e: E) -> Result<(), DbE
     Ok(())
 }
 
+/// Drops the demo tables (a table left by an older version of the demo
+/// may lack a column).
+pub async fn drop_tables(db: &DatabaseConnection) -> Result<(), DbErr> {
+    let backend = db.get_database_backend();
+    for t in ["participation", "event", "user"] {
+        let stmt = sea_orm::sea_query::Table::drop()
+            .table(sea_orm::sea_query::Alias::new(t))
+            .if_exists()
+            .to_owned();
+        db.execute(backend.build(&stmt)).await?;
+    }
+    Ok(())
+}
+
 /// Creates the `user`, `event` and `participation` tables if missing.
 pub async fn create_tables(db: &DatabaseConnection) -> Result<(), DbErr> {
     create(db, user::Entity).await?;

@@ -1,0 +1,60 @@
+//! A fixed workload for `valgrind --tool=callgrind`: batches of 100 cached
+//! lookups and single hits on SQLite + the in-process cache (instruction
+//! counts do not depend on machine load, so profiles are repeatable).
+//!
+//! ```sh
+//! cargo build --release --example profile_batch
+//! valgrind --tool=callgrind target/release/examples/profile_batch
+//! ```
+
+use flash::demo::entities::event;
+use flash::{by, Registrar};
+use sea_orm::Set;
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let db = flash::config::connect_database("sqlite::memory:").await?;
+    flash::demo::schema::create_tables(&db).await?;
+    let mut reg = Registrar::new(db);
+    flash::demo::declare(&mut reg, std::time::Duration::from_secs(60))?;
+    let fdb = reg.build().await?;
+    let mut ids = Vec::new();
+    for i in 0..100 {
+        let e = fdb
+            .insert(event::ActiveModel {
+                slug: Set(format!("e{i}")),
+                title: Set("t".into()),
+                city: Set("Oslo".into()),
+                ..Default::default()
+            })
+            .await?;
+        ids.push(e.id);
+    }
+    let events = fdb.cache::<event::Entity>();
+    for id in &ids {
+        events.get(by(event::Column::Id, *id)).await?;
+    }
+    let mut found = 0usize;
+    for _ in 0..200 {
+        let mut batch = fdb.flash().batch();
+        let handles: Vec<_> = ids
+            .iter()
+            .map(|id| {
+                batch.add(
+                    events
+                        .get_query(&by(event::Column::Id, *id))
+                        .expect("declared"),
+                )
+            })
+            .collect();
+        let mut res = batch.run().await;
+        for h in handles {
+            found += usize::from(res.take(h)?.is_some());
+        }
+        for id in &ids {
+            found += usize::from(events.get(by(event::Column::Id, *id)).await.is_ok());
+        }
+    }
+    println!("{found} lookups answered");
+    Ok(())
+}
