@@ -49,7 +49,11 @@ impl<T> Copy for Handle<T> {}
 type Resolved = Result<(Box<dyn Any + Send>, Outcome), Error>;
 
 trait Pending: Send + Sync {
+    fn class_name(&self) -> &str;
     fn keys(&self, flash: &Flash) -> Result<(String, Vec<String>), Error>;
+    /// The answer when the cache holds a value to serve as is: decided
+    /// without a future (most of a warm batch).
+    fn try_hit(&self, flash: &Flash, key: &str, raw: &[Option<Vec<u8>>]) -> Option<Resolved>;
     fn resolve<'a>(
         &'a self,
         flash: &'a Flash,
@@ -61,6 +65,13 @@ trait Pending: Send + Sync {
 }
 
 impl<T: CacheValue> Pending for Query<T> {
+    fn class_name(&self) -> &str {
+        &self.class.spec.name
+    }
+    fn try_hit(&self, flash: &Flash, key: &str, raw: &[Option<Vec<u8>>]) -> Option<Resolved> {
+        let v = flash.try_serve::<T>(&self.class.spec, key, raw)?;
+        Some(Ok((Box::new(v) as Box<dyn Any + Send>, Outcome::Hit)))
+    }
     fn keys(&self, flash: &Flash) -> Result<(String, Vec<String>), Error> {
         let key = flash.key_of(&self.class, &self.values)?;
         let keys = read_keys(&self.class.spec, &key);
@@ -159,27 +170,46 @@ impl<'f> Batch<'f> {
             }
         };
         let mut raw = fetched.map(|r| r.into_iter());
-        let mut futures: Vec<BoxFuture<'_, Resolved>> = Vec::with_capacity(self.queries.len());
-        for (q, plan) in self.queries.iter().zip(planned) {
+        // Hits are decided on the spot; only the rest become futures.
+        let mut results: Vec<Option<Resolved>> = Vec::with_capacity(self.queries.len());
+        let mut futures: Vec<(usize, BoxFuture<'_, Resolved>)> = Vec::new();
+        for (i, (q, plan)) in self.queries.iter().zip(planned).enumerate() {
             match plan {
-                Err(e) => futures.push(Box::pin(async move { Err(e) })),
+                Err(e) => results.push(Some(Err(e))),
                 Ok((key, keys)) => match raw.as_mut() {
                     Some(it) => {
                         let mine: Vec<Option<Vec<u8>>> = it.by_ref().take(keys.len()).collect();
-                        futures.push(Box::pin(async move {
-                            q.resolve(flash, &key, mine, cache_only).await
-                        }));
+                        match q.try_hit(flash, &key, &mine) {
+                            Some(hit) => results.push(Some(hit)),
+                            None => {
+                                results.push(None);
+                                futures.push((
+                                    i,
+                                    Box::pin(async move {
+                                        q.resolve(flash, &key, mine, cache_only).await
+                                    }),
+                                ));
+                            }
+                        }
                     }
-                    None if cache_only => {
-                        futures.push(Box::pin(async move { Err(Error::NotCached(key)) }))
+                    None if cache_only => results.push(Some(Err(Error::NotCached(key)))),
+                    None => {
+                        results.push(None);
+                        futures.push((i, q.fetch(flash)));
                     }
-                    None => futures.push(q.fetch(flash)),
                 },
             }
         }
-        BatchResults {
-            results: join_all(futures).await.into_iter().map(Some).collect(),
+        let (slots, futures): (Vec<usize>, Vec<_>) = futures.into_iter().unzip();
+        for (i, r) in slots.into_iter().zip(join_all(futures).await) {
+            results[i] = Some(r);
         }
+        for (q, r) in self.queries.iter().zip(&results) {
+            if let Some(Ok((_, o))) = r {
+                flash.inner.stats.outcome(q.class_name(), *o);
+            }
+        }
+        BatchResults { results }
     }
 }
 

@@ -28,6 +28,36 @@ pub enum Entry {
     Lease { token: u64, at_ms: u64 },
 }
 
+/// [`Entry`] as read on the hot path: the payload borrowed from the cache
+/// bytes instead of copied. Same variants and fields in the same order, so the
+/// same bytes.
+#[derive(Debug, Deserialize)]
+pub enum EntryRef<'a> {
+    Value {
+        version: i64,
+        filled_ms: u64,
+        compressed: bool,
+        #[serde(borrow)]
+        payload: &'a [u8],
+    },
+    Stale {
+        at_ms: u64,
+        nonce: u64,
+    },
+    Lease {
+        token: u64,
+        at_ms: u64,
+    },
+}
+
+/// Decodes without copying the payload; `None` for garbage.
+pub fn decode_entry_ref(bytes: &[u8]) -> Option<EntryRef<'_>> {
+    match bytes {
+        [MAGIC, LAYOUT, rest @ ..] => postcard::from_bytes::<EntryRef<'_>>(rest).ok(),
+        _ => None,
+    }
+}
+
 /// The result of decoding raw cache bytes.
 #[derive(Debug)]
 pub enum Decoded {
@@ -98,6 +128,37 @@ mod tests {
             Decoded::Entry(d) => assert_eq!(d, e),
             Decoded::Garbage => panic!("did not decode"),
         }
+    }
+
+    #[test]
+    fn the_borrowed_view_reads_the_same_bytes() {
+        let payload = encode_payload(&("row", 7u32)).unwrap();
+        let e = Entry::Value {
+            version: -2,
+            filled_ms: 99,
+            compressed: true,
+            payload: payload.clone(),
+        };
+        match decode_entry_ref(&encode_entry(&e)) {
+            Some(EntryRef::Value {
+                version,
+                filled_ms,
+                compressed,
+                payload: p,
+            }) => {
+                assert_eq!(
+                    (version, filled_ms, compressed, p),
+                    (-2, 99, true, &payload[..])
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        let lease = Entry::Lease { token: 5, at_ms: 6 };
+        assert!(matches!(
+            decode_entry_ref(&encode_entry(&lease)),
+            Some(EntryRef::Lease { token: 5, at_ms: 6 })
+        ));
+        assert!(decode_entry_ref(b"garbage").is_none());
     }
 
     #[test]

@@ -10,7 +10,7 @@
 //! value, then read the database themselves without filling.
 
 use crate::class::{CacheValue, Class, ClassSpec, Invalidation};
-use crate::codec::{self, decode_entry, encode_entry, Decoded, Entry};
+use crate::codec::{self, decode_entry, encode_entry, Decoded, Entry, EntryRef};
 use crate::error::Error;
 use crate::flash::Flash;
 use crate::key::{lock_key, stale_key};
@@ -86,17 +86,17 @@ struct Found<T> {
 }
 
 fn decode_value<T: CacheValue>(bytes: &[u8]) -> Option<Found<T>> {
-    match decode_entry(bytes) {
-        Decoded::Entry(Entry::Value {
+    match codec::decode_entry_ref(bytes)? {
+        EntryRef::Value {
             version,
             filled_ms,
             compressed,
             payload,
-        }) => {
+        } => {
             let value = if compressed {
-                codec::decode_payload(&codec::decompress(&payload)?)
+                codec::decode_payload(&codec::decompress(payload)?)
             } else {
-                codec::decode_payload(&payload)
+                codec::decode_payload(payload)
             }?;
             Some(Found {
                 value,
@@ -192,6 +192,25 @@ impl Flash {
     ) -> Result<T, Error> {
         self.inner.stats.db_fetches.fetch_add(1, Relaxed);
         Ok(class.fetch.fetch(values).await?)
+    }
+
+    /// The cached value of `key` if the decision table says to serve it as
+    /// is (no write, no refresh, no wait): the synchronous part of a lookup.
+    pub(crate) fn try_serve<T: CacheValue>(
+        &self,
+        spec: &ClassSpec,
+        key: &str,
+        raw: &[Option<Vec<u8>>],
+    ) -> Option<T> {
+        if self.is_pending(key) {
+            return None;
+        }
+        let found = decode_value::<T>(raw.first()?.as_deref()?)?;
+        let marker = raw.get(1).is_some_and(Option::is_some);
+        let age = Duration::from_millis(now_ms().saturating_sub(found.filled_ms));
+        let changed = found.version != self.inner.versions.get(&spec.name);
+        (decide(spec.invalidation, spec.allowtime, age, changed, marker) == Action::Serve)
+            .then_some(found.value)
     }
 
     /// Decides on the raw bytes read for `key` (and its stale marker).
