@@ -506,6 +506,7 @@ impl Flash {
         match stored {
             Ok(true) => {
                 self.inner.stats.fills.fetch_add(1, Relaxed);
+                metrics::counter!("flash_fills_total").increment(1);
                 true
             }
             Ok(false) => false,
