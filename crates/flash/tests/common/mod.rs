@@ -128,34 +128,11 @@ pub async fn harness_with<X>(
     configure: impl FnOnce(FlashBuilder) -> FlashBuilder,
     extra: impl FnOnce(&mut Registrar) -> X,
 ) -> (Harness, X) {
-    let queries = Arc::new(AtomicU64::new(0));
-    let db = fresh_db(queries.clone()).await;
-    schema::create_tables(&db).await.expect("tables");
-    let inner = match cache_backend(&cache_url()).await {
+    let backend = match cache_backend(&cache_url()).await {
         Ok(b) => b,
         Err(e) => panic!("cache backend {} unreachable: {e}", cache_url()),
     };
-    let backend = Arc::new(Counting {
-        inner,
-        get_many_calls: AtomicU64::new(0),
-        writes: AtomicU64::new(0),
-    });
-    let prefix = unique("t") + ":";
-    let b2 = backend.clone();
-    let mut reg =
-        Registrar::new(db.clone()).configure(|b| configure(b.backend_arc(b2).prefix(prefix)));
-    let classes = declare(&mut reg, Duration::from_secs(60)).expect("declarations");
-    let x = extra(&mut reg);
-    let fdb = reg.build().await.expect("build");
-    let h = Harness {
-        fdb,
-        classes,
-        queries,
-        backend,
-        db,
-    };
-    h.take_queries();
-    (h, x)
+    harness_on(backend, configure, extra).await
 }
 
 pub async fn harness() -> Harness {
