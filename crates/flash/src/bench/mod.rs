@@ -5,10 +5,10 @@
 //! memcached as caches. The output is markdown (tables to paste into the
 //! README) with a PASS/MISS verdict on each target of the issue.
 //!
-//! Module map: [`setup`] connects and seeds the targets, [`latency`] holds
-//! the sequential scenarios (1–4), [`load`] the concurrent ones and memory
-//! (5, 6, 8), [`writes`] the updates (7), [`stats`] medians and the report,
-//! [`wire`] a hand-written GET for the wire floor.
+//! Module map: `setup` connects and seeds the targets, `latency` holds
+//! the sequential scenarios (1–4), `load` the concurrent ones and memory
+//! (5, 6, 8), `writes` the updates (7), `stats` medians and the report,
+//! `wire` a hand-written GET for the wire floor.
 
 /// Times each of `n` operations (`|i|` from `start`) on its own; the body is
 /// inlined (no boxing or closure in the measured path) and may use `?`.
