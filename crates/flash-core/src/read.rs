@@ -207,10 +207,15 @@ impl Flash {
         }
         let found = decode_value::<T>(raw.first()?.as_deref()?)?;
         let marker = raw.get(1).is_some_and(Option::is_some);
+        (self.action_for(spec, &found, marker) == Action::Serve).then_some(found.value)
+    }
+
+    /// The decision table applied to a decoded value (its age, its dynamic
+    /// version against the class's current one, the stale marker).
+    fn action_for<T>(&self, spec: &ClassSpec, found: &Found<T>, marker: bool) -> Action {
         let age = Duration::from_millis(now_ms().saturating_sub(found.filled_ms));
         let changed = found.version != self.inner.versions.get(&spec.name);
-        (decide(spec.invalidation, spec.allowtime, age, changed, marker) == Action::Serve)
-            .then_some(found.value)
+        decide(spec.invalidation, spec.allowtime, age, changed, marker)
     }
 
     /// Decides on the raw bytes read for `key` (and its stale marker).
@@ -237,15 +242,7 @@ impl Flash {
         let observed = raw.next().flatten();
         let marker = raw.next().flatten();
         if let Some(found) = observed.as_deref().and_then(decode_value::<T>) {
-            let age = Duration::from_millis(now_ms().saturating_sub(found.filled_ms));
-            let changed = found.version != self.inner.versions.get(&spec.name);
-            match decide(
-                spec.invalidation,
-                spec.allowtime,
-                age,
-                changed,
-                marker.is_some(),
-            ) {
+            match self.action_for(spec, &found, marker.is_some()) {
                 Action::Serve => return Ok((found.value, Outcome::Hit)),
                 _ if cache_only => return Ok((found.value, Outcome::StaleHit)),
                 Action::LockRefresh => {

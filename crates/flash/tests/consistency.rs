@@ -123,19 +123,43 @@ async fn without_leases_the_race_leaves_a_stale_value() {
     );
 }
 
-/// A backend whose writes can be made to fail (a cache unreachable during the
-/// invalidation), while reads still work.
-struct FailingWrites {
+/// An in-process cache with faults to switch on: invalidations refused (a
+/// cache unreachable or refusing writes while reads still work), and slow,
+/// counted reads (to cancel a lookup mid-read, or count shared reads).
+struct Faulty {
     inner: Arc<dyn Backend>,
     fail: AtomicBool,
+    read_delay: Duration,
+    reads: std::sync::atomic::AtomicU64,
+}
+
+impl Faulty {
+    fn new() -> Self {
+        Faulty {
+            inner: Arc::new(flash_core::MemoryBackend::default()),
+            fail: AtomicBool::new(false),
+            read_delay: Duration::ZERO,
+            reads: Default::default(),
+        }
+    }
+    fn slow_reads() -> Self {
+        Faulty {
+            read_delay: Duration::from_millis(50),
+            ..Self::new()
+        }
+    }
 }
 
 #[async_trait]
-impl Backend for FailingWrites {
+impl Backend for Faulty {
     fn name(&self) -> &'static str {
-        "failing-writes"
+        "faulty"
     }
     async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, BackendError> {
+        self.reads.fetch_add(1, Ordering::SeqCst);
+        if !self.read_delay.is_zero() {
+            tokio::time::sleep(self.read_delay).await;
+        }
         self.inner.get_many(keys).await
     }
     async fn set(&self, k: &str, v: &[u8], t: Duration) -> Result<(), BackendError> {
@@ -181,10 +205,7 @@ async fn the_outbox_repairs_an_invalidation_lost_with_its_process() {
     let queries = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let db = fresh_db(queries).await;
     flash::demo::schema::create_tables(&db).await.unwrap();
-    let backend = Arc::new(FailingWrites {
-        inner: Arc::new(flash_core::MemoryBackend::default()),
-        fail: AtomicBool::new(false),
-    });
+    let backend = Arc::new(Faulty::new());
     let handle = |outbox: bool| {
         let (db, b): (DatabaseConnection, Arc<dyn Backend>) = (db.clone(), backend.clone());
         async move {
@@ -254,10 +275,7 @@ async fn the_outbox_drain_task_runs_by_itself_and_applied_rows_go() {
     let queries = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let db = fresh_db(queries).await;
     flash::demo::schema::create_tables(&db).await.unwrap();
-    let backend = Arc::new(FailingWrites {
-        inner: Arc::new(flash_core::MemoryBackend::default()),
-        fail: AtomicBool::new(false),
-    });
+    let backend = Arc::new(Faulty::new());
     let b2: Arc<dyn Backend> = backend.clone();
     let settings = flash_sea_orm::OutboxSettings {
         interval: Duration::from_millis(100),
@@ -346,10 +364,7 @@ async fn a_refused_invalidation_is_never_served_and_is_retried_until_taken() {
     let queries = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let db = fresh_db(queries).await;
     flash::demo::schema::create_tables(&db).await.unwrap();
-    let backend = Arc::new(FailingWrites {
-        inner: Arc::new(flash_core::MemoryBackend::default()),
-        fail: AtomicBool::new(false),
-    });
+    let backend = Arc::new(Faulty::new());
     let b2: Arc<dyn Backend> = backend.clone();
     let mut reg = Registrar::new(db.clone())
         .configure(|b| b.backend_arc(b2))
@@ -395,48 +410,9 @@ async fn a_refused_invalidation_is_never_served_and_is_retried_until_taken() {
     }
 }
 
-/// Reads that take a while, so that a lookup can be cancelled in the middle.
-struct SlowReads {
-    inner: Arc<dyn Backend>,
-    reads: std::sync::atomic::AtomicU64,
-}
-
-#[async_trait]
-impl Backend for SlowReads {
-    fn name(&self) -> &'static str {
-        "slow-reads"
-    }
-    async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, BackendError> {
-        self.reads.fetch_add(1, Ordering::SeqCst);
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        self.inner.get_many(keys).await
-    }
-    async fn set(&self, k: &str, v: &[u8], t: Duration) -> Result<(), BackendError> {
-        self.inner.set(k, v, t).await
-    }
-    async fn add(&self, k: &str, v: &[u8], t: Duration) -> Result<bool, BackendError> {
-        self.inner.add(k, v, t).await
-    }
-    async fn compare_and_swap(
-        &self,
-        k: &str,
-        e: &[u8],
-        n: Option<&[u8]>,
-        t: Duration,
-    ) -> Result<bool, BackendError> {
-        self.inner.compare_and_swap(k, e, n, t).await
-    }
-    async fn delete(&self, k: &str) -> Result<(), BackendError> {
-        self.inner.delete(k).await
-    }
-}
-
 #[tokio::test]
 async fn a_lookup_cancelled_mid_read_does_not_wedge_its_key() {
-    let backend: Arc<dyn Backend> = Arc::new(SlowReads {
-        inner: Arc::new(flash_core::MemoryBackend::default()),
-        reads: Default::default(),
-    });
+    let backend: Arc<dyn Backend> = Arc::new(Faulty::slow_reads());
     let (h, _) = harness_on(backend, |b| b, |_| ()).await;
     let e = add_event(&h.fdb, "cancel", "Oslo").await;
     let fdb = h.fdb.clone();
@@ -469,10 +445,7 @@ async fn a_lookup_cancelled_mid_read_does_not_wedge_its_key() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_burst_of_lookups_shares_its_cache_reads() {
-    let slow = Arc::new(SlowReads {
-        inner: Arc::new(flash_core::MemoryBackend::default()),
-        reads: Default::default(),
-    });
+    let slow = Arc::new(Faulty::slow_reads());
     let backend: Arc<dyn Backend> = slow.clone();
     let (h, _) = harness_on(backend, |b| b, |_| ()).await;
     let e = add_event(&h.fdb, "burst", "Oslo").await;
