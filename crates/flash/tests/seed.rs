@@ -1208,3 +1208,54 @@ async fn bump_via_cli(url: &str) {
     fdb.flash().reload_versions().await.unwrap();
     assert_eq!(fdb.flash().dynamic_version("event_by_slug"), before + 1);
 }
+
+#[tokio::test]
+async fn the_observer_sees_every_lookup_and_invalidation() {
+    use std::sync::{Arc, Mutex};
+    let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+    let log = seen.clone();
+    let (h, _) = harness_with(
+        move |b| {
+            b.observer(move |e| {
+                let line = match e {
+                    flash_core::FlashEvent::Lookup { class, outcome, .. } => {
+                        format!("lookup {class} {}", outcome.label())
+                    }
+                    flash_core::FlashEvent::Invalidate { model, keys } => {
+                        format!("invalidate {model} {}", keys.len())
+                    }
+                    flash_core::FlashEvent::VersionBump { model, .. } => format!("bump {model}"),
+                };
+                log.lock().unwrap().push(line);
+            })
+        },
+        |_| (),
+    )
+    .await;
+    let e = add_event(&h.fdb, "obs", "Oslo").await;
+    h.fdb
+        .cache::<event::Entity>()
+        .get(by(event::Column::Id, e.id))
+        .await
+        .unwrap();
+    h.fdb
+        .cache::<event::Entity>()
+        .get(by(event::Column::Id, e.id))
+        .await
+        .unwrap();
+    h.fdb.flash().bump_version_for_model("event").await.unwrap();
+    let seen = seen.lock().unwrap().clone();
+    assert!(
+        seen.iter().any(|l| l.starts_with("invalidate event ")),
+        "{seen:?}"
+    );
+    assert!(
+        seen.contains(&"lookup event_by_id miss".to_string()),
+        "{seen:?}"
+    );
+    assert!(
+        seen.contains(&"lookup event_by_id hit".to_string()),
+        "{seen:?}"
+    );
+    assert!(seen.contains(&"bump event".to_string()), "{seen:?}");
+}
