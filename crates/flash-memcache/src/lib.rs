@@ -202,6 +202,12 @@ impl Server {
             Ok(Err(source)) => {
                 if connection_survives(&source) {
                     self.checkin(client);
+                } else if matches!(source, async_memcached::Error::Io(_)) {
+                    // A broken connection usually means the server went away
+                    // (a restart): the idle ones are as dead. Dropping them all
+                    // lets the next request reconnect instead of failing once
+                    // per stale connection, which would keep the breaker open.
+                    self.idle().clear();
                 }
                 Err(McError::Client {
                     addr: self.addr.clone(),
