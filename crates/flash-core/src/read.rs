@@ -315,10 +315,11 @@ impl Flash {
                 }
                 let fetched = self.fetch(class, values).await;
                 if let Ok(v) = &fetched {
-                    self.store_value(spec, key, v, Some(observed)).await;
-                    // Delete the marker only if it is the one we saw: a write that
+                    let stored = self.store_value(spec, key, v, Some(observed)).await;
+                    // Delete the marker only if our value replaced the one it
+                    // marks, and only if it is the marker we saw: a write that
                     // came during the refresh left a newer one, which must stay.
-                    if let Some(m) = &marker {
+                    if let (true, Some(m)) = (stored, &marker) {
                         let _ = backend
                             .compare_and_swap(&stale_key(key), m, None, Duration::ZERO)
                             .await;
