@@ -38,7 +38,9 @@ pub trait Backend: Send + Sync + 'static {
     /// Removes `key`; no error when it is absent.
     async fn delete(&self, key: &str) -> Result<(), BackendError>;
 
-    /// Stores several values unconditionally (invalidation writes many markers).
+    /// Stores several values unconditionally. Flash writes invalidation markers
+    /// with it and nothing else, so wrappers treat it as an invalidation (the
+    /// circuit breaker of [`crate::ResilientBackend`] never refuses it).
     /// The default sends them one by one; backends override with a pipeline.
     async fn set_many(
         &self,

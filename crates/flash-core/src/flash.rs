@@ -30,6 +30,11 @@ pub struct Settings {
     pub lease_wait: Duration,
     /// TTL of the stale marker an UNSET invalidation writes.
     pub stale_ttl: Duration,
+    /// How many times a write call retries an invalidation the cache refused
+    /// (2 ms, then 8 ms, 32 ms... apart) before it leaves it to the retry
+    /// task. A client reconnecting to a restarted server needs one retry.
+    /// A timeout is not retried: a hung server costs a write one deadline.
+    pub invalidation_retries: u32,
     /// How often dynamic versions are reloaded from the store (the bound on how
     /// long another process's bump takes to be seen).
     pub version_refresh: Duration,
@@ -50,6 +55,7 @@ impl Default for Settings {
             lease_ttl: Duration::from_secs(10),
             lease_wait: Duration::from_millis(500),
             stale_ttl: Duration::from_secs(60),
+            invalidation_retries: 2,
             version_refresh: Duration::from_secs(5),
             db_alias: HashMap::new(),
             fill_delay: Duration::ZERO,
@@ -92,6 +98,11 @@ impl FlashBuilder {
     }
     pub fn lease_wait(mut self, t: Duration) -> Self {
         self.settings.lease_wait = t;
+        self
+    }
+    /// Retries of a refused invalidation within the write call (default 2).
+    pub fn invalidation_retries(mut self, n: u32) -> Self {
+        self.settings.invalidation_retries = n;
         self
     }
     pub fn version_refresh(mut self, t: Duration) -> Self {

@@ -12,6 +12,7 @@ use crate::value::{FieldValue, Record};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
 
 /// Bound of the keys one process keeps for re-application.
 const MAX_PENDING_KEYS: usize = 1_000_000;
@@ -69,12 +70,26 @@ impl Flash {
     /// Invalidation is applied even when the cache is bypassed: it only ever
     /// removes, and a later switch back must not find old values.
     ///
-    /// When the cache refuses the write (down, timing out, breaker open), the
+    /// When the cache refuses the write (connection refused or broken), it is
+    /// retried [`crate::Settings::invalidation_retries`] times (not after a
+    /// timeout); if it still fails, the
     /// keys are kept in this process and re-applied in the background until
     /// the cache takes them; meanwhile lookups of those keys go to the
     /// database, so this process never serves what the write replaced.
     pub async fn apply_invalidation(&self, model: &str, keys: &KeySet) -> Result<(), BackendError> {
-        let result = self.write_markers(model, keys).await;
+        let mut result = self.write_markers(model, keys).await;
+        let mut pause = Duration::from_millis(2);
+        for _ in 0..self.inner.settings.invalidation_retries {
+            // A refused or broken connection is worth another try (a client
+            // reconnects to a restarted server on the next command); a hung
+            // server would only make each attempt wait out its deadline.
+            if matches!(result, Ok(()) | Err(BackendError::Timeout(_))) {
+                break;
+            }
+            tokio::time::sleep(pause).await;
+            pause *= 4;
+            result = self.write_markers(model, keys).await;
+        }
         if result.is_err() {
             self.defer(keys);
         }

@@ -11,6 +11,13 @@
 //! fail; then *open* for `cool_down`, failing everything without calling the
 //! server; then *half-open*, letting a single probe through. The probe's success
 //! closes the breaker, its failure opens it for another cool-down.
+//!
+//! Invalidations ([`Backend::set_many`]) are the exception: the breaker never
+//! refuses them, it only records their outcome. An invalidation refused
+//! without trying is exactly how another process, whose own breaker has
+//! already closed on the restarted server, would go on serving the value the
+//! write replaced. They still get the deadline, so a hung server costs a write
+//! at most the timeout per attempt.
 
 use crate::backend::Backend;
 use crate::error::BackendError;
@@ -229,7 +236,29 @@ impl<B: Backend> ResilientBackend<B> {
         &self,
         op: impl Future<Output = Result<T, BackendError>>,
     ) -> Result<T, BackendError> {
-        let mut permit = self.admit()?;
+        let permit = self.admit()?;
+        self.timed(permit, op).await
+    }
+
+    /// Runs `op` under the deadline only; its outcome still moves the breaker
+    /// (a success closes it: the server is evidently back).
+    async fn forced<T>(
+        &self,
+        op: impl Future<Output = Result<T, BackendError>>,
+    ) -> Result<T, BackendError> {
+        let permit = Permit {
+            backend: self,
+            probe: false,
+            done: false,
+        };
+        self.timed(permit, op).await
+    }
+
+    async fn timed<T>(
+        &self,
+        mut permit: Permit<'_, B>,
+        op: impl Future<Output = Result<T, BackendError>>,
+    ) -> Result<T, BackendError> {
         let result = match tokio::time::timeout(self.timeout, op).await {
             Ok(r) => r,
             Err(_elapsed) => Err(BackendError::Timeout(self.timeout)),
@@ -291,7 +320,7 @@ impl<B: Backend> Backend for ResilientBackend<B> {
         items: &[(String, Vec<u8>)],
         ttl: Duration,
     ) -> Result<(), BackendError> {
-        self.guard(self.inner.set_many(items, ttl)).await
+        self.forced(self.inner.set_many(items, ttl)).await
     }
 
     fn max_value_size(&self) -> usize {
@@ -442,6 +471,31 @@ mod tests {
         assert_eq!(b.state(), BreakerState::Closed);
         b.delete("k").await.unwrap();
         assert_eq!(calls(&b), 6);
+    }
+
+    #[tokio::test]
+    async fn invalidations_are_attempted_while_open_and_a_success_closes() {
+        let b = wrapped(Duration::from_secs(60));
+        b.inner().failing.store(true, Ordering::SeqCst);
+        for _ in 0..3 {
+            b.delete("k").await.unwrap_err();
+        }
+        assert_eq!(b.state(), BreakerState::Open);
+        let items = vec![("k".to_string(), b"m".to_vec())];
+        assert!(matches!(
+            b.set_many(&items, Duration::ZERO).await,
+            Err(BackendError::Unreachable(_))
+        ));
+        assert_eq!(calls(&b), 4, "the invalidation reached the server");
+        assert_eq!(b.state(), BreakerState::Open, "its failure keeps it open");
+        assert!(matches!(
+            b.get_many(&["k".into()]).await,
+            Err(BackendError::CircuitOpen)
+        ));
+        b.inner().failing.store(false, Ordering::SeqCst);
+        b.set_many(&items, Duration::ZERO).await.unwrap();
+        assert_eq!(b.state(), BreakerState::Closed, "its success closes it");
+        assert_eq!(b.get_many(&["k".into()]).await.unwrap(), vec![None]);
     }
 
     #[tokio::test]

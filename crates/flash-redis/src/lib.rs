@@ -401,10 +401,14 @@ impl RedisBackend {
         ConnectionManagerConfig::new()
             .set_connection_timeout(Some(CONNECT_TIMEOUT))
             .set_response_timeout(Some(RESPONSE_TIMEOUT))
-            // Reconnection happens in the background after a failed command; a
-            // few quick attempts, then the next command tries again.
-            .set_number_of_retries(2)
-            .set_max_delay(Duration::from_millis(500))
+            // After a failed command the manager reconnects in the background,
+            // and commands wait for it. One attempt, no backoff: while a server
+            // is down a command then fails at once instead of waiting out the
+            // client's retry schedule (100 ms doubling by default, longer than
+            // an operation's 50 ms deadline), and when it is back the next
+            // command reconnects at once. The circuit breaker and flash's own
+            // retries decide when to try again.
+            .set_number_of_retries(0)
     }
 }
 

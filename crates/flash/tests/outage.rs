@@ -45,10 +45,13 @@ const RESTARTED: u8 = 2;
 /// breaker refused without calling the server) and the rest (the call reached
 /// the client and failed or timed out). The wrapper sits between flash and the
 /// `ResilientBackend` returned by `cache_backend`, which cannot be downcast.
+/// Invalidations (`set_many`) are counted apart: the breaker lets every one
+/// through, on purpose.
 struct ErrorKinds {
     inner: Arc<dyn Backend>,
     circuit_open: AtomicU64,
     failed: AtomicU64,
+    invalidations_failed: AtomicU64,
 }
 
 impl ErrorKinds {
@@ -57,6 +60,7 @@ impl ErrorKinds {
             inner,
             circuit_open: AtomicU64::new(0),
             failed: AtomicU64::new(0),
+            invalidations_failed: AtomicU64::new(0),
         })
     }
     fn note<T>(&self, r: Result<T, BackendError>) -> Result<T, BackendError> {
@@ -103,7 +107,15 @@ impl Backend for ErrorKinds {
         items: &[(String, Vec<u8>)],
         ttl: Duration,
     ) -> Result<(), BackendError> {
-        self.note(self.inner.set_many(items, ttl).await)
+        let r = self.inner.set_many(items, ttl).await;
+        assert!(
+            !matches!(r, Err(BackendError::CircuitOpen)),
+            "the breaker refused an invalidation"
+        );
+        if r.is_err() {
+            self.invalidations_failed.fetch_add(1, SeqCst);
+        }
+        r
     }
     fn max_value_size(&self) -> usize {
         self.inner.max_value_size()
@@ -527,4 +539,104 @@ async fn memcached_down_from_the_start_serves_from_the_database_quickly() {
         .await
         .expect("a memcached URL is accepted while the server is down");
     down_from_the_start(backend, "memcached_down_from_the_start").await;
+}
+
+/// Two processes share a cache server that is killed and restarted; the
+/// writer's circuit breaker is still open from the outage (a 60 s cool-down
+/// here) while the reader's is closed and has refilled the old row. The
+/// write's invalidation must reach the server anyway: a breaker that refused
+/// it would leave the reader serving the replaced title.
+async fn restart_with_breakers_out_of_step(kind: ServerKind, test: &str) {
+    let Some(mut server) = TestServer::start(kind, test).await else {
+        return;
+    };
+    let url = server.url();
+    let raw: Arc<dyn Backend> = match kind {
+        ServerKind::Redis => Arc::new(
+            flash_core::resilient::ResilientBackend::builder(
+                flash_redis::RedisBackend::connect_lazy(&url).unwrap(),
+            )
+            .cool_down(Duration::from_secs(60))
+            .build(),
+        ),
+        ServerKind::Memcached => Arc::new(
+            flash_core::resilient::ResilientBackend::builder(
+                flash_memcache::MemcacheBackend::new(&url).unwrap(),
+            )
+            .cool_down(Duration::from_secs(60))
+            .build(),
+        ),
+    };
+    let writer_errors = ErrorKinds::new(raw);
+    let db = fresh_db(Arc::new(AtomicU64::new(0))).await;
+    flash::demo::schema::create_tables(&db).await.unwrap();
+    let prefix = unique("t") + ":";
+    let handle = |backend: Arc<dyn Backend>| {
+        let (db, prefix) = (db.clone(), prefix.clone());
+        async move {
+            // No outbox: its drain would repair the reader within seconds and
+            // hide what this test looks at.
+            let mut reg = flash_sea_orm::Registrar::new(db)
+                .configure(|b| b.backend_arc(backend).prefix(prefix))
+                .outbox(false);
+            flash::demo::declare(&mut reg, Duration::from_secs(60)).unwrap();
+            reg.build().await.unwrap()
+        }
+    };
+    let writer = handle(writer_errors.clone()).await;
+    let reader = handle(cache_backend(&url).await.unwrap()).await;
+    let e = add_event(&writer, "restart", "Oslo").await;
+    let slug = || by(event::Column::Slug, "restart");
+
+    server.kill();
+    // The writer's lookups fail until its breaker opens.
+    for _ in 0..10 {
+        writer.cache::<event::Entity>().get(slug()).await.unwrap();
+    }
+    assert!(
+        writer_errors.counts().0 > 0,
+        "the writer's breaker opened: {:?}",
+        writer_errors.counts()
+    );
+    server.restart().await;
+
+    // The reader reconnects and caches the current (soon old) row.
+    let deadline = Instant::now() + RECOVERY_DEADLINE;
+    loop {
+        let (m, outcome) = reader
+            .cache::<event::Entity>()
+            .get_with_outcome(slug())
+            .await
+            .unwrap();
+        assert_eq!(m.map(|m| m.title), Some("Title of restart".to_string()));
+        if outcome == Outcome::Hit {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the reader never cached the row");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    writer
+        .update(event::ActiveModel {
+            id: Set(e.id),
+            title: Set("after the restart".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let seen = reader.cache::<event::Entity>().get(slug()).await.unwrap();
+    assert_eq!(
+        seen.title, "after the restart",
+        "a lookup that starts after the write returned sees it, in another process"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_restart_with_breakers_out_of_step_serves_nothing_stale() {
+    restart_with_breakers_out_of_step(ServerKind::Redis, "redis_restart_out_of_step").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memcached_restart_with_breakers_out_of_step_serves_nothing_stale() {
+    restart_with_breakers_out_of_step(ServerKind::Memcached, "memcached_restart_out_of_step").await;
 }
