@@ -2,17 +2,18 @@
 
 use crate::convert::{column_name, model_name, to_field, ModelRecord};
 use crate::lookup::Lookup;
-use crate::outbox::{failpoint, Outbox};
+use crate::outbox::{failpoint, now_ms, Outbox, Recorded, OUTBOX_TABLE};
 use flash_core::{
     CacheKind, CacheValue, Class, Error, FieldValue, Flash, KeySet, Outcome, Query, Record,
     SourceError,
 };
 use futures::future::BoxFuture;
-use sea_orm::sea_query::{Condition, SimpleExpr};
+use sea_orm::sea_query::{self, Condition, SimpleExpr};
 use sea_orm::{
     ActiveModelBehavior, ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseBackend,
-    DatabaseConnection, DatabaseTransaction, EntityTrait, IntoActiveModel, Iterable, ModelTrait,
-    PrimaryKeyToColumn, QueryFilter, QuerySelect, TransactionTrait, Value,
+    DatabaseConnection, DatabaseTransaction, DbErr, EntityTrait, FromQueryResult, IntoActiveModel,
+    Iterable, ModelTrait, PrimaryKeyToColumn, QueryFilter, QuerySelect, QueryTrait, Statement,
+    TransactionTrait, Value,
 };
 use std::collections::BTreeSet;
 use std::marker::PhantomData;
@@ -102,6 +103,16 @@ fn pk_condition<E: EntityTrait>(row: &E::Model) -> Condition {
         let col = p.into_column();
         c.add(col.eq(row.get(col)))
     })
+}
+
+/// Does `am` set a column other than its primary key (else SeaORM's update
+/// is a read, and there is nothing to record)?
+fn sets_a_column<A: ActiveModelTrait>(am: &A) -> bool {
+    let pk: BTreeSet<String> = <A::Entity as EntityTrait>::PrimaryKey::iter()
+        .map(|p| column_name(&p.into_column()))
+        .collect();
+    <A::Entity as EntityTrait>::Column::iter()
+        .any(|c| am.get(c).is_set() && !pk.contains(&column_name(&c)))
 }
 
 /// The primary-key condition of many rows.
@@ -298,8 +309,86 @@ impl FlashDb {
         A: ActiveModelTrait + ActiveModelBehavior + Send,
         <A::Entity as EntityTrait>::Model: IntoActiveModel<A> + Sync,
     {
-        durable_write!(self, model_name::<A::Entity>(), |conn| self
-            .update_on(conn, am))
+        let model = model_name::<A::Entity>();
+        if let Some(ob) = &self.outbox {
+            if self.db.get_database_backend() == DatabaseBackend::Postgres
+                && ob.resolves(&model)
+                && !self.touches_key(&am)
+                && sets_a_column(&am)
+            {
+                return self.update_recorded(am).await;
+            }
+        }
+        durable_write!(self, model, |conn| self.update_on(conn, am))
+    }
+
+    /// An update that changes no key field, on PostgreSQL with the outbox:
+    /// the update and its outbox row (the row's primary key; its keys are
+    /// resolved from the current row should the drain need them) are one
+    /// statement, atomic without a transaction's extra round trips.
+    async fn update_recorded<A>(&self, am: A) -> Result<<A::Entity as EntityTrait>::Model, Error>
+    where
+        A: ActiveModelTrait + ActiveModelBehavior + Send,
+        <A::Entity as EntityTrait>::Model: IntoActiveModel<A> + Sync,
+    {
+        let model = model_name::<A::Entity>();
+        let backend = self.db.get_database_backend();
+        let am = ActiveModelBehavior::before_save(am, &self.db, false)
+            .await
+            .map_err(src)?;
+        let pk: Vec<FieldValue> = <A::Entity as EntityTrait>::PrimaryKey::iter()
+            .map(|p| am.get(p.into_column()).into_value().map(|v| to_field(&v)))
+            .collect::<Option<_>>()
+            .ok_or_else(|| src(DbErr::RecordNotUpdated))?;
+        let recorded = serde_json::to_string(&Recorded::Rows { rows: vec![pk] })
+            .map_err(|e| src(DbErr::Custom(e.to_string())))?;
+        let mut update = <A::Entity as EntityTrait>::update(am).into_query();
+        update.returning(
+            sea_query::Query::returning().exprs(
+                <A::Entity as EntityTrait>::Column::iter()
+                    .map(|c| c.select_as(c.into_returning_expr(backend))),
+            ),
+        );
+        let built = backend.build(&update);
+        let mut values = built.values.map(|v| v.0).unwrap_or_default();
+        let n = values.len();
+        values.extend([
+            Value::from(model.clone()),
+            Value::from(recorded),
+            Value::from(now_ms()),
+        ]);
+        let sql = format!(
+            "WITH flash_u AS ({}), flash_o AS (INSERT INTO {OUTBOX_TABLE} (model, keyset, created_ms) \
+             SELECT ${}, ${}, ${} FROM flash_u RETURNING id) \
+             SELECT flash_u.*, flash_o.id AS flash_outbox_id FROM flash_u, flash_o",
+            built.sql,
+            n + 1,
+            n + 2,
+            n + 3
+        );
+        let row = self
+            .db
+            .query_one(Statement::from_sql_and_values(backend, sql, values))
+            .await
+            .map_err(src)?
+            .ok_or_else(|| src(DbErr::RecordNotUpdated))?;
+        let m = <<A::Entity as EntityTrait>::Model as FromQueryResult>::from_query_result(&row, "")
+            .map_err(src)?;
+        let id: i64 = row.try_get("", "flash_outbox_id").map_err(src)?;
+        let keys = self.keys_of(&[&m]);
+        self.finish(&model, &keys, Some(id)).await;
+        A::after_save(m, &self.db, false).await.map_err(src)
+    }
+
+    /// Does `am` set a field some invalidating class is keyed by (other than
+    /// the primary key, which only locates the row)?
+    fn touches_key<A: ActiveModelTrait>(&self, am: &A) -> bool {
+        let mut key_fields = self.key_fields(&model_name::<A::Entity>());
+        for p in <A::Entity as EntityTrait>::PrimaryKey::iter() {
+            key_fields.remove(&column_name(&p.into_column()));
+        }
+        <A::Entity as EntityTrait>::Column::iter()
+            .any(|c| am.get(c).is_set() && key_fields.contains(&column_name(&c)))
     }
 
     /// Inserts when the primary key is not set, updates otherwise.
@@ -433,16 +522,9 @@ impl FlashDb {
         A: ActiveModelTrait + ActiveModelBehavior + Send,
         <A::Entity as EntityTrait>::Model: IntoActiveModel<A> + Sync,
     {
-        let model = model_name::<A::Entity>();
         // The primary key only locates the row (`UPDATE ... WHERE pk = ?`): it
         // cannot change here, so it does not make a key change.
-        let mut key_fields = self.key_fields(&model);
-        for p in <A::Entity as EntityTrait>::PrimaryKey::iter() {
-            key_fields.remove(&column_name(&p.into_column()));
-        }
-        let touches_key = <A::Entity as EntityTrait>::Column::iter()
-            .any(|c| am.get(c).is_set() && key_fields.contains(&column_name(&c)));
-        if !touches_key {
+        if !self.touches_key(&am) {
             // Key values cannot change: the new row's keys are all there is to
             // invalidate, and one statement does it.
             let m = am.update(conn).await.map_err(src)?;

@@ -3,9 +3,23 @@
 //! once applied. A crash between commit and invalidation, or a cache that was
 //! unreachable, leaves rows behind; a background task re-applies them.
 //! Re-applying is harmless: an invalidation only ever removes.
+//!
+//! A row holds either the keys themselves or, for an update that changes no
+//! key field (whose keys are those of the row as it is now), the row's primary
+//! key: on PostgreSQL that update and its record are then one statement, and
+//! the drain resolves the keys from the current row. A later write that
+//! changes the row's key fields records the keys it replaces itself.
 
-use flash_core::{Flash, KeySet};
-use sea_orm::{ConnectionTrait, DatabaseBackend, DatabaseConnection, DbErr, Statement, Value};
+use crate::convert::{model_name, to_value, ModelRecord};
+use flash_core::{FieldValue, Flash, KeySet, Record};
+use futures::future::BoxFuture;
+use sea_orm::sea_query::Condition;
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, DatabaseBackend, DatabaseConnection, DbErr, EntityTrait,
+    Iterable, PrimaryKeyToColumn, QueryFilter, Statement, Value,
+};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -30,10 +44,59 @@ impl Default for OutboxSettings {
     }
 }
 
+/// What one outbox row records.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(untagged)]
+pub(crate) enum Recorded {
+    /// The keys to invalidate.
+    Keys(KeySet),
+    /// Primary keys of rows whose current keys are to be invalidated.
+    Rows { rows: Vec<Vec<FieldValue>> },
+}
+
+/// Loads the rows of one model by primary key and gives their keys.
+pub(crate) type Resolver = Arc<
+    dyn Fn(
+            DatabaseConnection,
+            Flash,
+            Vec<Vec<FieldValue>>,
+        ) -> BoxFuture<'static, Result<KeySet, DbErr>>
+        + Send
+        + Sync,
+>;
+
+/// The resolver of entity `E` (its rows by primary key, then their keys).
+pub(crate) fn resolver<E: EntityTrait>() -> Resolver
+where
+    E::Model: Sync,
+{
+    Arc::new(|db, flash, pks| {
+        Box::pin(async move {
+            let cols: Vec<E::Column> = E::PrimaryKey::iter().map(|p| p.into_column()).collect();
+            let mut keys = KeySet::default();
+            for chunk in pks.chunks(500) {
+                let cond = chunk.iter().fold(Condition::any(), |any, pk| {
+                    let row = cols.iter().zip(pk).fold(Condition::all(), |all, (c, v)| {
+                        all.add(c.eq(to_value(c, v)))
+                    });
+                    any.add(row)
+                });
+                let rows = E::find().filter(cond).all(&db).await?;
+                let recs: Vec<ModelRecord<'_, E::Model>> = rows.iter().map(ModelRecord).collect();
+                let dyns: Vec<&dyn Record> = recs.iter().map(|r| r as &dyn Record).collect();
+                keys.extend(flash.keys_for_rows(&model_name::<E>(), &dyns));
+            }
+            Ok(keys)
+        })
+    })
+}
+
 pub(crate) struct Outbox {
     db: DatabaseConnection,
     flash: Flash,
     settings: OutboxSettings,
+    /// Per model, how to turn recorded primary keys into keys.
+    resolvers: HashMap<String, Resolver>,
     /// Ids applied by their writers, deleted in batches by the task so that a
     /// write pays no extra statement for it. std Mutex: never held across await.
     applied: Mutex<Vec<i64>>,
@@ -50,7 +113,7 @@ impl Drop for Outbox {
     }
 }
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
@@ -75,11 +138,13 @@ impl Outbox {
         db: DatabaseConnection,
         flash: Flash,
         settings: OutboxSettings,
+        resolvers: HashMap<String, Resolver>,
     ) -> Arc<Outbox> {
         let outbox = Arc::new(Outbox {
             db,
             flash,
             settings,
+            resolvers,
             applied: Mutex::new(Vec::new()),
             task: Mutex::new(None),
         });
@@ -97,6 +162,11 @@ impl Outbox {
             *t = Some(task);
         }
         outbox
+    }
+
+    /// Can rows of `model` be recorded by primary key?
+    pub(crate) fn resolves(&self, model: &str) -> bool {
+        self.resolvers.contains_key(model)
     }
 
     /// Records `keys` in the write's transaction; returns the row id.
@@ -193,18 +263,32 @@ impl Outbox {
             let id: i64 = r.try_get("", "id")?;
             let model: String = r.try_get("", "model")?;
             let json: String = r.try_get("", "keyset")?;
-            let keys: KeySet = match serde_json::from_str(&json) {
-                Ok(k) => k,
+            let keys = match serde_json::from_str(&json) {
+                Ok(Recorded::Keys(k)) => k,
+                Ok(Recorded::Rows { rows }) => match self.resolvers.get(&model) {
+                    Some(resolve) => resolve(self.db.clone(), self.flash.clone(), rows).await?,
+                    None => {
+                        tracing::error!(
+                            id,
+                            model,
+                            "outbox row of a model without a resolver dropped"
+                        );
+                        repaired.push(id);
+                        continue;
+                    }
+                },
                 Err(e) => {
                     tracing::error!(id, error = %e, "undecodable outbox row dropped");
                     repaired.push(id);
                     continue;
                 }
             };
-            // A cache still unreachable leaves the row for the next round.
-            if self.flash.apply_invalidation(&model, &keys).await.is_ok() {
-                repaired.push(id);
+            // A cache still unreachable leaves this row and the rest for the
+            // next round (each would only wait for its own failure).
+            if self.flash.apply_invalidation(&model, &keys).await.is_err() {
+                break;
             }
+            repaired.push(id);
         }
         self.delete_ids(&repaired).await?;
         if !repaired.is_empty() {

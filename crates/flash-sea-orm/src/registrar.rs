@@ -2,7 +2,7 @@
 
 use crate::convert::{column_name, model_name, to_value};
 use crate::meta::CacheMeta;
-use crate::outbox::{Outbox, OutboxSettings};
+use crate::outbox::{resolver, Outbox, OutboxSettings, Resolver};
 use crate::versions::SqlVersionStore;
 use crate::FlashDb;
 use async_trait::async_trait;
@@ -13,6 +13,7 @@ use flash_core::{
 use sea_orm::{
     ColumnTrait, DatabaseConnection, DbErr, EntityTrait, Iterable, PrimaryKeyToColumn, QueryFilter,
 };
+use std::collections::HashMap;
 use std::sync::Arc;
 
 /// A user-defined cache class: its declaration and how to compute its value
@@ -107,6 +108,7 @@ pub struct Registrar {
     db: DatabaseConnection,
     outbox: Option<bool>,
     outbox_settings: OutboxSettings,
+    resolvers: HashMap<String, Resolver>,
 }
 
 impl Registrar {
@@ -119,6 +121,7 @@ impl Registrar {
             db,
             outbox: None,
             outbox_settings: OutboxSettings::default(),
+            resolvers: HashMap::new(),
         }
     }
 
@@ -172,6 +175,7 @@ impl Registrar {
                 }
             }
         }
+        self.resolvers.insert(model.clone(), resolver::<E>());
         for (col, target) in &meta.cached_fks {
             self.builder
                 .cached_foreign_key(&model, &column_name(col), target);
@@ -209,6 +213,11 @@ impl Registrar {
         crate::outbox::create_table(&self.db)
             .await
             .map_err(SourceError::new)?;
-        Ok(fdb.with_outbox(Outbox::start(self.db, flash, self.outbox_settings)))
+        Ok(fdb.with_outbox(Outbox::start(
+            self.db,
+            flash,
+            self.outbox_settings,
+            self.resolvers,
+        )))
     }
 }

@@ -40,6 +40,10 @@ pub struct BenchArgs {
     /// A small, CI-sized run (seconds, not minutes).
     #[arg(long)]
     pub quick: bool,
+    /// Run only the scenarios whose numbers are given (1-8; repeatable,
+    /// e.g. `--only 2 --only 7`). All by default.
+    #[arg(long, value_parser = clap::value_parser!(u8).range(1..=8))]
+    pub only: Vec<u8>,
 }
 
 /// How much of everything a run does.
@@ -193,7 +197,7 @@ async fn run_inner(args: BenchArgs) -> BenchResult<()> {
         skipped_caches,
         pairs: Vec::new(),
     };
-    let result = measure(&mut env).await;
+    let result = measure(&mut env, &args.only).await;
     // Flash handles first (their refresh tasks hold connections), then the
     // schema and the file go, whatever happened.
     let Env { dbs, pairs, .. } = env;
@@ -218,7 +222,7 @@ async fn cleanup_on_err(dbs: &mut Vec<DbTarget>, r: BenchResult<()>) -> BenchRes
 }
 
 /// Seeds every database, builds the flash handles, runs the scenarios.
-async fn measure(env: &mut Env) -> BenchResult<Report> {
+async fn measure(env: &mut Env, only: &[u8]) -> BenchResult<Report> {
     for (di, d) in env.dbs.iter().enumerate() {
         eprintln!("bench: seeding {} ({} events)", d.name, env.plan.events);
         setup::seed(&d.db, env.plan.events).await?;
@@ -253,7 +257,10 @@ async fn measure(env: &mut Env) -> BenchResult<Report> {
         ("7. writes", |e, r| Box::pin(writes::writes(e, r))),
         ("8. memory", |e, r| Box::pin(load::memory(e, r))),
     ];
-    for (name, step) in steps {
+    for (n, (name, step)) in (1u8..).zip(steps) {
+        if !only.is_empty() && !only.contains(&n) {
+            continue;
+        }
         let t = Instant::now();
         step(env, &mut report).await?;
         eprintln!("bench: {name}: {:.1} s", t.elapsed().as_secs_f64());
