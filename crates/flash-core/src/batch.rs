@@ -1,7 +1,7 @@
 //! Batches: many lazy lookups of different classes resolved with one
 //! `get_many`, each falling back to the database on its own.
 
-use crate::class::{CacheValue, Class};
+use crate::class::{CacheValue, Class, ClassSpec};
 use crate::error::Error;
 use crate::flash::Flash;
 use crate::read::read_keys;
@@ -49,7 +49,7 @@ impl<T> Copy for Handle<T> {}
 type Resolved = Result<(Box<dyn Any + Send>, Outcome), Error>;
 
 trait Pending: Send + Sync {
-    fn class_name(&self) -> &str;
+    fn spec(&self) -> &ClassSpec;
     fn keys(&self, flash: &Flash) -> Result<(String, Vec<String>), Error>;
     /// The answer when the cache holds a value to serve as is: decided
     /// without a future (most of a warm batch).
@@ -65,8 +65,8 @@ trait Pending: Send + Sync {
 }
 
 impl<T: CacheValue> Pending for Query<T> {
-    fn class_name(&self) -> &str {
-        &self.class.spec.name
+    fn spec(&self) -> &ClassSpec {
+        &self.class.spec
     }
     fn try_hit(&self, flash: &Flash, key: &str, raw: &[Option<Vec<u8>>]) -> Option<Resolved> {
         let v = flash.try_serve::<T>(&self.class.spec, key, raw)?;
@@ -206,7 +206,7 @@ impl<'f> Batch<'f> {
         }
         for (q, r) in self.queries.iter().zip(&results) {
             if let Some(Ok((_, o))) = r {
-                flash.inner.stats.outcome(q.class_name(), *o);
+                flash.inner.stats.outcome(q.spec(), *o);
             }
         }
         BatchResults { results }

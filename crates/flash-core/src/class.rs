@@ -76,6 +76,9 @@ pub struct ClassSpec {
     pub simple: bool,
     /// Compress payloads above this many bytes (none when `None`).
     pub compress_above: Option<usize>,
+    /// This class's lookup counters (metrics facade).
+    #[doc(hidden)]
+    pub counters: crate::stats::ClassCounters,
 }
 
 impl ClassSpec {
@@ -91,6 +94,7 @@ impl ClassSpec {
             allowtime: None,
             simple: false,
             compress_above: None,
+            counters: Default::default(),
         }
     }
     /// An instance cache: one row (or none) of `model` found by `key_fields`.

@@ -18,11 +18,14 @@ const SUFFIX_ROOM: usize = 16;
 /// (lower-case hex). `_` and `~` are escaped too, so a value can never produce the
 /// `__` separator or a fake escape.
 fn push_escaped(out: &mut String, s: &[u8]) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     for &b in s {
         if b.is_ascii_alphanumeric() || b == b'.' || b == b'-' {
             out.push(b as char);
         } else {
-            let _ = write!(out, "~{b:02x}");
+            out.push('~');
+            out.push(HEX[usize::from(b >> 4)] as char);
+            out.push(HEX[usize::from(b & 0xf)] as char);
         }
     }
 }
@@ -32,12 +35,9 @@ fn push_value(out: &mut String, v: &FieldValue) {
         // `~` is never followed by `_` or end in an escape, so these are unambiguous.
         FieldValue::Null => out.push('~'),
         FieldValue::Bool(b) => out.push_str(if *b { "~t" } else { "~f" }),
-        FieldValue::Int(i) => {
-            let _ = write!(out, "{i}");
-        }
-        FieldValue::UInt(i) => {
-            let _ = write!(out, "{i}");
-        }
+        // itoa, not `write!`: the formatting machinery was most of a key's cost.
+        FieldValue::Int(i) => out.push_str(itoa::Buffer::new().format(*i)),
+        FieldValue::UInt(i) => out.push_str(itoa::Buffer::new().format(*i)),
         FieldValue::Str(s) => push_escaped(out, s.as_bytes()),
         FieldValue::Bytes(b) => {
             out.push_str("~b");
@@ -82,7 +82,8 @@ pub fn build_key(
         key.push_str("__");
         push_value(&mut key, v);
     }
-    let _ = write!(key, "__v{version}");
+    key.push_str("__v");
+    key.push_str(itoa::Buffer::new().format(version));
     if key.len() > MAX_KEY_LEN - SUFFIX_ROOM {
         let digest = Sha256::digest(key.as_bytes());
         let mut short = String::with_capacity(prefix.len() + class.len() + 80);

@@ -150,7 +150,7 @@ impl Flash {
             };
             if let Ok((_, o)) = &result {
                 tracing::Span::current().record("outcome", o.label());
-                self.inner.stats.outcome(&class.spec.name, *o);
+                self.inner.stats.outcome(&class.spec, *o);
                 self.emit(FlashEvent::Lookup {
                     class: &class.spec.name,
                     key: &key,

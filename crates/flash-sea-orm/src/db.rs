@@ -22,11 +22,14 @@ use std::sync::Arc;
 /// Runs a write (`|conn| future of (result, keys)`): with the outbox, in a
 /// transaction that also records the keys; then applies the invalidation.
 macro_rules! durable_write {
-    ($self:ident, $model:expr, |$conn:ident| $op:expr) => {{
+    // `$owned`: is `$conn` a transaction flash opened for this write alone?
+    // Then a write that locks rows needs no transaction (savepoint) of its own.
+    ($self:ident, $model:expr, |$conn:ident, $owned:ident| $op:expr) => {{
         let model = $model;
         match &$self.outbox {
             None => {
                 let $conn = &$self.db;
+                let $owned = false;
                 let (out, keys) = $op.await?;
                 $self.finish(&model, &keys, None).await;
                 Ok(out)
@@ -35,6 +38,7 @@ macro_rules! durable_write {
                 let txn = $self.db.begin().await.map_err(src)?;
                 let (out, keys) = {
                     let $conn = &txn;
+                    let $owned = true;
                     $op.await?
                 };
                 let id = ob.record(&txn, &model, &keys).await.map_err(src)?;
@@ -130,8 +134,8 @@ fn pks_condition<E: EntityTrait>(rows: &[E::Model]) -> Condition {
 /// SQLite (which locks the whole database, and whose deferred transactions
 /// cannot upgrade a read to a write under contention) a no-op `UPDATE` first,
 /// which takes the write lock, waiting for it as the busy timeout allows.
-async fn read_locked<E: EntityTrait>(
-    txn: &DatabaseTransaction,
+async fn read_locked<E: EntityTrait, C: ConnectionTrait>(
+    txn: &C,
     cond: Condition,
 ) -> Result<Vec<E::Model>, Error> {
     if txn.get_database_backend() == DatabaseBackend::Sqlite {
@@ -299,7 +303,7 @@ impl FlashDb {
         A: ActiveModelTrait + ActiveModelBehavior + Send,
         <A::Entity as EntityTrait>::Model: IntoActiveModel<A> + Sync,
     {
-        durable_write!(self, model_name::<A::Entity>(), |conn| self
+        durable_write!(self, model_name::<A::Entity>(), |conn, _owned| self
             .insert_on(conn, am))
     }
 
@@ -319,7 +323,7 @@ impl FlashDb {
                 return self.update_recorded(am).await;
             }
         }
-        durable_write!(self, model, |conn| self.update_on(conn, am))
+        durable_write!(self, model, |conn, owned| self.update_on(conn, owned, am))
     }
 
     /// An update that changes no key field, on PostgreSQL with the outbox:
@@ -412,8 +416,10 @@ impl FlashDb {
         E: EntityTrait,
         E::Model: Sync,
     {
-        durable_write!(self, model_name::<E>(), |conn| async {
-            let (n, mut keys) = self.delete_on::<E, _>(conn, pk_condition::<E>(row)).await?;
+        durable_write!(self, model_name::<E>(), |conn, owned| async {
+            let (n, mut keys) = self
+                .delete_on::<E, _>(conn, owned, pk_condition::<E>(row))
+                .await?;
             // The caller's copy may hold values the row no longer has.
             keys.extend(self.keys_of(&[row]));
             Ok::<_, Error>((n, keys))
@@ -427,8 +433,8 @@ impl FlashDb {
         E: EntityTrait,
         E::Model: Sync,
     {
-        durable_write!(self, model_name::<E>(), |conn| self
-            .update_many_on(conn, cond, changes))
+        durable_write!(self, model_name::<E>(), |conn, owned| self
+            .update_many_on(conn, owned, cond, changes))
     }
 
     /// `DELETE ... WHERE cond`; keys of every deleted row are invalidated.
@@ -437,8 +443,8 @@ impl FlashDb {
         E: EntityTrait,
         E::Model: Sync,
     {
-        durable_write!(self, model_name::<E>(), |conn| self
-            .delete_on::<E, _>(conn, cond))
+        durable_write!(self, model_name::<E>(), |conn, owned| self
+            .delete_on::<E, _>(conn, owned, cond))
     }
 
     /// Manual invalidation (the seed's `invalidate_flash_cache`): the keys of
@@ -512,9 +518,13 @@ impl FlashDb {
         Ok((m, keys))
     }
 
+    /// `owned`: `conn` is a transaction of this write alone (see
+    /// `durable_write!`); otherwise a key change opens one (a savepoint in a
+    /// caller's transaction, which a failure then leaves usable).
     async fn update_on<A, C>(
         &self,
         conn: &C,
+        owned: bool,
         am: A,
     ) -> Result<(<A::Entity as EntityTrait>::Model, KeySet), Error>
     where
@@ -531,9 +541,27 @@ impl FlashDb {
             let keys = self.keys_of(&[&m]);
             return Ok((m, keys));
         }
-        // A key field changes: read the old row under a lock in the same
-        // transaction, so that its old keys are exactly the ones replaced.
+        if owned {
+            return self.update_locked(conn, am).await;
+        }
         let txn = conn.begin().await.map_err(src)?;
+        let out = self.update_locked(&txn, am).await?;
+        txn.commit().await.map_err(src)?;
+        Ok(out)
+    }
+
+    /// A key field changes: read the old row under a lock in the same
+    /// transaction, so that its old keys are exactly the ones replaced.
+    async fn update_locked<A, C>(
+        &self,
+        txn: &C,
+        am: A,
+    ) -> Result<(<A::Entity as EntityTrait>::Model, KeySet), Error>
+    where
+        C: ConnectionTrait,
+        A: ActiveModelTrait + ActiveModelBehavior + Send,
+        <A::Entity as EntityTrait>::Model: IntoActiveModel<A> + Sync,
+    {
         let pk = <A::Entity as EntityTrait>::PrimaryKey::iter().fold(Condition::all(), |c, p| {
             let col = p.into_column();
             match am.get(col).into_value() {
@@ -541,9 +569,11 @@ impl FlashDb {
                 None => c,
             }
         });
-        let old = read_locked::<A::Entity>(&txn, pk).await?.into_iter().next();
-        let m = am.update(&txn).await.map_err(src)?;
-        txn.commit().await.map_err(src)?;
+        let old = read_locked::<A::Entity, _>(txn, pk)
+            .await?
+            .into_iter()
+            .next();
+        let m = am.update(txn).await.map_err(src)?;
         let mut rows = vec![&m];
         rows.extend(old.as_ref());
         let keys = self.keys_of(&rows);
@@ -553,6 +583,7 @@ impl FlashDb {
     async fn update_many_on<E, C>(
         &self,
         conn: &C,
+        owned: bool,
         cond: Condition,
         changes: Changes<E>,
     ) -> Result<(u64, KeySet), Error>
@@ -561,10 +592,28 @@ impl FlashDb {
         E::Model: Sync,
         C: ConnectionTrait + TransactionTrait,
     {
+        if owned {
+            return self.update_many_locked(conn, cond, changes).await;
+        }
         let txn = conn.begin().await.map_err(src)?;
-        let old = read_locked::<E>(&txn, cond.clone()).await?;
+        let out = self.update_many_locked(&txn, cond, changes).await?;
+        txn.commit().await.map_err(src)?;
+        Ok(out)
+    }
+
+    async fn update_many_locked<E, C>(
+        &self,
+        txn: &C,
+        cond: Condition,
+        changes: Changes<E>,
+    ) -> Result<(u64, KeySet), Error>
+    where
+        E: EntityTrait,
+        E::Model: Sync,
+        C: ConnectionTrait,
+    {
+        let old = read_locked::<E, _>(txn, cond.clone()).await?;
         if old.is_empty() {
-            txn.commit().await.map_err(src)?;
             return Ok((0, KeySet::default()));
         }
         // Only the rows read above are updated, so every updated row's old
@@ -575,37 +624,53 @@ impl FlashDb {
         for (col, expr) in changes.sets {
             q = q.col_expr(col, expr);
         }
-        let n = q.exec(&txn).await.map_err(src)?.rows_affected;
+        let n = q.exec(txn).await.map_err(src)?.rows_affected;
         let new = E::find()
             .filter(pks_condition::<E>(&old))
-            .all(&txn)
+            .all(txn)
             .await
             .map_err(src)?;
-        txn.commit().await.map_err(src)?;
         let rows: Vec<&E::Model> = old.iter().chain(new.iter()).collect();
         Ok((n, self.keys_of(&rows)))
     }
 
-    async fn delete_on<E, C>(&self, conn: &C, cond: Condition) -> Result<(u64, KeySet), Error>
+    async fn delete_on<E, C>(
+        &self,
+        conn: &C,
+        owned: bool,
+        cond: Condition,
+    ) -> Result<(u64, KeySet), Error>
     where
         E: EntityTrait,
         E::Model: Sync,
         C: ConnectionTrait + TransactionTrait,
     {
+        if owned {
+            return self.delete_locked::<E, _>(conn, cond).await;
+        }
         let txn = conn.begin().await.map_err(src)?;
-        let old = read_locked::<E>(&txn, cond.clone()).await?;
+        let out = self.delete_locked::<E, _>(&txn, cond).await?;
+        txn.commit().await.map_err(src)?;
+        Ok(out)
+    }
+
+    async fn delete_locked<E, C>(&self, txn: &C, cond: Condition) -> Result<(u64, KeySet), Error>
+    where
+        E: EntityTrait,
+        E::Model: Sync,
+        C: ConnectionTrait,
+    {
+        let old = read_locked::<E, _>(txn, cond.clone()).await?;
         if old.is_empty() {
-            txn.commit().await.map_err(src)?;
             return Ok((0, KeySet::default()));
         }
         let n = E::delete_many()
             .filter(cond)
             .filter(pks_condition::<E>(&old))
-            .exec(&txn)
+            .exec(txn)
             .await
             .map_err(src)?
             .rows_affected;
-        txn.commit().await.map_err(src)?;
         Ok((n, self.keys_of(&old.iter().collect::<Vec<_>>())))
     }
 }
@@ -641,7 +706,7 @@ impl FlashTxn {
         A: ActiveModelTrait + ActiveModelBehavior + Send,
         <A::Entity as EntityTrait>::Model: IntoActiveModel<A> + Sync,
     {
-        let (m, keys) = self.fdb.update_on(self.conn(), am).await?;
+        let (m, keys) = self.fdb.update_on(self.conn(), false, am).await?;
         self.record(model_name::<A::Entity>(), keys);
         Ok(m)
     }
@@ -654,7 +719,10 @@ impl FlashTxn {
         E: EntityTrait,
         E::Model: Sync,
     {
-        let (n, keys) = self.fdb.update_many_on(self.conn(), cond, changes).await?;
+        let (n, keys) = self
+            .fdb
+            .update_many_on(self.conn(), false, cond, changes)
+            .await?;
         self.record(model_name::<E>(), keys);
         Ok(n)
     }
@@ -663,7 +731,7 @@ impl FlashTxn {
         E: EntityTrait,
         E::Model: Sync,
     {
-        let (n, keys) = self.fdb.delete_on::<E, _>(self.conn(), cond).await?;
+        let (n, keys) = self.fdb.delete_on::<E, _>(self.conn(), false, cond).await?;
         self.record(model_name::<E>(), keys);
         Ok(n)
     }
@@ -674,7 +742,7 @@ impl FlashTxn {
     {
         let (n, mut keys) = self
             .fdb
-            .delete_on::<E, _>(self.conn(), pk_condition::<E>(row))
+            .delete_on::<E, _>(self.conn(), false, pk_condition::<E>(row))
             .await?;
         keys.extend(self.fdb.keys_of(&[row]));
         self.record(model_name::<E>(), keys);
