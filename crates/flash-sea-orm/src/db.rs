@@ -8,12 +8,12 @@ use flash_core::{
     SourceError,
 };
 use futures::future::BoxFuture;
-use sea_orm::sea_query::{self, Condition, SimpleExpr};
+use sea_orm::sea_query::{self, Condition, IntoIden, SimpleExpr};
 use sea_orm::{
     ActiveModelBehavior, ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseBackend,
-    DatabaseConnection, DatabaseTransaction, DbErr, EntityTrait, FromQueryResult, IntoActiveModel,
-    Iterable, ModelTrait, PrimaryKeyToColumn, QueryFilter, QuerySelect, QueryTrait, Statement,
-    TransactionTrait, Value,
+    DatabaseConnection, DatabaseTransaction, DbErr, EntityName, EntityTrait, FromQueryResult,
+    IntoActiveModel, Iterable, ModelTrait, PrimaryKeyToColumn, QueryFilter, QuerySelect,
+    QueryTrait, Statement, TransactionTrait, Value,
 };
 use std::collections::BTreeSet;
 use std::marker::PhantomData;
@@ -107,6 +107,102 @@ fn pk_condition<E: EntityTrait>(row: &E::Model) -> Condition {
         let col = p.into_column();
         c.add(col.eq(row.get(col)))
     })
+}
+
+/// Does some column of `E` read through a cast (a database enum)? Such
+/// columns cannot be returned under another name as they are.
+fn has_cast_columns<E: EntityTrait>() -> bool {
+    E::Column::iter().any(|c| {
+        let plain: SimpleExpr = sea_query::Expr::col(c).into();
+        c.select_as(sea_query::Expr::col(c)) != plain
+    })
+}
+
+/// Can a key-changing update of `E` on `conn` read the old row and update it
+/// in one statement ([`update_returning_old`])?
+fn one_statement_update<E: EntityTrait>(conn: &impl ConnectionTrait) -> bool {
+    conn.get_database_backend() == DatabaseBackend::Postgres && !has_cast_columns::<E>()
+}
+
+fn quoted(ident: &str) -> String {
+    format!("\"{}\"", ident.replace('"', "\"\""))
+}
+
+/// A key-changing update on PostgreSQL in one statement that also returns
+/// the row as it was: `UPDATE t SET .. FROM (SELECT * FROM t WHERE pk FOR
+/// UPDATE) flash_old WHERE pk AND t.pk = flash_old.pk RETURNING t.*,
+/// flash_old.*` (the old columns renamed). The subquery locks the row and
+/// reads its latest committed version, so the old values are exactly the
+/// ones this update replaces: what a transaction with `SELECT ... FOR
+/// UPDATE` then `UPDATE` gives, in one round trip instead of four.
+async fn update_returning_old<A, C>(
+    conn: &C,
+    am: A,
+    pk: Condition,
+) -> Result<
+    (
+        <A::Entity as EntityTrait>::Model,
+        Option<<A::Entity as EntityTrait>::Model>,
+    ),
+    Error,
+>
+where
+    C: ConnectionTrait,
+    A: ActiveModelTrait + ActiveModelBehavior + Send,
+    <A::Entity as EntityTrait>::Model: IntoActiveModel<A> + Sync,
+{
+    const OLD: &str = "flash_old";
+    let backend = conn.get_database_backend();
+    let am = ActiveModelBehavior::before_save(am, conn, false)
+        .await
+        .map_err(src)?;
+    let entity = A::Entity::default();
+    let table = entity.table_name().to_owned();
+    let mut old = sea_query::Query::select();
+    old.column(sea_query::Asterisk)
+        .from(entity.table_ref())
+        .cond_where(pk)
+        .lock(sea_query::LockType::Update);
+    let mut update = A::Entity::update(am).into_query();
+    update.from(sea_query::TableRef::SubQuery(
+        old,
+        sea_query::Alias::new(OLD).into_iden(),
+    ));
+    for p in <A::Entity as EntityTrait>::PrimaryKey::iter() {
+        let c = p.into_column();
+        update.and_where(sea_query::Expr::col((entity, c)).equals((sea_query::Alias::new(OLD), c)));
+    }
+    let columns: Vec<String> = <A::Entity as EntityTrait>::Column::iter()
+        .map(|c| column_name(&c))
+        .collect();
+    let returning = columns
+        .iter()
+        .map(|c| format!("{}.{}", quoted(&table), quoted(c)))
+        .chain(columns.iter().map(|c| {
+            format!(
+                "{}.{} AS {}",
+                quoted(OLD),
+                quoted(c),
+                quoted(&format!("{OLD}_{c}"))
+            )
+        }))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let built = backend.build(&update);
+    let stmt = Statement {
+        sql: format!("{} RETURNING {returning}", built.sql),
+        ..built
+    };
+    let row = conn
+        .query_one(stmt)
+        .await
+        .map_err(src)?
+        .ok_or_else(|| src(DbErr::RecordNotUpdated))?;
+    type Model<A> = <<A as ActiveModelTrait>::Entity as EntityTrait>::Model;
+    let new = Model::<A>::from_query_result(&row, "").map_err(src)?;
+    let old = Model::<A>::from_query_result(&row, &format!("{OLD}_")).map_err(src)?;
+    let new = A::after_save(new, conn, false).await.map_err(src)?;
+    Ok((new, Some(old)))
 }
 
 /// Does `am` set a column other than its primary key (else SeaORM's update
@@ -541,7 +637,7 @@ impl FlashDb {
             let keys = self.keys_of(&[&m]);
             return Ok((m, keys));
         }
-        if owned {
+        if owned || one_statement_update::<A::Entity>(conn) {
             return self.update_locked(conn, am).await;
         }
         let txn = conn.begin().await.map_err(src)?;
@@ -551,7 +647,8 @@ impl FlashDb {
     }
 
     /// A key field changes: read the old row under a lock in the same
-    /// transaction, so that its old keys are exactly the ones replaced.
+    /// transaction, so that its old keys are exactly the ones replaced (on
+    /// PostgreSQL one statement does both, atomic in any transaction or none).
     async fn update_locked<A, C>(
         &self,
         txn: &C,
@@ -569,11 +666,15 @@ impl FlashDb {
                 None => c,
             }
         });
-        let old = read_locked::<A::Entity, _>(txn, pk)
-            .await?
-            .into_iter()
-            .next();
-        let m = am.update(txn).await.map_err(src)?;
+        let (m, old) = if one_statement_update::<A::Entity>(txn) {
+            update_returning_old(txn, am, pk).await?
+        } else {
+            let old = read_locked::<A::Entity, _>(txn, pk)
+                .await?
+                .into_iter()
+                .next();
+            (am.update(txn).await.map_err(src)?, old)
+        };
         let mut rows = vec![&m];
         rows.extend(old.as_ref());
         let keys = self.keys_of(&rows);
