@@ -1259,3 +1259,62 @@ async fn the_observer_sees_every_lookup_and_invalidation() {
     );
     assert!(seen.contains(&"bump event".to_string()), "{seen:?}");
 }
+
+/// An update of a row that does not exist is a typed error (SeaORM's
+/// `RecordNotUpdated`, as a plain update gives), on every write path: a
+/// non-key field, a key field, with and without the outbox. Nothing is
+/// written, and the outbox keeps no record of it.
+#[tokio::test]
+async fn updating_a_missing_row_is_a_typed_error_and_writes_nothing() {
+    let h = harness().await;
+    let e = add_event(&h.fdb, "here", "Oslo").await;
+    let mut reg = Registrar::new(h.db.clone())
+        .configure(|b| b.prefix(common::unique("t") + ":"))
+        .outbox(true);
+    flash::demo::declare(&mut reg, Duration::from_secs(60)).unwrap();
+    let with_outbox = reg.build().await.unwrap();
+    let missing = e.id + 1000;
+    for fdb in [&h.fdb, &with_outbox] {
+        for am in [
+            event::ActiveModel {
+                id: Set(missing),
+                title: Set("nobody".into()),
+                ..Default::default()
+            },
+            event::ActiveModel {
+                id: Set(missing),
+                slug: Set("nobody".into()),
+                ..Default::default()
+            },
+        ] {
+            match fdb.update(am).await {
+                Err(Error::Source(s)) => assert!(
+                    s.to_string().contains("None of the records are updated"),
+                    "{s}"
+                ),
+                other => panic!("expected a source error, got {other:?}"),
+            }
+        }
+    }
+    let events = h.fdb.cache::<event::Entity>();
+    assert!(events
+        .get_or_none(by(event::Column::Slug, "nobody"))
+        .await
+        .unwrap()
+        .is_none());
+    assert_eq!(events.get(by(event::Column::Id, e.id)).await.unwrap(), e);
+    with_outbox.drain_outbox().await.unwrap();
+    let left = sea_orm::ConnectionTrait::query_one(
+        &h.db,
+        sea_orm::Statement::from_string(
+            sea_orm::ConnectionTrait::get_database_backend(&h.db),
+            format!("SELECT COUNT(*) AS n FROM {}", flash_sea_orm::OUTBOX_TABLE),
+        ),
+    )
+    .await
+    .unwrap()
+    .unwrap()
+    .try_get::<i64>("", "n")
+    .unwrap();
+    assert_eq!(left, 0, "a failed update leaves no outbox row");
+}
