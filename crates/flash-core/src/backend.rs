@@ -40,7 +40,7 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Stores several values unconditionally. Flash writes invalidation markers
     /// with it and nothing else, so wrappers treat it as an invalidation (the
-    /// circuit breaker of [`crate::ResilientBackend`] never refuses it).
+    /// circuit breaker of [`crate::resilient::ResilientBackend`] never refuses it).
     /// The default sends them one by one; backends override with a pipeline.
     async fn set_many(
         &self,
