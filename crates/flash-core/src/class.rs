@@ -36,6 +36,8 @@ pub enum Invalidation {
 pub enum CacheKind {
     Instance,
     Queryset,
+    /// Whether any row matches (the original's `QuerysetExistsCache`).
+    Exists,
 }
 
 impl CacheKind {
@@ -44,12 +46,14 @@ impl CacheKind {
         match self {
             CacheKind::Instance => "i",
             CacheKind::Queryset => "q",
+            CacheKind::Exists => "e",
         }
     }
     pub fn label(self) -> &'static str {
         match self {
             CacheKind::Instance => "instance",
             CacheKind::Queryset => "queryset",
+            CacheKind::Exists => "exists",
         }
     }
 }
@@ -105,6 +109,10 @@ impl ClassSpec {
     /// value derived from them.
     pub fn queryset(name: &str, model: &str, key_fields: &[&str]) -> Self {
         Self::new(CacheKind::Queryset, name, model, key_fields)
+    }
+    /// An existence cache: whether any row of `model` matches `key_fields`.
+    pub fn exists(name: &str, model: &str, key_fields: &[&str]) -> Self {
+        Self::new(CacheKind::Exists, name, model, key_fields)
     }
     pub fn timeout(mut self, t: Duration) -> Self {
         self.timeout = Some(t);

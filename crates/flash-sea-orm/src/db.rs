@@ -913,6 +913,25 @@ where
         self.fdb.flash.lookup(&class, &values).await
     }
 
+    /// Whether any row matches `lk` (declared with [`crate::CacheMeta::exists_key`]).
+    pub async fn exists(&self, lk: Lookup<E>) -> Result<bool, Error> {
+        self.exists_with_outcome(lk).await.map(|(r, _)| r)
+    }
+
+    /// Like [`Self::exists`], also telling hit or miss.
+    pub async fn exists_with_outcome(&self, lk: Lookup<E>) -> Result<(bool, Outcome), Error> {
+        let class = self.class::<bool>(CacheKind::Exists, &lk)?;
+        let values = lk.values_in(&class.spec().key_fields);
+        self.fdb.flash.lookup(&class, &values).await
+    }
+
+    /// A lazy existence lookup, for a [`flash_core::Batch`].
+    pub fn exists_query(&self, lk: &Lookup<E>) -> Result<Query<bool>, Error> {
+        let class = self.class::<bool>(CacheKind::Exists, lk)?;
+        let values = lk.values_in(&class.spec().key_fields);
+        Ok(Query::new(&class, values))
+    }
+
     /// The cache key of an instance lookup.
     pub fn get_key(&self, lk: &Lookup<E>) -> Result<String, Error> {
         let class = self.class::<Option<E::Model>>(CacheKind::Instance, lk)?;

@@ -1,13 +1,14 @@
 //! `CacheMeta`: the per-entity declaration of what is cached.
 
 use crate::convert::{column_name, model_name};
-use flash_core::{ClassSpec, Invalidation, RegistryError};
+use flash_core::{CacheKind, ClassSpec, Invalidation, RegistryError};
 use sea_orm::EntityTrait;
 use std::time::Duration;
 
 /// What flash caches for one entity: instance caches by field tuples
-/// ([`Self::get_key`]), queryset caches ([`Self::filter_key`]), cached foreign
-/// keys, and the settings shared by these classes.
+/// ([`Self::get_key`]), queryset caches ([`Self::filter_key`]), existence
+/// caches ([`Self::exists_key`]), cached foreign keys, and the settings shared
+/// by these classes.
 ///
 /// ```
 /// # use sea_orm::entity::prelude::*;
@@ -29,6 +30,7 @@ use std::time::Duration;
 pub struct CacheMeta<E: EntityTrait> {
     pub(crate) get_keys: Vec<Vec<E::Column>>,
     pub(crate) filter_keys: Vec<Vec<E::Column>>,
+    pub(crate) exists_keys: Vec<Vec<E::Column>>,
     pub(crate) cached_fks: Vec<(E::Column, String)>,
     timeout: Option<Duration>,
     version: Option<u32>,
@@ -42,6 +44,7 @@ impl<E: EntityTrait> Default for CacheMeta<E> {
         CacheMeta {
             get_keys: Vec::new(),
             filter_keys: Vec::new(),
+            exists_keys: Vec::new(),
             cached_fks: Vec::new(),
             timeout: None,
             version: None,
@@ -68,6 +71,12 @@ impl<E: EntityTrait> CacheMeta<E> {
     /// A queryset cache: the rows matching these columns (`Model.cache.filter`).
     pub fn filter_key(mut self, cols: impl IntoIterator<Item = E::Column>) -> Self {
         self.filter_keys.push(cols.into_iter().collect());
+        self
+    }
+    /// An existence cache: whether any row matches these columns
+    /// ([`crate::ModelCache::exists`]; the original's `QuerysetExistsCache`).
+    pub fn exists_key(mut self, cols: impl IntoIterator<Item = E::Column>) -> Self {
+        self.exists_keys.push(cols.into_iter().collect());
         self
     }
     /// Reads the row `col` points at through `T`'s primary-key instance cache
@@ -105,6 +114,7 @@ impl<E: EntityTrait> CacheMeta<E> {
         for (mine, theirs, kind) in [
             (&mut self.get_keys, other.get_keys, "instance"),
             (&mut self.filter_keys, other.filter_keys, "queryset"),
+            (&mut self.exists_keys, other.exists_keys, "exists"),
         ] {
             for t in theirs {
                 let n = names(&t);
@@ -152,37 +162,34 @@ impl<E: EntityTrait> CacheMeta<E> {
     }
 
     /// The class specs this declaration makes (names derived from the table and
-    /// fields: `event_by_slug`, `participation_list_by_user_id`).
+    /// fields: `event_by_slug`, `participation_list_by_user_id`,
+    /// `participation_exists_by_user_id`).
     pub(crate) fn specs(&self) -> Vec<(ClassSpec, Vec<E::Column>)> {
         let model = model_name::<E>();
         let mut out = Vec::new();
-        for (cols, list) in self
-            .get_keys
-            .iter()
-            .map(|c| (c, false))
-            .chain(self.filter_keys.iter().map(|c| (c, true)))
-        {
-            let fields = names(cols);
-            let refs: Vec<&str> = fields.iter().map(String::as_str).collect();
-            let name = format!(
-                "{}{}_by_{}",
-                model,
-                if list { "_list" } else { "" },
-                fields.join("_")
-            )
-            .replace("__", "_");
-            let mut spec = if list {
-                ClassSpec::queryset(&name, &model, &refs)
-            } else {
-                ClassSpec::instance(&name, &model, &refs)
+        let kinds = [
+            (&self.get_keys, CacheKind::Instance, ""),
+            (&self.filter_keys, CacheKind::Queryset, "_list"),
+            (&self.exists_keys, CacheKind::Exists, "_exists"),
+        ];
+        for (tuples, kind, infix) in kinds {
+            for cols in tuples {
+                let fields = names(cols);
+                let refs: Vec<&str> = fields.iter().map(String::as_str).collect();
+                let name = format!("{model}{infix}_by_{}", fields.join("_")).replace("__", "_");
+                let mut spec = match kind {
+                    CacheKind::Instance => ClassSpec::instance(&name, &model, &refs),
+                    CacheKind::Queryset => ClassSpec::queryset(&name, &model, &refs),
+                    CacheKind::Exists => ClassSpec::exists(&name, &model, &refs),
+                }
+                .simple(true)
+                .version(self.version.unwrap_or(0))
+                .invalidation(self.invalidation.unwrap_or_default());
+                spec.timeout = self.timeout;
+                spec.allowtime = self.allowtime;
+                spec.compress_above = self.compress_above;
+                out.push((spec, cols.clone()));
             }
-            .simple(true)
-            .version(self.version.unwrap_or(0))
-            .invalidation(self.invalidation.unwrap_or_default());
-            spec.timeout = self.timeout;
-            spec.allowtime = self.allowtime;
-            spec.compress_above = self.compress_above;
-            out.push((spec, cols.clone()));
         }
         out
     }

@@ -12,6 +12,7 @@ use flash_core::{
 };
 use sea_orm::{
     ColumnTrait, DatabaseConnection, DbErr, EntityTrait, Iterable, PrimaryKeyToColumn, QueryFilter,
+    QuerySelect,
 };
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -78,6 +79,27 @@ where
             .one(&self.db)
             .await
             .map_err(SourceError::new)
+    }
+}
+
+struct ExistsFetch<E: EntityTrait>(RowFetch<E>);
+
+#[async_trait]
+impl<E: EntityTrait> Fetch<bool> for ExistsFetch<E> {
+    async fn fetch(&self, key: &[FieldValue]) -> Result<bool, SourceError> {
+        // `SELECT $1 ... LIMIT 1` (a bound BIGINT, the same type on every
+        // database): no row is read or decoded.
+        let row = self
+            .0
+            .select(key)
+            .select_only()
+            .expr(sea_orm::sea_query::Expr::val(1i64))
+            .limit(1)
+            .into_tuple::<i64>()
+            .one(&self.0.db)
+            .await
+            .map_err(SourceError::new)?;
+        Ok(row.is_some())
     }
 }
 
@@ -172,6 +194,9 @@ impl Registrar {
                 flash_core::CacheKind::Queryset => {
                     self.builder
                         .register::<Vec<E::Model>>(spec, ListFetch(fetch))?;
+                }
+                flash_core::CacheKind::Exists => {
+                    self.builder.register::<bool>(spec, ExistsFetch(fetch))?;
                 }
             }
         }

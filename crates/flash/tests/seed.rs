@@ -1318,3 +1318,62 @@ async fn updating_a_missing_row_is_a_typed_error_and_writes_nothing() {
     .unwrap();
     assert_eq!(left, 0, "a failed update leaves no outbox row");
 }
+
+/// `exists_key` (the original's `QuerysetExistsCache`): the flag is cached,
+/// `false` included, and flips with every write that changes the answer.
+#[tokio::test]
+async fn exists_cache_is_cached_and_flips_with_writes() {
+    let h = harness().await;
+    let u = add_user(&h.fdb, "ann").await;
+    let e = add_event(&h.fdb, "quiet", "Oslo").await;
+    let parts = h.fdb.cache::<participation::Entity>();
+    let lk = || by(participation::Column::EventId, e.id);
+
+    assert_eq!(
+        parts.exists_with_outcome(lk()).await.unwrap(),
+        (false, Outcome::Miss)
+    );
+    h.take_queries();
+    assert_eq!(
+        parts.exists_with_outcome(lk()).await.unwrap(),
+        (false, Outcome::Hit),
+        "absence is cached"
+    );
+    assert_eq!(h.take_queries(), 0, "a hit asks no database");
+
+    let p = add_participation(&h.fdb, u.id, e.id).await;
+    assert!(parts.exists(lk()).await.unwrap(), "an insert flips it");
+    assert_eq!(
+        parts.exists_with_outcome(lk()).await.unwrap(),
+        (true, Outcome::Hit)
+    );
+
+    // A move to another event flips both events' flags.
+    let other = add_event(&h.fdb, "busy", "Oslo").await;
+    assert!(!parts
+        .exists(by(participation::Column::EventId, other.id))
+        .await
+        .unwrap());
+    h.fdb
+        .update(participation::ActiveModel {
+            id: Set(p.id),
+            event_id: Set(other.id),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(!parts.exists(lk()).await.unwrap(), "the old event has none");
+    assert!(parts
+        .exists(by(participation::Column::EventId, other.id))
+        .await
+        .unwrap());
+
+    // In a batch, and undeclared tuples are a typed error.
+    let mut batch = h.fdb.flash().batch();
+    let q = batch.add(parts.exists_query(&lk()).unwrap());
+    assert!(!batch.run().await.take(q).unwrap());
+    assert!(matches!(
+        parts.exists(by(participation::Column::Role, "guest")).await,
+        Err(Error::CacheNotRegistered { kind: "exists", .. })
+    ));
+}

@@ -126,6 +126,7 @@ pub fn declare(
         CacheMeta::<participation::Entity>::new()
             .filter_key([participation::Column::UserId])
             .filter_key([participation::Column::EventId])
+            .exists_key([participation::Column::EventId])
             .get_key([
                 participation::Column::UserId,
                 participation::Column::EventId,
