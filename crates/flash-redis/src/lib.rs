@@ -16,6 +16,7 @@ use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, RedisError, Script};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -480,6 +481,11 @@ pub struct RedisClusterBackend {
     inner: Conn<ClusterConnection>,
     /// Our own copy of the slot map, to group a multi-get by node.
     slots: Arc<RwLock<Arc<SlotMap>>>,
+    /// Completed reloads of the slot map, and a lock held during one:
+    /// concurrent multi-gets that find the map stale wait for one reload
+    /// instead of each sending its own `CLUSTER SLOTS`.
+    reloads: Arc<AtomicU64>,
+    reloading: Arc<tokio::sync::Mutex<()>>,
     get_many_script: Arc<Script>,
 }
 
@@ -506,9 +512,11 @@ impl RedisClusterBackend {
         let backend = RedisClusterBackend {
             inner: Conn::new(conn),
             slots: Arc::new(RwLock::new(Arc::new(SlotMap::default()))),
+            reloads: Arc::new(AtomicU64::new(0)),
+            reloading: Arc::new(tokio::sync::Mutex::new(())),
             get_many_script: Arc::new(Script::new(GET_MANY_SCRIPT)),
         };
-        backend.refresh_slots().await;
+        backend.refresh_slots(0).await;
         Ok(backend)
     }
 
@@ -521,9 +529,14 @@ impl RedisClusterBackend {
     }
 
     /// Reloads the slot map with `CLUSTER SLOTS` (through the cluster
-    /// connection, so from any reachable node). On failure the old map stays and
-    /// the next multi-get that trips over it tries again.
-    async fn refresh_slots(&self) {
+    /// connection, so from any reachable node), unless a reload finished since
+    /// the caller read `seen` from `reloads` (it then uses that one). On failure the old map
+    /// stays and the next multi-get that trips over it tries again.
+    async fn refresh_slots(&self, seen: u64) {
+        let _one_at_a_time = self.reloading.lock().await;
+        if self.reloads.load(Ordering::Acquire) != seen {
+            return;
+        }
         let reply: Result<redis::Value, _> = redis::cmd("CLUSTER")
             .arg("SLOTS")
             .query_async(&mut self.inner.conn.clone())
@@ -535,6 +548,7 @@ impl RedisClusterBackend {
             },
             Err(e) => tracing::warn!("CLUSTER SLOTS failed: {e}"),
         }
+        self.reloads.fetch_add(1, Ordering::Release);
     }
 
     /// Testing aid: pretends that every hash slot is on the node `addr`
@@ -645,6 +659,7 @@ impl Backend for RedisClusterBackend {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
+        let seen = self.reloads.load(Ordering::Acquire);
         match self.get_many_by_node(keys).await {
             Ok(Some(values)) => return Ok(values),
             Ok(None) => tracing::debug!("slot map incomplete; reloading it"),
@@ -653,7 +668,7 @@ impl Backend for RedisClusterBackend {
             }
             Err(e) => return Err(map_err(e)),
         }
-        self.refresh_slots().await;
+        self.refresh_slots(seen).await;
         self.inner.get_many(keys).await
     }
 

@@ -369,3 +369,39 @@ async fn dead_server_fails_fast() {
         started.elapsed()
     );
 }
+
+/// Fifty concurrent multi-gets that all find the slot map stale reload it
+/// once: one `CLUSTER SLOTS` in all, not one each. Every answer is right.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_multi_gets_on_a_stale_map_reload_it_once() {
+    let _serial = CLUSTER_LOCK.lock().await;
+    let Some(b) = cluster().await else { return };
+    let nodes = cluster_nodes();
+    let masters = b.test_slot_map_nodes();
+    let keys = hundred_keys_in_order(&b, &namespace("cburst")).await;
+    let want = b.get_many(&keys).await.unwrap();
+
+    b.test_point_all_slots_at(&masters[0]);
+    let slots_calls = |stats: &[HashMap<String, u64>]| -> u64 {
+        stats
+            .iter()
+            .map(|s| s.get("cluster|slots").copied().unwrap_or(0))
+            .sum()
+    };
+    let before: Vec<_> = futures::future::join_all(nodes.iter().map(|n| command_calls(n))).await;
+    let answers = futures::future::join_all((0..50).map(|_| b.get_many(&keys))).await;
+    let after: Vec<_> = futures::future::join_all(nodes.iter().map(|n| command_calls(n))).await;
+    for a in answers {
+        assert_eq!(a.unwrap(), want);
+    }
+    assert_eq!(
+        slots_calls(&after) - slots_calls(&before),
+        1,
+        "one reload for the whole burst"
+    );
+    let mut reloaded = b.test_slot_map_nodes();
+    reloaded.sort();
+    let mut all = masters.clone();
+    all.sort();
+    assert_eq!(reloaded, all);
+}
