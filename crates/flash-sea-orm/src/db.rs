@@ -851,6 +851,19 @@ impl FlashTxn {
     }
 }
 
+/// The error of a `get` that found no row.
+pub(crate) fn not_found<E: EntityTrait>(lk: &Lookup<E>) -> Error {
+    Error::NotFound {
+        model: model_name::<E>(),
+        key: lk
+            .pairs
+            .iter()
+            .map(|(c, v)| format!("{}={}", column_name(c), to_field(v)))
+            .collect::<Vec<_>>()
+            .join(", "),
+    }
+}
+
 /// Cached lookups of one entity, by its declared field tuples.
 pub struct ModelCache<'a, E: EntityTrait> {
     fdb: &'a FlashDb,
@@ -872,15 +885,7 @@ where
     /// absence is cached too).
     pub async fn get(&self, lk: Lookup<E>) -> Result<E::Model, Error> {
         let (row, _) = self.get_with_outcome(lk.clone()).await?;
-        row.ok_or_else(|| Error::NotFound {
-            model: model_name::<E>(),
-            key: lk
-                .pairs
-                .iter()
-                .map(|(c, v)| format!("{}={}", column_name(c), to_field(v)))
-                .collect::<Vec<_>>()
-                .join(", "),
-        })
+        row.ok_or_else(|| not_found(&lk))
     }
 
     /// The row found by `lk`, or `None`.

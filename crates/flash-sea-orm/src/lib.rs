@@ -11,6 +11,7 @@ mod lookup;
 mod meta;
 mod outbox;
 mod registrar;
+mod request;
 mod versions;
 
 pub use convert::{model_name, to_field, to_value, ModelRecord};
@@ -20,4 +21,5 @@ pub use lookup::{by, Lookup};
 pub use meta::CacheMeta;
 pub use outbox::{OutboxSettings, OUTBOX_TABLE};
 pub use registrar::{CustomCache, Registrar};
+pub use request::{Request, RequestCache};
 pub use versions::{SqlVersionStore, VERSIONS_TABLE};

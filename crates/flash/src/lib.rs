@@ -108,5 +108,5 @@ pub mod stress;
 pub use flash_core::{self as core, *};
 pub use flash_sea_orm::{
     self as sea_orm_adapter, by, CacheMeta, Changes, CustomCache, FlashDb, FlashTxn, Lookup,
-    ModelCache, Registrar,
+    ModelCache, Registrar, Request, RequestCache,
 };

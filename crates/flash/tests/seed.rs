@@ -1377,3 +1377,130 @@ async fn exists_cache_is_cached_and_flips_with_writes() {
         Err(Error::CacheNotRegistered { kind: "exists", .. })
     ));
 }
+
+fn get_many_calls(h: &Harness) -> u64 {
+    h.backend
+        .get_many_calls
+        .load(std::sync::atomic::Ordering::SeqCst)
+}
+
+/// The original's async lookups (DataLoader-style): lookups started together
+/// through one request are one `get_many`; a request asks the cache once per
+/// key and keeps the value for its life (a snapshot: a new request sees later
+/// writes).
+#[tokio::test]
+async fn request_scope_batches_lookups_started_together_and_memoises() {
+    let h = harness().await;
+    let u = add_user(&h.fdb, "bo").await;
+    let a = add_event(&h.fdb, "ra", "Oslo").await;
+    let b = add_event(&h.fdb, "rb", "Rome").await;
+    add_participation(&h.fdb, u.id, a.id).await;
+    let req = h.fdb.request();
+
+    // Cold: one get_many for five lookups of four classes; the misses fill.
+    let calls = get_many_calls(&h);
+    let (ea, eb, user, parts, joined) = tokio::join!(
+        req.cache::<event::Entity>()
+            .get(by(event::Column::Id, a.id)),
+        req.cache::<event::Entity>()
+            .get(by(event::Column::Slug, "rb")),
+        req.cache::<user::Entity>()
+            .get_or_none(by(user::Column::Id, u.id)),
+        req.cache::<participation::Entity>()
+            .filter(by(participation::Column::UserId, u.id)),
+        req.cache::<participation::Entity>()
+            .exists(by(participation::Column::EventId, b.id)),
+    );
+    assert_eq!(ea.unwrap(), a);
+    assert_eq!(eb.unwrap(), b);
+    assert_eq!(user.unwrap(), Some(u.clone()));
+    assert_eq!(parts.unwrap().len(), 1);
+    assert!(!joined.unwrap());
+    assert_eq!(get_many_calls(&h) - calls, 1, "one batch read");
+    assert_eq!(req.scope().memoised(), 5);
+
+    // The same keys again, concurrently and many times: no cache read, no query.
+    h.take_queries();
+    let calls = get_many_calls(&h);
+    let again = futures::future::join_all((0..200).map(|_| {
+        req.cache::<event::Entity>()
+            .get(by(event::Column::Id, a.id))
+    }))
+    .await;
+    assert!(again.into_iter().all(|r| r.unwrap() == a));
+    assert_eq!(get_many_calls(&h), calls, "answered from the request");
+    assert_eq!(h.take_queries(), 0);
+
+    // A write: this request keeps its snapshot, a new one sees the write.
+    h.fdb
+        .update(event::ActiveModel {
+            id: Set(a.id),
+            title: Set("changed".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        req.cache::<event::Entity>()
+            .get(by(event::Column::Id, a.id))
+            .await
+            .unwrap()
+            .title,
+        a.title
+    );
+    let fresh = h.fdb.request();
+    assert_eq!(
+        fresh
+            .cache::<event::Entity>()
+            .get(by(event::Column::Id, a.id))
+            .await
+            .unwrap()
+            .title,
+        "changed"
+    );
+
+    // Absence is a typed error, and errors are not kept.
+    assert!(matches!(
+        req.cache::<event::Entity>()
+            .get(by(event::Column::Id, b.id + 1000))
+            .await,
+        Err(Error::NotFound { .. })
+    ));
+    assert!(matches!(
+        req.cache::<event::Entity>()
+            .get(by(event::Column::Title, "x"))
+            .await,
+        Err(Error::CacheNotRegistered { .. })
+    ));
+}
+
+/// Lookups of one key from many tasks of one request, started together, cost
+/// one cache read and, cold, one database query.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_scope_shares_one_load_across_tasks() {
+    let h = harness().await;
+    let e = add_event(&h.fdb, "shared", "Oslo").await;
+    let req = h.fdb.request();
+    h.take_queries();
+    let calls = get_many_calls(&h);
+    let tasks: Vec<_> = (0..100)
+        .map(|_| {
+            let req = req.clone();
+            tokio::spawn(async move {
+                req.cache::<event::Entity>()
+                    .get(by(event::Column::Slug, "shared"))
+                    .await
+            })
+        })
+        .collect();
+    for t in tasks {
+        assert_eq!(t.await.unwrap().unwrap(), e);
+    }
+    assert_eq!(h.take_queries(), 1, "one database query for the cold key");
+    let reads = get_many_calls(&h) - calls;
+    assert!(
+        reads <= 3,
+        "lookups of one key share their load ({reads} cache reads)"
+    );
+    assert_eq!(req.scope().memoised(), 1);
+}
