@@ -457,7 +457,7 @@ pub async fn run() -> Result<(), Box<dyn std::error::Error>> {
     );
     check(r.1 == Outcome::Miss, "manually invalidated key misses")?;
 
-    println!("\n8. Batch: three lookups of three classes, one cache round trip");
+    println!("\n8. Batch: three lookups of three classes, one cache round trip (explicit, then through a request scope)");
     let flash = fdb.flash();
     let mut batch = flash.batch();
     let hu = batch.add(
@@ -470,6 +470,28 @@ pub async fn run() -> Result<(), Box<dyn std::error::Error>> {
     println!("    user  -> {:?}", res.take(hu)?.map(|u| u.username));
     println!("    event -> {:?}", res.take(he)?.map(|e| e.slug));
     println!("    participations of bob -> {}", res.take(hp)?.len());
+    // The async variant: lookups started together through one request are
+    // batched by themselves, and each key is read once per request.
+    let req = fdb.request();
+    let (u, e, has) = tokio::join!(
+        req.cache::<user::Entity>()
+            .get(by(user::Column::Id, alice.id)),
+        req.cache::<event::Entity>()
+            .get(by(event::Column::Id, jazz.id)),
+        req.cache::<participation::Entity>()
+            .exists(by(participation::Column::EventId, jazz.id)),
+    );
+    println!(
+        "    request scope, joined: user {}, event {}, has participants: {}; {} keys kept for the request",
+        u?.username,
+        e?.slug,
+        has?,
+        req.scope().memoised()
+    );
+    check(
+        req.scope().memoised() == 3,
+        "the request kept its three answers",
+    )?;
 
     println!("\n9. Deleting a row caches its absence after invalidation");
     fdb.delete::<event::Entity>(&renamed).await?;
