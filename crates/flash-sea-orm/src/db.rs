@@ -50,6 +50,25 @@ macro_rules! durable_write {
     }};
 }
 
+/// Runs `$op` (a write that locks the rows it reads) on `$conn` when `$owned`
+/// (a transaction of this write alone), else in a transaction of its own.
+macro_rules! locked_write {
+    ($conn:ident, $owned:expr, |$txn:ident| $op:expr) => {{
+        if $owned {
+            let $txn = $conn;
+            $op.await
+        } else {
+            let txn = $conn.begin().await.map_err(src)?;
+            let out = {
+                let $txn = &txn;
+                $op.await?
+            };
+            txn.commit().await.map_err(src)?;
+            Ok(out)
+        }
+    }};
+}
+
 fn src(e: sea_orm::DbErr) -> Error {
     Error::Source(SourceError::new(e))
 }
@@ -637,13 +656,8 @@ impl FlashDb {
             let keys = self.keys_of(&[&m]);
             return Ok((m, keys));
         }
-        if owned || one_statement_update::<A::Entity>(conn) {
-            return self.update_locked(conn, am).await;
-        }
-        let txn = conn.begin().await.map_err(src)?;
-        let out = self.update_locked(&txn, am).await?;
-        txn.commit().await.map_err(src)?;
-        Ok(out)
+        let owned = owned || one_statement_update::<A::Entity>(conn);
+        locked_write!(conn, owned, |txn| self.update_locked(txn, am))
     }
 
     /// A key field changes: read the old row under a lock in the same
@@ -693,13 +707,8 @@ impl FlashDb {
         E::Model: Sync,
         C: ConnectionTrait + TransactionTrait,
     {
-        if owned {
-            return self.update_many_locked(conn, cond, changes).await;
-        }
-        let txn = conn.begin().await.map_err(src)?;
-        let out = self.update_many_locked(&txn, cond, changes).await?;
-        txn.commit().await.map_err(src)?;
-        Ok(out)
+        locked_write!(conn, owned, |txn| self
+            .update_many_locked(txn, cond, changes))
     }
 
     async fn update_many_locked<E, C>(
@@ -746,13 +755,7 @@ impl FlashDb {
         E::Model: Sync,
         C: ConnectionTrait + TransactionTrait,
     {
-        if owned {
-            return self.delete_locked::<E, _>(conn, cond).await;
-        }
-        let txn = conn.begin().await.map_err(src)?;
-        let out = self.delete_locked::<E, _>(&txn, cond).await?;
-        txn.commit().await.map_err(src)?;
-        Ok(out)
+        locked_write!(conn, owned, |txn| self.delete_locked::<E, _>(txn, cond))
     }
 
     async fn delete_locked<E, C>(&self, txn: &C, cond: Condition) -> Result<(u64, KeySet), Error>
