@@ -230,9 +230,9 @@ impl BatchResults {
             Some(Ok((v, o))) => v
                 .downcast::<T>()
                 .map(|b| (*b, o))
-                .map_err(|_| Error::Codec("batch handle of another type".into())),
+                .map_err(|_| Error::ForeignHandle),
             Some(Err(e)) => Err(e),
-            None => Err(Error::NotCached("result already taken".into())),
+            None => Err(Error::ResultTaken),
         }
     }
     /// The value, or `None` on any error (the original's `none_on_exception`).

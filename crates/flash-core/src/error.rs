@@ -6,6 +6,7 @@ use std::time::Duration;
 /// A failure of a cache server or client. Lookups swallow these (and count them);
 /// they surface only from the backend trait itself and from the conformance tests.
 #[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
 pub enum BackendError {
     #[error("cache backend unreachable: {0}")]
     Unreachable(String),
@@ -37,6 +38,7 @@ impl SourceError {
 
 /// A mistake in the declaration of cache classes, reported at start-up.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum RegistryError {
     #[error("cache class name {0:?} is registered twice (class names are part of the key)")]
     DuplicateClass(String),
@@ -63,6 +65,7 @@ pub enum RegistryError {
 
 /// What a lookup or a write through flash can fail with.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     /// `get` found no row (the absence itself may have come from the cache).
     #[error("{model} matching {key} does not exist")]
@@ -84,9 +87,27 @@ pub enum Error {
     /// The database failed.
     #[error("data source error: {0}")]
     Source(#[from] SourceError),
-    /// A cache-only batch found nothing for this query.
+    /// A cache-only batch (or lookup) found nothing under this key.
     #[error("not in cache: {0}")]
     NotCached(String),
+    /// A batch result was taken twice through the same handle.
+    #[error("this batch result was already taken")]
+    ResultTaken,
+    /// A batch handle was used with the results of a batch it does not belong to
+    /// (its value type differs from the query's at that position).
+    #[error("batch handle does not belong to this batch")]
+    ForeignHandle,
+    /// One request scope was asked for one key with two different value types
+    /// (two classes whose keys collide; a declaration mistake).
+    #[error("key {0} was loaded with two different value types in one request")]
+    KeyTypeConflict(String),
+    /// The request scope's dispatcher task is gone (its runtime shut down).
+    #[error("the request scope's dispatcher stopped")]
+    ScopeStopped,
+    /// A write on a transaction handle after the transaction was committed or
+    /// rolled back.
+    #[error("the transaction already finished")]
+    TransactionFinished,
     /// Declaration error (only from start-up paths).
     #[error(transparent)]
     Registry(#[from] RegistryError),
@@ -94,8 +115,8 @@ pub enum Error {
     #[error(transparent)]
     Backend(#[from] BackendError),
     /// A value that could not be encoded for the cache.
-    #[error("codec error: {0}")]
-    Codec(String),
+    #[error("could not encode the value for the cache: {0}")]
+    Encode(String),
 }
 
 impl Error {

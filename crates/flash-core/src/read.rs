@@ -520,7 +520,7 @@ impl Flash {
         spec: &ClassSpec,
         v: &T,
     ) -> Result<Vec<u8>, Error> {
-        let payload = codec::encode_payload(v).map_err(|e| Error::Codec(e.to_string()))?;
+        let payload = codec::encode_payload(v).map_err(|e| Error::Encode(e.to_string()))?;
         let (compressed, payload) = match spec.compress_above {
             Some(limit) if payload.len() > limit => (true, codec::compress(&payload)),
             _ => (false, payload),

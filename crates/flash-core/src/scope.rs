@@ -73,7 +73,7 @@ impl Scope {
     /// same key tries again.
     pub async fn load<T: CacheValue>(&self, query: Query<T>) -> Result<T, Error> {
         let key = query.key(&self.flash)?;
-        let cell = self.lock().memo.entry(key).or_default().clone();
+        let cell = self.lock().memo.entry(key.clone()).or_default().clone();
         let value = cell
             .get_or_try_init(|| async {
                 let v: T = self.batched(query).await?;
@@ -83,7 +83,7 @@ impl Scope {
         value
             .downcast_ref::<T>()
             .cloned()
-            .ok_or_else(|| Error::Codec("one key loaded with two value types".into()))
+            .ok_or(Error::KeyTypeConflict(key))
     }
 
     /// Number of keys the scope holds values for.
@@ -120,8 +120,7 @@ impl Scope {
                 scope.dispatch().await;
             });
         }
-        rx.await
-            .unwrap_or_else(|_| Err(Error::NotCached("scope dispatcher stopped".into())))
+        rx.await.unwrap_or(Err(Error::ScopeStopped))
     }
 
     async fn dispatch(&self) {

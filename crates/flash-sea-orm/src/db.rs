@@ -592,10 +592,7 @@ impl FlashDb {
             keys: Vec::new(),
         };
         let out = f(&mut ftx).await;
-        let txn = ftx
-            .txn
-            .take()
-            .ok_or_else(|| Error::Codec("transaction already finished".into()))?;
+        let txn = ftx.txn.take().ok_or(Error::TransactionFinished)?;
         match out {
             Ok(v) => {
                 let mut ids = Vec::with_capacity(ftx.keys.len());
@@ -940,8 +937,10 @@ where
         Ok(Query::new(&class, values))
     }
 
-    /// The cache key of an instance lookup.
-    pub fn get_key(&self, lk: &Lookup<E>) -> Result<String, Error> {
+    /// The cache key (the string stored in the cache server) of an instance
+    /// lookup: for inspecting the cache or invalidating one entry by hand.
+    /// (Declaring a lookup is [`crate::CacheMeta::get_key`].)
+    pub fn cache_key(&self, lk: &Lookup<E>) -> Result<String, Error> {
         let class = self.class::<Option<E::Model>>(CacheKind::Instance, lk)?;
         self.fdb
             .flash

@@ -54,7 +54,7 @@
 //! assert_eq!(events.get_with_outcome(by(event::Column::Slug, "rock")).await?.1, Outcome::Miss);
 //! assert_eq!(events.get_with_outcome(by(event::Column::Slug, "rock")).await?.1, Outcome::Hit);
 //! assert!(events.get(by(event::Column::Slug, "nope")).await.unwrap_err().is_not_found());
-//! assert_eq!(events.get_key(&by(event::Column::Id, e.id))?, format!("doc:i__default__event_by_id__{}__v1", e.id));
+//! assert_eq!(events.cache_key(&by(event::Column::Id, e.id))?, format!("doc:i__default__event_by_id__{}__v1", e.id));
 //! let mine = fdb.cache::<participation::Entity>().filter(by(participation::Column::UserId, u.id)).await?;
 //! assert_eq!(mine, vec![p.clone()]);
 //! assert_eq!(fdb.follow::<event::Entity, _>(&p).await?.map(|e| e.slug), Some("rock".into()));

@@ -107,7 +107,7 @@ async fn multi_field_lookup_accepts_fields_in_any_order() {
     let parts = h.fdb.cache::<participation::Entity>();
     let a = by(participation::Column::UserId, u.id).and(participation::Column::EventId, e.id);
     let b = by(participation::Column::EventId, e.id).and(participation::Column::UserId, u.id);
-    assert_eq!(parts.get_key(&a).unwrap(), parts.get_key(&b).unwrap());
+    assert_eq!(parts.cache_key(&a).unwrap(), parts.cache_key(&b).unwrap());
     assert_eq!(parts.get(b).await.unwrap(), p);
 }
 
@@ -868,13 +868,13 @@ async fn database_alias_and_prefix_are_in_the_key() {
     let key = h
         .fdb
         .cache::<event::Entity>()
-        .get_key(&by(event::Column::Id, 1))
+        .cache_key(&by(event::Column::Id, 1))
         .unwrap();
     assert_eq!(key, "ns1:i__replica__event_by_id__1__v0");
     let ukey = h
         .fdb
         .cache::<user::Entity>()
-        .get_key(&by(user::Column::Id, 1))
+        .cache_key(&by(user::Column::Id, 1))
         .unwrap();
     assert_eq!(ukey, "ns1:i__default__user_by_id__1__v0");
 }
@@ -884,7 +884,7 @@ async fn corrupt_cache_bytes_are_a_miss_and_get_refilled() {
     let h = harness().await;
     let e = add_event(&h.fdb, "cor", "Oslo").await;
     let events = h.fdb.cache::<event::Entity>();
-    let key = events.get_key(&by(event::Column::Id, e.id)).unwrap();
+    let key = events.cache_key(&by(event::Column::Id, e.id)).unwrap();
     let good = {
         events.get(by(event::Column::Id, e.id)).await.unwrap();
         h.backend
@@ -1112,7 +1112,7 @@ async fn hostile_key_values_are_looked_up_correctly() {
         add_event(&h.fdb, s, "Oslo").await;
     }
     for s in slugs {
-        let key = events.get_key(&by(event::Column::Slug, s)).unwrap();
+        let key = events.cache_key(&by(event::Column::Slug, s)).unwrap();
         assert!(
             key.len() <= 250 && key.bytes().all(|b| b.is_ascii_graphic()),
             "{key}"

@@ -49,7 +49,7 @@ fn event_keys(p: &Pair, ids: &[i32]) -> BenchResult<Vec<String>> {
     let cache = p.fdb.cache::<event::Entity>();
     Ok(ids
         .iter()
-        .map(|id| cache.get_key(&by(event::Column::Id, *id)))
+        .map(|id| cache.cache_key(&by(event::Column::Id, *id)))
         .collect::<Result<_, _>>()?)
 }
 

@@ -167,7 +167,7 @@ pub async fn stampede(env: &Env, report: &mut Report) -> BenchResult<()> {
         let key = p
             .fdb
             .cache::<event::Entity>()
-            .get_key(&by(event::Column::Id, id))?;
+            .cache_key(&by(event::Column::Id, id))?;
         p.fdb.flash().backend().delete(&key).await?;
         let before = p.fdb.flash().stats().snapshot();
         let barrier = Arc::new(tokio::sync::Barrier::new(n));
@@ -241,7 +241,7 @@ pub async fn memory(env: &Env, report: &mut Report) -> BenchResult<()> {
     let mut sample = None;
     for id in 1..=plan.events {
         cache.get(by(event::Column::Id, id)).await?;
-        let key = cache.get_key(&by(event::Column::Id, id))?;
+        let key = cache.cache_key(&by(event::Column::Id, id))?;
         let v = mem
             .get_many(std::slice::from_ref(&key))
             .await?

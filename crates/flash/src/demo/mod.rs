@@ -270,7 +270,7 @@ pub async fn run() -> Result<(), Box<dyn std::error::Error>> {
     check(r.1 == Outcome::Hit, "get by slug hits")?;
     println!(
         "    key: {}",
-        events.get_key(&by(event::Column::Slug, "rock-2026"))?
+        events.cache_key(&by(event::Column::Slug, "rock-2026"))?
     );
     match fdb
         .cache::<event::Entity>()
