@@ -5,6 +5,7 @@
 //! [`Decoded::Garbage`]: the read path treats them as a miss and refills.
 
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 const MAGIC: u8 = 0xF1;
 const LAYOUT: u8 = 1;
@@ -109,6 +110,15 @@ pub fn compress(payload: &[u8]) -> Vec<u8> {
 /// Decompresses a payload; `None` on corrupt input.
 pub fn decompress(bytes: &[u8]) -> Option<Vec<u8>> {
     lz4_flex::decompress_size_prepended(bytes).ok()
+}
+
+/// The clock of entries: milliseconds since the Unix epoch (0 if the clock is
+/// before it). Wall time, not `Instant`: entries are compared across processes.
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 #[cfg(test)]

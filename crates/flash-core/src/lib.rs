@@ -4,7 +4,7 @@
 //! declaration, keys, the value codec, the read path (the decision table with
 //! leases), invalidation, batches and dynamic versions. It knows no ORM and no
 //! cache server: those plug in through [`Backend`], the [`Fetch`] of each class
-//! and a [`VersionStore`].
+//! and a [`VersionStore`] (see [`adapter`]).
 //!
 //! ```
 //! use flash_core::{Flash, ClassSpec, FetchFn, FieldValue, SourceError};
@@ -24,38 +24,59 @@
 //! assert_eq!((v, outcome), (w, flash_core::Outcome::Hit));
 //! # Ok(()) }
 //! ```
+//!
+//! # Layout
+//!
+//! * [`Flash`] (`handle/`): the handle a service keeps, its builder and
+//!   settings; in its folder, one file per part of its work: the read path,
+//!   invalidation, the invalidation retry, dynamic versions, batches
+//!   ([`batch`]), request scopes ([`Scope`]) and shared waits.
+//! * `decide`: the read decision table ([`decide`], [`Action`]), pure and
+//!   tested row by row.
+//! * [`class`]: cache classes: what is cached, by which key fields, for how
+//!   long, invalidated how.
+//! * [`registry`]: the set of classes and models, checked at build.
+//! * [`key`]: cache keys, valid for every server and injective.
+//! * [`codec`]: what a cache entry holds (value, lease, stale marker) and its
+//!   bytes.
+//! * [`value`]: key-field values and rows, independent of any ORM.
+//! * [`versions`]: dynamic versions and where they persist.
+//! * [`backend`]: the [`Backend`] trait; the in-process backend
+//!   ([`memory`], feature `memory`) and the timeout and circuit-breaker
+//!   wrapper ([`resilient`]).
+//! * [`stats`]: counters, metrics and the event hook.
+//! * [`error`]: the error types.
+//! * [`adapter`]: the API for ORM adapters and backend crates, in one place.
 
+pub mod adapter;
 pub mod backend;
-pub mod batch;
 pub mod class;
 pub mod codec;
+// Moving to flash-test-kit.
+#[doc(hidden)]
 pub mod conformance;
+mod decide;
 pub mod error;
-mod flash;
-mod invalidate;
+mod handle;
 pub mod key;
-#[cfg(feature = "memory")]
-pub mod memory;
-mod read;
 pub mod registry;
-pub mod resilient;
-mod scope;
 pub mod stats;
 pub mod value;
 pub mod versions;
-mod wait;
 
+#[cfg(feature = "memory")]
+pub use backend::memory;
+pub use backend::resilient;
 pub use backend::Backend;
-pub use batch::{Batch, BatchMode, BatchResults, Handle, Query};
 pub use class::{durations, CacheKind, CacheValue, Class, ClassSpec, Fetch, FetchFn, Invalidation};
+pub use decide::{decide, Action};
 pub use error::{BackendError, Error, RegistryError, SourceError};
-pub use flash::{Flash, FlashBuilder, Settings};
-pub use invalidate::KeySet;
+pub use handle::batch::{self, Batch, BatchMode, BatchResults, Handle, Query};
+pub use handle::scope::Scope;
+pub use handle::{Flash, FlashBuilder, KeySet, Settings};
 #[cfg(feature = "memory")]
 pub use memory::MemoryBackend;
-pub use read::{decide, Action};
 pub use registry::{CachedForeignKey, ModelInfo};
-pub use scope::Scope;
 pub use stats::{FlashEvent, Outcome, Stats, StatsSnapshot};
 pub use value::{FieldValue, Record};
 pub use versions::{NoVersionStore, VersionStore};

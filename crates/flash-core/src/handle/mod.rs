@@ -1,5 +1,35 @@
-//! The `Flash` handle: settings, the registry of classes, the backend and the
-//! dynamic versions, built once at start-up.
+//! The [`Flash`] handle: what a service keeps to look values up and to
+//! invalidate them. It is built once at start-up by a [`FlashBuilder`] and
+//! holds the [`Settings`], the registry of classes, the backend and the
+//! dynamic versions.
+//!
+//! The handle's work is split by what it does, one file each:
+//!
+//! * `read`: one lookup, following the decision table, and the fill protocol
+//!   with leases;
+//! * `wait`: lookups of one key in this process sharing their reads;
+//! * `invalidate`: from changed rows to the keys they affect, and the markers
+//!   written over them;
+//! * `invalidator`: invalidations the cache refused, kept and retried in the
+//!   background;
+//! * `versions`: dynamic versions, and the task that reloads them;
+//! * `batch` and `scope`: many lookups in one round trip, and request scopes
+//!   on top of batches;
+//! * `task`: the guard that ties a background task to its owner's lifetime.
+//!
+//! The submodules reach the shared state only through the methods of
+//! [`Flash`] defined here, never through [`Inner`]'s fields.
+
+pub mod batch;
+mod invalidate;
+mod invalidator;
+mod read;
+pub(crate) mod scope;
+mod task;
+mod versions;
+mod wait;
+
+pub use invalidate::KeySet;
 
 use crate::backend::Backend;
 use crate::class::{durations::CACHE_TIME_WEEK, CacheKind, CacheValue, Class, ClassSpec, Fetch};
@@ -8,11 +38,14 @@ use crate::key::{build_key, is_plain_name, is_valid_prefix};
 use crate::registry::{CachedForeignKey, ModelInfo, Registry};
 use crate::stats::{FlashEvent, Observer, Stats};
 use crate::value::FieldValue;
-use crate::versions::{LocalVersions, NoVersionStore, VersionStore};
+use crate::versions::{NoVersionStore, VersionStore};
+use invalidator::Invalidator;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+use versions::Versions;
+use wait::{Claims, Waits};
 
 /// Settings of a [`Flash`] handle; all have defaults (see [`FlashBuilder`]).
 #[derive(Clone, Debug)]
@@ -64,7 +97,7 @@ impl Default for Settings {
 }
 
 /// Configures and registers everything; [`FlashBuilder::build`] validates the
-/// declaration and loads dynamic versions.
+/// declaration and loads dynamic versions. Start one with [`Flash::builder`].
 pub struct FlashBuilder {
     backend: Option<Arc<dyn Backend>>,
     settings: Settings,
@@ -76,26 +109,32 @@ pub struct FlashBuilder {
 }
 
 impl FlashBuilder {
+    /// The cache backend (default: the in-process [`crate::MemoryBackend`]).
     pub fn backend(mut self, b: impl Backend) -> Self {
         self.backend = Some(Arc::new(b));
         self
     }
+    /// The cache backend, already shared (a test can keep a reference to it).
     pub fn backend_arc(mut self, b: Arc<dyn Backend>) -> Self {
         self.backend = Some(b);
         self
     }
+    /// See [`Settings::prefix`].
     pub fn prefix(mut self, p: impl Into<String>) -> Self {
         self.settings.prefix = p.into();
         self
     }
+    /// See [`Settings::default_timeout`].
     pub fn default_timeout(mut self, t: Duration) -> Self {
         self.settings.default_timeout = t;
         self
     }
+    /// See [`Settings::lock_timeout`].
     pub fn lock_timeout(mut self, t: Duration) -> Self {
         self.settings.lock_timeout = t;
         self
     }
+    /// See [`Settings::lease_wait`].
     pub fn lease_wait(mut self, t: Duration) -> Self {
         self.settings.lease_wait = t;
         self
@@ -105,6 +144,7 @@ impl FlashBuilder {
         self.settings.invalidation_retries = n;
         self
     }
+    /// See [`Settings::version_refresh`].
     pub fn version_refresh(mut self, t: Duration) -> Self {
         self.settings.version_refresh = t;
         self
@@ -114,12 +154,14 @@ impl FlashBuilder {
         self.bypass = on;
         self
     }
+    /// The database alias of `model`, part of its keys (see [`Settings::db_alias`]).
     pub fn db_alias(mut self, model: &str, alias: &str) -> Self {
         self.settings
             .db_alias
             .insert(model.to_owned(), alias.to_owned());
         self
     }
+    /// Where dynamic versions are kept (default: nowhere, [`NoVersionStore`]).
     pub fn version_store(mut self, s: impl VersionStore) -> Self {
         self.store = Arc::new(s);
         self
@@ -136,8 +178,8 @@ impl FlashBuilder {
         self.settings.fill_delay = d;
         self
     }
-    /// Test-only switch: fill without leases (plain set), the way the original
-    /// did. Exists so that the stress test can show it detects stale entries.
+    /// Test-only switch: fill without leases (plain set). Exists so that the
+    /// stress test can show it detects stale entries.
     #[doc(hidden)]
     pub fn unsafe_disable_leases(mut self) -> Self {
         self.leases = false;
@@ -174,8 +216,9 @@ impl FlashBuilder {
         });
     }
 
-    /// Validates the declaration, loads dynamic versions and starts the task
-    /// that keeps them fresh (it stops when the last handle is dropped).
+    /// Validates the declaration, loads dynamic versions and starts the two
+    /// background tasks: the version reload and the invalidation retry. Both
+    /// stop when the last clone of the handle is dropped.
     pub async fn build(self) -> Result<Flash, Error> {
         if !is_valid_prefix(&self.settings.prefix) {
             return Err(RegistryError::InvalidName {
@@ -197,100 +240,75 @@ impl FlashBuilder {
         #[cfg(feature = "memory")]
         let backend = self
             .backend
-            .unwrap_or_else(|| Arc::new(crate::memory::MemoryBackend::default()));
+            .unwrap_or_else(|| Arc::new(crate::backend::memory::MemoryBackend::default()));
         #[cfg(not(feature = "memory"))]
         let backend = self.backend.ok_or_else(|| RegistryError::InvalidClass {
             class: "-".into(),
             reason: "no cache backend configured".into(),
         })?;
-        let versions = LocalVersions::default();
-        versions.merge(self.store.load().await?);
+        let refresh = self.settings.version_refresh;
         let inner = Arc::new(Inner {
             backend,
             settings: self.settings,
             bypass: AtomicBool::new(self.bypass),
             registry: self.registry,
-            store: self.store,
-            versions,
+            versions: Versions::start(self.store, refresh).await?,
             stats: Stats::default(),
             observer: self.observer,
             leases: self.leases,
-            pending: std::sync::Mutex::new(crate::KeySet::default()),
-            has_pending: AtomicBool::new(false),
-            waits: crate::wait::Waits::default(),
-            claims: crate::wait::Claims::default(),
-            refresher: std::sync::Mutex::new(None),
+            invalidator: Invalidator::default(),
+            waits: Waits::default(),
+            claims: Claims::default(),
         });
-        let weak = Arc::downgrade(&inner);
-        let every = inner.settings.version_refresh;
-        // The task holds only a weak reference, so dropping every Flash handle
-        // ends it; Inner's Drop aborts it right away.
-        // One task does both background jobs: re-applying refused invalidations
-        // (every 200 ms) and reloading dynamic versions (every `every`).
-        let task = tokio::spawn(async move {
-            let tick = Duration::from_millis(200).min(every);
-            let mut since_reload = Duration::ZERO;
-            loop {
-                tokio::time::sleep(tick).await;
-                let Some(inner) = weak.upgrade() else { return };
-                let flash = Flash { inner };
-                if let Err(e) = flash.retry_pending().await {
-                    tracing::debug!(error = %e, "pending invalidations still refused");
-                }
-                since_reload += tick;
-                if since_reload >= every {
-                    since_reload = Duration::ZERO;
-                    match flash.inner.store.load().await {
-                        Ok(v) => flash.inner.versions.merge(v),
-                        Err(e) => tracing::warn!(error = %e, "could not reload dynamic versions"),
-                    }
-                }
-            }
-        });
-        if let Ok(mut slot) = inner.refresher.lock() {
-            *slot = Some(task);
-        }
+        // The retry task needs the handle (it writes markers through it), so
+        // it starts once the handle exists.
+        inner
+            .invalidator
+            .start_retries(Arc::downgrade(&inner), refresh);
         Ok(Flash { inner })
     }
 }
 
+/// The state every clone of a [`Flash`] shares. Built once by
+/// [`FlashBuilder::build`]; nothing in it is replaced afterwards, so only the
+/// parts that change at run time have interior mutability.
 pub(crate) struct Inner {
-    pub(crate) backend: Arc<dyn Backend>,
-    pub(crate) settings: Settings,
-    pub(crate) bypass: AtomicBool,
-    pub(crate) registry: Registry,
-    pub(crate) store: Arc<dyn VersionStore>,
-    pub(crate) versions: LocalVersions,
-    pub(crate) stats: Stats,
-    pub(crate) observer: Option<Observer>,
-    pub(crate) leases: bool,
-    /// Invalidations the cache refused, re-applied by the background task.
-    /// std Mutex: held for set operations only, never across an await.
-    pub(crate) pending: std::sync::Mutex<crate::KeySet>,
-    /// Fast path for lookups: is anything pending at all?
-    pub(crate) has_pending: AtomicBool,
-    /// Shared polls of lease waiters (one per key at a time).
-    pub(crate) waits: crate::wait::Waits,
+    /// Where values, leases and markers live. `Arc<dyn>`: chosen at run time
+    /// from configuration, and shared with the reader tasks of `waits`, which
+    /// may outlive the lookup that started them.
+    backend: Arc<dyn Backend>,
+    /// Read on every lookup, never written after build: no lock.
+    settings: Settings,
+    /// The run-time bypass switch. Atomic: flipped through any clone while
+    /// lookups read it; `Relaxed`, as it orders nothing else.
+    bypass: AtomicBool,
+    /// The declared classes and models, immutable after build: no lock.
+    registry: Registry,
+    /// Dynamic versions: this process's view, the store behind it and the
+    /// task that reloads it.
+    versions: Versions,
+    /// In-process counters; atomics, bumped from every task.
+    stats: Stats,
+    /// The user's event hook, if any. An `Arc` so that the builder's closure
+    /// is shared, not cloned.
+    observer: Option<Observer>,
+    /// Fill under leases (always, except in the stress test that shows why).
+    leases: bool,
+    /// Invalidations the cache refused, kept until it takes them, and the
+    /// task that retries them.
+    invalidator: Invalidator,
+    /// Shared reads: lookups of one key in this process wait on one read.
+    waits: Waits,
     /// Keys whose lease a task of this process is taking or holds.
-    pub(crate) claims: crate::wait::Claims,
-    refresher: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
-}
-
-impl Drop for Inner {
-    fn drop(&mut self) {
-        if let Ok(mut slot) = self.refresher.lock() {
-            if let Some(t) = slot.take() {
-                t.abort();
-            }
-        }
-    }
+    claims: Claims,
 }
 
 /// The handle services keep: lookups, invalidation, versions. Cloning is cheap
 /// (one reference count) and all clones share the backend and the registry.
+/// Dropping the last clone stops the handle's background tasks.
 #[derive(Clone)]
 pub struct Flash {
-    pub(crate) inner: Arc<Inner>,
+    inner: Arc<Inner>,
 }
 
 impl std::fmt::Debug for Flash {
@@ -317,15 +335,19 @@ impl Flash {
         }
     }
 
+    /// The settings the handle was built with.
     pub fn settings(&self) -> &Settings {
         &self.inner.settings
     }
+    /// The cache backend.
     pub fn backend(&self) -> &Arc<dyn Backend> {
         &self.inner.backend
     }
+    /// The in-process counters.
     pub fn stats(&self) -> &Stats {
         &self.inner.stats
     }
+    /// Do lookups go straight to the database?
     pub fn is_bypassed(&self) -> bool {
         self.inner.bypass.load(Ordering::Relaxed)
     }
@@ -333,12 +355,15 @@ impl Flash {
     pub fn set_bypass(&self, on: bool) {
         self.inner.bypass.store(on, Ordering::Relaxed);
     }
+    /// Every registered class.
     pub fn classes(&self) -> impl Iterator<Item = &ClassSpec> {
         self.inner.registry.classes.iter().map(|c| &**c)
     }
+    /// A declared model.
     pub fn model(&self, name: &str) -> Option<&ModelInfo> {
         self.inner.registry.models.get(name)
     }
+    /// Every declared cached foreign key.
     pub fn cached_foreign_keys(&self) -> &[CachedForeignKey] {
         &self.inner.registry.cached_fks
     }
@@ -366,8 +391,8 @@ impl Flash {
             .ok_or_else(not_registered)
     }
 
-    /// The key of a lookup. `values` are in any order of `fields` of the
-    /// class's key fields; see [`Self::key_of`] for values in key order.
+    /// The key of a lookup of `class` for `values`, in the order of the
+    /// class's key fields.
     pub fn key_of<T>(&self, class: &Class<T>, values: &[FieldValue]) -> Result<String, Error> {
         let spec = &class.spec;
         if values.len() != spec.key_fields.len() {
@@ -380,7 +405,8 @@ impl Flash {
         Ok(self.key_for_spec(spec, values))
     }
 
-    pub(crate) fn key_for_spec(&self, spec: &ClassSpec, values: &[FieldValue]) -> String {
+    /// The key of `spec` for `values` (their number already checked).
+    fn key_for_spec(&self, spec: &ClassSpec, values: &[FieldValue]) -> String {
         let s = &self.inner.settings;
         let alias = s
             .db_alias
@@ -397,50 +423,45 @@ impl Flash {
         )
     }
 
-    pub(crate) fn emit(&self, e: FlashEvent<'_>) {
+    /// Hands `e` to the user's observer, if there is one.
+    fn emit(&self, e: FlashEvent<'_>) {
         if let Some(o) = &self.inner.observer {
             o(&e);
         }
     }
 
-    /// The current dynamic version of a class, as this process sees it.
-    pub fn dynamic_version(&self, class: &str) -> i64 {
-        self.inner.versions.get(class)
+    /// The registry's classes of `model`.
+    fn classes_of_model<'a>(&'a self, model: &'a str) -> impl Iterator<Item = &'a ClassSpec> {
+        self.inner.registry.classes_of_model(model).map(|c| &**c)
     }
 
-    /// Bumps the dynamic version of every class of `model`: every value cached
-    /// before counts as stale. Returns the classes bumped.
-    pub async fn bump_version_for_model(&self, model: &str) -> Result<Vec<String>, Error> {
-        let classes: Vec<(String, String)> = self
-            .inner
-            .registry
-            .classes_of_model(model)
-            .map(|c| (c.kind.tag().to_owned(), c.name.clone()))
-            .collect();
-        if classes.is_empty() && !self.inner.registry.models.contains_key(model) {
-            return Err(RegistryError::UnknownModel(model.to_owned()).into());
-        }
-        self.inner.store.bump(&classes).await?;
-        let names: Vec<String> = classes.into_iter().map(|(_, n)| n).collect();
-        let loaded = self.inner.store.load().await?;
-        let missing: Vec<String> = names
-            .iter()
-            .filter(|n| !loaded.contains_key(*n))
-            .cloned()
-            .collect();
-        self.inner.versions.merge(loaded);
-        self.inner.versions.bump_local(&missing);
-        self.emit(FlashEvent::VersionBump {
-            model,
-            classes: &names,
-        });
-        Ok(names)
+    /// Is `model` declared (with or without classes)?
+    fn has_model(&self, model: &str) -> bool {
+        self.inner.registry.models.contains_key(model)
     }
 
-    /// Reloads dynamic versions now (instead of waiting for the refresh task).
-    pub async fn reload_versions(&self) -> Result<(), Error> {
-        let v = self.inner.store.load().await?;
-        self.inner.versions.merge(v);
-        Ok(())
+    /// Do fills take a lease first?
+    fn uses_leases(&self) -> bool {
+        self.inner.leases
+    }
+
+    /// Where lookups of one key in this process share their reads.
+    fn shared_reads(&self) -> &Waits {
+        &self.inner.waits
+    }
+
+    /// Which keys a task of this process is filling.
+    fn fill_claims(&self) -> &Claims {
+        &self.inner.claims
+    }
+
+    /// Refused invalidations, kept for the retry task.
+    fn invalidator(&self) -> &Invalidator {
+        &self.inner.invalidator
+    }
+
+    /// The dynamic versions and their store.
+    fn versions(&self) -> &Versions {
+        &self.inner.versions
     }
 }

@@ -27,7 +27,7 @@ type Readers = Arc<Mutex<HashMap<String, watch::Receiver<Option<Read>>>>>;
 
 /// The shared readers of one `Flash` handle. Cloning shares them.
 #[derive(Clone, Default)]
-pub(crate) struct Waits {
+pub(super) struct Waits {
     // std Mutex: held for a map lookup or insert, never across an await.
     readers: Readers,
 }
@@ -38,7 +38,7 @@ fn lock(p: &Readers) -> std::sync::MutexGuard<'_, HashMap<String, watch::Receive
 
 /// How a reader task paces its reads.
 #[derive(Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Pace {
+pub(super) enum Pace {
     /// Read at once and again right away for whoever joined meanwhile: the
     /// first read of a lookup, coalesced across a burst.
     Now,
@@ -50,7 +50,7 @@ pub(crate) enum Pace {
 impl Waits {
     /// The next read of `keys` that started after this call, or `None` when
     /// `deadline` comes first.
-    pub(crate) async fn next_read(
+    pub(super) async fn next_read(
         &self,
         backend: &Arc<dyn Backend>,
         keys: &[String],
@@ -168,13 +168,13 @@ async fn reader(
 /// others of the process wait for its fill instead of sending their own
 /// attempt, so a burst in one process costs the cache one attempt.
 #[derive(Clone, Default)]
-pub(crate) struct Claims {
+pub(super) struct Claims {
     // std Mutex: held for a set insert or remove, never across an await.
     keys: Arc<Mutex<std::collections::HashSet<String>>>,
 }
 
 /// Releases a claim when dropped (also when the lookup is cancelled).
-pub(crate) struct Claim {
+pub(super) struct Claim {
     keys: Arc<Mutex<std::collections::HashSet<String>>>,
     key: String,
 }
@@ -190,7 +190,7 @@ impl Drop for Claim {
 
 impl Claims {
     /// The claim on `key`, unless another task of this process has it.
-    pub(crate) fn try_claim(&self, key: &str) -> Option<Claim> {
+    pub(super) fn try_claim(&self, key: &str) -> Option<Claim> {
         let mut keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
         keys.insert(key.to_owned()).then(|| Claim {
             keys: self.keys.clone(),

@@ -9,74 +9,18 @@
 //! invalidation. Callers that lose the lease wait briefly for the winner's
 //! value, then read the database themselves without filling.
 
+use super::wait::Pace;
+use super::Flash;
 use crate::class::{CacheValue, Class, ClassSpec, Invalidation};
-use crate::codec::{self, decode_entry, encode_entry, Decoded, Entry, EntryRef};
+use crate::codec::{self, decode_entry, encode_entry, now_ms, Decoded, Entry, EntryRef};
+use crate::decide::{decide, Action};
 use crate::error::Error;
-use crate::flash::Flash;
 use crate::key::{lock_key, stale_key};
 use crate::stats::{FlashEvent, Outcome};
 use crate::value::FieldValue;
-use crate::wait::Pace;
 use std::sync::atomic::Ordering::Relaxed;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 use tracing::Instrument;
-
-/// What to do with a value found in the cache (the decision table).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Action {
-    /// Serve it.
-    Serve,
-    /// Try the write lock: the winner refreshes, the others serve the value.
-    LockRefresh,
-    /// Read the database and overwrite.
-    Refetch,
-}
-
-/// The read decision for a decoded value (REFERENCE.md, "The read decision").
-pub fn decide(
-    invalidation: Invalidation,
-    allowtime: Option<Duration>,
-    age: Duration,
-    version_changed: bool,
-    stale_marker: bool,
-) -> Action {
-    // 1. allowtime set and the value younger than it.
-    if allowtime.is_some_and(|a| age < a) {
-        return Action::Serve;
-    }
-    // 2. the class's dynamic version moved on.
-    if version_changed {
-        return match invalidation {
-            Invalidation::Off | Invalidation::Dynamic => Action::LockRefresh,
-            Invalidation::Unset => Action::Refetch,
-        };
-    }
-    // 3. DYNAMIC: the stale marker decides.
-    if invalidation == Invalidation::Dynamic {
-        return if stale_marker {
-            Action::LockRefresh
-        } else {
-            Action::Serve
-        };
-    }
-    // 4. OFF with allowtime passed.
-    if allowtime.is_some() && invalidation == Invalidation::Off {
-        return Action::LockRefresh;
-    }
-    // 5. no allowtime.
-    if allowtime.is_none() {
-        return Action::Serve;
-    }
-    // 6. UNSET with allowtime passed.
-    Action::Refetch
-}
-
-pub(crate) fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
 
 /// A decoded cache value with what the decision needs.
 struct Found<T> {
@@ -141,7 +85,7 @@ impl Flash {
                 match self.read(&keys).await {
                     Ok(raw) => self.resolve(class, values, &key, raw, false).await,
                     Err(e) => {
-                        self.inner.stats.backend_error("get", &e);
+                        self.stats().backend_error("get", &e);
                         self.fetch(class, values)
                             .await
                             .map(|v| (v, Outcome::Degraded))
@@ -150,7 +94,7 @@ impl Flash {
             };
             if let Ok((_, o)) = &result {
                 tracing::Span::current().record("outcome", o.label());
-                self.inner.stats.outcome(&class.spec, *o);
+                self.stats().outcome(&class.spec, *o);
                 self.emit(FlashEvent::Lookup {
                     class: &class.spec.name,
                     key: &key,
@@ -168,41 +112,40 @@ impl Flash {
     /// a burst costs the cache a few requests, not one per caller; the
     /// in-process backend is read directly.
     async fn read(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, crate::BackendError> {
-        let backend = &self.inner.backend;
+        let backend = &self.backend();
         if !backend.coalesce_reads() {
             return backend.get_many(keys).await;
         }
-        let deadline = tokio::time::Instant::now() + self.inner.settings.lease_wait;
+        let deadline = tokio::time::Instant::now() + self.settings().lease_wait;
         match self
-            .inner
-            .waits
+            .shared_reads()
             .next_read(backend, keys, Pace::Now, deadline)
             .await
         {
             Some(r) => r,
-            None => Err(crate::BackendError::Timeout(self.inner.settings.lease_wait)),
+            None => Err(crate::BackendError::Timeout(self.settings().lease_wait)),
         }
     }
 
     /// Calls the class's fallback, counting the database fetch.
-    pub(crate) async fn fetch<T: CacheValue>(
+    pub(super) async fn fetch<T: CacheValue>(
         &self,
         class: &Class<T>,
         values: &[FieldValue],
     ) -> Result<T, Error> {
-        self.inner.stats.db_fetches.fetch_add(1, Relaxed);
+        self.stats().db_fetches.fetch_add(1, Relaxed);
         Ok(class.fetch.fetch(values).await?)
     }
 
     /// The cached value of `key` if the decision table says to serve it as
     /// is (no write, no refresh, no wait): the synchronous part of a lookup.
-    pub(crate) fn try_serve<T: CacheValue>(
+    pub(super) fn try_serve<T: CacheValue>(
         &self,
         spec: &ClassSpec,
         key: &str,
         raw: &[Option<Vec<u8>>],
     ) -> Option<T> {
-        if self.is_pending(key) {
+        if self.invalidator().is_pending(key) {
             return None;
         }
         let found = decode_value::<T>(raw.first()?.as_deref()?)?;
@@ -214,12 +157,12 @@ impl Flash {
     /// version against the class's current one, the stale marker).
     fn action_for<T>(&self, spec: &ClassSpec, found: &Found<T>, marker: bool) -> Action {
         let age = Duration::from_millis(now_ms().saturating_sub(found.filled_ms));
-        let changed = found.version != self.inner.versions.get(&spec.name);
+        let changed = found.version != self.dynamic_version(&spec.name);
         decide(spec.invalidation, spec.allowtime, age, changed, marker)
     }
 
     /// Decides on the raw bytes read for `key` (and its stale marker).
-    pub(crate) async fn resolve<T: CacheValue>(
+    pub(super) async fn resolve<T: CacheValue>(
         &self,
         class: &Class<T>,
         values: &[FieldValue],
@@ -228,7 +171,7 @@ impl Flash {
         cache_only: bool,
     ) -> Result<(T, Outcome), Error> {
         let spec = &class.spec;
-        if self.is_pending(key) {
+        if self.invalidator().is_pending(key) {
             // The cache still holds what a write replaced: do not serve or fill it.
             if cache_only {
                 return Err(Error::NotCached(key.to_owned()));
@@ -283,11 +226,11 @@ impl Flash {
         old: T,
     ) -> Result<(T, Outcome), Error> {
         let spec = &class.spec;
-        let backend = &self.inner.backend;
+        let backend = &self.backend();
         let lock = lock_key(key);
         let token = rand::random::<u64>().to_le_bytes();
         match backend
-            .add(&lock, &token, self.inner.settings.lock_timeout)
+            .add(&lock, &token, self.settings().lock_timeout)
             .await
         {
             Ok(true) => {
@@ -341,7 +284,7 @@ impl Flash {
                 .await
                 .map(|v| (v, Outcome::MissNoFill)),
             Err(e) => {
-                self.inner.stats.backend_error("lock", &e);
+                self.stats().backend_error("lock", &e);
                 self.fetch(class, values)
                     .await
                     .map(|v| (v, Outcome::Degraded))
@@ -359,9 +302,9 @@ impl Flash {
         marker: Option<Vec<u8>>,
     ) -> Result<(T, Outcome), Error> {
         let spec = &class.spec;
-        let backend = &self.inner.backend;
-        let settings = &self.inner.settings;
-        if !self.inner.leases {
+        let backend = &self.backend();
+        let settings = &self.settings();
+        if !self.uses_leases() {
             let v = self.fetch(class, values).await?;
             let filled = self.store_value(spec, key, &v, None).await;
             return Ok((
@@ -380,7 +323,7 @@ impl Flash {
         let deadline = Instant::now() + settings.lease_wait;
         let mut _claim = None;
         loop {
-            _claim = self.inner.claims.try_claim(key);
+            _claim = self.fill_claims().try_claim(key);
             let took = match (&_claim, observed.as_deref()) {
                 // Another task of this process is on it: wait for its fill.
                 (None, _) => Ok(false),
@@ -396,7 +339,7 @@ impl Flash {
                 Ok(true) => break,
                 Ok(false) => _claim = None,
                 Err(e) => {
-                    self.inner.stats.backend_error("lease", &e);
+                    self.stats().backend_error("lease", &e);
                     return self
                         .fetch(class, values)
                         .await
@@ -409,16 +352,15 @@ impl Flash {
                     .await
                     .map(|v| (v, Outcome::MissNoFill));
             }
-            self.inner.stats.lease_waits.fetch_add(1, Relaxed);
+            self.stats().lease_waits.fetch_add(1, Relaxed);
             let keys = [key.to_owned()];
             let read = self
-                .inner
-                .waits
+                .shared_reads()
                 .next_read(backend, &keys, Pace::Poll, deadline.into());
             observed = match read.await {
                 Some(Ok(mut bytes)) => bytes.pop().flatten(),
                 Some(Err(e)) => {
-                    self.inner.stats.backend_error("get", &e);
+                    self.stats().backend_error("get", &e);
                     return self
                         .fetch(class, values)
                         .await
@@ -432,7 +374,7 @@ impl Flash {
                 }
             };
             if let Some(found) = observed.as_deref().and_then(decode_value::<T>) {
-                if found.version == self.inner.versions.get(&spec.name) {
+                if found.version == self.dynamic_version(&spec.name) {
                     return Ok((found.value, Outcome::Hit));
                 }
             }
@@ -475,9 +417,9 @@ impl Flash {
         v: &T,
         expected: Option<&[u8]>,
     ) -> bool {
-        let backend = &self.inner.backend;
-        if !self.inner.settings.fill_delay.is_zero() {
-            tokio::time::sleep(self.inner.settings.fill_delay).await;
+        let backend = &self.backend();
+        if !self.settings().fill_delay.is_zero() {
+            tokio::time::sleep(self.settings().fill_delay).await;
         }
         let bytes = match self.encode_value(spec, v) {
             Ok(b) => b,
@@ -486,7 +428,7 @@ impl Flash {
                 return false;
             }
         };
-        let ttl = spec.timeout.unwrap_or(self.inner.settings.default_timeout);
+        let ttl = spec.timeout.unwrap_or(self.settings().default_timeout);
         if bytes.len() > backend.max_value_size() {
             tracing::warn!(class = %spec.name, size = bytes.len(), limit = backend.max_value_size(), "value over the backend's item limit: served, not cached");
             metrics::counter!("flash_too_large_total", "class" => spec.name.clone()).increment(1);
@@ -503,29 +445,25 @@ impl Flash {
         };
         match stored {
             Ok(true) => {
-                self.inner.stats.fills.fetch_add(1, Relaxed);
+                self.stats().fills.fetch_add(1, Relaxed);
                 metrics::counter!("flash_fills_total").increment(1);
                 true
             }
             Ok(false) => false,
             Err(e) => {
-                self.inner.stats.backend_error("fill", &e);
+                self.stats().backend_error("fill", &e);
                 false
             }
         }
     }
 
-    pub(crate) fn encode_value<T: CacheValue>(
-        &self,
-        spec: &ClassSpec,
-        v: &T,
-    ) -> Result<Vec<u8>, Error> {
+    fn encode_value<T: CacheValue>(&self, spec: &ClassSpec, v: &T) -> Result<Vec<u8>, Error> {
         let payload = codec::encode_payload(v).map_err(|e| Error::Encode(e.to_string()))?;
         let (compressed, payload) = match spec.compress_above {
             Some(limit) if payload.len() > limit => (true, codec::compress(&payload)),
             _ => (false, payload),
         };
-        let version = self.inner.versions.get(&spec.name);
+        let version = self.dynamic_version(&spec.name);
         Ok(encode_entry(&Entry::Value {
             version,
             filled_ms: now_ms(),
@@ -536,53 +474,10 @@ impl Flash {
 }
 
 /// The keys one lookup reads: the value, and for DYNAMIC its stale marker.
-pub(crate) fn read_keys(spec: &ClassSpec, key: &str) -> Vec<String> {
+pub(super) fn read_keys(spec: &ClassSpec, key: &str) -> Vec<String> {
     if spec.invalidation == Invalidation::Dynamic {
         vec![key.to_owned(), stale_key(key)]
     } else {
         vec![key.to_owned()]
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use Action::*;
-    use Invalidation::*;
-
-    const S: Duration = Duration::from_secs(1);
-    const A: Option<Duration> = Some(Duration::from_secs(10));
-
-    #[test]
-    fn row1_young_value_within_allowtime_is_served_whatever_else() {
-        for inv in [Off, Unset, Dynamic] {
-            assert_eq!(decide(inv, A, S, true, true), Serve);
-        }
-    }
-    #[test]
-    fn row2_version_change() {
-        assert_eq!(decide(Off, None, S, true, false), LockRefresh);
-        assert_eq!(decide(Dynamic, None, S, true, false), LockRefresh);
-        assert_eq!(decide(Unset, None, S, true, false), Refetch);
-        assert_eq!(decide(Unset, A, 20 * S, true, false), Refetch);
-    }
-    #[test]
-    fn row3_dynamic_marker() {
-        assert_eq!(decide(Dynamic, None, S, false, false), Serve);
-        assert_eq!(decide(Dynamic, None, S, false, true), LockRefresh);
-        assert_eq!(decide(Dynamic, A, 20 * S, false, true), LockRefresh);
-    }
-    #[test]
-    fn row4_off_with_allowtime_passed() {
-        assert_eq!(decide(Off, A, 20 * S, false, false), LockRefresh);
-    }
-    #[test]
-    fn row5_no_allowtime_serves() {
-        assert_eq!(decide(Off, None, S, false, false), Serve);
-        assert_eq!(decide(Unset, None, S, false, false), Serve);
-    }
-    #[test]
-    fn row6_unset_allowtime_passed_refetches() {
-        assert_eq!(decide(Unset, A, 20 * S, false, false), Refetch);
     }
 }

@@ -2,6 +2,10 @@
 //! in-process store. Implementations live in their own crates (or, for the
 //! in-process one, behind the `memory` feature).
 
+#[cfg(feature = "memory")]
+pub mod memory;
+pub mod resilient;
+
 use crate::error::BackendError;
 use async_trait::async_trait;
 use std::time::Duration;
@@ -40,7 +44,7 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Stores several values unconditionally. Flash writes invalidation markers
     /// with it and nothing else, so wrappers treat it as an invalidation (the
-    /// circuit breaker of [`crate::resilient::ResilientBackend`] never refuses it).
+    /// circuit breaker of [`resilient::ResilientBackend`] never refuses it).
     /// The default sends them one by one; backends override with a pipeline.
     async fn set_many(
         &self,

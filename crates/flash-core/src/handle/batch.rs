@@ -1,10 +1,10 @@
 //! Batches: many lazy lookups of different classes resolved with one
 //! `get_many`, each falling back to the database on its own.
 
+use super::read::read_keys;
+use super::Flash;
 use crate::class::{CacheValue, Class, ClassSpec};
 use crate::error::Error;
-use crate::flash::Flash;
-use crate::read::read_keys;
 use crate::stats::Outcome;
 use crate::value::FieldValue;
 use futures::future::{join_all, BoxFuture};
@@ -161,10 +161,10 @@ impl<'f> Batch<'f> {
         let fetched = if flash.is_bypassed() || all_keys.is_empty() {
             None
         } else {
-            match flash.inner.backend.get_many(&all_keys).await {
+            match flash.backend().get_many(&all_keys).await {
                 Ok(r) => Some(r),
                 Err(e) => {
-                    flash.inner.stats.backend_error("get_many", &e);
+                    flash.stats().backend_error("get_many", &e);
                     None
                 }
             }
@@ -206,7 +206,7 @@ impl<'f> Batch<'f> {
         }
         for (q, r) in self.queries.iter().zip(&results) {
             if let Some(Ok((_, o))) = r {
-                flash.inner.stats.outcome(q.spec(), *o);
+                flash.stats().outcome(q.spec(), *o);
             }
         }
         BatchResults { results }

@@ -9,10 +9,10 @@
 //! invalidated, which is what "the rest of the request" means. Clones share
 //! the batch queue and the memo.
 
-use crate::batch::{Batch, BatchResults, Query};
+use super::batch::{Batch, BatchResults, Query};
+use super::Flash;
 use crate::class::CacheValue;
 use crate::error::Error;
-use crate::flash::Flash;
 use std::any::Any;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};

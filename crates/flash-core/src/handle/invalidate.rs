@@ -1,21 +1,17 @@
 //! Invalidation: from changed rows to the keys they affect, and the markers
 //! written over them.
 
+use super::Flash;
 use crate::class::Invalidation;
-use crate::codec::{encode_entry, Entry};
+use crate::codec::{encode_entry, now_ms, Entry};
 use crate::error::BackendError;
-use crate::flash::Flash;
 use crate::key::stale_key;
-use crate::read::now_ms;
 use crate::stats::FlashEvent;
 use crate::value::{FieldValue, Record};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
-
-/// Bound of the keys one process keeps for re-application.
-const MAX_PENDING_KEYS: usize = 1_000_000;
 
 /// The keys one write must invalidate. Serialisable, so that it can be kept in
 /// the durable outbox until applied.
@@ -28,12 +24,15 @@ pub struct KeySet {
 }
 
 impl KeySet {
+    /// No key at all?
     pub fn is_empty(&self) -> bool {
         self.unset.is_empty() && self.dynamic.is_empty()
     }
+    /// Number of keys, of both kinds.
     pub fn len(&self) -> usize {
         self.unset.len() + self.dynamic.len()
     }
+    /// Adds the keys of `other`.
     pub fn extend(&mut self, other: KeySet) {
         self.unset.extend(other.unset);
         self.dynamic.extend(other.dynamic);
@@ -45,7 +44,7 @@ impl Flash {
     /// every changed row), for every class on the model that is not OFF.
     pub fn keys_for_rows(&self, model: &str, rows: &[&dyn Record]) -> KeySet {
         let mut set = KeySet::default();
-        for spec in self.inner.registry.classes_of_model(model) {
+        for spec in self.classes_of_model(model) {
             if spec.invalidation == Invalidation::Off {
                 continue;
             }
@@ -79,7 +78,7 @@ impl Flash {
     pub async fn apply_invalidation(&self, model: &str, keys: &KeySet) -> Result<(), BackendError> {
         let mut result = self.write_markers(model, keys).await;
         let mut pause = Duration::from_millis(2);
-        for _ in 0..self.inner.settings.invalidation_retries {
+        for _ in 0..self.settings().invalidation_retries {
             // A refused or broken connection is worth another try (a client
             // reconnects to a restarted server on the next command); a hung
             // server would only make each attempt wait out its deadline.
@@ -91,67 +90,18 @@ impl Flash {
             result = self.write_markers(model, keys).await;
         }
         if result.is_err() {
-            self.defer(keys);
+            self.invalidator().defer(keys);
         }
         result
     }
 
-    /// Keeps `keys` for the retry task.
-    fn defer(&self, keys: &KeySet) {
-        if let Ok(mut p) = self.inner.pending.lock() {
-            if p.len() + keys.len() > MAX_PENDING_KEYS {
-                tracing::error!(keys = keys.len(), "too many pending invalidations; dropping some (the outbox, if on, still has them)");
-                metrics::counter!("flash_invalidations_dropped_total").increment(keys.len() as u64);
-                return;
-            }
-            p.extend(keys.clone());
-            self.inner
-                .has_pending
-                .store(true, std::sync::atomic::Ordering::SeqCst);
-        }
-    }
-
-    /// Is `key` waiting for an invalidation the cache has not taken yet?
-    pub(crate) fn is_pending(&self, key: &str) -> bool {
-        if !self
-            .inner
-            .has_pending
-            .load(std::sync::atomic::Ordering::SeqCst)
-        {
-            return false;
-        }
-        self.inner
-            .pending
-            .lock()
-            .map(|p| p.unset.contains(key) || p.dynamic.contains(key))
-            .unwrap_or(false)
-    }
-
     /// Re-applies the pending invalidations (the retry task calls this).
     pub async fn retry_pending(&self) -> Result<usize, BackendError> {
-        if !self
-            .inner
-            .has_pending
-            .load(std::sync::atomic::Ordering::SeqCst)
-        {
+        let Some(keys) = self.invalidator().pending() else {
             return Ok(0);
-        }
-        let keys = self
-            .inner
-            .pending
-            .lock()
-            .map(|p| p.clone())
-            .unwrap_or_default();
+        };
         self.write_markers("(retry)", &keys).await?;
-        if let Ok(mut p) = self.inner.pending.lock() {
-            p.unset.retain(|k| !keys.unset.contains(k));
-            p.dynamic.retain(|k| !keys.dynamic.contains(k));
-            if p.is_empty() {
-                self.inner
-                    .has_pending
-                    .store(false, std::sync::atomic::Ordering::SeqCst);
-            }
-        }
+        self.invalidator().applied(&keys);
         tracing::info!(keys = keys.len(), "pending invalidations applied");
         Ok(keys.len())
     }
@@ -164,8 +114,8 @@ impl Flash {
             at_ms: now_ms(),
             nonce: rand::random(),
         });
-        let backend = &self.inner.backend;
-        let s = &self.inner.settings;
+        let backend = self.backend();
+        let s = self.settings();
         let unset: Vec<(String, Vec<u8>)> = keys
             .unset
             .iter()
@@ -188,8 +138,7 @@ impl Flash {
         let result = a.and(b);
         match &result {
             Ok(()) => {
-                self.inner
-                    .stats
+                self.stats()
                     .invalidated_keys
                     .fetch_add(keys.len() as u64, Relaxed);
                 metrics::counter!("flash_invalidated_keys_total", "model" => model.to_owned())
@@ -202,7 +151,7 @@ impl Flash {
                     .collect();
                 self.emit(FlashEvent::Invalidate { model, keys: &all });
             }
-            Err(e) => self.inner.stats.backend_error("invalidate", e),
+            Err(e) => self.stats().backend_error("invalidate", e),
         }
         result
     }
