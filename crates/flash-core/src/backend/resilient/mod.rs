@@ -10,7 +10,8 @@
 //! The breaker: *closed* (normal) until `failure_threshold` operations in a row
 //! fail; then *open* for `cool_down`, failing everything without calling the
 //! server; then *half-open*, letting a single probe through. The probe's success
-//! closes the breaker, its failure opens it for another cool-down.
+//! closes the breaker, its failure opens it for another cool-down. Its state
+//! machine is in `breaker.rs`; this file wraps a backend's calls in it.
 //!
 //! Invalidations ([`Backend::set_many`]) are the exception: the breaker never
 //! refuses them, it only records their outcome. An invalidation refused
@@ -19,24 +20,16 @@
 //! write replaced. They still get the deadline, so a hung server costs a write
 //! at most the timeout per attempt.
 
+mod breaker;
+
+pub use breaker::BreakerState;
+
 use crate::backend::Backend;
 use crate::error::BackendError;
 use async_trait::async_trait;
+use breaker::{Breaker, Permit};
 use std::future::Future;
-use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
-use tokio::time::Instant;
-
-/// The state of a [`ResilientBackend`]'s circuit breaker.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BreakerState {
-    /// Operations go to the server.
-    Closed,
-    /// The server failed repeatedly; operations fail fast until the cool-down ends.
-    Open,
-    /// The cool-down ended; one probe operation is (or may be) in flight.
-    HalfOpen,
-}
 
 /// Settings of a [`ResilientBackend`]; start from [`ResilientBackend::builder`].
 #[derive(Debug, Clone)]
@@ -66,31 +59,14 @@ impl<B: Backend> ResilientBuilder<B> {
         self
     }
 
+    /// The wrapper, its breaker closed.
     pub fn build(self) -> ResilientBackend<B> {
         ResilientBackend {
             inner: self.inner,
             timeout: self.timeout,
-            failure_threshold: self.failure_threshold,
-            cool_down: self.cool_down,
-            breaker: Mutex::new(Breaker {
-                state: State::Closed,
-                consecutive_failures: 0,
-            }),
+            breaker: Breaker::new(self.failure_threshold, self.cool_down),
         }
     }
-}
-
-#[derive(Debug, Clone, Copy)]
-enum State {
-    Closed,
-    Open { until: Instant },
-    HalfOpen { probe_in_flight: bool },
-}
-
-#[derive(Debug)]
-struct Breaker {
-    state: State,
-    consecutive_failures: u32,
 }
 
 /// A [`Backend`] wrapper adding a per-operation timeout and a circuit breaker
@@ -100,31 +76,7 @@ struct Breaker {
 pub struct ResilientBackend<B> {
     inner: B,
     timeout: Duration,
-    failure_threshold: u32,
-    cool_down: Duration,
-    breaker: Mutex<Breaker>,
-}
-
-/// The right to make one call; a probe's permit must report its outcome.
-struct Permit<'a, B: Backend> {
-    backend: &'a ResilientBackend<B>,
-    probe: bool,
-    done: bool,
-}
-
-impl<B: Backend> Drop for Permit<'_, B> {
-    fn drop(&mut self) {
-        // A probe whose future was dropped (the caller gave up) never reported;
-        // free the half-open slot so that the next operation probes instead.
-        if self.probe && !self.done {
-            let mut b = self.backend.lock();
-            if let State::HalfOpen { .. } = b.state {
-                b.state = State::HalfOpen {
-                    probe_in_flight: false,
-                };
-            }
-        }
-    }
+    breaker: Breaker,
 }
 
 impl<B: Backend> ResilientBackend<B> {
@@ -151,83 +103,7 @@ impl<B: Backend> ResilientBackend<B> {
     /// The breaker's current state (an open breaker whose cool-down has ended
     /// reports `HalfOpen`: the next operation will probe).
     pub fn state(&self) -> BreakerState {
-        match self.lock().state {
-            State::Closed => BreakerState::Closed,
-            State::Open { until } if Instant::now() < until => BreakerState::Open,
-            State::Open { .. } | State::HalfOpen { .. } => BreakerState::HalfOpen,
-        }
-    }
-
-    fn lock(&self) -> MutexGuard<'_, Breaker> {
-        // The breaker's state is always consistent (no await or panic while held),
-        // so a poisoned lock is safe to keep using.
-        self.breaker.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn admit(&self) -> Result<Permit<'_, B>, BackendError> {
-        let mut b = self.lock();
-        let probe = match b.state {
-            State::Closed => false,
-            State::Open { until } if Instant::now() < until => {
-                return Err(BackendError::CircuitOpen)
-            }
-            State::Open { .. }
-            | State::HalfOpen {
-                probe_in_flight: false,
-            } => {
-                b.state = State::HalfOpen {
-                    probe_in_flight: true,
-                };
-                true
-            }
-            State::HalfOpen {
-                probe_in_flight: true,
-            } => return Err(BackendError::CircuitOpen),
-        };
-        Ok(Permit {
-            backend: self,
-            probe,
-            done: false,
-        })
-    }
-
-    fn record(&self, permit: &mut Permit<'_, B>, failed: bool) {
-        permit.done = true;
-        let name = self.inner.name();
-        let mut b = self.lock();
-        if !failed {
-            b.consecutive_failures = 0;
-            if !matches!(b.state, State::Closed) {
-                b.state = State::Closed;
-                metrics::gauge!("flash_breaker_open", "backend" => name).set(0.0);
-                tracing::warn!(
-                    backend = name,
-                    "cache circuit breaker closed: backend recovered"
-                );
-            }
-            return;
-        }
-        metrics::counter!("flash_backend_errors_total", "backend" => name).increment(1);
-        b.consecutive_failures = b.consecutive_failures.saturating_add(1);
-        let trip = match b.state {
-            State::Closed => b.consecutive_failures >= self.failure_threshold,
-            // A failed probe (or a call admitted before the breaker opened and
-            // finishing late) keeps the breaker open for a fresh cool-down.
-            State::HalfOpen { .. } => true,
-            State::Open { .. } => false,
-        };
-        if trip {
-            b.state = State::Open {
-                until: Instant::now() + self.cool_down,
-            };
-            metrics::gauge!("flash_breaker_open", "backend" => name).set(1.0);
-            tracing::warn!(
-                backend = name,
-                failures = b.consecutive_failures,
-                cool_down = ?self.cool_down,
-                "cache circuit breaker opened"
-            );
-        }
+        self.breaker.state()
     }
 
     /// Runs one operation of the inner backend under the deadline and the breaker.
@@ -236,7 +112,7 @@ impl<B: Backend> ResilientBackend<B> {
         &self,
         op: impl Future<Output = Result<T, BackendError>>,
     ) -> Result<T, BackendError> {
-        let permit = self.admit()?;
+        let permit = self.breaker.admit()?;
         self.timed(permit, op).await
     }
 
@@ -246,17 +122,13 @@ impl<B: Backend> ResilientBackend<B> {
         &self,
         op: impl Future<Output = Result<T, BackendError>>,
     ) -> Result<T, BackendError> {
-        let permit = Permit {
-            backend: self,
-            probe: false,
-            done: false,
-        };
-        self.timed(permit, op).await
+        self.timed(self.breaker.force(), op).await
     }
 
+    /// Runs `op` under the deadline and reports its outcome through `permit`.
     async fn timed<T>(
         &self,
-        mut permit: Permit<'_, B>,
+        permit: Permit<'_>,
         op: impl Future<Output = Result<T, BackendError>>,
     ) -> Result<T, BackendError> {
         let result = match tokio::time::timeout(self.timeout, op).await {
@@ -267,7 +139,7 @@ impl<B: Backend> ResilientBackend<B> {
             Ok(_) => false,
             Err(e) => is_server_failure(e),
         };
-        self.record(&mut permit, failed);
+        permit.record(failed, self.inner.name());
         result
     }
 }
@@ -337,7 +209,8 @@ mod tests {
     use super::*;
     use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
-    /// A backend that fails (or hangs) on demand and counts the calls reaching it.
+    /// A backend that fails (or hangs) on demand and counts the calls reaching
+    /// it; it stores nothing (reads find nothing, writes succeed).
     #[derive(Default)]
     struct Flaky {
         failing: AtomicBool,
@@ -346,16 +219,16 @@ mod tests {
     }
 
     impl Flaky {
-        async fn op(&self) -> Result<(), BackendError> {
+        /// One call: `ok`, unless the test made the server fail.
+        async fn op<T>(&self, ok: T) -> Result<T, BackendError> {
             self.calls.fetch_add(1, Ordering::SeqCst);
             let delay = self.delay_ms.load(Ordering::SeqCst);
             if delay > 0 {
                 tokio::time::sleep(Duration::from_millis(delay)).await;
             }
-            if self.failing.load(Ordering::SeqCst) {
-                Err(BackendError::Unreachable("fake server down".into()))
-            } else {
-                Ok(())
+            match self.failing.load(Ordering::SeqCst) {
+                true => Err(BackendError::Unreachable("fake server down".into())),
+                false => Ok(ok),
             }
         }
     }
@@ -366,13 +239,13 @@ mod tests {
             "flaky"
         }
         async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, BackendError> {
-            self.op().await.map(|()| vec![None; keys.len()])
+            self.op(vec![None; keys.len()]).await
         }
         async fn set(&self, _: &str, _: &[u8], _: Duration) -> Result<(), BackendError> {
-            self.op().await
+            self.op(()).await
         }
         async fn add(&self, _: &str, _: &[u8], _: Duration) -> Result<bool, BackendError> {
-            self.op().await.map(|()| true)
+            self.op(true).await
         }
         async fn compare_and_swap(
             &self,
@@ -381,10 +254,10 @@ mod tests {
             _: Option<&[u8]>,
             _: Duration,
         ) -> Result<bool, BackendError> {
-            self.op().await.map(|()| true)
+            self.op(true).await
         }
         async fn delete(&self, _: &str) -> Result<(), BackendError> {
-            self.op().await
+            self.op(()).await
         }
     }
 
