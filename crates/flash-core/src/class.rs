@@ -12,9 +12,13 @@ use std::time::Duration;
 /// Named durations for timeouts.
 pub mod durations {
     use std::time::Duration;
+    /// One minute.
     pub const CACHE_TIME_MINUTE: Duration = Duration::from_secs(60);
+    /// One hour.
     pub const CACHE_TIME_HOUR: Duration = Duration::from_secs(60 * 60);
+    /// One day.
     pub const CACHE_TIME_DAY: Duration = Duration::from_secs(24 * 60 * 60);
+    /// One week (the default timeout).
     pub const CACHE_TIME_WEEK: Duration = Duration::from_secs(7 * 24 * 60 * 60);
 }
 
@@ -34,9 +38,11 @@ pub enum Invalidation {
 /// A row (or no row) found by key fields, or a derived value of a set of rows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum CacheKind {
+    /// One row (or none) found by its key fields.
     Instance,
+    /// The rows matching the key fields, or a value derived from them.
     Queryset,
-    /// Whether any row matches (the original's `QuerysetExistsCache`).
+    /// Whether any row matches.
     Exists,
 }
 
@@ -49,6 +55,7 @@ impl CacheKind {
             CacheKind::Exists => "e",
         }
     }
+    /// The kind's name, for messages and metrics.
     pub fn label(self) -> &'static str {
         match self {
             CacheKind::Instance => "instance",
@@ -63,6 +70,7 @@ impl CacheKind {
 pub struct ClassSpec {
     /// Unique among all classes: it is part of the key.
     pub name: String,
+    /// What the class caches.
     pub kind: CacheKind,
     /// The model (table) whose writes invalidate this class.
     pub model: String,
@@ -72,6 +80,7 @@ pub struct ClassSpec {
     pub timeout: Option<Duration>,
     /// Static version, part of the key: bump it when the fetch logic changes.
     pub version: u32,
+    /// How writes to the model reach the class's keys.
     pub invalidation: Invalidation,
     /// How long a value may be served without checking whether it is stale.
     pub allowtime: Option<Duration>,
@@ -114,26 +123,32 @@ impl ClassSpec {
     pub fn exists(name: &str, model: &str, key_fields: &[&str]) -> Self {
         Self::new(CacheKind::Exists, name, model, key_fields)
     }
+    /// See [`Self::timeout`](field@Self::timeout).
     pub fn timeout(mut self, t: Duration) -> Self {
         self.timeout = Some(t);
         self
     }
+    /// See [`Self::version`](field@Self::version).
     pub fn version(mut self, v: u32) -> Self {
         self.version = v;
         self
     }
+    /// See [`Self::invalidation`](field@Self::invalidation).
     pub fn invalidation(mut self, i: Invalidation) -> Self {
         self.invalidation = i;
         self
     }
+    /// See [`Self::allowtime`](field@Self::allowtime).
     pub fn allowtime(mut self, t: Duration) -> Self {
         self.allowtime = Some(t);
         self
     }
+    /// See [`Self::simple`](field@Self::simple).
     pub fn simple(mut self, simple: bool) -> Self {
         self.simple = simple;
         self
     }
+    /// See [`Self::compress_above`](field@Self::compress_above).
     pub fn compress_above(mut self, bytes: usize) -> Self {
         self.compress_above = Some(bytes);
         self
@@ -143,6 +158,7 @@ impl ClassSpec {
 /// The fallback of a class: computes its value from the data source.
 #[async_trait]
 pub trait Fetch<T>: Send + Sync {
+    /// The value for `key` (the key-field values, in key order).
     async fn fetch(&self, key: &[FieldValue]) -> Result<T, SourceError>;
 }
 
@@ -187,9 +203,11 @@ impl<T> std::fmt::Debug for Class<T> {
 }
 
 impl<T> Class<T> {
+    /// The class's declaration.
     pub fn spec(&self) -> &ClassSpec {
         &self.spec
     }
+    /// The class's name.
     pub fn name(&self) -> &str {
         &self.spec.name
     }

@@ -16,24 +16,40 @@ pub enum Entry {
     /// A filled value: the class's dynamic version at fill time, the fill time
     /// (ms since the Unix epoch) and the class's payload (lz4 when `compressed`).
     Value {
+        /// The class's dynamic version when the value was filled.
         version: i64,
+        /// When the value was filled, in ms since the Unix epoch.
         filled_ms: u64,
+        /// Is `payload` lz4-compressed?
         compressed: bool,
+        /// The class's result, encoded by [`encode_payload`].
         payload: Vec<u8>,
     },
     /// Written by an invalidation. The nonce makes every marker unique, so a
     /// compare-and-swap against an older marker fails.
-    Stale { at_ms: u64, nonce: u64 },
+    Stale {
+        /// When the marker was written, in ms since the Unix epoch.
+        at_ms: u64,
+        /// Random, so that no two markers are the same bytes.
+        nonce: u64,
+    },
     /// Taken by the one reader that fills a missing key; the fill only lands
     /// if this very lease is still there.
-    Lease { token: u64, at_ms: u64 },
+    Lease {
+        /// Random, so that no two leases are the same bytes.
+        token: u64,
+        /// When the lease was taken, in ms since the Unix epoch.
+        at_ms: u64,
+    },
 }
 
 /// [`Entry`] as read on the hot path: the payload borrowed from the cache
 /// bytes instead of copied. Same variants and fields in the same order, so the
 /// same bytes.
 #[derive(Debug, Deserialize)]
+#[allow(missing_docs)] // The fields are those of `Entry`.
 pub enum EntryRef<'a> {
+    /// [`Entry::Value`], its payload borrowed.
     Value {
         version: i64,
         filled_ms: u64,
@@ -41,14 +57,10 @@ pub enum EntryRef<'a> {
         #[serde(borrow)]
         payload: &'a [u8],
     },
-    Stale {
-        at_ms: u64,
-        nonce: u64,
-    },
-    Lease {
-        token: u64,
-        at_ms: u64,
-    },
+    /// [`Entry::Stale`].
+    Stale { at_ms: u64, nonce: u64 },
+    /// [`Entry::Lease`].
+    Lease { token: u64, at_ms: u64 },
 }
 
 /// Decodes without copying the payload; `None` for garbage.
@@ -62,10 +74,13 @@ pub fn decode_entry_ref(bytes: &[u8]) -> Option<EntryRef<'_>> {
 /// The result of decoding raw cache bytes.
 #[derive(Debug)]
 pub enum Decoded {
+    /// The bytes hold this entry.
     Entry(Entry),
+    /// The bytes are not an entry of this layout (a miss for the read path).
     Garbage,
 }
 
+/// The bytes of an entry: magic, layout version, postcard.
 pub fn encode_entry(e: &Entry) -> Vec<u8> {
     let mut out = Vec::with_capacity(
         16 + if let Entry::Value { payload, .. } = e {
@@ -81,6 +96,7 @@ pub fn encode_entry(e: &Entry) -> Vec<u8> {
     out
 }
 
+/// Decodes cache bytes, copying the payload (see [`decode_entry_ref`]).
 pub fn decode_entry(bytes: &[u8]) -> Decoded {
     match bytes {
         [MAGIC, LAYOUT, rest @ ..] => match postcard::from_bytes::<Entry>(rest) {

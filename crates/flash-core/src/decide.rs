@@ -17,7 +17,16 @@ pub enum Action {
     Refetch,
 }
 
-/// The read decision for a decoded value (REFERENCE.md, "The read decision").
+/// The read decision for a value found in the cache. The rules apply in
+/// order; the first that matches decides:
+///
+/// 1. `allowtime` is set and the value is younger than it: serve.
+/// 2. The class's dynamic version moved on: refetch for UNSET, else refresh
+///    under the write lock.
+/// 3. DYNAMIC: refresh under the lock if the stale marker is there, else serve.
+/// 4. OFF with `allowtime` passed: refresh under the lock.
+/// 5. No `allowtime`: serve.
+/// 6. UNSET with `allowtime` passed: refetch.
 pub fn decide(
     invalidation: Invalidation,
     allowtime: Option<Duration>,

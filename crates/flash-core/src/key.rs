@@ -35,7 +35,7 @@ fn push_value(out: &mut String, v: &FieldValue) {
         // `~` is never followed by `_` or end in an escape, so these are unambiguous.
         FieldValue::Null => out.push('~'),
         FieldValue::Bool(b) => out.push_str(if *b { "~t" } else { "~f" }),
-        // itoa, not `write!`: the formatting machinery was most of a key's cost.
+        // itoa, not `write!`: the formatting machinery would be most of a key's cost.
         FieldValue::Int(i) => out.push_str(itoa::Buffer::new().format(*i)),
         FieldValue::UInt(i) => out.push_str(itoa::Buffer::new().format(*i)),
         FieldValue::Str(s) => push_escaped(out, s.as_bytes()),

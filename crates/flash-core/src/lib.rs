@@ -48,6 +48,8 @@
 //! * [`error`]: the error types.
 //! * [`adapter`]: the API for ORM adapters and backend crates, in one place.
 
+#![warn(missing_docs)]
+
 pub mod adapter;
 pub mod backend;
 pub mod class;
@@ -56,6 +58,7 @@ pub mod codec;
 #[doc(hidden)]
 pub mod conformance;
 mod decide;
+#[allow(missing_docs)] // Each variant is described by its #[error] message.
 pub mod error;
 mod handle;
 pub mod key;

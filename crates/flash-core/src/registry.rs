@@ -11,15 +11,20 @@ use std::sync::Arc;
 /// What flash knows of a model: its name (table) and primary-key fields.
 #[derive(Clone, Debug)]
 pub struct ModelInfo {
+    /// The model's name, as classes refer to it.
     pub name: String,
+    /// Its primary-key fields.
     pub pk: Vec<String>,
 }
 
 /// A foreign key whose target is read through the target's primary-key cache.
 #[derive(Clone, Debug)]
 pub struct CachedForeignKey {
+    /// The model holding the foreign key.
     pub model: String,
+    /// The foreign-key field.
     pub field: String,
+    /// The model it points to (it needs a primary-key instance cache).
     pub target: String,
 }
 

@@ -36,6 +36,7 @@ impl Outcome {
         Outcome::NotCached,
     ];
 
+    /// The outcome's name, for logs and metrics labels.
     pub fn label(self) -> &'static str {
         match self {
             Outcome::Hit => "hit",
@@ -51,7 +52,7 @@ impl Outcome {
 
 /// One class's `flash_lookups_total` counters, one per outcome, registered
 /// with the `metrics` recorder on the class's first lookup: building a labelled
-/// key on every lookup was a tenth of a warm batch's instructions.
+/// key on every lookup would cost a tenth of a warm batch's instructions.
 #[derive(Clone, Default)]
 pub struct ClassCounters(Arc<OnceLock<[metrics::Counter; 7]>>);
 
@@ -75,17 +76,27 @@ impl ClassCounters {
 /// Something flash did, for an observer hook (logging, the demo).
 #[derive(Debug)]
 pub enum FlashEvent<'a> {
+    /// A lookup was answered.
     Lookup {
+        /// The class looked up.
         class: &'a str,
+        /// The key looked up.
         key: &'a str,
+        /// How it was answered.
         outcome: Outcome,
     },
+    /// The cache took the invalidation of `keys`.
     Invalidate {
+        /// The model written (`"(retry)"` for a background retry).
         model: &'a str,
+        /// The keys invalidated.
         keys: &'a [String],
     },
+    /// The dynamic versions of a model's classes were bumped.
     VersionBump {
+        /// The model.
         model: &'a str,
+        /// Its classes.
         classes: &'a [String],
     },
 }
@@ -95,30 +106,47 @@ pub(crate) type Observer = std::sync::Arc<dyn Fn(&FlashEvent<'_>) + Send + Sync>
 /// Process-local counters of one [`crate::Flash`] handle.
 #[derive(Debug, Default)]
 pub struct Stats {
+    /// Lookups served from the cache ([`Outcome::Hit`]).
     pub hits: AtomicU64,
+    /// Lookups served stale ([`Outcome::StaleHit`]).
     pub stale_hits: AtomicU64,
+    /// Lookups not served from the cache (miss, miss without fill, degraded, not cached).
     pub misses: AtomicU64,
+    /// Values written into the cache.
     pub fills: AtomicU64,
+    /// Calls of a class's fetch (the database).
     pub db_fetches: AtomicU64,
+    /// Keys whose invalidation the cache took.
     pub invalidated_keys: AtomicU64,
+    /// Failed cache operations.
     pub backend_errors: AtomicU64,
+    /// Polls while waiting for another caller's fill.
     pub lease_waits: AtomicU64,
 }
 
 /// A copy of the counters at one moment.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct StatsSnapshot {
+    /// See [`Stats::hits`].
     pub hits: u64,
+    /// See [`Stats::stale_hits`].
     pub stale_hits: u64,
+    /// See [`Stats::misses`].
     pub misses: u64,
+    /// See [`Stats::fills`].
     pub fills: u64,
+    /// See [`Stats::db_fetches`].
     pub db_fetches: u64,
+    /// See [`Stats::invalidated_keys`].
     pub invalidated_keys: u64,
+    /// See [`Stats::backend_errors`].
     pub backend_errors: u64,
+    /// See [`Stats::lease_waits`].
     pub lease_waits: u64,
 }
 
 impl Stats {
+    /// The counters now.
     pub fn snapshot(&self) -> StatsSnapshot {
         StatsSnapshot {
             hits: self.hits.load(Relaxed),

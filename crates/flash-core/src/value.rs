@@ -6,11 +6,17 @@ use serde::{Deserialize, Serialize};
 /// what keys are built from and what invalidation compares.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum FieldValue {
+    /// SQL `NULL`.
     Null,
+    /// A boolean.
     Bool(bool),
+    /// A signed integer (every signed width).
     Int(i64),
+    /// An unsigned integer (every unsigned width).
     UInt(u64),
+    /// Text; also dates, UUIDs and decimals in their canonical text.
     Str(String),
+    /// Raw bytes.
     Bytes(Vec<u8>),
 }
 

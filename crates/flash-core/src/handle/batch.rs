@@ -19,15 +19,18 @@ pub struct Query<T> {
 }
 
 impl<T: CacheValue> Query<T> {
+    /// A lookup of `class` for `values`, in key-field order.
     pub fn new(class: &Class<T>, values: Vec<FieldValue>) -> Self {
         Query {
             class: class.clone(),
             values,
         }
     }
+    /// Runs the lookup alone (as [`Flash::get`]).
     pub async fn run(&self, flash: &Flash) -> Result<T, Error> {
         flash.get(&self.class, &self.values).await
     }
+    /// The key the lookup reads.
     pub fn key(&self, flash: &Flash) -> Result<String, Error> {
         flash.key_of(&self.class, &self.values)
     }
@@ -117,6 +120,7 @@ pub struct Batch<'f> {
 }
 
 impl Flash {
+    /// An empty batch; misses fall back to the database.
     pub fn batch(&self) -> Batch<'_> {
         Batch {
             flash: self,
@@ -131,6 +135,7 @@ impl Flash {
 }
 
 impl<'f> Batch<'f> {
+    /// Adds `q`; its result is taken from the [`BatchResults`] with the handle.
     pub fn add<T: CacheValue>(&mut self, q: Query<T>) -> Handle<T> {
         self.queries.push(Box::new(q));
         Handle {
@@ -138,10 +143,12 @@ impl<'f> Batch<'f> {
             _t: PhantomData,
         }
     }
+    /// How the batch treats misses.
     pub fn mode(mut self, mode: BatchMode) -> Self {
         self.mode = mode;
         self
     }
+    /// Misses are [`Error::NotCached`]; the database is not read.
     pub fn cache_only(self) -> Self {
         self.mode(BatchMode::CacheOnly)
     }
@@ -220,7 +227,7 @@ pub struct BatchResults {
 
 impl BatchResults {
     /// The result of one query (errors as results). Taking twice gives
-    /// [`Error::NotCached`].
+    /// [`Error::ResultTaken`].
     pub fn take<T: 'static>(&mut self, h: Handle<T>) -> Result<T, Error> {
         self.take_with_outcome(h).map(|(v, _)| v)
     }
@@ -235,7 +242,7 @@ impl BatchResults {
             None => Err(Error::ResultTaken),
         }
     }
-    /// The value, or `None` on any error (the original's `none_on_exception`).
+    /// The value, or `None` on any error.
     pub fn take_or_none<T: 'static>(&mut self, h: Handle<T>) -> Option<T> {
         self.take(h).ok()
     }
@@ -246,7 +253,7 @@ impl BatchResults {
             .filter(|r| matches!(r, Some(Err(_))))
             .count()
     }
-    /// The first error, if any (the original's default: raise).
+    /// The first error, if any.
     pub fn first_error(&self) -> Option<&Error> {
         self.results.iter().find_map(|r| match r {
             Some(Err(e)) => Some(e),

@@ -1,4 +1,4 @@
-//! Request scopes: the original's async lookups, DataLoader-style. Lookups
+//! Request scopes: async lookups batched DataLoader-style. Lookups
 //! started together through one [`Scope`] (in one `join!`, `join_all`, or
 //! tasks that start them before the scope's dispatcher runs) are resolved as
 //! one [`crate::Batch`], one `get_many`; and every value a scope has loaded is
