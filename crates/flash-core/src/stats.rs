@@ -160,7 +160,7 @@ impl Stats {
         }
     }
 
-    pub(crate) fn outcome(&self, class: &crate::ClassSpec, o: Outcome) {
+    pub(crate) fn outcome(&self, class: &crate::class::ClassSpec, o: Outcome) {
         let c = match o {
             Outcome::Hit => &self.hits,
             Outcome::StaleHit => &self.stale_hits,
@@ -173,7 +173,7 @@ impl Stats {
         class.counters.get(&class.name, o).increment(1);
     }
 
-    pub(crate) fn backend_error(&self, op: &'static str, e: &crate::BackendError) {
+    pub(crate) fn backend_error(&self, op: &'static str, e: &crate::error::BackendError) {
         self.backend_errors.fetch_add(1, Relaxed);
         metrics::counter!("flash_cache_errors_total", "op" => op).increment(1);
         tracing::warn!(op, error = %e, "cache backend error; serving from the database");

@@ -8,7 +8,6 @@
 use crate::error::SourceError;
 use async_trait::async_trait;
 use std::collections::HashMap;
-use std::sync::RwLock;
 
 /// Where dynamic versions are persisted (a table the ORM adapter creates).
 #[async_trait]
@@ -31,42 +30,5 @@ impl VersionStore for NoVersionStore {
     }
     async fn bump(&self, _: &[(String, String)]) -> Result<(), SourceError> {
         Ok(())
-    }
-}
-
-/// The process-local view of the versions.
-#[derive(Debug, Default)]
-pub(crate) struct LocalVersions {
-    // std RwLock: held only for a map read or swap, never across an await.
-    map: RwLock<HashMap<String, i64>>,
-}
-
-impl LocalVersions {
-    pub(crate) fn get(&self, class: &str) -> i64 {
-        self.map
-            .read()
-            .map(|m| m.get(class).copied().unwrap_or(0))
-            .unwrap_or(0)
-    }
-
-    /// Replaces the map, never moving a version backwards (a reload that raced
-    /// with a local bump must not undo it).
-    pub(crate) fn merge(&self, loaded: HashMap<String, i64>) {
-        if let Ok(mut m) = self.map.write() {
-            for (k, v) in loaded {
-                let e = m.entry(k).or_insert(v);
-                if v > *e {
-                    *e = v;
-                }
-            }
-        }
-    }
-
-    pub(crate) fn bump_local(&self, classes: &[String]) {
-        if let Ok(mut m) = self.map.write() {
-            for c in classes {
-                *m.entry(c.clone()).or_insert(0) += 1;
-            }
-        }
     }
 }

@@ -14,7 +14,7 @@ use super::Flash;
 use crate::class::{CacheValue, Class, ClassSpec, Invalidation};
 use crate::codec::{self, decode_entry, encode_entry, now_ms, Decoded, Entry, EntryRef};
 use crate::decide::{decide, Action};
-use crate::error::Error;
+use crate::error::{BackendError, Error};
 use crate::key::{lock_key, stale_key};
 use crate::stats::{FlashEvent, Outcome};
 use crate::value::FieldValue;
@@ -111,7 +111,7 @@ impl Flash {
     /// process share reads (each gets a read that started after it asked), so
     /// a burst costs the cache a few requests, not one per caller; the
     /// in-process backend is read directly.
-    async fn read(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, crate::BackendError> {
+    async fn read(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, BackendError> {
         let backend = &self.backend();
         if !backend.coalesce_reads() {
             return backend.get_many(keys).await;
@@ -123,7 +123,7 @@ impl Flash {
             .await
         {
             Some(r) => r,
-            None => Err(crate::BackendError::Timeout(self.settings().lease_wait)),
+            None => Err(BackendError::Timeout(self.settings().lease_wait)),
         }
     }
 

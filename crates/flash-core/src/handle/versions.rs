@@ -6,8 +6,9 @@ use super::task::TaskGuard;
 use super::Flash;
 use crate::error::{Error, RegistryError, SourceError};
 use crate::stats::FlashEvent;
-use crate::versions::{LocalVersions, VersionStore};
-use std::sync::Arc;
+use crate::versions::VersionStore;
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 /// The versions of one handle, and the reload task that keeps them fresh.
@@ -18,6 +19,7 @@ pub(super) struct Versions {
     _reload: TaskGuard,
 }
 
+/// What the handle and its reload task share.
 struct Shared {
     /// Where versions persist; `Arc<dyn>`: the adapter's table, picked at build.
     store: Arc<dyn VersionStore>,
@@ -26,10 +28,50 @@ struct Shared {
 }
 
 impl Shared {
+    /// Loads the store's versions into the local view.
     async fn reload(&self) -> Result<(), SourceError> {
         let v = self.store.load().await?;
         self.local.merge(v);
         Ok(())
+    }
+}
+
+/// The process-local view of the versions.
+#[derive(Debug, Default)]
+struct LocalVersions {
+    // std RwLock: held only for a map read or swap, never across an await.
+    map: RwLock<HashMap<String, i64>>,
+}
+
+impl LocalVersions {
+    /// The version of `class` (0 until one is loaded or bumped).
+    fn get(&self, class: &str) -> i64 {
+        self.map
+            .read()
+            .map(|m| m.get(class).copied().unwrap_or(0))
+            .unwrap_or(0)
+    }
+
+    /// Replaces the map, never moving a version backwards (a reload that raced
+    /// with a local bump must not undo it).
+    fn merge(&self, loaded: HashMap<String, i64>) {
+        if let Ok(mut m) = self.map.write() {
+            for (k, v) in loaded {
+                let e = m.entry(k).or_insert(v);
+                if v > *e {
+                    *e = v;
+                }
+            }
+        }
+    }
+
+    /// Adds one to each of `classes`, in this process only.
+    fn bump_local(&self, classes: &[String]) {
+        if let Ok(mut m) = self.map.write() {
+            for c in classes {
+                *m.entry(c.clone()).or_insert(0) += 1;
+            }
+        }
     }
 }
 
@@ -44,6 +86,8 @@ impl Versions {
             local: LocalVersions::default(),
         });
         shared.reload().await?;
+        // The task holds the shared state, not the handle: the guard, not a
+        // weak reference, is what ends it.
         let task = shared.clone();
         let _reload = TaskGuard::spawn(async move {
             loop {
