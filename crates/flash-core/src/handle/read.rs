@@ -112,7 +112,7 @@ impl Flash {
     /// a burst costs the cache a few requests, not one per caller; the
     /// in-process backend is read directly.
     async fn read(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, BackendError> {
-        let backend = &self.backend();
+        let backend = self.backend();
         if !backend.coalesce_reads() {
             return backend.get_many(keys).await;
         }
@@ -226,7 +226,7 @@ impl Flash {
         old: T,
     ) -> Result<(T, Outcome), Error> {
         let spec = &class.spec;
-        let backend = &self.backend();
+        let backend = self.backend();
         let lock = lock_key(key);
         let token = rand::random::<u64>().to_le_bytes();
         match backend
@@ -302,8 +302,8 @@ impl Flash {
         marker: Option<Vec<u8>>,
     ) -> Result<(T, Outcome), Error> {
         let spec = &class.spec;
-        let backend = &self.backend();
-        let settings = &self.settings();
+        let backend = self.backend();
+        let settings = self.settings();
         if !self.uses_leases() {
             let v = self.fetch(class, values).await?;
             let filled = self.store_value(spec, key, &v, None).await;
@@ -417,7 +417,7 @@ impl Flash {
         v: &T,
         expected: Option<&[u8]>,
     ) -> bool {
-        let backend = &self.backend();
+        let backend = self.backend();
         if !self.settings().fill_delay.is_zero() {
             tokio::time::sleep(self.settings().fill_delay).await;
         }
