@@ -56,12 +56,19 @@ trait Pending: Send + Sync {
     fn keys(&self, flash: &Flash) -> Result<(String, Vec<String>), Error>;
     /// The answer when the cache holds a value to serve as is: decided
     /// without a future (most of a warm batch).
-    fn try_hit(&self, flash: &Flash, key: &str, raw: &[Option<Vec<u8>>]) -> Option<Resolved>;
+    fn try_hit(
+        &self,
+        flash: &Flash,
+        key: &str,
+        raw: &[Option<Vec<u8>>],
+        epoch: u64,
+    ) -> Option<Resolved>;
     fn resolve<'a>(
         &'a self,
         flash: &'a Flash,
         key: &'a str,
         raw: Vec<Option<Vec<u8>>>,
+        epoch: u64,
         cache_only: bool,
     ) -> BoxFuture<'a, Resolved>;
     fn fetch<'a>(&'a self, flash: &'a Flash) -> BoxFuture<'a, Resolved>;
@@ -71,8 +78,14 @@ impl<T: CacheValue> Pending for Query<T> {
     fn spec(&self) -> &ClassSpec {
         &self.class.spec
     }
-    fn try_hit(&self, flash: &Flash, key: &str, raw: &[Option<Vec<u8>>]) -> Option<Resolved> {
-        let v = flash.try_serve::<T>(&self.class.spec, key, raw)?;
+    fn try_hit(
+        &self,
+        flash: &Flash,
+        key: &str,
+        raw: &[Option<Vec<u8>>],
+        epoch: u64,
+    ) -> Option<Resolved> {
+        let v = flash.try_serve::<T>(&self.class.spec, key, raw, epoch)?;
         Some(Ok((Box::new(v) as Box<dyn Any + Send>, Outcome::Hit)))
     }
     fn keys(&self, flash: &Flash) -> Result<(String, Vec<String>), Error> {
@@ -85,11 +98,12 @@ impl<T: CacheValue> Pending for Query<T> {
         flash: &'a Flash,
         key: &'a str,
         raw: Vec<Option<Vec<u8>>>,
+        epoch: u64,
         cache_only: bool,
     ) -> BoxFuture<'a, Resolved> {
         Box::pin(async move {
             let (v, o) = flash
-                .resolve(&self.class, &self.values, key, raw, cache_only)
+                .resolve(&self.class, &self.values, key, raw, epoch, cache_only)
                 .await?;
             Ok((Box::new(v) as Box<dyn Any + Send>, o))
         })
@@ -165,6 +179,7 @@ impl<'f> Batch<'f> {
             .flatten()
             .flat_map(|(_, ks)| ks.iter().cloned())
             .collect();
+        let epoch = flash.read_epoch();
         let fetched = if flash.is_bypassed() || all_keys.is_empty() {
             None
         } else {
@@ -186,14 +201,14 @@ impl<'f> Batch<'f> {
                 Ok((key, keys)) => match raw.as_mut() {
                     Some(it) => {
                         let mine: Vec<Option<Vec<u8>>> = it.by_ref().take(keys.len()).collect();
-                        match q.try_hit(flash, &key, &mine) {
+                        match q.try_hit(flash, &key, &mine, epoch) {
                             Some(hit) => results.push(Some(hit)),
                             None => {
                                 results.push(None);
                                 futures.push((
                                     i,
                                     Box::pin(async move {
-                                        q.resolve(flash, &key, mine, cache_only).await
+                                        q.resolve(flash, &key, mine, epoch, cache_only).await
                                     }),
                                 ));
                             }

@@ -5,7 +5,7 @@
 use super::task::TaskGuard;
 use super::{Flash, Inner};
 use crate::handle::KeySet;
-use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
 use std::sync::{Mutex, OnceLock, Weak};
 use std::time::Duration;
 
@@ -24,6 +24,12 @@ pub(super) struct Invalidator {
     pending: Mutex<KeySet>,
     /// Is anything pending at all? Lets every lookup skip the lock.
     has_pending: AtomicBool,
+    /// Counts the times pending keys were forgotten (their markers landed).
+    /// A cache read that started before such a moment may hold bytes older
+    /// than the markers while the key no longer shows as pending: lookups
+    /// note this counter before they read and distrust what they read when
+    /// it moved (see [`Invalidator::untrusted`]).
+    cleared: AtomicU64,
     /// The retry task. Set once, right after the handle is built (the task
     /// needs the handle); aborted when the handle is dropped.
     retry_task: OnceLock<TaskGuard>,
@@ -72,6 +78,20 @@ impl Invalidator {
             .unwrap_or(false)
     }
 
+    /// The moment a cache read starts, for [`Invalidator::untrusted`].
+    pub(super) fn read_epoch(&self) -> u64 {
+        self.cleared.load(SeqCst)
+    }
+
+    /// May the bytes read for `key` by a read that started at `epoch` be
+    /// older than an invalidation this process made? Yes while the key is
+    /// pending, and also when pending keys were forgotten since the read
+    /// started: the read may have been answered before the markers landed.
+    /// (Forgetting is rare: only after the cache refused a write.)
+    pub(super) fn untrusted(&self, key: &str, epoch: u64) -> bool {
+        self.is_pending(key) || self.cleared.load(SeqCst) != epoch
+    }
+
     /// What is pending now, or `None` when nothing is.
     pub(super) fn pending(&self) -> Option<KeySet> {
         if !self.has_pending.load(SeqCst) {
@@ -83,6 +103,9 @@ impl Invalidator {
     /// Forgets `keys`: the cache has taken them.
     pub(super) fn applied(&self, keys: &KeySet) {
         if let Ok(mut p) = self.pending.lock() {
+            // Before the keys stop showing as pending (both under the lock):
+            // a reader that no longer sees them pending sees the new count.
+            self.cleared.fetch_add(1, SeqCst);
             p.unset.retain(|k| !keys.unset.contains(k));
             p.dynamic.retain(|k| !keys.dynamic.contains(k));
             if p.is_empty() {

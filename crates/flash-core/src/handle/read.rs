@@ -82,8 +82,9 @@ impl Flash {
                     .map(|v| (v, Outcome::Bypass))
             } else {
                 let keys = read_keys(&class.spec, &key);
+                let epoch = self.read_epoch();
                 match self.read(&keys).await {
-                    Ok(raw) => self.resolve(class, values, &key, raw, false).await,
+                    Ok(raw) => self.resolve(class, values, &key, raw, epoch, false).await,
                     Err(e) => {
                         self.stats().backend_error("get", &e);
                         self.fetch(class, values)
@@ -105,6 +106,12 @@ impl Flash {
         }
         .instrument(span)
         .await
+    }
+
+    /// Note this before a cache read and pass it to `resolve` / `try_serve`:
+    /// they then refuse bytes that may predate this process's own invalidation.
+    pub(super) fn read_epoch(&self) -> u64 {
+        self.invalidator().read_epoch()
     }
 
     /// The first read of a lookup. Concurrent lookups of one key in this
@@ -144,8 +151,9 @@ impl Flash {
         spec: &ClassSpec,
         key: &str,
         raw: &[Option<Vec<u8>>],
+        epoch: u64,
     ) -> Option<T> {
-        if self.invalidator().is_pending(key) {
+        if self.invalidator().untrusted(key, epoch) {
             return None;
         }
         let found = decode_value::<T>(raw.first()?.as_deref()?)?;
@@ -168,10 +176,11 @@ impl Flash {
         values: &[FieldValue],
         key: &str,
         raw: Vec<Option<Vec<u8>>>,
+        epoch: u64,
         cache_only: bool,
     ) -> Result<(T, Outcome), Error> {
         let spec = &class.spec;
-        if self.invalidator().is_pending(key) {
+        if self.invalidator().untrusted(key, epoch) {
             // The cache still holds what a write replaced: do not serve or fill it.
             if cache_only {
                 return Err(Error::NotCached(key.to_owned()));
