@@ -93,11 +93,39 @@ impl<E: EntityTrait> ModelCache<'_, E>
 where
     E::Model: CacheValue,
 {
-    fn class<T: CacheValue>(&self, kind: CacheKind, lk: &Lookup<E>) -> Result<Class<T>, Error> {
+    /// The class `lk` reads (the one declared on its fields, of `kind`) and
+    /// the lookup's values in the order of the class's key fields.
+    fn class<T: CacheValue>(
+        &self,
+        kind: CacheKind,
+        lk: &Lookup<E>,
+    ) -> Result<(Class<T>, Vec<FieldValue>), Error> {
         let entity = E::default();
-        self.fdb
-            .flash
-            .simple_class::<T, _>(entity.table_name(), kind, &lk.field_names())
+        let class =
+            self.fdb
+                .flash
+                .simple_class::<T, _>(entity.table_name(), kind, &lk.field_names())?;
+        let values = lk.values_in(&class.spec().key_fields);
+        Ok((class, values))
+    }
+
+    async fn lookup<T: CacheValue>(
+        &self,
+        kind: CacheKind,
+        lk: &Lookup<E>,
+    ) -> Result<(T, Outcome), Error> {
+        let (class, values) = self.class::<T>(kind, lk)?;
+        self.fdb.flash.lookup(&class, &values).await
+    }
+
+    fn query<T: CacheValue>(&self, kind: CacheKind, lk: &Lookup<E>) -> Result<Query<T>, Error> {
+        let (class, values) = self.class::<T>(kind, lk)?;
+        Ok(Query::new(&class, values))
+    }
+
+    fn key<T: CacheValue>(&self, kind: CacheKind, lk: &Lookup<E>) -> Result<String, Error> {
+        let (class, values) = self.class::<T>(kind, lk)?;
+        self.fdb.flash.key_of(&class, &values)
     }
 
     /// The row found by `lk`; [`Error::NotFound`] when there is none (the
@@ -117,9 +145,7 @@ where
         &self,
         lk: Lookup<E>,
     ) -> Result<(Option<E::Model>, Outcome), Error> {
-        let class = self.class::<Option<E::Model>>(CacheKind::Instance, &lk)?;
-        let values = lk.values_in(&class.spec().key_fields);
-        self.fdb.flash.lookup(&class, &values).await
+        self.lookup(CacheKind::Instance, &lk).await
     }
 
     /// The rows matching `lk`.
@@ -132,9 +158,7 @@ where
         &self,
         lk: Lookup<E>,
     ) -> Result<(Vec<E::Model>, Outcome), Error> {
-        let class = self.class::<Vec<E::Model>>(CacheKind::Queryset, &lk)?;
-        let values = lk.values_in(&class.spec().key_fields);
-        self.fdb.flash.lookup(&class, &values).await
+        self.lookup(CacheKind::Queryset, &lk).await
     }
 
     /// Whether any row matches `lk` (declared with [`crate::CacheMeta::exists_key`]).
@@ -144,47 +168,33 @@ where
 
     /// Like [`Self::exists`], also telling hit or miss.
     pub async fn exists_with_outcome(&self, lk: Lookup<E>) -> Result<(bool, Outcome), Error> {
-        let class = self.class::<bool>(CacheKind::Exists, &lk)?;
-        let values = lk.values_in(&class.spec().key_fields);
-        self.fdb.flash.lookup(&class, &values).await
+        self.lookup(CacheKind::Exists, &lk).await
     }
 
     /// A lazy existence lookup, for a [`flash_core::Batch`].
     pub fn exists_query(&self, lk: &Lookup<E>) -> Result<Query<bool>, Error> {
-        let class = self.class::<bool>(CacheKind::Exists, lk)?;
-        let values = lk.values_in(&class.spec().key_fields);
-        Ok(Query::new(&class, values))
+        self.query(CacheKind::Exists, lk)
     }
 
     /// The cache key (the string stored in the cache server) of an instance
     /// lookup: for inspecting the cache or invalidating one entry by hand.
     /// (Declaring a lookup is [`crate::CacheMeta::get_key`].)
     pub fn cache_key(&self, lk: &Lookup<E>) -> Result<String, Error> {
-        let class = self.class::<Option<E::Model>>(CacheKind::Instance, lk)?;
-        self.fdb
-            .flash
-            .key_of(&class, &lk.values_in(&class.spec().key_fields))
+        self.key::<Option<E::Model>>(CacheKind::Instance, lk)
     }
 
     /// The cache key of a filter lookup.
     pub fn filter_key(&self, lk: &Lookup<E>) -> Result<String, Error> {
-        let class = self.class::<Vec<E::Model>>(CacheKind::Queryset, lk)?;
-        self.fdb
-            .flash
-            .key_of(&class, &lk.values_in(&class.spec().key_fields))
+        self.key::<Vec<E::Model>>(CacheKind::Queryset, lk)
     }
 
     /// A lazy instance lookup, for a [`flash_core::Batch`].
     pub fn get_query(&self, lk: &Lookup<E>) -> Result<Query<Option<E::Model>>, Error> {
-        let class = self.class::<Option<E::Model>>(CacheKind::Instance, lk)?;
-        let values = lk.values_in(&class.spec().key_fields);
-        Ok(Query::new(&class, values))
+        self.query(CacheKind::Instance, lk)
     }
 
     /// A lazy filter lookup, for a [`flash_core::Batch`].
     pub fn filter_query(&self, lk: &Lookup<E>) -> Result<Query<Vec<E::Model>>, Error> {
-        let class = self.class::<Vec<E::Model>>(CacheKind::Queryset, lk)?;
-        let values = lk.values_in(&class.spec().key_fields);
-        Ok(Query::new(&class, values))
+        self.query(CacheKind::Queryset, lk)
     }
 }

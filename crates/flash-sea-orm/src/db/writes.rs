@@ -140,6 +140,15 @@ where
     Ok((new, Some(old)))
 }
 
+/// The rows of `E` matching `cond`, locked until the transaction `txn` ends
+/// (see [`dialect::read_locked`]).
+async fn read_locked<E: EntityTrait, C: ConnectionTrait>(
+    txn: &C,
+    cond: Condition,
+) -> Result<Vec<E::Model>, Error> {
+    dialect::read_locked::<E, _>(txn, cond).await.map_err(src)
+}
+
 /// Does `am` set a column other than its primary key (else SeaORM's update
 /// is a read, and there is nothing to record)?
 fn sets_a_column<A: ActiveModelTrait>(am: &A) -> bool {
@@ -421,9 +430,8 @@ impl FlashDb {
         let (m, old) = if dialect::updates_returning_old::<A::Entity>(txn.get_database_backend()) {
             update_returning_old(txn, am, pk).await?
         } else {
-            let old = dialect::read_locked::<A::Entity, _>(txn, pk)
-                .await
-                .map_err(src)?
+            let old = read_locked::<A::Entity, _>(txn, pk)
+                .await?
                 .into_iter()
                 .next();
             (am.update(txn).await.map_err(src)?, old)
@@ -461,9 +469,7 @@ impl FlashDb {
         E::Model: Sync,
         C: ConnectionTrait,
     {
-        let old = dialect::read_locked::<E, _>(txn, cond.clone())
-            .await
-            .map_err(src)?;
+        let old = read_locked::<E, _>(txn, cond.clone()).await?;
         if old.is_empty() {
             return Ok((0, KeySet::default()));
         }
@@ -505,9 +511,7 @@ impl FlashDb {
         E::Model: Sync,
         C: ConnectionTrait,
     {
-        let old = dialect::read_locked::<E, _>(txn, cond.clone())
-            .await
-            .map_err(src)?;
+        let old = read_locked::<E, _>(txn, cond.clone()).await?;
         if old.is_empty() {
             return Ok((0, KeySet::default()));
         }

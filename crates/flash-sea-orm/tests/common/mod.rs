@@ -1,15 +1,13 @@
 //! Test harness of flash-sea-orm: two small entities (`post`, `comment`), a
 //! database of the test's own (SQLite in memory, or a fresh PostgreSQL schema
 //! / MySQL database when `DATABASE_URL` names a server), the in-process cache,
-//! and a cache that refuses invalidations on demand (a writer whose
-//! invalidation never reaches the cache, as after a crash).
+//! and handles on them.
 #![allow(dead_code)]
 
-use async_trait::async_trait;
-use flash_core::{Backend, BackendError, MemoryBackend};
+use flash_core::{Backend, MemoryBackend};
 use flash_sea_orm::{by, CacheMeta, FlashDb, OutboxSettings, Outcome, Registrar};
 use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, Schema, Statement};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -154,62 +152,12 @@ impl TestDb {
     }
 }
 
-/// The in-process cache, refusing invalidation markers while `refuse` is on.
-/// Lookups still read and fill it.
-#[derive(Default)]
-pub struct Refusing {
-    pub inner: Arc<MemoryBackend>,
-    pub refuse: AtomicBool,
-}
-
-#[async_trait]
-impl Backend for Refusing {
-    fn name(&self) -> &'static str {
-        "refusing"
-    }
-    async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, BackendError> {
-        self.inner.get_many(keys).await
-    }
-    async fn set(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), BackendError> {
-        self.inner.set(key, value, ttl).await
-    }
-    async fn add(&self, key: &str, value: &[u8], ttl: Duration) -> Result<bool, BackendError> {
-        self.inner.add(key, value, ttl).await
-    }
-    async fn compare_and_swap(
-        &self,
-        key: &str,
-        expected: &[u8],
-        new: Option<&[u8]>,
-        ttl: Duration,
-    ) -> Result<bool, BackendError> {
-        self.inner.compare_and_swap(key, expected, new, ttl).await
-    }
-    async fn delete(&self, key: &str) -> Result<(), BackendError> {
-        self.inner.delete(key).await
-    }
-    /// Flash writes invalidation markers with `set_many` and nothing else.
-    async fn set_many(
-        &self,
-        items: &[(String, Vec<u8>)],
-        ttl: Duration,
-    ) -> Result<(), BackendError> {
-        if self.refuse.load(Ordering::SeqCst) {
-            return Err(BackendError::Unreachable("refused by the test".into()));
-        }
-        self.inner.set_many(items, ttl).await
-    }
-    fn coalesce_reads(&self) -> bool {
-        self.inner.coalesce_reads()
-    }
-}
-
 /// A handle on `db` and `cache`, with `post` (by id, by slug) and `comment`
 /// (list by post, exists by post) declared; the outbox on or off, its
 /// background drain out of the way (tests drain by hand).
 pub async fn handle(db: &TestDb, cache: Arc<dyn Backend>, outbox: bool) -> FlashDb {
     let mut reg = Registrar::new(db.conn.clone())
-        .configure(|b| b.backend_arc(cache).invalidation_retries(0))
+        .configure(|b| b.backend_arc(cache))
         .outbox(outbox)
         .outbox_settings(OutboxSettings {
             interval: Duration::from_secs(3600),
