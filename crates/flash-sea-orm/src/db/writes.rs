@@ -149,6 +149,21 @@ async fn read_locked<E: EntityTrait, C: ConnectionTrait>(
     dialect::read_locked::<E, _>(txn, cond).await.map_err(src)
 }
 
+/// The rows of `E` matching `cond`, locked until the transaction `txn` ends,
+/// and the condition on their primary keys; `None` when no row matches. A
+/// write filtered on both changes exactly the rows whose keys were read.
+async fn lock_rows<E: EntityTrait, C: ConnectionTrait>(
+    txn: &C,
+    cond: &Condition,
+) -> Result<Option<(Vec<E::Model>, Condition)>, Error> {
+    let old = read_locked::<E, _>(txn, cond.clone()).await?;
+    if old.is_empty() {
+        return Ok(None);
+    }
+    let only_old = pks_condition::<E>(&old);
+    Ok(Some((old, only_old)))
+}
+
 /// Does `am` set a column other than its primary key (else SeaORM's update
 /// is a read, and there is nothing to record)?
 fn sets_a_column<A: ActiveModelTrait>(am: &A) -> bool {
@@ -469,15 +484,12 @@ impl FlashDb {
         E::Model: Sync,
         C: ConnectionTrait,
     {
-        let old = read_locked::<E, _>(txn, cond.clone()).await?;
-        if old.is_empty() {
+        let Some((old, only_old)) = lock_rows::<E, _>(txn, &cond).await? else {
             return Ok((0, KeySet::default()));
-        }
+        };
         // Only the rows read above are updated, so every updated row's old
         // values are known.
-        let mut q = E::update_many()
-            .filter(cond)
-            .filter(pks_condition::<E>(&old));
+        let mut q = E::update_many().filter(cond).filter(only_old);
         for (col, expr) in changes.sets {
             q = q.col_expr(col, expr);
         }
@@ -511,13 +523,12 @@ impl FlashDb {
         E::Model: Sync,
         C: ConnectionTrait,
     {
-        let old = read_locked::<E, _>(txn, cond.clone()).await?;
-        if old.is_empty() {
+        let Some((old, only_old)) = lock_rows::<E, _>(txn, &cond).await? else {
             return Ok((0, KeySet::default()));
-        }
+        };
         let n = E::delete_many()
             .filter(cond)
-            .filter(pks_condition::<E>(&old))
+            .filter(only_old)
             .exec(txn)
             .await
             .map_err(src)?
