@@ -83,9 +83,14 @@ impl FlashDb {
             None => Ok(0),
         }
     }
+
+    /// The core handle: settings, stats, bypass, user-defined classes.
     pub fn flash(&self) -> &Flash {
         &self.flash
     }
+
+    /// The database connection. Writes made through it directly are not
+    /// invalidated; use the handle's write methods for those.
     pub fn db(&self) -> &DatabaseConnection {
         &self.db
     }
