@@ -4,9 +4,30 @@
 //! by ([`CacheMeta`]), register them on a [`Registrar`], and use the
 //! [`FlashDb`] handle for cached lookups and for writes that invalidate
 //! exactly the keys they affect.
+//!
+//! ## Layout
+//!
+//! - `meta`: [`CacheMeta`], what one entity declares (instance, queryset and
+//!   existence caches, cached foreign keys, settings).
+//! - `registrar`: [`Registrar`], start-up: the declarations of every entity
+//!   and [`CustomCache`], checked and built into a [`FlashDb`].
+//! - `db`: the [`FlashDb`] handle, split by concern:
+//!   - `db/mod.rs`: the handle itself, its construction and accessors;
+//!   - `db/lookups.rs`: cached reads, [`ModelCache`];
+//!   - `db/writes.rs`: writes that invalidate, [`Changes`];
+//!   - `db/transaction.rs`: [`FlashTxn`], writes invalidated after a commit.
+//! - `request`: [`Request`], lookups of one request batched and memoised.
+//! - `lookup`: [`Lookup`] and [`by`], the key-field values of a lookup.
+//! - `outbox`: the durable invalidation outbox, its table ([`OUTBOX_TABLE`])
+//!   and background drain; `outbox/sql.rs` holds its SQL text.
+//! - `versions`: [`SqlVersionStore`], dynamic versions in [`VERSIONS_TABLE`].
+//! - `dialect`: every difference between PostgreSQL, MySQL and SQLite (one
+//!   file per database); no other module matches on the database.
+//! - `convert`: between SeaORM values and flash's field values.
 
 mod convert;
 mod db;
+mod dialect;
 mod lookup;
 mod meta;
 mod outbox;

@@ -1,6 +1,7 @@
 //! Start-up: declarations of every entity and custom class, on one builder.
 
 use crate::convert::{column_name, model_name, to_value};
+use crate::dialect;
 use crate::meta::CacheMeta;
 use crate::outbox::{resolver, Outbox, OutboxSettings, Resolver};
 use crate::versions::SqlVersionStore;
@@ -227,10 +228,9 @@ impl Registrar {
             .await
             .map_err(SourceError::new)?;
         let flash = self.builder.build().await?;
-        let outbox = self.outbox.unwrap_or(
-            sea_orm::ConnectionTrait::get_database_backend(&self.db)
-                != sea_orm::DatabaseBackend::Sqlite,
-        );
+        let outbox = self.outbox.unwrap_or(dialect::outbox_by_default(
+            sea_orm::ConnectionTrait::get_database_backend(&self.db),
+        ));
         let fdb = FlashDb::new(flash.clone(), self.db.clone());
         if !outbox {
             return Ok(fdb);

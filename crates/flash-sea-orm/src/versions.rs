@@ -1,10 +1,15 @@
-//! Dynamic versions in a table flash creates: `flash_cache_versions`.
+//! Dynamic versions in a table flash creates: `flash_cache_versions`. Every
+//! process that caches a database reads the versions a bump writes, so they
+//! are kept in that database. The one statement that differs per database
+//! (the upsert of a bump) comes from [`crate::dialect`].
 
+use crate::dialect;
 use async_trait::async_trait;
 use flash_core::{SourceError, VersionStore};
-use sea_orm::{ConnectionTrait, DatabaseBackend, DatabaseConnection, Statement, Value};
+use sea_orm::{ConnectionTrait, DatabaseConnection, Statement, Value};
 use std::collections::HashMap;
 
+/// The table of [`SqlVersionStore`].
 pub const VERSIONS_TABLE: &str = "flash_cache_versions";
 
 /// Keeps dynamic versions in `flash_cache_versions (cache_type, cache_name,
@@ -15,6 +20,7 @@ pub struct SqlVersionStore {
 }
 
 impl SqlVersionStore {
+    /// A store on `db`; cloning it clones the connection pool's handle.
     pub fn new(db: DatabaseConnection) -> Self {
         SqlVersionStore { db }
     }
@@ -49,20 +55,12 @@ impl VersionStore for SqlVersionStore {
 
     async fn bump(&self, classes: &[(String, String)]) -> Result<(), SourceError> {
         let backend = self.db.get_database_backend();
-        let sql = match backend {
-            DatabaseBackend::MySql => format!(
-                "INSERT INTO {VERSIONS_TABLE} (cache_type, cache_name, version) VALUES (?, ?, 1) \
-                 ON DUPLICATE KEY UPDATE version = version + 1"
-            ),
-            DatabaseBackend::Postgres => format!(
-                "INSERT INTO {VERSIONS_TABLE} (cache_type, cache_name, version) VALUES ($1, $2, 1) \
-                 ON CONFLICT (cache_type, cache_name) DO UPDATE SET version = {VERSIONS_TABLE}.version + 1"
-            ),
-            DatabaseBackend::Sqlite => format!(
-                "INSERT INTO {VERSIONS_TABLE} (cache_type, cache_name, version) VALUES (?, ?, 1) \
-                 ON CONFLICT (cache_type, cache_name) DO UPDATE SET version = {VERSIONS_TABLE}.version + 1"
-            ),
-        };
+        let sql = dialect::insert_or_increment(
+            backend,
+            VERSIONS_TABLE,
+            &["cache_type", "cache_name"],
+            "version",
+        );
         for (ty, name) in classes {
             let stmt = Statement::from_sql_and_values(
                 backend,

@@ -9,20 +9,28 @@
 //! key: on PostgreSQL that update and its record are then one statement, and
 //! the drain resolves the keys from the current row. A later write that
 //! changes the row's key fields records the keys it replaces itself.
+//!
+//! `sql` holds the outbox's SQL text; this file holds the outbox's state and
+//! its background drain.
+
+pub(crate) mod sql;
 
 use crate::convert::{model_name, to_value, ModelRecord};
+use crate::dialect;
 use flash_core::{FieldValue, Flash, KeySet, Record};
 use futures::future::BoxFuture;
 use sea_orm::sea_query::Condition;
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DatabaseBackend, DatabaseConnection, DbErr, EntityTrait,
-    Iterable, PrimaryKeyToColumn, QueryFilter, Statement, Value,
+    ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait, Iterable,
+    PrimaryKeyToColumn, QueryFilter, Statement, Value,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
+/// The table of the outbox (created by [`crate::Registrar::build`] when the
+/// outbox is on).
 pub const OUTBOX_TABLE: &str = "flash_outbox";
 
 /// Settings of the outbox drain.
@@ -121,16 +129,9 @@ pub(crate) fn now_ms() -> i64 {
 }
 
 pub(crate) async fn create_table(db: &DatabaseConnection) -> Result<(), DbErr> {
-    let (id, text) = match db.get_database_backend() {
-        DatabaseBackend::Postgres => ("BIGSERIAL PRIMARY KEY", "TEXT"),
-        DatabaseBackend::MySql => ("BIGINT AUTO_INCREMENT PRIMARY KEY", "MEDIUMTEXT"),
-        DatabaseBackend::Sqlite => ("INTEGER PRIMARY KEY AUTOINCREMENT", "TEXT"),
-    };
-    db.execute_unprepared(&format!(
-        "CREATE TABLE IF NOT EXISTS {OUTBOX_TABLE} (id {id}, model VARCHAR(64) NOT NULL, keyset {text} NOT NULL, created_ms BIGINT NOT NULL)"
-    ))
-    .await
-    .map(|_| ())
+    db.execute_unprepared(&sql::create_table(db.get_database_backend()))
+        .await
+        .map(|_| ())
 }
 
 impl Outbox {
@@ -186,24 +187,11 @@ impl Outbox {
             Value::from(json),
             Value::from(now_ms()),
         ];
-        if backend == DatabaseBackend::Postgres {
-            let stmt = Statement::from_sql_and_values(
-                backend,
-                format!("INSERT INTO {OUTBOX_TABLE} (model, keyset, created_ms) VALUES ($1, $2, $3) RETURNING id"),
-                values,
-            );
-            let row = conn
-                .query_one(stmt)
-                .await?
-                .ok_or_else(|| DbErr::Custom("outbox insert returned no id".into()))?;
-            return Ok(Some(row.try_get::<i64>("", "id")?));
-        }
-        let stmt = Statement::from_sql_and_values(
-            backend,
-            format!("INSERT INTO {OUTBOX_TABLE} (model, keyset, created_ms) VALUES (?, ?, ?)"),
-            values,
-        );
-        Ok(Some(conn.execute(stmt).await?.last_insert_id() as i64))
+        let stmt = Statement::from_sql_and_values(backend, sql::insert(backend), values);
+        dialect::insert_returning_id(conn, stmt)
+            .await?
+            .ok_or_else(|| DbErr::Custom("outbox insert returned no id".into()))
+            .map(Some)
     }
 
     /// The writer applied its invalidation: the row can go.
@@ -215,14 +203,7 @@ impl Outbox {
 
     async fn delete_ids(&self, ids: &[i64]) -> Result<(), DbErr> {
         for chunk in ids.chunks(500) {
-            let list = chunk
-                .iter()
-                .map(i64::to_string)
-                .collect::<Vec<_>>()
-                .join(",");
-            self.db
-                .execute_unprepared(&format!("DELETE FROM {OUTBOX_TABLE} WHERE id IN ({list})"))
-                .await?;
+            self.db.execute_unprepared(&sql::delete_ids(chunk)).await?;
         }
         Ok(())
     }
@@ -247,14 +228,9 @@ impl Outbox {
         } else {
             now_ms() - self.settings.grace.as_millis() as i64
         };
-        let placeholder = if backend == DatabaseBackend::Postgres {
-            "$1"
-        } else {
-            "?"
-        };
         let stmt = Statement::from_sql_and_values(
             backend,
-            format!("SELECT id, model, keyset FROM {OUTBOX_TABLE} WHERE created_ms <= {placeholder} ORDER BY id LIMIT 1000"),
+            sql::select_due(backend),
             [Value::from(cutoff)],
         );
         let rows = self.db.query_all(stmt).await?;

@@ -1,0 +1,97 @@
+//! The [`FlashDb`] handle a service keeps: construction, accessors and the
+//! outbox controls. Its methods are grouped by what they do, one file each:
+//!
+//! - `lookups`: cached reads ([`FlashDb::cache`] and [`ModelCache`]).
+//! - `writes`: inserts, updates and deletes that invalidate what they change.
+//! - `transaction`: [`FlashDb::transaction`] and [`FlashTxn`], writes whose
+//!   invalidations wait for the commit.
+//!
+//! The fields stay private to this module and its children.
+
+mod lookups;
+mod transaction;
+mod writes;
+
+pub(crate) use lookups::not_found;
+pub use lookups::ModelCache;
+pub use transaction::FlashTxn;
+pub use writes::Changes;
+
+use crate::outbox::Outbox;
+use flash_core::{Error, Flash, SourceError};
+use sea_orm::DatabaseConnection;
+use std::sync::Arc;
+
+fn src(e: sea_orm::DbErr) -> Error {
+    Error::Source(SourceError::new(e))
+}
+
+/// The handle a service keeps: a [`Flash`] and the database it caches.
+/// Cloning is cheap (reference counts).
+#[derive(Clone)]
+pub struct FlashDb {
+    flash: Flash,
+    db: DatabaseConnection,
+    /// The durable outbox, when on; shared by clones, its drain task stops
+    /// with the last of them.
+    outbox: Option<Arc<Outbox>>,
+}
+
+impl std::fmt::Debug for FlashDb {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FlashDb")
+            .field("flash", &self.flash)
+            .field("outbox", &self.outbox.is_some())
+            .finish()
+    }
+}
+
+impl FlashDb {
+    /// A handle without the durable outbox (see [`crate::Registrar`] for one with it).
+    pub fn new(flash: Flash, db: DatabaseConnection) -> Self {
+        FlashDb {
+            flash,
+            db,
+            outbox: None,
+        }
+    }
+
+    pub(crate) fn with_outbox(mut self, outbox: Arc<Outbox>) -> Self {
+        self.outbox = Some(outbox);
+        self
+    }
+
+    /// Is the durable outbox on?
+    pub fn has_outbox(&self) -> bool {
+        self.outbox.is_some()
+    }
+
+    /// Deletes the outbox rows this handle applied (the background task does
+    /// it in batches; call this before a process exits).
+    pub async fn flush_outbox(&self) -> Result<(), Error> {
+        match &self.outbox {
+            Some(o) => o.flush().await.map_err(src),
+            None => Ok(()),
+        }
+    }
+
+    /// Re-applies every invalidation left in the outbox now (instead of
+    /// waiting for the background task). Returns the number of rows applied.
+    pub async fn drain_outbox(&self) -> Result<usize, Error> {
+        match &self.outbox {
+            Some(o) => o.drain(true).await.map_err(src),
+            None => Ok(0),
+        }
+    }
+
+    /// The core handle: settings, stats, bypass, user-defined classes.
+    pub fn flash(&self) -> &Flash {
+        &self.flash
+    }
+
+    /// The database connection. Writes made through it directly are not
+    /// invalidated; use the handle's write methods for those.
+    pub fn db(&self) -> &DatabaseConnection {
+        &self.db
+    }
+}

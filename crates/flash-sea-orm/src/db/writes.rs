@@ -1,0 +1,538 @@
+//! Writes that invalidate: insert, update, save, delete, update-many,
+//! delete-many and manual invalidation. Each write finds the keys of the rows
+//! it changes (old and new values of every key field), records them in the
+//! outbox in its own transaction when the outbox is on, and applies the
+//! invalidation after the commit. A write that changes key fields reads the
+//! old rows under a lock in its transaction, so that the keys it invalidates
+//! are exactly the ones it replaced.
+
+use super::{src, FlashDb};
+use crate::convert::{column_name, model_name, to_field, ModelRecord};
+use crate::dialect;
+use crate::outbox::{failpoint, now_ms, sql as outbox_sql, Recorded};
+use flash_core::{Error, FieldValue, KeySet, Record};
+use sea_orm::sea_query::{self, Condition, SimpleExpr};
+use sea_orm::{
+    ActiveModelBehavior, ActiveModelTrait, ColumnTrait, ConnectionTrait, DbErr, EntityTrait,
+    FromQueryResult, IntoActiveModel, Iterable, ModelTrait, PrimaryKeyToColumn, QueryFilter,
+    QueryTrait, Statement, TransactionTrait, Value,
+};
+use std::collections::BTreeSet;
+
+/// Runs a write (`|conn| future of (result, keys)`): with the outbox, in a
+/// transaction that also records the keys; then applies the invalidation.
+macro_rules! durable_write {
+    // `$owned`: is `$conn` a transaction flash opened for this write alone?
+    // Then a write that locks rows needs no transaction (savepoint) of its own.
+    ($self:ident, $model:expr, |$conn:ident, $owned:ident| $op:expr) => {{
+        let model = $model;
+        match &$self.outbox {
+            None => {
+                let $conn = &$self.db;
+                let $owned = false;
+                let (out, keys) = $op.await?;
+                $self.finish(&model, &keys, None).await;
+                Ok(out)
+            }
+            Some(ob) => {
+                let txn = $self.db.begin().await.map_err(src)?;
+                let (out, keys) = {
+                    let $conn = &txn;
+                    let $owned = true;
+                    $op.await?
+                };
+                let id = ob.record(&txn, &model, &keys).await.map_err(src)?;
+                txn.commit().await.map_err(src)?;
+                $self.finish(&model, &keys, id).await;
+                Ok(out)
+            }
+        }
+    }};
+}
+
+/// Runs `$op` (a write that locks the rows it reads) on `$conn` when `$owned`
+/// (a transaction of this write alone), else in a transaction of its own.
+macro_rules! locked_write {
+    ($conn:ident, $owned:expr, |$txn:ident| $op:expr) => {{
+        if $owned {
+            let $txn = $conn;
+            $op.await
+        } else {
+            let txn = $conn.begin().await.map_err(src)?;
+            let out = {
+                let $txn = &txn;
+                $op.await?
+            };
+            txn.commit().await.map_err(src)?;
+            Ok(out)
+        }
+    }};
+}
+
+/// Column changes for [`FlashDb::update_many`].
+pub struct Changes<E: EntityTrait> {
+    sets: Vec<(E::Column, SimpleExpr)>,
+}
+
+impl<E: EntityTrait> Default for Changes<E> {
+    fn default() -> Self {
+        Changes { sets: Vec::new() }
+    }
+}
+
+impl<E: EntityTrait> Changes<E> {
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// `col = value`.
+    pub fn set(mut self, col: E::Column, value: impl Into<Value>) -> Self {
+        self.sets.push((col, SimpleExpr::Value(value.into())));
+        self
+    }
+    /// `col = expr` (e.g. `Expr::col(Column::Seats).add(1)`).
+    pub fn set_expr(mut self, col: E::Column, expr: impl Into<SimpleExpr>) -> Self {
+        self.sets.push((col, expr.into()));
+        self
+    }
+}
+
+/// The primary-key condition of one row.
+pub(super) fn pk_condition<E: EntityTrait>(row: &E::Model) -> Condition {
+    E::PrimaryKey::iter().fold(Condition::all(), |c, p| {
+        let col = p.into_column();
+        c.add(col.eq(row.get(col)))
+    })
+}
+
+/// A key-changing update in one statement that also returns the row as it
+/// was (see [`dialect::update_returning_old`]), with the entity's
+/// `before_save` and `after_save` around it as SeaORM's own update runs them.
+async fn update_returning_old<A, C>(
+    conn: &C,
+    am: A,
+    pk: Condition,
+) -> Result<
+    (
+        <A::Entity as EntityTrait>::Model,
+        Option<<A::Entity as EntityTrait>::Model>,
+    ),
+    Error,
+>
+where
+    C: ConnectionTrait,
+    A: ActiveModelTrait + ActiveModelBehavior + Send,
+    <A::Entity as EntityTrait>::Model: IntoActiveModel<A> + Sync,
+{
+    let am = ActiveModelBehavior::before_save(am, conn, false)
+        .await
+        .map_err(src)?;
+    let update = A::Entity::update(am).into_query();
+    let stmt = dialect::update_returning_old::<A::Entity>(update, pk);
+    let row = conn
+        .query_one(stmt)
+        .await
+        .map_err(src)?
+        .ok_or_else(|| src(DbErr::RecordNotUpdated))?;
+    type Model<A> = <<A as ActiveModelTrait>::Entity as EntityTrait>::Model;
+    let new = Model::<A>::from_query_result(&row, "").map_err(src)?;
+    let old = Model::<A>::from_query_result(&row, dialect::OLD_PREFIX).map_err(src)?;
+    let new = A::after_save(new, conn, false).await.map_err(src)?;
+    Ok((new, Some(old)))
+}
+
+/// The rows of `E` matching `cond`, locked until the transaction `txn` ends
+/// (see [`dialect::read_locked`]).
+async fn read_locked<E: EntityTrait, C: ConnectionTrait>(
+    txn: &C,
+    cond: Condition,
+) -> Result<Vec<E::Model>, Error> {
+    dialect::read_locked::<E, _>(txn, cond).await.map_err(src)
+}
+
+/// The rows of `E` matching `cond`, locked until the transaction `txn` ends,
+/// and the condition on their primary keys; `None` when no row matches. A
+/// write filtered on both changes exactly the rows whose keys were read.
+async fn lock_rows<E: EntityTrait, C: ConnectionTrait>(
+    txn: &C,
+    cond: &Condition,
+) -> Result<Option<(Vec<E::Model>, Condition)>, Error> {
+    let old = read_locked::<E, _>(txn, cond.clone()).await?;
+    if old.is_empty() {
+        return Ok(None);
+    }
+    let only_old = pks_condition::<E>(&old);
+    Ok(Some((old, only_old)))
+}
+
+/// Does `am` set a column other than its primary key (else SeaORM's update
+/// is a read, and there is nothing to record)?
+fn sets_a_column<A: ActiveModelTrait>(am: &A) -> bool {
+    let pk: BTreeSet<String> = <A::Entity as EntityTrait>::PrimaryKey::iter()
+        .map(|p| column_name(&p.into_column()))
+        .collect();
+    <A::Entity as EntityTrait>::Column::iter()
+        .any(|c| am.get(c).is_set() && !pk.contains(&column_name(&c)))
+}
+
+/// The primary-key condition of many rows.
+fn pks_condition<E: EntityTrait>(rows: &[E::Model]) -> Condition {
+    let pks: Vec<E::Column> = E::PrimaryKey::iter().map(|p| p.into_column()).collect();
+    if let [col] = pks.as_slice() {
+        return Condition::all().add(col.is_in(rows.iter().map(|r| r.get(*col))));
+    }
+    rows.iter()
+        .fold(Condition::any(), |c, r| c.add(pk_condition::<E>(r)))
+}
+
+impl FlashDb {
+    /// Names of the fields that some invalidating class of `model` is keyed by.
+    fn key_fields(&self, model: &str) -> BTreeSet<String> {
+        self.flash
+            .classes()
+            .filter(|c| c.model == model && c.invalidation != flash_core::Invalidation::Off)
+            .flat_map(|c| c.key_fields.iter().cloned())
+            .collect()
+    }
+
+    /// Applies the invalidation of a committed write. The write call returns
+    /// only after this, so the writer reads its own write. A failure leaves
+    /// the outbox row for the background task.
+    pub(super) async fn finish(&self, model: &str, keys: &KeySet, outbox_id: Option<i64>) {
+        failpoint("after_commit");
+        match self.flash.apply_invalidation(model, keys).await {
+            Ok(()) => {
+                if let (Some(ob), Some(id)) = (&self.outbox, outbox_id) {
+                    ob.applied(id);
+                }
+            }
+            Err(e) if outbox_id.is_some() => {
+                tracing::warn!(model, error = %e, "invalidation deferred to the outbox")
+            }
+            Err(e) => {
+                tracing::error!(model, keys = keys.len(), error = %e, "invalidation failed (no outbox to retry it)")
+            }
+        }
+    }
+
+    pub(super) fn keys_of<M: ModelTrait + Sync>(&self, rows: &[&M]) -> KeySet {
+        let model = model_name::<M::Entity>();
+        let recs: Vec<ModelRecord<'_, M>> = rows.iter().map(|r| ModelRecord(*r)).collect();
+        let dyns: Vec<&dyn Record> = recs.iter().map(|r| r as &dyn Record).collect();
+        self.flash.keys_for_rows(&model, &dyns)
+    }
+
+    /// Inserts a row; the keys of its key-field values are invalidated (a
+    /// cached "does not exist" must go).
+    pub async fn insert<A>(&self, am: A) -> Result<<A::Entity as EntityTrait>::Model, Error>
+    where
+        A: ActiveModelTrait + ActiveModelBehavior + Send,
+        <A::Entity as EntityTrait>::Model: IntoActiveModel<A> + Sync,
+    {
+        durable_write!(self, model_name::<A::Entity>(), |conn, _owned| self
+            .insert_on(conn, am))
+    }
+
+    /// Updates a row; keys of its old and new key-field values are invalidated.
+    pub async fn update<A>(&self, am: A) -> Result<<A::Entity as EntityTrait>::Model, Error>
+    where
+        A: ActiveModelTrait + ActiveModelBehavior + Send,
+        <A::Entity as EntityTrait>::Model: IntoActiveModel<A> + Sync,
+    {
+        let model = model_name::<A::Entity>();
+        if let Some(ob) = &self.outbox {
+            if dialect::inserts_from_update(self.db.get_database_backend())
+                && ob.resolves(&model)
+                && !self.touches_key(&am)
+                && sets_a_column(&am)
+            {
+                return self.update_recorded(am).await;
+            }
+        }
+        durable_write!(self, model, |conn, owned| self.update_on(conn, owned, am))
+    }
+
+    /// An update that changes no key field, on PostgreSQL with the outbox:
+    /// the update and its outbox row (the row's primary key; its keys are
+    /// resolved from the current row should the drain need them) are one
+    /// statement, atomic without a transaction's extra round trips.
+    async fn update_recorded<A>(&self, am: A) -> Result<<A::Entity as EntityTrait>::Model, Error>
+    where
+        A: ActiveModelTrait + ActiveModelBehavior + Send,
+        <A::Entity as EntityTrait>::Model: IntoActiveModel<A> + Sync,
+    {
+        let model = model_name::<A::Entity>();
+        let backend = self.db.get_database_backend();
+        let am = ActiveModelBehavior::before_save(am, &self.db, false)
+            .await
+            .map_err(src)?;
+        let pk: Vec<FieldValue> = <A::Entity as EntityTrait>::PrimaryKey::iter()
+            .map(|p| am.get(p.into_column()).into_value().map(|v| to_field(&v)))
+            .collect::<Option<_>>()
+            .ok_or_else(|| src(DbErr::RecordNotUpdated))?;
+        let recorded = serde_json::to_string(&Recorded::Rows { rows: vec![pk] })
+            .map_err(|e| src(DbErr::Custom(e.to_string())))?;
+        let mut update = <A::Entity as EntityTrait>::update(am).into_query();
+        update.returning(
+            sea_query::Query::returning().exprs(
+                <A::Entity as EntityTrait>::Column::iter()
+                    .map(|c| c.select_as(c.into_returning_expr(backend))),
+            ),
+        );
+        let built = backend.build(&update);
+        let mut values = built.values.map(|v| v.0).unwrap_or_default();
+        let n = values.len();
+        values.extend([
+            Value::from(model.clone()),
+            Value::from(recorded),
+            Value::from(now_ms()),
+        ]);
+        let sql = outbox_sql::update_and_record(backend, &built.sql, n);
+        let row = self
+            .db
+            .query_one(Statement::from_sql_and_values(backend, sql, values))
+            .await
+            .map_err(src)?
+            .ok_or_else(|| src(DbErr::RecordNotUpdated))?;
+        let m = <<A::Entity as EntityTrait>::Model as FromQueryResult>::from_query_result(&row, "")
+            .map_err(src)?;
+        let id: i64 = row.try_get("", "flash_outbox_id").map_err(src)?;
+        let keys = self.keys_of(&[&m]);
+        self.finish(&model, &keys, Some(id)).await;
+        A::after_save(m, &self.db, false).await.map_err(src)
+    }
+
+    /// Does `am` set a field some invalidating class is keyed by (other than
+    /// the primary key, which only locates the row)?
+    fn touches_key<A: ActiveModelTrait>(&self, am: &A) -> bool {
+        let mut key_fields = self.key_fields(&model_name::<A::Entity>());
+        for p in <A::Entity as EntityTrait>::PrimaryKey::iter() {
+            key_fields.remove(&column_name(&p.into_column()));
+        }
+        <A::Entity as EntityTrait>::Column::iter()
+            .any(|c| am.get(c).is_set() && key_fields.contains(&column_name(&c)))
+    }
+
+    /// Inserts when the primary key is not set, updates otherwise.
+    pub async fn save<A>(&self, am: A) -> Result<<A::Entity as EntityTrait>::Model, Error>
+    where
+        A: ActiveModelTrait + ActiveModelBehavior + Send,
+        <A::Entity as EntityTrait>::Model: IntoActiveModel<A> + Sync,
+    {
+        let pk_set = <A::Entity as EntityTrait>::PrimaryKey::iter()
+            .all(|p| !am.get(p.into_column()).is_not_set());
+        if pk_set {
+            self.update(am).await
+        } else {
+            self.insert(am).await
+        }
+    }
+
+    /// Deletes a row (by primary key); the keys of its values are invalidated.
+    pub async fn delete<E>(&self, row: &E::Model) -> Result<u64, Error>
+    where
+        E: EntityTrait,
+        E::Model: Sync,
+    {
+        durable_write!(self, model_name::<E>(), |conn, owned| async {
+            let (n, mut keys) = self
+                .delete_on::<E, _>(conn, owned, pk_condition::<E>(row))
+                .await?;
+            // The caller's copy may hold values the row no longer has.
+            keys.extend(self.keys_of(&[row]));
+            Ok::<_, Error>((n, keys))
+        })
+    }
+
+    /// `UPDATE ... WHERE cond`; keys of the old and new values of every
+    /// affected row are invalidated. Returns the number of rows updated.
+    pub async fn update_many<E>(&self, cond: Condition, changes: Changes<E>) -> Result<u64, Error>
+    where
+        E: EntityTrait,
+        E::Model: Sync,
+    {
+        durable_write!(self, model_name::<E>(), |conn, owned| self
+            .update_many_on(conn, owned, cond, changes))
+    }
+
+    /// `DELETE ... WHERE cond`; keys of every deleted row are invalidated.
+    pub async fn delete_many<E>(&self, cond: Condition) -> Result<u64, Error>
+    where
+        E: EntityTrait,
+        E::Model: Sync,
+    {
+        durable_write!(self, model_name::<E>(), |conn, owned| self
+            .delete_on::<E, _>(conn, owned, cond))
+    }
+
+    /// Manual invalidation: the keys of
+    /// the current values of every row matching `cond`, in every class.
+    pub async fn invalidate_flash_cache<E>(&self, cond: Condition) -> Result<KeySet, Error>
+    where
+        E: EntityTrait,
+        E::Model: Sync,
+    {
+        let rows = E::find().filter(cond).all(&self.db).await.map_err(src)?;
+        let keys = self.keys_of(&rows.iter().collect::<Vec<_>>());
+        self.flash
+            .apply_invalidation(&model_name::<E>(), &keys)
+            .await?;
+        Ok(keys)
+    }
+
+    pub(super) async fn insert_on<A, C>(
+        &self,
+        conn: &C,
+        am: A,
+    ) -> Result<(<A::Entity as EntityTrait>::Model, KeySet), Error>
+    where
+        C: ConnectionTrait,
+        A: ActiveModelTrait + ActiveModelBehavior + Send,
+        <A::Entity as EntityTrait>::Model: IntoActiveModel<A> + Sync,
+    {
+        let m = am.insert(conn).await.map_err(src)?;
+        let keys = self.keys_of(&[&m]);
+        Ok((m, keys))
+    }
+
+    /// `owned`: `conn` is a transaction of this write alone (see
+    /// `durable_write!`); otherwise a key change opens one (a savepoint in a
+    /// caller's transaction, which a failure then leaves usable).
+    pub(super) async fn update_on<A, C>(
+        &self,
+        conn: &C,
+        owned: bool,
+        am: A,
+    ) -> Result<(<A::Entity as EntityTrait>::Model, KeySet), Error>
+    where
+        C: ConnectionTrait + TransactionTrait,
+        A: ActiveModelTrait + ActiveModelBehavior + Send,
+        <A::Entity as EntityTrait>::Model: IntoActiveModel<A> + Sync,
+    {
+        // The primary key only locates the row (`UPDATE ... WHERE pk = ?`): it
+        // cannot change here, so it does not make a key change.
+        if !self.touches_key(&am) {
+            // Key values cannot change: the new row's keys are all there is to
+            // invalidate, and one statement does it.
+            let m = am.update(conn).await.map_err(src)?;
+            let keys = self.keys_of(&[&m]);
+            return Ok((m, keys));
+        }
+        let owned =
+            owned || dialect::updates_returning_old::<A::Entity>(conn.get_database_backend());
+        locked_write!(conn, owned, |txn| self.update_locked(txn, am))
+    }
+
+    /// A key field changes: read the old row under a lock in the same
+    /// transaction, so that its old keys are exactly the ones replaced (on
+    /// PostgreSQL one statement does both, atomic in any transaction or none).
+    async fn update_locked<A, C>(
+        &self,
+        txn: &C,
+        am: A,
+    ) -> Result<(<A::Entity as EntityTrait>::Model, KeySet), Error>
+    where
+        C: ConnectionTrait,
+        A: ActiveModelTrait + ActiveModelBehavior + Send,
+        <A::Entity as EntityTrait>::Model: IntoActiveModel<A> + Sync,
+    {
+        let pk = <A::Entity as EntityTrait>::PrimaryKey::iter().fold(Condition::all(), |c, p| {
+            let col = p.into_column();
+            match am.get(col).into_value() {
+                Some(v) => c.add(col.eq(v)),
+                None => c,
+            }
+        });
+        let (m, old) = if dialect::updates_returning_old::<A::Entity>(txn.get_database_backend()) {
+            update_returning_old(txn, am, pk).await?
+        } else {
+            let old = read_locked::<A::Entity, _>(txn, pk)
+                .await?
+                .into_iter()
+                .next();
+            (am.update(txn).await.map_err(src)?, old)
+        };
+        let mut rows = vec![&m];
+        rows.extend(old.as_ref());
+        let keys = self.keys_of(&rows);
+        Ok((m, keys))
+    }
+
+    pub(super) async fn update_many_on<E, C>(
+        &self,
+        conn: &C,
+        owned: bool,
+        cond: Condition,
+        changes: Changes<E>,
+    ) -> Result<(u64, KeySet), Error>
+    where
+        E: EntityTrait,
+        E::Model: Sync,
+        C: ConnectionTrait + TransactionTrait,
+    {
+        locked_write!(conn, owned, |txn| self
+            .update_many_locked(txn, cond, changes))
+    }
+
+    async fn update_many_locked<E, C>(
+        &self,
+        txn: &C,
+        cond: Condition,
+        changes: Changes<E>,
+    ) -> Result<(u64, KeySet), Error>
+    where
+        E: EntityTrait,
+        E::Model: Sync,
+        C: ConnectionTrait,
+    {
+        let Some((old, only_old)) = lock_rows::<E, _>(txn, &cond).await? else {
+            return Ok((0, KeySet::default()));
+        };
+        // Only the rows read above are updated, so every updated row's old
+        // values are known.
+        let mut q = E::update_many().filter(cond).filter(only_old);
+        for (col, expr) in changes.sets {
+            q = q.col_expr(col, expr);
+        }
+        let n = q.exec(txn).await.map_err(src)?.rows_affected;
+        let new = E::find()
+            .filter(pks_condition::<E>(&old))
+            .all(txn)
+            .await
+            .map_err(src)?;
+        let rows: Vec<&E::Model> = old.iter().chain(new.iter()).collect();
+        Ok((n, self.keys_of(&rows)))
+    }
+
+    pub(super) async fn delete_on<E, C>(
+        &self,
+        conn: &C,
+        owned: bool,
+        cond: Condition,
+    ) -> Result<(u64, KeySet), Error>
+    where
+        E: EntityTrait,
+        E::Model: Sync,
+        C: ConnectionTrait + TransactionTrait,
+    {
+        locked_write!(conn, owned, |txn| self.delete_locked::<E, _>(txn, cond))
+    }
+
+    async fn delete_locked<E, C>(&self, txn: &C, cond: Condition) -> Result<(u64, KeySet), Error>
+    where
+        E: EntityTrait,
+        E::Model: Sync,
+        C: ConnectionTrait,
+    {
+        let Some((old, only_old)) = lock_rows::<E, _>(txn, &cond).await? else {
+            return Ok((0, KeySet::default()));
+        };
+        let n = E::delete_many()
+            .filter(cond)
+            .filter(only_old)
+            .exec(txn)
+            .await
+            .map_err(src)?
+            .rows_affected;
+        Ok((n, self.keys_of(&old.iter().collect::<Vec<_>>())))
+    }
+}
