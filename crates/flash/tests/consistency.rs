@@ -7,9 +7,9 @@ mod common;
 
 use async_trait::async_trait;
 use common::*;
-use flash::demo::entities::event;
 use flash_core::{Backend, BackendError, ClassSpec, FieldValue, Outcome};
 use flash_sea_orm::{by, CustomCache, Registrar};
+use flash_test_kit::entities::event;
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, Set,
 };
@@ -204,7 +204,7 @@ async fn outbox_count(db: &DatabaseConnection) -> i64 {
 async fn the_outbox_repairs_an_invalidation_lost_with_its_process() {
     let queries = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let db = fresh_db(queries).await;
-    flash::demo::schema::create_tables(&db).await.unwrap();
+    flash_test_kit::schema::create_tables(&db).await.unwrap();
     let backend = Arc::new(Faulty::new());
     let handle = |outbox: bool| {
         let (db, b): (DatabaseConnection, Arc<dyn Backend>) = (db.clone(), backend.clone());
@@ -212,7 +212,7 @@ async fn the_outbox_repairs_an_invalidation_lost_with_its_process() {
             let mut reg = Registrar::new(db)
                 .configure(|x| x.backend_arc(b))
                 .outbox(outbox);
-            flash::demo::declare(&mut reg, Duration::from_secs(60)).unwrap();
+            flash_test_kit::declare(&mut reg, Duration::from_secs(60)).unwrap();
             reg.build().await.unwrap()
         }
     };
@@ -291,7 +291,7 @@ async fn the_outbox_repairs_an_invalidation_lost_with_its_process() {
 async fn the_outbox_drain_task_runs_by_itself_and_applied_rows_go() {
     let queries = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let db = fresh_db(queries).await;
-    flash::demo::schema::create_tables(&db).await.unwrap();
+    flash_test_kit::schema::create_tables(&db).await.unwrap();
     let backend = Arc::new(Faulty::new());
     let b2: Arc<dyn Backend> = backend.clone();
     let settings = flash_sea_orm::OutboxSettings {
@@ -302,7 +302,7 @@ async fn the_outbox_drain_task_runs_by_itself_and_applied_rows_go() {
         .configure(|b| b.backend_arc(b2))
         .outbox(true)
         .outbox_settings(settings);
-    flash::demo::declare(&mut reg, Duration::from_secs(60)).unwrap();
+    flash_test_kit::declare(&mut reg, Duration::from_secs(60)).unwrap();
     let fdb = reg.build().await.unwrap();
     let e = add_event(&fdb, "bg", "Oslo").await;
     let events = fdb.cache::<event::Entity>();
@@ -355,12 +355,12 @@ async fn a_version_bump_reaches_another_process_within_the_refresh_interval() {
     // Two handles on one database, as two processes would have.
     let queries = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let db = fresh_db(queries).await;
-    flash::demo::schema::create_tables(&db).await.unwrap();
+    flash_test_kit::schema::create_tables(&db).await.unwrap();
     let refresh = Duration::from_millis(200);
     let mut handles = Vec::new();
     for _ in 0..2 {
         let mut reg = Registrar::new(db.clone()).configure(|b| b.version_refresh(refresh));
-        flash::demo::declare(&mut reg, Duration::from_secs(60)).unwrap();
+        flash_test_kit::declare(&mut reg, Duration::from_secs(60)).unwrap();
         handles.push(reg.build().await.unwrap());
     }
     let (a, b) = (&handles[0], &handles[1]);
@@ -380,13 +380,13 @@ async fn a_refused_invalidation_is_never_served_and_is_retried_until_taken() {
     // server behind an open breaker), and no outbox (SQLite's default).
     let queries = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let db = fresh_db(queries).await;
-    flash::demo::schema::create_tables(&db).await.unwrap();
+    flash_test_kit::schema::create_tables(&db).await.unwrap();
     let backend = Arc::new(Faulty::new());
     let b2: Arc<dyn Backend> = backend.clone();
     let mut reg = Registrar::new(db.clone())
         .configure(|b| b.backend_arc(b2))
         .outbox(false);
-    flash::demo::declare(&mut reg, Duration::from_secs(60)).unwrap();
+    flash_test_kit::declare(&mut reg, Duration::from_secs(60)).unwrap();
     let fdb = reg.build().await.unwrap();
     let e = add_event(&fdb, "hang", "Oslo").await;
     let events = fdb.cache::<event::Entity>();

@@ -14,9 +14,9 @@ mod common;
 use async_trait::async_trait;
 use common::*;
 use flash::config::cache_backend;
-use flash::demo::entities::event;
 use flash_core::{Backend, BackendError, Error, Outcome};
 use flash_sea_orm::{by, FlashDb};
+use flash_test_kit::entities::event;
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use sea_orm::{ConnectionTrait, DatabaseConnection, EntityTrait, Set};
 use std::future::Future;
@@ -569,7 +569,7 @@ async fn restart_with_breakers_out_of_step(kind: ServerKind, test: &str) {
     };
     let writer_errors = ErrorKinds::new(raw);
     let db = fresh_db(Arc::new(AtomicU64::new(0))).await;
-    flash::demo::schema::create_tables(&db).await.unwrap();
+    flash_test_kit::schema::create_tables(&db).await.unwrap();
     let prefix = unique("t") + ":";
     let handle = |backend: Arc<dyn Backend>| {
         let (db, prefix) = (db.clone(), prefix.clone());
@@ -579,7 +579,7 @@ async fn restart_with_breakers_out_of_step(kind: ServerKind, test: &str) {
             let mut reg = flash_sea_orm::Registrar::new(db)
                 .configure(|b| b.backend_arc(backend).prefix(prefix))
                 .outbox(false);
-            flash::demo::declare(&mut reg, Duration::from_secs(60)).unwrap();
+            flash_test_kit::declare(&mut reg, Duration::from_secs(60)).unwrap();
             reg.build().await.unwrap()
         }
     };

@@ -4,10 +4,10 @@
 mod common;
 
 use common::*;
-use flash::demo::entities::{event, participation, user};
 use flash_core::durations::{CACHE_TIME_DAY, CACHE_TIME_WEEK};
 use flash_core::{ClassSpec, Error, Invalidation, Outcome, RegistryError};
 use flash_sea_orm::{by, CacheMeta, Changes, Registrar};
+use flash_test_kit::entities::{event, participation, user};
 use sea_orm::{ColumnTrait, Condition, Set};
 use std::time::Duration;
 
@@ -1162,54 +1162,6 @@ async fn concurrent_misses_on_one_key_fetch_once() {
 }
 
 #[tokio::test]
-async fn bump_version_command_is_seen_by_a_running_process() {
-    if !flash::config::database_url().starts_with("postgres")
-        && !flash::config::database_url().starts_with("mysql")
-    {
-        // The command connects on its own; an in-memory SQLite database is
-        // private to this process, so run it against a file.
-        let dir = std::env::temp_dir().join(unique("flash_cli") + ".db");
-        let url = format!("sqlite://{}?mode=rwc", dir.display());
-        return bump_via_cli(&url).await;
-    }
-    bump_via_cli(&flash::config::database_url()).await;
-}
-
-/// The handle the command's own would be: the demo's namespace of `url`.
-async fn demo_db(url: &str) -> sea_orm::DatabaseConnection {
-    if url.starts_with("postgres") || url.starts_with("mysql") {
-        flash::config::connect_namespace(url, flash::demo::DEMO_NAMESPACE, true, 4)
-            .await
-            .unwrap()
-    } else {
-        flash::config::connect_database(url).await.unwrap()
-    }
-}
-
-async fn bump_via_cli(url: &str) {
-    let db = demo_db(url).await;
-    flash::demo::schema::create_tables(&db).await.unwrap();
-    let mut reg = Registrar::new(db);
-    flash::demo::declare(&mut reg, Duration::from_secs(60)).unwrap();
-    let fdb = reg.build().await.unwrap();
-    let before = fdb.flash().dynamic_version("event_by_slug");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_flash"))
-        .args(["bump-version", "--model", "event"])
-        .env("DATABASE_URL", url)
-        .env("FLASH_CACHE_URL", "memory://")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("event_by_slug"));
-    fdb.flash().reload_versions().await.unwrap();
-    assert_eq!(fdb.flash().dynamic_version("event_by_slug"), before + 1);
-}
-
-#[tokio::test]
 async fn the_observer_sees_every_lookup_and_invalidation() {
     use std::sync::{Arc, Mutex};
     let seen: Arc<Mutex<Vec<String>>> = Arc::default();
@@ -1271,7 +1223,7 @@ async fn updating_a_missing_row_is_a_typed_error_and_writes_nothing() {
     let mut reg = Registrar::new(h.db.clone())
         .configure(|b| b.prefix(common::unique("t") + ":"))
         .outbox(true);
-    flash::demo::declare(&mut reg, Duration::from_secs(60)).unwrap();
+    flash_test_kit::declare(&mut reg, Duration::from_secs(60)).unwrap();
     let with_outbox = reg.build().await.unwrap();
     let missing = e.id + 1000;
     for fdb in [&h.fdb, &with_outbox] {

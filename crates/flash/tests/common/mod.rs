@@ -5,10 +5,10 @@
 
 use async_trait::async_trait;
 use flash::config::{cache_backend, cache_url, database_url};
-use flash::demo::entities::{event, participation, user};
-use flash::demo::{declare, schema, DemoClasses};
 use flash_core::{Backend, BackendError, ClassSpec, FieldValue, FlashBuilder};
 use flash_sea_orm::{CustomCache, FlashDb, Registrar};
+use flash_test_kit::entities::{event, participation, user};
+use flash_test_kit::{declare, schema, DemoClasses};
 use sea_orm::{ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, Set};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;

@@ -3,7 +3,7 @@
 #[tokio::test]
 async fn memory_backend_conforms() {
     let b = flash_core::MemoryBackend::default();
-    flash_core::conformance::run_all(&b, "conf", 2 * 1024 * 1024).await;
+    flash_test_kit::conformance::run_all(&b, "conf", 2 * 1024 * 1024).await;
 }
 
 /// A compare-and-swap racing a plain set must not undo the set: whichever

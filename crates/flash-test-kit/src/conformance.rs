@@ -1,0 +1,213 @@
+//! One set of backend tests, run against every backend (the in-process one in
+//! this crate's tests; Redis, Redis Cluster and memcached from their crates'
+//! integration tests).
+//!
+//! Each check panics with a message naming the backend and what broke. Keys are
+//! made unique per run with `ns`, so servers shared between runs do not interfere.
+
+use flash_core::Backend;
+use std::time::Duration;
+
+const TTL: Duration = Duration::from_secs(60);
+
+/// Runs every check against `b`. `ns` namespaces the keys (use something unique).
+/// `item_limit`: a value size the backend must store (e.g. 900 kB for memcached).
+pub async fn run_all<B: Backend>(b: &B, ns: &str, item_limit: usize) {
+    get_set_delete(b, ns).await;
+    add_only_when_absent(b, ns).await;
+    compare_and_swap(b, ns).await;
+    get_many_in_order(b, ns).await;
+    set_many(b, ns).await;
+    binary_values_and_odd_keys(b, ns).await;
+    large_values(b, ns, item_limit).await;
+    expiry(b, ns).await;
+}
+
+pub async fn get_set_delete<B: Backend>(b: &B, ns: &str) {
+    let k = format!("{ns}:gsd");
+    assert_eq!(
+        b.get_many(std::slice::from_ref(&k)).await.unwrap(),
+        vec![None],
+        "{}: fresh key",
+        b.name()
+    );
+    b.set(&k, b"one", TTL).await.unwrap();
+    assert_eq!(
+        b.get_many(std::slice::from_ref(&k)).await.unwrap(),
+        vec![Some(b"one".to_vec())],
+        "{}",
+        b.name()
+    );
+    b.set(&k, b"two", TTL).await.unwrap();
+    assert_eq!(
+        b.get_many(std::slice::from_ref(&k)).await.unwrap(),
+        vec![Some(b"two".to_vec())],
+        "{}",
+        b.name()
+    );
+    b.delete(&k).await.unwrap();
+    assert_eq!(
+        b.get_many(std::slice::from_ref(&k)).await.unwrap(),
+        vec![None],
+        "{}: after delete",
+        b.name()
+    );
+    b.delete(&k).await.unwrap();
+}
+
+pub async fn add_only_when_absent<B: Backend>(b: &B, ns: &str) {
+    let k = format!("{ns}:add");
+    assert!(
+        b.add(&k, b"first", TTL).await.unwrap(),
+        "{}: add on absent key",
+        b.name()
+    );
+    assert!(
+        !b.add(&k, b"second", TTL).await.unwrap(),
+        "{}: add on present key",
+        b.name()
+    );
+    assert_eq!(
+        b.get_many(std::slice::from_ref(&k)).await.unwrap(),
+        vec![Some(b"first".to_vec())]
+    );
+}
+
+pub async fn compare_and_swap<B: Backend>(b: &B, ns: &str) {
+    let k = format!("{ns}:cas");
+    assert!(
+        !b.compare_and_swap(&k, b"x", Some(b"y"), TTL).await.unwrap(),
+        "{}: cas on absent key",
+        b.name()
+    );
+    b.set(&k, b"lease-1", TTL).await.unwrap();
+    assert!(
+        !b.compare_and_swap(&k, b"lease-2", Some(b"v"), TTL)
+            .await
+            .unwrap(),
+        "{}: cas with wrong expected",
+        b.name()
+    );
+    assert!(
+        b.compare_and_swap(&k, b"lease-1", Some(b"v"), TTL)
+            .await
+            .unwrap(),
+        "{}: cas with right expected",
+        b.name()
+    );
+    assert_eq!(
+        b.get_many(std::slice::from_ref(&k)).await.unwrap(),
+        vec![Some(b"v".to_vec())]
+    );
+    assert!(
+        !b.compare_and_swap(&k, b"lease-1", Some(b"w"), TTL)
+            .await
+            .unwrap(),
+        "{}: second cas",
+        b.name()
+    );
+    assert!(
+        b.compare_and_swap(&k, b"v", None, TTL).await.unwrap(),
+        "{}: cas delete",
+        b.name()
+    );
+    assert_eq!(
+        b.get_many(std::slice::from_ref(&k)).await.unwrap(),
+        vec![None],
+        "{}: after cas delete",
+        b.name()
+    );
+}
+
+pub async fn get_many_in_order<B: Backend>(b: &B, ns: &str) {
+    let keys: Vec<String> = (0..300).map(|i| format!("{ns}:many:{i}")).collect();
+    for (i, k) in keys.iter().enumerate() {
+        if i % 3 != 0 {
+            b.set(k, format!("v{i}").as_bytes(), TTL).await.unwrap();
+        }
+    }
+    let got = b.get_many(&keys).await.unwrap();
+    assert_eq!(got.len(), keys.len());
+    for (i, v) in got.into_iter().enumerate() {
+        let want = (i % 3 != 0).then(|| format!("v{i}").into_bytes());
+        assert_eq!(v, want, "{}: get_many position {i}", b.name());
+    }
+    assert!(b.get_many(&[]).await.unwrap().is_empty());
+}
+
+pub async fn set_many<B: Backend>(b: &B, ns: &str) {
+    let items: Vec<(String, Vec<u8>)> = (0..50)
+        .map(|i| (format!("{ns}:sm:{i}"), vec![i as u8; 3]))
+        .collect();
+    b.set_many(&items, TTL).await.unwrap();
+    let keys: Vec<String> = items.iter().map(|(k, _)| k.clone()).collect();
+    let got = b.get_many(&keys).await.unwrap();
+    for ((_, want), got) in items.iter().zip(got) {
+        assert_eq!(got.as_ref(), Some(want), "{}: set_many", b.name());
+    }
+}
+
+pub async fn binary_values_and_odd_keys<B: Backend>(b: &B, ns: &str) {
+    let all_bytes: Vec<u8> = (0..=255u8).collect();
+    let long_key = format!("{ns}:{}", "k".repeat(240 - ns.len()));
+    for k in [format!("{ns}:bin"), format!("{ns}:~7e~0a~c3"), long_key] {
+        b.set(&k, &all_bytes, TTL).await.unwrap();
+        assert_eq!(
+            b.get_many(std::slice::from_ref(&k)).await.unwrap(),
+            vec![Some(all_bytes.clone())],
+            "{}: binary value under {k}",
+            b.name()
+        );
+    }
+    let empty = format!("{ns}:empty");
+    b.set(&empty, b"", TTL).await.unwrap();
+    assert_eq!(
+        b.get_many(std::slice::from_ref(&empty)).await.unwrap(),
+        vec![Some(vec![])],
+        "{}: empty value",
+        b.name()
+    );
+}
+
+pub async fn large_values<B: Backend>(b: &B, ns: &str, item_limit: usize) {
+    let k = format!("{ns}:large");
+    let v: Vec<u8> = (0..item_limit).map(|i| (i * 7 % 251) as u8).collect();
+    b.set(&k, &v, TTL).await.unwrap();
+    assert_eq!(
+        b.get_many(std::slice::from_ref(&k)).await.unwrap(),
+        vec![Some(v)],
+        "{}: value of {item_limit} bytes",
+        b.name()
+    );
+}
+
+pub async fn expiry<B: Backend>(b: &B, ns: &str) {
+    let k = format!("{ns}:ttl");
+    let forever = format!("{ns}:forever");
+    b.set(&k, b"short", Duration::from_secs(1)).await.unwrap();
+    b.set(&forever, b"long", Duration::ZERO).await.unwrap();
+    let lease = format!("{ns}:ttl-add");
+    assert!(b.add(&lease, b"l", Duration::from_secs(1)).await.unwrap());
+    assert_eq!(
+        b.get_many(std::slice::from_ref(&k)).await.unwrap(),
+        vec![Some(b"short".to_vec())]
+    );
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert_eq!(
+        b.get_many(std::slice::from_ref(&k)).await.unwrap(),
+        vec![None],
+        "{}: expired value",
+        b.name()
+    );
+    assert!(
+        b.add(&lease, b"l2", TTL).await.unwrap(),
+        "{}: add after expiry",
+        b.name()
+    );
+    assert_eq!(
+        b.get_many(std::slice::from_ref(&forever)).await.unwrap(),
+        vec![Some(b"long".to_vec())],
+        "{}: ttl zero never expires",
+        b.name()
+    );
+}

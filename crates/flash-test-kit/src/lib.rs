@@ -1,0 +1,22 @@
+//! # flash-test-kit
+//!
+//! What flash's tests, its CLI and its examples share; not published, used as a
+//! dev-dependency (the `flash` CLI uses it for the demo's models).
+//!
+//! Layout:
+//! - [`entities`]: the seed's SeaORM models (user, event, participation);
+//! - [`schema`]: their tables (create, drop, empty) and the demo's namespace;
+//! - [`declarations`]: the demo's cache declarations ([`declare`]) and its
+//!   user-defined classes ([`EventsInCity`], [`ParticipationCount`],
+//!   [`ParticipatedEventIds`]);
+//! - [`conformance`]: the backend conformance suite every backend runs.
+
+pub mod conformance;
+pub mod declarations;
+pub mod entities;
+pub mod schema;
+
+pub use declarations::{
+    declare, DemoClasses, EventsInCity, ParticipatedEventIds, ParticipationCount,
+};
+pub use schema::DEMO_NAMESPACE;
