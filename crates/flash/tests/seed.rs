@@ -8,6 +8,7 @@ use flash_core::durations::{CACHE_TIME_DAY, CACHE_TIME_WEEK};
 use flash_core::{ClassSpec, Error, Invalidation, Outcome, RegistryError};
 use flash_sea_orm::{by, CacheMeta, Changes, Registrar};
 use flash_test_kit::entities::{event, participation, user};
+use flash_test_kit::Op;
 use sea_orm::{ColumnTrait, Condition, Set};
 use std::time::Duration;
 
@@ -610,7 +611,7 @@ async fn invalidation_dynamic_keeps_the_value_and_refreshes_on_read() {
     let key = f.key_of(&dynamic, &["dyn".into()]).unwrap();
     let raw = h
         .backend
-        .inner
+        .inner()
         .get_many(&[key.clone(), format!("{key}__stale")])
         .await
         .unwrap();
@@ -826,7 +827,7 @@ async fn bypass_reads_the_database_and_writes_nothing_to_the_cache() {
     let (h, _) = harness_with(|b| b.bypass(true), |_| ()).await;
     let e = add_event(&h.fdb, "by", "Oslo").await;
     let events = h.fdb.cache::<event::Entity>();
-    let writes = h.backend.writes.load(std::sync::atomic::Ordering::SeqCst);
+    let writes = h.backend.writes();
     h.take_queries();
     for _ in 0..3 {
         assert_eq!(
@@ -839,18 +840,8 @@ async fn bypass_reads_the_database_and_writes_nothing_to_the_cache() {
         );
     }
     assert_eq!(h.take_queries(), 3);
-    assert_eq!(
-        h.backend.writes.load(std::sync::atomic::Ordering::SeqCst),
-        writes,
-        "no cache writes"
-    );
-    assert_eq!(
-        h.backend
-            .get_many_calls
-            .load(std::sync::atomic::Ordering::SeqCst),
-        0,
-        "no cache reads"
-    );
+    assert_eq!(h.backend.writes(), writes, "no cache writes");
+    assert_eq!(h.backend.calls(Op::GetMany), 0, "no cache reads");
     h.fdb.flash().set_bypass(false);
     assert_eq!(
         events
@@ -888,7 +879,7 @@ async fn corrupt_cache_bytes_are_a_miss_and_get_refilled() {
     let good = {
         events.get(by(event::Column::Id, e.id)).await.unwrap();
         h.backend
-            .inner
+            .inner()
             .get_many(std::slice::from_ref(&key))
             .await
             .unwrap()[0]
@@ -913,7 +904,7 @@ async fn corrupt_cache_bytes_are_a_miss_and_get_refilled() {
     ];
     for bytes in garbage {
         h.backend
-            .inner
+            .inner()
             .set(&key, &bytes, Duration::from_secs(60))
             .await
             .unwrap();
@@ -970,11 +961,7 @@ async fn batch_resolves_many_classes_in_one_round_trip() {
             r.take_with_outcome(hc).unwrap(),
         )
     };
-    let calls = || {
-        h.backend
-            .get_many_calls
-            .load(std::sync::atomic::Ordering::SeqCst)
-    };
+    let calls = || h.backend.calls(Op::GetMany);
     let first = run().await;
     assert_eq!(first.0 .1, Outcome::Miss);
     let before = calls();
@@ -1331,9 +1318,7 @@ async fn exists_cache_is_cached_and_flips_with_writes() {
 }
 
 fn get_many_calls(h: &Harness) -> u64 {
-    h.backend
-        .get_many_calls
-        .load(std::sync::atomic::Ordering::SeqCst)
+    h.backend.calls(Op::GetMany)
 }
 
 /// The original's async lookups (DataLoader-style): lookups started together
