@@ -3,70 +3,31 @@
 //! not (a hung server would only make each attempt wait); what still fails is
 //! kept for the background retry.
 
-use async_trait::async_trait;
-use flash_core::{Backend, BackendError, Flash, KeySet, MemoryBackend};
+use flash_core::{BackendError, Flash, KeySet, MemoryBackend};
+use flash_test_kit::{Hooked, Op};
 use std::sync::atomic::{AtomicU32, Ordering::SeqCst};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// The in-process cache, refusing its first `failures` invalidations with `error`.
-struct Refusing {
-    inner: MemoryBackend,
-    failures: AtomicU32,
-    error: fn() -> BackendError,
-    attempts: AtomicU32,
-}
-
-#[async_trait]
-impl Backend for Refusing {
-    fn name(&self) -> &'static str {
-        "refusing"
-    }
-    async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, BackendError> {
-        self.inner.get_many(keys).await
-    }
-    async fn set(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), BackendError> {
-        self.inner.set(key, value, ttl).await
-    }
-    async fn add(&self, key: &str, value: &[u8], ttl: Duration) -> Result<bool, BackendError> {
-        self.inner.add(key, value, ttl).await
-    }
-    async fn compare_and_swap(
-        &self,
-        key: &str,
-        expected: &[u8],
-        new: Option<&[u8]>,
-        ttl: Duration,
-    ) -> Result<bool, BackendError> {
-        self.inner.compare_and_swap(key, expected, new, ttl).await
-    }
-    async fn delete(&self, key: &str) -> Result<(), BackendError> {
-        self.inner.delete(key).await
-    }
-    async fn set_many(
-        &self,
-        items: &[(String, Vec<u8>)],
-        ttl: Duration,
-    ) -> Result<(), BackendError> {
-        self.attempts.fetch_add(1, SeqCst);
-        if self
-            .failures
-            .fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1))
-            .is_ok()
-        {
-            return Err((self.error)());
-        }
-        self.inner.set_many(items, ttl).await
-    }
-}
-
+/// The in-process cache, refusing its first `failures` invalidations with
+/// `error`; the invalidations it was asked for, refused or not, are its
+/// `set_many` calls.
 async fn invalidate_with(failures: u32, error: fn() -> BackendError) -> (bool, u32, Flash, KeySet) {
-    let backend = Arc::new(Refusing {
-        inner: MemoryBackend::default(),
-        failures: AtomicU32::new(failures),
-        error,
-        attempts: AtomicU32::new(0),
-    });
+    let failures = AtomicU32::new(failures);
+    let backend = Hooked::new(MemoryBackend::default())
+        .name("refusing")
+        .coalesce_reads(true)
+        .before(move |call| {
+            if call.op == Op::SetMany
+                && failures
+                    .fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1))
+                    .is_ok()
+            {
+                return Err(error());
+            }
+            Ok(())
+        });
+    let backend = Arc::new(backend);
     let flash = Flash::builder()
         .backend_arc(backend.clone())
         .build()
@@ -75,7 +36,8 @@ async fn invalidate_with(failures: u32, error: fn() -> BackendError) -> (bool, u
     let mut keys = KeySet::default();
     keys.unset.insert("flash:i__default__c__1__v0".into());
     let applied = flash.apply_invalidation("m", &keys).await.is_ok();
-    (applied, backend.attempts.load(SeqCst), flash, keys)
+    let attempts = backend.calls(Op::SetMany) as u32;
+    (applied, attempts, flash, keys)
 }
 
 fn refused() -> BackendError {

@@ -1,41 +1,25 @@
 //! Lookups, fills, invalidations and cache errors reach the `metrics` facade.
 
-use async_trait::async_trait;
 use flash_core::{
-    Backend, BackendError, ClassSpec, FetchFn, FieldValue, Flash, KeySet, SourceError,
+    BackendError, ClassSpec, FetchFn, FieldValue, Flash, KeySet, MemoryBackend, SourceError,
 };
+use flash_test_kit::Hooked;
 use metrics_util::debugging::{DebugValue, DebuggingRecorder};
-use std::time::Duration;
 
-/// A cache that is always down.
-struct Down;
+/// A cache that is always down: every call fails before it reaches the store.
+fn down() -> Hooked<MemoryBackend> {
+    Hooked::new(MemoryBackend::default())
+        .name("down")
+        .coalesce_reads(true)
+        .before(|_| Err(BackendError::Unreachable("test".into())))
+}
 
-#[async_trait]
-impl Backend for Down {
-    fn name(&self) -> &'static str {
-        "down"
-    }
-    async fn get_many(&self, _: &[String]) -> Result<Vec<Option<Vec<u8>>>, BackendError> {
-        Err(BackendError::Unreachable("test".into()))
-    }
-    async fn set(&self, _: &str, _: &[u8], _: Duration) -> Result<(), BackendError> {
-        Err(BackendError::Unreachable("test".into()))
-    }
-    async fn add(&self, _: &str, _: &[u8], _: Duration) -> Result<bool, BackendError> {
-        Err(BackendError::Unreachable("test".into()))
-    }
-    async fn compare_and_swap(
-        &self,
-        _: &str,
-        _: &[u8],
-        _: Option<&[u8]>,
-        _: Duration,
-    ) -> Result<bool, BackendError> {
-        Err(BackendError::Unreachable("test".into()))
-    }
-    async fn delete(&self, _: &str) -> Result<(), BackendError> {
-        Err(BackendError::Unreachable("test".into()))
-    }
+/// The in-process store with a 10-byte item limit.
+fn tiny() -> Hooked<MemoryBackend> {
+    Hooked::new(MemoryBackend::default())
+        .name("tiny")
+        .max_value_size(10)
+        .coalesce_reads(true)
 }
 
 fn title() -> FetchFn<
@@ -71,7 +55,7 @@ async fn counters_reach_the_metrics_facade() {
         .insert(flash.key_of(&class, &["a".into()]).unwrap());
     flash.apply_invalidation("event", &keys).await.unwrap();
 
-    let down = flash_core::resilient::ResilientBackend::builder(Down)
+    let down = flash_core::resilient::ResilientBackend::builder(down())
         .failure_threshold(1)
         .build();
     let mut down = Flash::builder().backend(down);
@@ -89,7 +73,7 @@ async fn counters_reach_the_metrics_facade() {
     );
 
     // A value over the backend's item limit is served, not cached, and counted.
-    let mut tiny = Flash::builder().backend(Tiny(flash_core::MemoryBackend::default()));
+    let mut tiny = Flash::builder().backend(tiny());
     let c3 = tiny
         .register::<String>(
             ClassSpec::instance("MetricTitleTiny", "event", &["slug"]),
@@ -134,38 +118,4 @@ async fn counters_reach_the_metrics_facade() {
         breaker_open,
         "the breaker of the dead cache is reported open"
     );
-}
-
-/// The in-process store with a 10-byte item limit.
-struct Tiny(flash_core::MemoryBackend);
-
-#[async_trait]
-impl Backend for Tiny {
-    fn name(&self) -> &'static str {
-        "tiny"
-    }
-    async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, BackendError> {
-        self.0.get_many(keys).await
-    }
-    async fn set(&self, k: &str, v: &[u8], t: Duration) -> Result<(), BackendError> {
-        self.0.set(k, v, t).await
-    }
-    async fn add(&self, k: &str, v: &[u8], t: Duration) -> Result<bool, BackendError> {
-        self.0.add(k, v, t).await
-    }
-    async fn compare_and_swap(
-        &self,
-        k: &str,
-        e: &[u8],
-        n: Option<&[u8]>,
-        t: Duration,
-    ) -> Result<bool, BackendError> {
-        self.0.compare_and_swap(k, e, n, t).await
-    }
-    async fn delete(&self, k: &str) -> Result<(), BackendError> {
-        self.0.delete(k).await
-    }
-    fn max_value_size(&self) -> usize {
-        10
-    }
 }

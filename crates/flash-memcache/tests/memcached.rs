@@ -39,7 +39,7 @@ async fn conformance() {
         b.server_addrs().len() >= 2,
         "the suite is meant to run against several servers"
     );
-    flash_core::conformance::run_all(&b, &namespace("conf"), 900 * 1024).await;
+    flash_test_kit::conformance::run_all(&b, &namespace("conf"), 900 * 1024).await;
 }
 
 #[tokio::test]

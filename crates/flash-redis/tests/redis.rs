@@ -55,14 +55,14 @@ async fn cluster() -> Option<RedisClusterBackend> {
 #[tokio::test]
 async fn conformance_standalone() {
     let Some(b) = standalone().await else { return };
-    flash_core::conformance::run_all(&b, &namespace("std"), 4 * 1024 * 1024).await;
+    flash_test_kit::conformance::run_all(&b, &namespace("std"), 4 * 1024 * 1024).await;
 }
 
 #[tokio::test]
 async fn conformance_cluster() {
     let _serial = CLUSTER_LOCK.lock().await;
     let Some(b) = cluster().await else { return };
-    flash_core::conformance::run_all(&b, &namespace("cluster"), 4 * 1024 * 1024).await;
+    flash_test_kit::conformance::run_all(&b, &namespace("cluster"), 4 * 1024 * 1024).await;
 }
 
 async fn hundred_keys_in_order<B: Backend>(b: &B, ns: &str) -> Vec<String> {

@@ -5,21 +5,27 @@
 //! memcached, Redis or an in-process store, falls back to the database on a
 //! miss, and invalidates exactly the affected keys when data changes.
 //!
-//! This crate is the facade: it re-exports [`flash_core`] and
-//! [`flash_sea_orm`], configures backends from URLs ([`config`]), and holds
-//! the demo models and walkthrough ([`demo`]) used by the `flash` binary, the
-//! tests and the benchmarks.
+//! This crate (package `flash-cache`, library `flash`) is the facade: one
+//! dependency, with the database drivers and cache servers as features. It
+//! re-exports, by name, what a service uses from [`flash_core`] (cache classes,
+//! the [`Flash`] handle, backends, errors, outcomes) and from
+//! [`flash_sea_orm`] ([`Registrar`], [`CacheMeta`], [`FlashDb`], lookups), and
+//! configures databases and backends from URLs ([`config`]). The rest of the
+//! core stays reachable as [`core`], the SeaORM adapter as [`sea_orm_adapter`].
+//!
+//! The `flash` command (demo, stress test, benchmarks) is the `flash-cli`
+//! package; the models below come from `flash-test-kit`, a dev-dependency.
 //!
 //! Every feature of the manual, on SQLite and the in-process cache:
 //!
 //! ```
-//! use flash::demo::entities::{event, participation, user};
+//! use flash_test_kit::entities::{event, participation, user}; // your SeaORM entities
 //! use flash::{by, durations::CACHE_TIME_DAY, CacheMeta, Changes, Invalidation, Outcome, Registrar};
 //! use sea_orm::{ColumnTrait, Condition, Set};
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let db = flash::config::connect_database("sqlite::memory:").await?;
-//! flash::demo::schema::create_tables(&db).await?;
+//! flash_test_kit::schema::create_tables(&db).await?; // your migrations
 //!
 //! // Declarations (the manual's CacheMeta), checked when built.
 //! let mut reg = Registrar::new(db).configure(|b| b.prefix("doc:"));
@@ -37,7 +43,7 @@
 //!         .cached_fk::<event::Entity>(participation::Column::EventId), // Cached foreign key
 //! )?;
 //! // A class of one's own (any serde value), DYNAMIC with an allowtime.
-//! let in_city = reg.custom(flash::demo::EventsInCity { allowtime: std::time::Duration::from_secs(30) })?;
+//! let in_city = reg.custom(flash_test_kit::EventsInCity { allowtime: std::time::Duration::from_secs(30) })?;
 //! let fdb = reg.build().await?;
 //!
 //! // Writes through flash invalidate what they change.
@@ -100,13 +106,40 @@
 //! # Ok(()) }
 //! ```
 
-pub mod bench;
-pub mod config;
-pub mod demo;
-pub mod stress;
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
-pub use flash_core::{self as core, *};
-pub use flash_sea_orm::{
-    self as sea_orm_adapter, by, CacheMeta, Changes, CustomCache, FlashDb, FlashTxn, Lookup,
-    ModelCache, Registrar, Request, RequestCache,
+pub mod config;
+
+pub use flash_core as core;
+pub use flash_sea_orm as sea_orm_adapter;
+
+// The core: declaring classes, the handle, what lookups answer, backends.
+pub use flash_core::{
+    durations, Backend, BackendError, Batch, BatchMode, BatchResults, CacheKind, CacheValue, Class,
+    ClassSpec, Error, Fetch, FetchFn, FieldValue, Flash, FlashBuilder, FlashEvent, Handle,
+    Invalidation, MemoryBackend, NoVersionStore, Outcome, Query, Record, RegistryError, Scope,
+    Settings, SourceError, Stats, StatsSnapshot, VersionStore,
 };
+
+/// The timeout and circuit breaker [`config::cache_backend`] puts around a
+/// cache server.
+pub use flash_core::resilient::ResilientBackend;
+
+// The SeaORM adapter: declarations per entity, lookups, invalidating writes.
+pub use flash_sea_orm::{
+    by, CacheMeta, Changes, CustomCache, FlashDb, FlashTxn, Lookup, ModelCache, OutboxSettings,
+    Registrar, Request, RequestCache,
+};
+
+// Cache servers, one feature each (or by URL: [`config::cache_backend`]).
+#[cfg(feature = "memcache")]
+#[cfg_attr(docsrs, doc(cfg(feature = "memcache")))]
+pub use flash_memcache::MemcacheBackend;
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub use flash_redis::{RedisBackend, RedisClusterBackend};
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+pub struct ReadmeDoctests;

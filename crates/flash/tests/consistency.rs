@@ -7,9 +7,10 @@ mod common;
 
 use async_trait::async_trait;
 use common::*;
-use flash::demo::entities::event;
-use flash_core::{Backend, BackendError, ClassSpec, FieldValue, Outcome};
+use flash_core::{Backend, BackendError, ClassSpec, FieldValue, MemoryBackend, Outcome};
 use flash_sea_orm::{by, CustomCache, Registrar};
+use flash_test_kit::entities::event;
+use flash_test_kit::{Hooked, Op};
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, Set,
 };
@@ -123,69 +124,24 @@ async fn without_leases_the_race_leaves_a_stale_value() {
     );
 }
 
-/// An in-process cache with faults to switch on: invalidations refused (a
-/// cache unreachable or refusing writes while reads still work), and slow,
-/// counted reads (to cancel a lookup mid-read, or count shared reads).
-struct Faulty {
-    inner: Arc<dyn Backend>,
-    fail: AtomicBool,
-    read_delay: Duration,
-    reads: std::sync::atomic::AtomicU64,
-}
-
-impl Faulty {
-    fn new() -> Self {
-        Faulty {
-            inner: Arc::new(flash_core::MemoryBackend::default()),
-            fail: AtomicBool::new(false),
-            read_delay: Duration::ZERO,
-            reads: Default::default(),
-        }
-    }
-    fn slow_reads() -> Self {
-        Faulty {
-            read_delay: Duration::from_millis(50),
-            ..Self::new()
-        }
-    }
-}
-
-#[async_trait]
-impl Backend for Faulty {
-    fn name(&self) -> &'static str {
-        "faulty"
-    }
-    async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, BackendError> {
-        self.reads.fetch_add(1, Ordering::SeqCst);
-        if !self.read_delay.is_zero() {
-            tokio::time::sleep(self.read_delay).await;
-        }
-        self.inner.get_many(keys).await
-    }
-    async fn set(&self, k: &str, v: &[u8], t: Duration) -> Result<(), BackendError> {
-        self.inner.set(k, v, t).await
-    }
-    async fn add(&self, k: &str, v: &[u8], t: Duration) -> Result<bool, BackendError> {
-        self.inner.add(k, v, t).await
-    }
-    async fn compare_and_swap(
-        &self,
-        k: &str,
-        e: &[u8],
-        n: Option<&[u8]>,
-        t: Duration,
-    ) -> Result<bool, BackendError> {
-        self.inner.compare_and_swap(k, e, n, t).await
-    }
-    async fn delete(&self, k: &str) -> Result<(), BackendError> {
-        self.inner.delete(k).await
-    }
-    async fn set_many(&self, items: &[(String, Vec<u8>)], t: Duration) -> Result<(), BackendError> {
-        if self.fail.load(Ordering::SeqCst) {
-            return Err(BackendError::Unreachable("test: invalidation fails".into()));
-        }
-        self.inner.set_many(items, t).await
-    }
+/// An in-process cache with faults to switch on: invalidations (`set_many`)
+/// refused while `fail` is set (a cache unreachable or refusing writes while
+/// reads still work), and reads slowed by `read_delay` (to cancel a lookup
+/// mid-read) and counted (`calls(Op::GetMany)`, to count shared reads).
+fn faulty(read_delay: Duration) -> (Arc<Hooked<MemoryBackend>>, Arc<AtomicBool>) {
+    let fail = Arc::new(AtomicBool::new(false));
+    let failing = fail.clone();
+    let backend = Hooked::new(MemoryBackend::default())
+        .name("faulty")
+        .coalesce_reads(true)
+        .delay(Op::GetMany, read_delay)
+        .before(move |call| {
+            if call.op == Op::SetMany && failing.load(Ordering::SeqCst) {
+                return Err(BackendError::Unreachable("test: invalidation fails".into()));
+            }
+            Ok(())
+        });
+    (Arc::new(backend), fail)
 }
 
 async fn outbox_count(db: &DatabaseConnection) -> i64 {
@@ -204,15 +160,15 @@ async fn outbox_count(db: &DatabaseConnection) -> i64 {
 async fn the_outbox_repairs_an_invalidation_lost_with_its_process() {
     let queries = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let db = fresh_db(queries).await;
-    flash::demo::schema::create_tables(&db).await.unwrap();
-    let backend = Arc::new(Faulty::new());
+    flash_test_kit::schema::create_tables(&db).await.unwrap();
+    let (backend, fail) = faulty(Duration::ZERO);
     let handle = |outbox: bool| {
         let (db, b): (DatabaseConnection, Arc<dyn Backend>) = (db.clone(), backend.clone());
         async move {
             let mut reg = Registrar::new(db)
                 .configure(|x| x.backend_arc(b))
                 .outbox(outbox);
-            flash::demo::declare(&mut reg, Duration::from_secs(60)).unwrap();
+            flash_test_kit::declare(&mut reg, Duration::from_secs(60)).unwrap();
             reg.build().await.unwrap()
         }
     };
@@ -233,7 +189,7 @@ async fn the_outbox_repairs_an_invalidation_lost_with_its_process() {
     };
     assert_eq!(seen(&observer).await, "Title of ob");
 
-    backend.fail.store(true, Ordering::SeqCst);
+    fail.store(true, Ordering::SeqCst);
     writer
         .update(event::ActiveModel {
             id: Set(e.id),
@@ -273,7 +229,7 @@ async fn the_outbox_repairs_an_invalidation_lost_with_its_process() {
 
     // The writer dies with its in-memory retry queue; the cache comes back.
     drop(writer);
-    backend.fail.store(false, Ordering::SeqCst);
+    fail.store(false, Ordering::SeqCst);
     tokio::time::sleep(Duration::from_millis(400)).await;
     assert_eq!(
         seen(&observer).await,
@@ -291,8 +247,8 @@ async fn the_outbox_repairs_an_invalidation_lost_with_its_process() {
 async fn the_outbox_drain_task_runs_by_itself_and_applied_rows_go() {
     let queries = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let db = fresh_db(queries).await;
-    flash::demo::schema::create_tables(&db).await.unwrap();
-    let backend = Arc::new(Faulty::new());
+    flash_test_kit::schema::create_tables(&db).await.unwrap();
+    let (backend, fail) = faulty(Duration::ZERO);
     let b2: Arc<dyn Backend> = backend.clone();
     let settings = flash_sea_orm::OutboxSettings {
         interval: Duration::from_millis(100),
@@ -302,12 +258,12 @@ async fn the_outbox_drain_task_runs_by_itself_and_applied_rows_go() {
         .configure(|b| b.backend_arc(b2))
         .outbox(true)
         .outbox_settings(settings);
-    flash::demo::declare(&mut reg, Duration::from_secs(60)).unwrap();
+    flash_test_kit::declare(&mut reg, Duration::from_secs(60)).unwrap();
     let fdb = reg.build().await.unwrap();
     let e = add_event(&fdb, "bg", "Oslo").await;
     let events = fdb.cache::<event::Entity>();
     events.get(by(event::Column::Slug, "bg")).await.unwrap();
-    backend.fail.store(true, Ordering::SeqCst);
+    fail.store(true, Ordering::SeqCst);
     fdb.update(event::ActiveModel {
         id: Set(e.id),
         title: Set("later".into()),
@@ -315,7 +271,7 @@ async fn the_outbox_drain_task_runs_by_itself_and_applied_rows_go() {
     })
     .await
     .unwrap();
-    backend.fail.store(false, Ordering::SeqCst);
+    fail.store(false, Ordering::SeqCst);
     let mut repaired = false;
     for _ in 0..50 {
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -355,12 +311,12 @@ async fn a_version_bump_reaches_another_process_within_the_refresh_interval() {
     // Two handles on one database, as two processes would have.
     let queries = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let db = fresh_db(queries).await;
-    flash::demo::schema::create_tables(&db).await.unwrap();
+    flash_test_kit::schema::create_tables(&db).await.unwrap();
     let refresh = Duration::from_millis(200);
     let mut handles = Vec::new();
     for _ in 0..2 {
         let mut reg = Registrar::new(db.clone()).configure(|b| b.version_refresh(refresh));
-        flash::demo::declare(&mut reg, Duration::from_secs(60)).unwrap();
+        flash_test_kit::declare(&mut reg, Duration::from_secs(60)).unwrap();
         handles.push(reg.build().await.unwrap());
     }
     let (a, b) = (&handles[0], &handles[1]);
@@ -380,18 +336,18 @@ async fn a_refused_invalidation_is_never_served_and_is_retried_until_taken() {
     // server behind an open breaker), and no outbox (SQLite's default).
     let queries = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let db = fresh_db(queries).await;
-    flash::demo::schema::create_tables(&db).await.unwrap();
-    let backend = Arc::new(Faulty::new());
+    flash_test_kit::schema::create_tables(&db).await.unwrap();
+    let (backend, fail) = faulty(Duration::ZERO);
     let b2: Arc<dyn Backend> = backend.clone();
     let mut reg = Registrar::new(db.clone())
         .configure(|b| b.backend_arc(b2))
         .outbox(false);
-    flash::demo::declare(&mut reg, Duration::from_secs(60)).unwrap();
+    flash_test_kit::declare(&mut reg, Duration::from_secs(60)).unwrap();
     let fdb = reg.build().await.unwrap();
     let e = add_event(&fdb, "hang", "Oslo").await;
     let events = fdb.cache::<event::Entity>();
     events.get(by(event::Column::Slug, "hang")).await.unwrap();
-    backend.fail.store(true, Ordering::SeqCst);
+    fail.store(true, Ordering::SeqCst);
     fdb.update(event::ActiveModel {
         id: Set(e.id),
         title: Set("fresh".into()),
@@ -408,7 +364,7 @@ async fn a_refused_invalidation_is_never_served_and_is_retried_until_taken() {
         (row.unwrap().title.as_str(), o),
         ("fresh", Outcome::Degraded)
     );
-    backend.fail.store(false, Ordering::SeqCst);
+    fail.store(false, Ordering::SeqCst);
     let start = std::time::Instant::now();
     loop {
         let (row, o) = events
@@ -429,7 +385,8 @@ async fn a_refused_invalidation_is_never_served_and_is_retried_until_taken() {
 
 #[tokio::test]
 async fn a_lookup_cancelled_mid_read_does_not_wedge_its_key() {
-    let backend: Arc<dyn Backend> = Arc::new(Faulty::slow_reads());
+    let (slow, _) = faulty(Duration::from_millis(50));
+    let backend: Arc<dyn Backend> = slow;
     let (h, _) = harness_on(backend, |b| b, |_| ()).await;
     let e = add_event(&h.fdb, "cancel", "Oslo").await;
     let fdb = h.fdb.clone();
@@ -462,7 +419,7 @@ async fn a_lookup_cancelled_mid_read_does_not_wedge_its_key() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_burst_of_lookups_shares_its_cache_reads() {
-    let slow = Arc::new(Faulty::slow_reads());
+    let (slow, _) = faulty(Duration::from_millis(50));
     let backend: Arc<dyn Backend> = slow.clone();
     let (h, _) = harness_on(backend, |b| b, |_| ()).await;
     let e = add_event(&h.fdb, "burst", "Oslo").await;
@@ -471,7 +428,7 @@ async fn a_burst_of_lookups_shares_its_cache_reads() {
         .get(by(event::Column::Id, e.id))
         .await
         .unwrap();
-    let before = slow.reads.load(Ordering::SeqCst);
+    let before = slow.calls(Op::GetMany);
     let tasks: Vec<_> = (0..500)
         .map(|_| {
             let fdb = h.fdb.clone();
@@ -487,6 +444,6 @@ async fn a_burst_of_lookups_shares_its_cache_reads() {
         let (row, o) = t.await.unwrap();
         assert_eq!((row.map(|r| r.id), o), (Some(e.id), Outcome::Hit));
     }
-    let reads = slow.reads.load(Ordering::SeqCst) - before;
+    let reads = slow.calls(Op::GetMany) - before;
     assert!(reads <= 10, "500 concurrent hits cost {reads} cache reads");
 }

@@ -13,6 +13,7 @@ use common::*;
 use flash_core::codec::{encode_entry, encode_payload, Entry};
 use flash_core::{Backend, BackendError, Class, ClassSpec, FieldValue, MemoryBackend, Outcome};
 use flash_sea_orm::CustomCache;
+use flash_test_kit::Hooked;
 use rand::{rngs::StdRng, RngCore, SeedableRng};
 use sea_orm::{DatabaseConnection, DbErr};
 use std::sync::Arc;
@@ -72,57 +73,20 @@ fn packed(name: &str) -> SizedBlob {
 /// The in-process backend with a small item limit, refusing larger values the
 /// way memcached's backend does (so that a value slipping past flash's own
 /// size check would show up as an error and a stuck lease).
-struct SmallLimit {
-    inner: MemoryBackend,
-    limit: usize,
-}
-
-impl SmallLimit {
-    fn check(&self, v: &[u8]) -> Result<(), BackendError> {
-        if v.len() > self.limit {
-            return Err(BackendError::TooLarge {
-                size: v.len(),
-                limit: self.limit,
-            });
-        }
-        Ok(())
-    }
-}
-
-#[async_trait]
-impl Backend for SmallLimit {
-    fn name(&self) -> &'static str {
-        "small-limit"
-    }
-    async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, BackendError> {
-        self.inner.get_many(keys).await
-    }
-    async fn set(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), BackendError> {
-        self.check(value)?;
-        self.inner.set(key, value, ttl).await
-    }
-    async fn add(&self, key: &str, value: &[u8], ttl: Duration) -> Result<bool, BackendError> {
-        self.check(value)?;
-        self.inner.add(key, value, ttl).await
-    }
-    async fn compare_and_swap(
-        &self,
-        key: &str,
-        expected: &[u8],
-        new: Option<&[u8]>,
-        ttl: Duration,
-    ) -> Result<bool, BackendError> {
-        if let Some(v) = new {
-            self.check(v)?;
-        }
-        self.inner.compare_and_swap(key, expected, new, ttl).await
-    }
-    async fn delete(&self, key: &str) -> Result<(), BackendError> {
-        self.inner.delete(key).await
-    }
-    fn max_value_size(&self) -> usize {
-        self.limit
-    }
+fn small_limit(limit: usize) -> Hooked<MemoryBackend> {
+    Hooked::new(MemoryBackend::default())
+        .name("small-limit")
+        .max_value_size(limit)
+        .coalesce_reads(true)
+        .before(
+            move |call| match call.values.iter().find(|v| v.len() > limit) {
+                Some(v) => Err(BackendError::TooLarge {
+                    size: v.len(),
+                    limit,
+                }),
+                None => Ok(()),
+            },
+        )
 }
 
 /// Long enough that waiting on a stuck lease cannot pass for the time a
@@ -132,7 +96,7 @@ const LONG_LEASE_WAIT: Duration = Duration::from_secs(5);
 /// The raw bytes the backend holds under `key`.
 async fn raw(h: &Harness, key: &str) -> Option<Vec<u8>> {
     h.backend
-        .inner
+        .inner()
         .get_many(&[key.to_owned()])
         .await
         .expect("raw read")[0]
@@ -286,10 +250,7 @@ async fn compress_above_stores_a_compressed_payload() {
 #[tokio::test]
 async fn over_the_item_limit_is_served_not_cached_in_process() {
     let limit = 64 * 1024;
-    let backend = Arc::new(SmallLimit {
-        inner: MemoryBackend::default(),
-        limit,
-    });
+    let backend = Arc::new(small_limit(limit));
     let (h, (big, packed)) = harness_on(
         backend,
         |b| b.lease_wait(LONG_LEASE_WAIT),

@@ -11,12 +11,12 @@
 
 mod common;
 
-use async_trait::async_trait;
 use common::*;
 use flash::config::cache_backend;
-use flash::demo::entities::event;
 use flash_core::{Backend, BackendError, Error, Outcome};
 use flash_sea_orm::{by, FlashDb};
+use flash_test_kit::entities::event;
+use flash_test_kit::{Hooked, Op};
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use sea_orm::{ConnectionTrait, DatabaseConnection, EntityTrait, Set};
 use std::future::Future;
@@ -47,78 +47,42 @@ const RESTARTED: u8 = 2;
 /// `ResilientBackend` returned by `cache_backend`, which cannot be downcast.
 /// Invalidations (`set_many`) are counted apart: the breaker lets every one
 /// through, on purpose.
+#[derive(Default)]
 struct ErrorKinds {
-    inner: Arc<dyn Backend>,
     circuit_open: AtomicU64,
     failed: AtomicU64,
     invalidations_failed: AtomicU64,
 }
 
 impl ErrorKinds {
-    fn new(inner: Arc<dyn Backend>) -> Arc<Self> {
-        Arc::new(ErrorKinds {
-            inner,
-            circuit_open: AtomicU64::new(0),
-            failed: AtomicU64::new(0),
-            invalidations_failed: AtomicU64::new(0),
-        })
+    /// `inner`, with its errors sorted into the returned counts.
+    fn new(inner: Arc<dyn Backend>) -> (Arc<Hooked<Arc<dyn Backend>>>, Arc<Self>) {
+        let kinds = Arc::new(ErrorKinds::default());
+        let k = kinds.clone();
+        let backend = Hooked::new(inner)
+            .coalesce_reads(true)
+            .after(move |op, r| k.note(op, r));
+        (Arc::new(backend), kinds)
     }
-    fn note<T>(&self, r: Result<T, BackendError>) -> Result<T, BackendError> {
-        match &r {
+    fn note(&self, op: Op, r: Result<(), &BackendError>) {
+        if op == Op::SetMany {
+            assert!(
+                !matches!(r, Err(BackendError::CircuitOpen)),
+                "the breaker refused an invalidation"
+            );
+            if r.is_err() {
+                self.invalidations_failed.fetch_add(1, SeqCst);
+            }
+            return;
+        }
+        match r {
             Err(BackendError::CircuitOpen) => self.circuit_open.fetch_add(1, SeqCst),
             Err(_) => self.failed.fetch_add(1, SeqCst),
-            Ok(_) => 0,
+            Ok(()) => 0,
         };
-        r
     }
     fn counts(&self) -> (u64, u64) {
         (self.circuit_open.load(SeqCst), self.failed.load(SeqCst))
-    }
-}
-
-#[async_trait]
-impl Backend for ErrorKinds {
-    fn name(&self) -> &'static str {
-        self.inner.name()
-    }
-    async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, BackendError> {
-        self.note(self.inner.get_many(keys).await)
-    }
-    async fn set(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), BackendError> {
-        self.note(self.inner.set(key, value, ttl).await)
-    }
-    async fn add(&self, key: &str, value: &[u8], ttl: Duration) -> Result<bool, BackendError> {
-        self.note(self.inner.add(key, value, ttl).await)
-    }
-    async fn compare_and_swap(
-        &self,
-        key: &str,
-        expected: &[u8],
-        new: Option<&[u8]>,
-        ttl: Duration,
-    ) -> Result<bool, BackendError> {
-        self.note(self.inner.compare_and_swap(key, expected, new, ttl).await)
-    }
-    async fn delete(&self, key: &str) -> Result<(), BackendError> {
-        self.note(self.inner.delete(key).await)
-    }
-    async fn set_many(
-        &self,
-        items: &[(String, Vec<u8>)],
-        ttl: Duration,
-    ) -> Result<(), BackendError> {
-        let r = self.inner.set_many(items, ttl).await;
-        assert!(
-            !matches!(r, Err(BackendError::CircuitOpen)),
-            "the breaker refused an invalidation"
-        );
-        if r.is_err() {
-            self.invalidations_failed.fetch_add(1, SeqCst);
-        }
-        r
-    }
-    fn max_value_size(&self) -> usize {
-        self.inner.max_value_size()
     }
 }
 
@@ -288,8 +252,8 @@ async fn outage_mid_traffic(kind: ServerKind, test: &str) {
     let backend = cache_backend(&server.url())
         .await
         .unwrap_or_else(|e| panic!("cache_backend({}): {e}", server.url()));
-    let errors = ErrorKinds::new(backend);
-    let (h, _) = harness_on(errors.clone(), |b| b, |_| ()).await;
+    let (hooked, errors) = ErrorKinds::new(backend);
+    let (h, _) = harness_on(hooked, |b| b, |_| ()).await;
     readers_do_not_wait_for_writers(&h.db).await;
     let fdb = h.fdb.clone();
     let stats = || fdb.flash().stats().snapshot();
@@ -465,8 +429,8 @@ async fn memcached_killed_mid_traffic_degrades_to_the_database_and_recovers() {
 /// correctly and quickly, writes succeed, and the breaker keeps the dead
 /// server from being asked over and over.
 async fn down_from_the_start(backend: Arc<dyn Backend>, test: &str) {
-    let errors = ErrorKinds::new(backend);
-    let (h, _) = harness_on(errors.clone(), |b| b, |_| ()).await;
+    let (hooked, errors) = ErrorKinds::new(backend);
+    let (h, _) = harness_on(hooked, |b| b, |_| ()).await;
     let events = h.fdb.cache::<event::Entity>();
     let mut rows = Vec::new();
     for i in 0..5 {
@@ -567,9 +531,9 @@ async fn restart_with_breakers_out_of_step(kind: ServerKind, test: &str) {
             .build(),
         ),
     };
-    let writer_errors = ErrorKinds::new(raw);
+    let (writer_backend, writer_errors) = ErrorKinds::new(raw);
     let db = fresh_db(Arc::new(AtomicU64::new(0))).await;
-    flash::demo::schema::create_tables(&db).await.unwrap();
+    flash_test_kit::schema::create_tables(&db).await.unwrap();
     let prefix = unique("t") + ":";
     let handle = |backend: Arc<dyn Backend>| {
         let (db, prefix) = (db.clone(), prefix.clone());
@@ -579,11 +543,11 @@ async fn restart_with_breakers_out_of_step(kind: ServerKind, test: &str) {
             let mut reg = flash_sea_orm::Registrar::new(db)
                 .configure(|b| b.backend_arc(backend).prefix(prefix))
                 .outbox(false);
-            flash::demo::declare(&mut reg, Duration::from_secs(60)).unwrap();
+            flash_test_kit::declare(&mut reg, Duration::from_secs(60)).unwrap();
             reg.build().await.unwrap()
         }
     };
-    let writer = handle(writer_errors.clone()).await;
+    let writer = handle(writer_backend).await;
     let reader = handle(cache_backend(&url).await.unwrap()).await;
     let e = add_event(&writer, "restart", "Oslo").await;
     let slug = || by(event::Column::Slug, "restart");

@@ -4,10 +4,11 @@
 mod common;
 
 use common::*;
-use flash::demo::entities::{event, participation, user};
 use flash_core::durations::{CACHE_TIME_DAY, CACHE_TIME_WEEK};
 use flash_core::{ClassSpec, Error, Invalidation, Outcome, RegistryError};
 use flash_sea_orm::{by, CacheMeta, Changes, Registrar};
+use flash_test_kit::entities::{event, participation, user};
+use flash_test_kit::Op;
 use sea_orm::{ColumnTrait, Condition, Set};
 use std::time::Duration;
 
@@ -610,7 +611,7 @@ async fn invalidation_dynamic_keeps_the_value_and_refreshes_on_read() {
     let key = f.key_of(&dynamic, &["dyn".into()]).unwrap();
     let raw = h
         .backend
-        .inner
+        .inner()
         .get_many(&[key.clone(), format!("{key}__stale")])
         .await
         .unwrap();
@@ -826,7 +827,7 @@ async fn bypass_reads_the_database_and_writes_nothing_to_the_cache() {
     let (h, _) = harness_with(|b| b.bypass(true), |_| ()).await;
     let e = add_event(&h.fdb, "by", "Oslo").await;
     let events = h.fdb.cache::<event::Entity>();
-    let writes = h.backend.writes.load(std::sync::atomic::Ordering::SeqCst);
+    let writes = h.backend.writes();
     h.take_queries();
     for _ in 0..3 {
         assert_eq!(
@@ -839,18 +840,8 @@ async fn bypass_reads_the_database_and_writes_nothing_to_the_cache() {
         );
     }
     assert_eq!(h.take_queries(), 3);
-    assert_eq!(
-        h.backend.writes.load(std::sync::atomic::Ordering::SeqCst),
-        writes,
-        "no cache writes"
-    );
-    assert_eq!(
-        h.backend
-            .get_many_calls
-            .load(std::sync::atomic::Ordering::SeqCst),
-        0,
-        "no cache reads"
-    );
+    assert_eq!(h.backend.writes(), writes, "no cache writes");
+    assert_eq!(h.backend.calls(Op::GetMany), 0, "no cache reads");
     h.fdb.flash().set_bypass(false);
     assert_eq!(
         events
@@ -888,7 +879,7 @@ async fn corrupt_cache_bytes_are_a_miss_and_get_refilled() {
     let good = {
         events.get(by(event::Column::Id, e.id)).await.unwrap();
         h.backend
-            .inner
+            .inner()
             .get_many(std::slice::from_ref(&key))
             .await
             .unwrap()[0]
@@ -913,7 +904,7 @@ async fn corrupt_cache_bytes_are_a_miss_and_get_refilled() {
     ];
     for bytes in garbage {
         h.backend
-            .inner
+            .inner()
             .set(&key, &bytes, Duration::from_secs(60))
             .await
             .unwrap();
@@ -970,11 +961,7 @@ async fn batch_resolves_many_classes_in_one_round_trip() {
             r.take_with_outcome(hc).unwrap(),
         )
     };
-    let calls = || {
-        h.backend
-            .get_many_calls
-            .load(std::sync::atomic::Ordering::SeqCst)
-    };
+    let calls = || h.backend.calls(Op::GetMany);
     let first = run().await;
     assert_eq!(first.0 .1, Outcome::Miss);
     let before = calls();
@@ -1162,54 +1149,6 @@ async fn concurrent_misses_on_one_key_fetch_once() {
 }
 
 #[tokio::test]
-async fn bump_version_command_is_seen_by_a_running_process() {
-    if !flash::config::database_url().starts_with("postgres")
-        && !flash::config::database_url().starts_with("mysql")
-    {
-        // The command connects on its own; an in-memory SQLite database is
-        // private to this process, so run it against a file.
-        let dir = std::env::temp_dir().join(unique("flash_cli") + ".db");
-        let url = format!("sqlite://{}?mode=rwc", dir.display());
-        return bump_via_cli(&url).await;
-    }
-    bump_via_cli(&flash::config::database_url()).await;
-}
-
-/// The handle the command's own would be: the demo's namespace of `url`.
-async fn demo_db(url: &str) -> sea_orm::DatabaseConnection {
-    if url.starts_with("postgres") || url.starts_with("mysql") {
-        flash::config::connect_namespace(url, flash::demo::DEMO_NAMESPACE, true, 4)
-            .await
-            .unwrap()
-    } else {
-        flash::config::connect_database(url).await.unwrap()
-    }
-}
-
-async fn bump_via_cli(url: &str) {
-    let db = demo_db(url).await;
-    flash::demo::schema::create_tables(&db).await.unwrap();
-    let mut reg = Registrar::new(db);
-    flash::demo::declare(&mut reg, Duration::from_secs(60)).unwrap();
-    let fdb = reg.build().await.unwrap();
-    let before = fdb.flash().dynamic_version("event_by_slug");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_flash"))
-        .args(["bump-version", "--model", "event"])
-        .env("DATABASE_URL", url)
-        .env("FLASH_CACHE_URL", "memory://")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("event_by_slug"));
-    fdb.flash().reload_versions().await.unwrap();
-    assert_eq!(fdb.flash().dynamic_version("event_by_slug"), before + 1);
-}
-
-#[tokio::test]
 async fn the_observer_sees_every_lookup_and_invalidation() {
     use std::sync::{Arc, Mutex};
     let seen: Arc<Mutex<Vec<String>>> = Arc::default();
@@ -1271,7 +1210,7 @@ async fn updating_a_missing_row_is_a_typed_error_and_writes_nothing() {
     let mut reg = Registrar::new(h.db.clone())
         .configure(|b| b.prefix(common::unique("t") + ":"))
         .outbox(true);
-    flash::demo::declare(&mut reg, Duration::from_secs(60)).unwrap();
+    flash_test_kit::declare(&mut reg, Duration::from_secs(60)).unwrap();
     let with_outbox = reg.build().await.unwrap();
     let missing = e.id + 1000;
     for fdb in [&h.fdb, &with_outbox] {
@@ -1379,9 +1318,7 @@ async fn exists_cache_is_cached_and_flips_with_writes() {
 }
 
 fn get_many_calls(h: &Harness) -> u64 {
-    h.backend
-        .get_many_calls
-        .load(std::sync::atomic::Ordering::SeqCst)
+    h.backend.calls(Op::GetMany)
 }
 
 /// The original's async lookups (DataLoader-style): lookups started together

@@ -5,10 +5,10 @@
 
 use async_trait::async_trait;
 use flash::config::{cache_backend, cache_url, database_url};
-use flash::demo::entities::{event, participation, user};
-use flash::demo::{declare, schema, DemoClasses};
-use flash_core::{Backend, BackendError, ClassSpec, FieldValue, FlashBuilder};
+use flash_core::{Backend, ClassSpec, FieldValue, FlashBuilder};
 use flash_sea_orm::{CustomCache, FlashDb, Registrar};
+use flash_test_kit::entities::{event, participation, user};
+use flash_test_kit::{declare, schema, DemoClasses, Hooked};
 use sea_orm::{ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, Set};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -57,62 +57,12 @@ impl CustomCache for TitleBySlug {
     }
 }
 
-/// Counts backend calls, to show round trips.
-pub struct Counting {
-    pub inner: Arc<dyn Backend>,
-    pub get_many_calls: AtomicU64,
-    pub writes: AtomicU64,
-}
-
-#[async_trait]
-impl Backend for Counting {
-    fn name(&self) -> &'static str {
-        "counting"
-    }
-    async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, BackendError> {
-        self.get_many_calls.fetch_add(1, Ordering::SeqCst);
-        self.inner.get_many(keys).await
-    }
-    async fn set(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), BackendError> {
-        self.writes.fetch_add(1, Ordering::SeqCst);
-        self.inner.set(key, value, ttl).await
-    }
-    async fn add(&self, key: &str, value: &[u8], ttl: Duration) -> Result<bool, BackendError> {
-        self.writes.fetch_add(1, Ordering::SeqCst);
-        self.inner.add(key, value, ttl).await
-    }
-    async fn compare_and_swap(
-        &self,
-        key: &str,
-        expected: &[u8],
-        new: Option<&[u8]>,
-        ttl: Duration,
-    ) -> Result<bool, BackendError> {
-        self.writes.fetch_add(1, Ordering::SeqCst);
-        self.inner.compare_and_swap(key, expected, new, ttl).await
-    }
-    async fn delete(&self, key: &str) -> Result<(), BackendError> {
-        self.writes.fetch_add(1, Ordering::SeqCst);
-        self.inner.delete(key).await
-    }
-    async fn set_many(
-        &self,
-        items: &[(String, Vec<u8>)],
-        ttl: Duration,
-    ) -> Result<(), BackendError> {
-        self.writes.fetch_add(1, Ordering::SeqCst);
-        self.inner.set_many(items, ttl).await
-    }
-    fn max_value_size(&self) -> usize {
-        self.inner.max_value_size()
-    }
-}
-
 pub struct Harness {
     pub fdb: FlashDb,
     pub classes: DemoClasses,
     pub queries: Arc<AtomicU64>,
-    pub backend: Arc<Counting>,
+    /// The cache, counting calls (`calls(Op::GetMany)`, `writes()`) to show round trips.
+    pub backend: Arc<Hooked<Arc<dyn Backend>>>,
     pub db: DatabaseConnection,
 }
 
@@ -176,7 +126,7 @@ pub async fn add_participation(fdb: &FlashDb, u: i32, e: i32) -> participation::
 // test, and cache servers of a test's own that it may kill and restart.
 
 /// Like [`harness_with`], on `backend` instead of the cache of `FLASH_CACHE_URL`
-/// (still wrapped in [`Counting`], under a unique prefix).
+/// (still wrapped in a call-counting [`Hooked`], under a unique prefix).
 pub async fn harness_on<X>(
     backend: Arc<dyn Backend>,
     configure: impl FnOnce(FlashBuilder) -> FlashBuilder,
@@ -185,11 +135,9 @@ pub async fn harness_on<X>(
     let queries = Arc::new(AtomicU64::new(0));
     let db = fresh_db(queries.clone()).await;
     schema::create_tables(&db).await.expect("tables");
-    let backend = Arc::new(Counting {
-        inner: backend,
-        get_many_calls: AtomicU64::new(0),
-        writes: AtomicU64::new(0),
-    });
+    // Named, and coalescing reads whatever it wraps, as the counting wrapper
+    // it replaces was.
+    let backend = Arc::new(Hooked::new(backend).name("counting").coalesce_reads(true));
     let prefix = unique("t") + ":";
     let b2 = backend.clone();
     let mut reg =

@@ -2,10 +2,10 @@
 //! check every lookup against the last *returned* write.
 
 use super::{build, BoxError, StressArgs, EVENTS, HOT, PARTICIPATIONS, PROGRESS_TABLE, USERS};
-use crate::config::{connect_namespace, database_url};
-use crate::demo::entities::{event, participation, user};
-use crate::demo::DemoClasses;
+use flash::config::{connect_namespace, database_url};
 use flash_sea_orm::{by, Changes, FlashDb};
+use flash_test_kit::entities::{event, participation, user};
+use flash_test_kit::DemoClasses;
 use rand::{Rng, SeedableRng};
 use sea_orm::sea_query::Expr;
 use sea_orm::{

@@ -3,11 +3,11 @@
 //! Redis, memcached), each with a raw client beside flash's backend.
 
 use super::stats::BenchResult;
-use crate::config::{cache_backend, connect_database};
-use crate::demo::entities::{event, participation, user};
-use crate::demo::{declare, schema};
+use flash::config::{cache_backend, connect_database};
 use flash_core::{Backend, MemoryBackend};
 use flash_sea_orm::{FlashDb, Registrar};
+use flash_test_kit::entities::{event, participation, user};
+use flash_test_kit::{declare, schema};
 use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, EntityTrait, Set};
 use std::path::PathBuf;
 use std::sync::Arc;

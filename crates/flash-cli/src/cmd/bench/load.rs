@@ -3,9 +3,9 @@
 use super::setup::flash_db;
 use super::stats::{fmt_dur, BenchResult, Report, Samples, Section, Verdict};
 use super::Env;
-use crate::demo::entities::event;
 use flash_core::{Backend, MemoryBackend, Outcome};
 use flash_sea_orm::by;
+use flash_test_kit::entities::event;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 

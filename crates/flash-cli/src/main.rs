@@ -1,4 +1,9 @@
-//! The `flash` command: the demo, dynamic-version bumps, and more.
+//! The `flash` command: the demo walkthrough, dynamic-version bumps, the
+//! consistency stress test and the benchmarks, one module each under `cmd/`.
+//! `flash stress` runs its worker processes as `flash stress --worker <n>`
+//! (this same executable).
+
+mod cmd;
 
 use clap::{Parser, Subcommand};
 
@@ -24,9 +29,9 @@ enum Command {
         model: String,
     },
     /// Benchmarks: flash against the database and the raw cache client.
-    Bench(flash::bench::BenchArgs),
+    Bench(cmd::bench::BenchArgs),
     /// The consistency stress test (several processes, writers, readers, faults).
-    Stress(flash::stress::StressArgs),
+    Stress(cmd::stress::StressArgs),
 }
 
 #[tokio::main]
@@ -40,10 +45,10 @@ async fn main() -> std::process::ExitCode {
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Demo => flash::demo::run().await,
-        Command::BumpVersion { model } => bump(&model).await,
-        Command::Bench(args) => flash::bench::run(args).await,
-        Command::Stress(args) => flash::stress::run(args).await,
+        Command::Demo => cmd::demo::run().await,
+        Command::BumpVersion { model } => cmd::bump_version::run(&model).await,
+        Command::Bench(args) => cmd::bench::run(args).await,
+        Command::Stress(args) => cmd::stress::run(args).await,
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -52,16 +57,4 @@ async fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
-}
-
-async fn bump(model: &str) -> Result<(), Box<dyn std::error::Error>> {
-    let (fdb, _) = flash::demo::setup(|b| b).await?;
-    let classes = fdb.flash().bump_version_for_model(model).await?;
-    for c in &classes {
-        println!(
-            "{c}: dynamic version now {}",
-            fdb.flash().dynamic_version(c)
-        );
-    }
-    Ok(())
 }

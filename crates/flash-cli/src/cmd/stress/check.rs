@@ -2,10 +2,10 @@
 
 use super::worker::slugs_up_to;
 use super::{BoxError, USERS};
-use crate::demo::entities::{event, participation};
-use crate::demo::DemoClasses;
 use flash_core::{Outcome, Query};
 use flash_sea_orm::{by, FlashDb};
+use flash_test_kit::entities::{event, participation};
+use flash_test_kit::DemoClasses;
 use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter};
 
 pub struct Findings {

@@ -17,9 +17,9 @@ mod check;
 mod server;
 mod worker;
 
-use crate::config::{cache_backend, cache_url, connect_namespace, database_url, drop_namespace};
-use crate::demo::{declare, schema};
+use flash::config::{cache_backend, cache_url, connect_namespace, database_url, drop_namespace};
 use flash_sea_orm::{FlashDb, Registrar};
+use flash_test_kit::{declare, schema};
 use sea_orm::{ConnectionTrait, DatabaseConnection};
 use std::time::{Duration, Instant};
 
@@ -88,7 +88,7 @@ pub(crate) async fn build(
     prefix: &str,
     no_leases: bool,
     fill_delay: Duration,
-) -> Result<(FlashDb, crate::demo::DemoClasses), BoxError> {
+) -> Result<(FlashDb, flash_test_kit::DemoClasses), BoxError> {
     let backend = cache_backend(cache).await?;
     let prefix = prefix.to_owned();
     let mut reg = Registrar::new(db).configure(|b| {

@@ -1,157 +1,25 @@
-//! The seed's walkthrough: users, events and participations, every feature of
-//! the "Miscellaneous" chapter exercised and checked. The declarations here are
-//! shared by the `flash demo` command, the tests and the benchmarks.
+//! `flash demo`: the seed's walkthrough of users, events and participations,
+//! every feature of the "Miscellaneous" chapter exercised and checked, each
+//! lookup printed as hit or miss and each invalidation as it happens. The
+//! models and declarations come from `flash-test-kit`, shared with the tests
+//! and the benchmarks.
 
-pub mod entities;
-pub mod schema;
-
-use crate::config::{cache_backend, cache_url, connect_database, database_url};
-use async_trait::async_trait;
-use entities::{event, participation, user};
-use flash_core::durations::CACHE_TIME_DAY;
-use flash_core::{Class, ClassSpec, Error, FieldValue, FlashBuilder, Invalidation, Outcome};
-use flash_sea_orm::{by, CacheMeta, Changes, CustomCache, FlashDb, Registrar};
-use sea_orm::{
-    ColumnTrait, DatabaseConnection, DbErr, EntityTrait, PaginatorTrait, QueryFilter, QuerySelect,
-    Set,
+use flash::config::{
+    cache_backend, cache_url, connect_database, connect_namespace, database_url, ConfigError,
 };
+use flash_core::{Error, FlashBuilder, Outcome};
+use flash_sea_orm::{by, Changes, FlashDb, Registrar};
+use flash_test_kit::entities::{event, participation, user};
+use flash_test_kit::{declare, schema, DemoClasses, DEMO_NAMESPACE};
+use sea_orm::{ColumnTrait, DatabaseConnection, Set};
 use std::time::Duration;
-
-/// The event ids a user participates in (the seed's
-/// `ParticipatedEventIdListCacheOnUser`, static version 2).
-pub struct ParticipatedEventIds;
-
-#[async_trait]
-impl CustomCache for ParticipatedEventIds {
-    type Output = Vec<i32>;
-    fn spec(&self) -> ClassSpec {
-        ClassSpec::queryset(
-            "ParticipatedEventIdListCacheOnUser",
-            "participation",
-            &["user_id"],
-        )
-        .version(2)
-    }
-    async fn compute(
-        &self,
-        db: &DatabaseConnection,
-        key: &[FieldValue],
-    ) -> Result<Vec<i32>, DbErr> {
-        let uid = match key.first() {
-            Some(FieldValue::Int(i)) => *i,
-            _ => return Ok(Vec::new()),
-        };
-        participation::Entity::find()
-            .select_only()
-            .column(participation::Column::EventId)
-            .filter(participation::Column::UserId.eq(uid))
-            .into_tuple::<i32>()
-            .all(db)
-            .await
-    }
-}
-
-/// The number of a user's participations.
-pub struct ParticipationCount;
-
-#[async_trait]
-impl CustomCache for ParticipationCount {
-    type Output = u64;
-    fn spec(&self) -> ClassSpec {
-        ClassSpec::queryset("ParticipationCountOnUser", "participation", &["user_id"])
-    }
-    async fn compute(&self, db: &DatabaseConnection, key: &[FieldValue]) -> Result<u64, DbErr> {
-        let uid = match key.first() {
-            Some(FieldValue::Int(i)) => *i,
-            _ => return Ok(0),
-        };
-        participation::Entity::find()
-            .filter(participation::Column::UserId.eq(uid))
-            .count(db)
-            .await
-    }
-}
-
-/// The number of events in a city: expensive and write-heavy, so DYNAMIC with
-/// an allowtime (the seed's "Allowtime").
-pub struct EventsInCity {
-    pub allowtime: Duration,
-}
-
-#[async_trait]
-impl CustomCache for EventsInCity {
-    type Output = u64;
-    fn spec(&self) -> ClassSpec {
-        ClassSpec::queryset("EventCountOnCity", "event", &["city"])
-            .invalidation(Invalidation::Dynamic)
-            .allowtime(self.allowtime)
-    }
-    async fn compute(&self, db: &DatabaseConnection, key: &[FieldValue]) -> Result<u64, DbErr> {
-        let city = match key.first() {
-            Some(FieldValue::Str(s)) => s.clone(),
-            _ => return Ok(0),
-        };
-        event::Entity::find()
-            .filter(event::Column::City.eq(city))
-            .count(db)
-            .await
-    }
-}
-
-/// The user-defined classes of the demo.
-#[derive(Clone)]
-pub struct DemoClasses {
-    pub event_ids: Class<Vec<i32>>,
-    pub participation_count: Class<u64>,
-    pub events_in_city: Class<u64>,
-}
-
-/// Declares the demo's caches on `reg` (the seed's `CacheMeta`s).
-pub fn declare(
-    reg: &mut Registrar,
-    allowtime: Duration,
-) -> Result<DemoClasses, flash_core::RegistryError> {
-    // Two declarations of one entity merge (the seed's manager + CacheMeta).
-    let manager = CacheMeta::<user::Entity>::new().get_key([user::Column::Id]);
-    let cache_meta = CacheMeta::<user::Entity>::new()
-        .get_key([user::Column::Username])
-        .timeout(CACHE_TIME_DAY);
-    reg.entity(manager.merge(cache_meta)?)?;
-    reg.entity(
-        CacheMeta::<event::Entity>::new()
-            .get_key([event::Column::Id])
-            .get_key([event::Column::Slug]),
-    )?;
-    reg.entity(
-        CacheMeta::<participation::Entity>::new()
-            .filter_key([participation::Column::UserId])
-            .filter_key([participation::Column::EventId])
-            .exists_key([participation::Column::EventId])
-            .get_key([
-                participation::Column::UserId,
-                participation::Column::EventId,
-            ])
-            .cached_fk::<event::Entity>(participation::Column::EventId)
-            .cached_fk::<user::Entity>(participation::Column::UserId),
-    )?;
-    Ok(DemoClasses {
-        event_ids: reg.custom(ParticipatedEventIds)?,
-        participation_count: reg.custom(ParticipationCount)?,
-        events_in_city: reg.custom(EventsInCity { allowtime })?,
-    })
-}
-
-/// Where the demo keeps its tables on a server database: a schema
-/// (PostgreSQL) or database (MySQL) of its own, so that it never touches a
-/// table of the same name elsewhere.
-pub const DEMO_NAMESPACE: &str = "flash_demo";
 
 /// The demo's database for `DATABASE_URL`: its own namespace on PostgreSQL and
 /// MySQL, the given file or memory on SQLite.
-pub async fn connect() -> Result<DatabaseConnection, crate::config::ConfigError> {
+pub async fn connect() -> Result<DatabaseConnection, ConfigError> {
     let url = database_url();
     if url.starts_with("postgres") || url.starts_with("mysql") {
-        crate::config::connect_namespace(&url, DEMO_NAMESPACE, true, 8).await
+        connect_namespace(&url, DEMO_NAMESPACE, true, 8).await
     } else {
         connect_database(&url).await
     }

@@ -1,7 +1,13 @@
-//! Tables of the demo models, created from the entities.
+//! Tables of the demo models, created from the entities, and where the demo
+//! keeps them on a server database.
 
-use super::entities::{event, participation, user};
+use crate::entities::{event, participation, user};
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbErr, EntityTrait, Schema};
+
+/// Where the demo keeps its tables on a server database: a schema
+/// (PostgreSQL) or database (MySQL) of its own, so that it never touches a
+/// table of the same name elsewhere.
+pub const DEMO_NAMESPACE: &str = "flash_demo";
 
 async fn create<E: EntityTrait>(db: &DatabaseConnection, e: E) -> Result<(), DbErr> {
     let backend = db.get_database_backend();

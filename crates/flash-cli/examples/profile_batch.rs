@@ -7,16 +7,16 @@
 //! valgrind --tool=callgrind target/release/examples/profile_batch
 //! ```
 
-use flash::demo::entities::event;
 use flash::{by, Registrar};
+use flash_test_kit::entities::event;
 use sea_orm::Set;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let db = flash::config::connect_database("sqlite::memory:").await?;
-    flash::demo::schema::create_tables(&db).await?;
+    flash_test_kit::schema::create_tables(&db).await?;
     let mut reg = Registrar::new(db);
-    flash::demo::declare(&mut reg, std::time::Duration::from_secs(60))?;
+    flash_test_kit::declare(&mut reg, std::time::Duration::from_secs(60))?;
     let fdb = reg.build().await?;
     let mut ids = Vec::new();
     for i in 0..100 {

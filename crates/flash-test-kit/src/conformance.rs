@@ -1,10 +1,11 @@
-//! One set of backend tests, run against every backend (memory here; Redis,
-//! Redis Cluster and memcached from their crates' integration tests).
+//! One set of backend tests, run against every backend (the in-process one in
+//! this crate's tests; Redis, Redis Cluster and memcached from their crates'
+//! integration tests).
 //!
 //! Each check panics with a message naming the backend and what broke. Keys are
 //! made unique per run with `ns`, so servers shared between runs do not interfere.
 
-use crate::backend::Backend;
+use flash_core::Backend;
 use std::time::Duration;
 
 const TTL: Duration = Duration::from_secs(60);

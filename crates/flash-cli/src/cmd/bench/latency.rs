@@ -10,9 +10,9 @@ use super::stats::{
 };
 use super::wire::{Protocol, WireClient};
 use super::{Env, Pair};
-use crate::demo::entities::{event, participation};
 use flash_core::{KeySet, Outcome};
 use flash_sea_orm::by;
+use flash_test_kit::entities::{event, participation};
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};

@@ -1,0 +1,26 @@
+//! # flash-test-kit
+//!
+//! What flash's tests, its CLI and its examples share; not published, used as a
+//! dev-dependency (the `flash` CLI uses it for the demo's models).
+//!
+//! Layout:
+//! - [`entities`]: the seed's SeaORM models (user, event, participation);
+//! - [`schema`]: their tables (create, drop, empty) and the demo's namespace;
+//! - [`declarations`]: the demo's cache declarations ([`declare`]) and its
+//!   user-defined classes ([`EventsInCity`], [`ParticipationCount`],
+//!   [`ParticipatedEventIds`]);
+//! - [`conformance`]: the backend conformance suite every backend runs;
+//! - [`hooked`]: [`Hooked`], a backend that forwards to another with hooks
+//!   (call counts, injected errors and delays, overridden limits).
+
+pub mod conformance;
+pub mod declarations;
+pub mod entities;
+pub mod hooked;
+pub mod schema;
+
+pub use declarations::{
+    declare, DemoClasses, EventsInCity, ParticipatedEventIds, ParticipationCount,
+};
+pub use hooked::{Call, Hooked, Op};
+pub use schema::DEMO_NAMESPACE;
