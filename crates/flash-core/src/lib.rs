@@ -54,9 +54,6 @@ pub mod adapter;
 pub mod backend;
 pub mod class;
 pub mod codec;
-// Moving to flash-test-kit.
-#[doc(hidden)]
-pub mod conformance;
 mod decide;
 #[allow(missing_docs)] // Each variant is described by its #[error] message.
 pub mod error;

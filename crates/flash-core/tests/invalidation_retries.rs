@@ -70,3 +70,75 @@ async fn a_timeout_is_not_retried() {
     assert!(!applied);
     assert_eq!(attempts, 1);
 }
+
+/// Read-your-writes in the writing process when its deferred invalidation
+/// lands while a read is in flight: the read got the replaced bytes before
+/// the markers landed, and the key stopped being pending before the read
+/// returned. Such bytes must not be served (single lookup and batch alike).
+#[tokio::test]
+async fn a_read_in_flight_when_a_deferred_invalidation_lands_is_not_served() {
+    use flash_core::{ClassSpec, FetchFn, FieldValue, Outcome, SourceError};
+    use std::sync::atomic::{AtomicBool, AtomicU64};
+    let down = Arc::new(AtomicBool::new(false));
+    let backend = Arc::new(
+        Hooked::new(MemoryBackend::default())
+            .reply_delay(Op::GetMany, Duration::from_millis(150))
+            .before({
+                let down = down.clone();
+                move |call| match call.op == Op::SetMany && down.load(SeqCst) {
+                    true => Err(refused()),
+                    false => Ok(()),
+                }
+            }),
+    );
+    // The "database": one row whose title is `v{n}`.
+    let row = Arc::new(AtomicU64::new(1));
+    let mut b = Flash::builder().backend_arc(backend.clone());
+    let title = b
+        .register::<String>(
+            ClassSpec::instance("TitleById", "post", &["id"]),
+            FetchFn({
+                let row = row.clone();
+                move |_: Vec<FieldValue>| {
+                    let n = row.load(SeqCst);
+                    Box::pin(async move { Ok::<_, SourceError>(format!("v{n}")) }) as _
+                }
+            }),
+        )
+        .unwrap();
+    let flash = b.build().await.unwrap();
+    let id: [FieldValue; 1] = [1.into()];
+    let mut keys = KeySet::default();
+    keys.unset.insert(flash.key_of(&title, &id).unwrap());
+
+    for (round, batch) in [(2u64, false), (3, true)] {
+        assert_eq!(flash.lookup(&title, &id).await.unwrap().1, Outcome::Miss);
+        assert_eq!(flash.lookup(&title, &id).await.unwrap().1, Outcome::Hit);
+        // The write: the row changes, its invalidation is refused and deferred.
+        down.store(true, SeqCst);
+        row.store(round, SeqCst);
+        assert!(flash.apply_invalidation("post", &keys).await.is_err());
+        // A lookup after the write returned: its read gets the old bytes at
+        // once and answers 150 ms later; meanwhile the retry lands.
+        let reader = {
+            let (flash, title, id) = (flash.clone(), title.clone(), id.clone());
+            tokio::spawn(async move {
+                if batch {
+                    let mut bt = flash.batch();
+                    let h = bt.add(flash.query(&title, id.to_vec()));
+                    bt.run().await.take(h).unwrap()
+                } else {
+                    flash.get(&title, &id).await.unwrap()
+                }
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(40)).await;
+        down.store(false, SeqCst);
+        assert_eq!(flash.retry_pending().await.unwrap(), 1);
+        assert_eq!(
+            reader.await.unwrap(),
+            format!("v{round}"),
+            "round {round} (batch: {batch}): the writer's own process served what its write replaced"
+        );
+    }
+}

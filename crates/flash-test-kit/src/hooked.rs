@@ -76,6 +76,7 @@ pub struct Hooked<B> {
     max_value_size: Option<usize>,
     coalesce_reads: Option<bool>,
     delays: [Duration; OPS],
+    reply_delays: [Duration; OPS],
     before: Option<Before>,
     after: Option<After>,
     /// Calls per operation, [`Op`] as the index.
@@ -91,6 +92,7 @@ impl<B: Backend> Hooked<B> {
             max_value_size: None,
             coalesce_reads: None,
             delays: [Duration::ZERO; OPS],
+            reply_delays: [Duration::ZERO; OPS],
             before: None,
             after: None,
             calls: Default::default(),
@@ -120,6 +122,13 @@ impl<B: Backend> Hooked<B> {
     /// Sleeps `delay` before each `op` reaches the inner backend.
     pub fn delay(mut self, op: Op, delay: Duration) -> Self {
         self.delays[op as usize] = delay;
+        self
+    }
+
+    /// Sleeps `delay` after the inner backend answered `op`, before the
+    /// caller gets the answer: a reply in flight while other calls land.
+    pub fn reply_delay(mut self, op: Op, delay: Duration) -> Self {
+        self.reply_delays[op as usize] = delay;
         self
     }
 
@@ -184,7 +193,12 @@ impl<B: Backend> Hooked<B> {
                 if !delay.is_zero() {
                     tokio::time::sleep(delay).await;
                 }
-                forward.await
+                let result = forward.await;
+                let delay = self.reply_delays[op as usize];
+                if !delay.is_zero() {
+                    tokio::time::sleep(delay).await;
+                }
+                result
             }
         };
         if let Some(hook) = &self.after {
