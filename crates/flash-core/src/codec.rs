@@ -41,6 +41,16 @@ pub enum Entry {
         /// When the lease was taken, in ms since the Unix epoch.
         at_ms: u64,
     },
+    /// Written over a DYNAMIC class's stale marker by the refresh that
+    /// replaced the marked value: "the value whose bytes hash to `value_hash`
+    /// is newer than the invalidation". A marker is not simply deleted: a
+    /// reader whose multi-get saw the old value and then (the marker deleted)
+    /// no marker would serve the old value. With this, a reader serves only
+    /// the value this marker names, whatever order its reads landed in.
+    Fresh {
+        /// [`value_hash`] of the refreshed value's bytes.
+        value_hash: u64,
+    },
 }
 
 /// [`Entry`] as read on the hot path: the payload borrowed from the cache
@@ -61,6 +71,31 @@ pub enum EntryRef<'a> {
     Stale { at_ms: u64, nonce: u64 },
     /// [`Entry::Lease`].
     Lease { token: u64, at_ms: u64 },
+    /// [`Entry::Fresh`].
+    Fresh { value_hash: u64 },
+}
+
+/// A stable hash of a value's cache bytes (the first 8 bytes of their
+/// SHA-256): the identity an [`Entry::Fresh`] marker names.
+pub fn value_hash(bytes: &[u8]) -> u64 {
+    use sha2::{Digest, Sha256};
+    let d = Sha256::digest(bytes);
+    u64::from_le_bytes([d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7]])
+}
+
+/// Does the stale-marker slot of a DYNAMIC key (`marker`) mark the value
+/// read beside it (`value`) as stale? Yes for a stale marker, and for a
+/// [`Entry::Fresh`] that names other bytes (the value read is older, or
+/// newer, than the refresh that wrote it: either way not known fresh).
+/// Unreadable bytes count as a marker.
+pub fn marks_stale(marker: Option<&[u8]>, value: &[u8]) -> bool {
+    match marker {
+        None => false,
+        Some(m) => match decode_entry_ref(m) {
+            Some(EntryRef::Fresh { value_hash: h }) => h != value_hash(value),
+            _ => true,
+        },
+    }
 }
 
 /// Decodes without copying the payload; `None` for garbage.

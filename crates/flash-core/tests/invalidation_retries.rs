@@ -142,3 +142,55 @@ async fn a_read_in_flight_when_a_deferred_invalidation_lands_is_not_served() {
         );
     }
 }
+
+/// A DYNAMIC class whose multi-get of value and stale marker is not atomic:
+/// a reader that read the old value before a refresh stored the new one, and
+/// the marker slot after the refresh finished, must not serve the old value
+/// (the refresh once deleted the marker, and such a reader saw "no marker").
+#[tokio::test]
+async fn a_dynamic_refresh_between_a_readers_two_reads_is_not_served_as_fresh() {
+    use flash_core::{ClassSpec, FetchFn, FieldValue, Invalidation, Outcome, SourceError};
+    use std::sync::atomic::AtomicU64;
+    let backend =
+        Arc::new(Hooked::new(MemoryBackend::default()).split_reads(Duration::from_millis(100)));
+    let row = Arc::new(AtomicU64::new(1));
+    let mut b = Flash::builder().backend_arc(backend.clone());
+    let title = b
+        .register::<String>(
+            ClassSpec::instance("TitleById", "post", &["id"]).invalidation(Invalidation::Dynamic),
+            FetchFn({
+                let row = row.clone();
+                move |_: Vec<FieldValue>| {
+                    let n = row.load(SeqCst);
+                    Box::pin(async move { Ok::<_, SourceError>(format!("v{n}")) }) as _
+                }
+            }),
+        )
+        .unwrap();
+    let flash = b.build().await.unwrap();
+    let id: [FieldValue; 1] = [1.into()];
+    let mut keys = KeySet::default();
+    keys.dynamic.insert(flash.key_of(&title, &id).unwrap());
+    assert_eq!(flash.lookup(&title, &id).await.unwrap().1, Outcome::Miss);
+    // The write returns: the row is v2 and the marker is set.
+    row.store(2, SeqCst);
+    flash.apply_invalidation("post", &keys).await.unwrap();
+    // A refreshes (its reads take 100 ms each: about 200 ms until it stores
+    // v2 and clears the marker); B reads the value at 150 ms (still v1) and
+    // the marker slot at 250 ms (cleared by then).
+    let refresher = {
+        let (flash, title, id) = (flash.clone(), title.clone(), id.clone());
+        tokio::spawn(async move { flash.lookup(&title, &id).await.unwrap() })
+    };
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let (v, _) = flash.lookup(&title, &id).await.unwrap();
+    assert_eq!(
+        v, "v2",
+        "a lookup that started after the write returned served the old value"
+    );
+    assert_eq!(refresher.await.unwrap(), ("v2".into(), Outcome::Miss));
+    assert_eq!(
+        flash.lookup(&title, &id).await.unwrap(),
+        ("v2".into(), Outcome::Hit)
+    );
+}

@@ -77,6 +77,8 @@ pub struct Hooked<B> {
     coalesce_reads: Option<bool>,
     delays: [Duration; OPS],
     reply_delays: [Duration; OPS],
+    /// Pause between the keys of a multi-get (`None`: one inner call).
+    split_reads: Option<Duration>,
     before: Option<Before>,
     after: Option<After>,
     /// Calls per operation, [`Op`] as the index.
@@ -93,6 +95,7 @@ impl<B: Backend> Hooked<B> {
             coalesce_reads: None,
             delays: [Duration::ZERO; OPS],
             reply_delays: [Duration::ZERO; OPS],
+            split_reads: None,
             before: None,
             after: None,
             calls: Default::default(),
@@ -130,6 +133,28 @@ impl<B: Backend> Hooked<B> {
     pub fn reply_delay(mut self, op: Op, delay: Duration) -> Self {
         self.reply_delays[op as usize] = delay;
         self
+    }
+
+    /// Answers a multi-get key by key, pausing `pause` between keys: a
+    /// multi-get that is not atomic (memcached, the in-process store, keys on
+    /// several servers), its window widened so that writes land inside it.
+    pub fn split_reads(mut self, pause: Duration) -> Self {
+        self.split_reads = Some(pause);
+        self
+    }
+
+    async fn read(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, BackendError> {
+        let Some(pause) = self.split_reads.filter(|_| keys.len() > 1) else {
+            return self.inner.get_many(keys).await;
+        };
+        let mut out = Vec::with_capacity(keys.len());
+        for (i, k) in keys.iter().enumerate() {
+            if i > 0 {
+                tokio::time::sleep(pause).await;
+            }
+            out.extend(self.inner.get_many(std::slice::from_ref(k)).await?);
+        }
+        Ok(out)
     }
 
     /// Runs before each call; an error is returned to the caller instead of
@@ -220,8 +245,7 @@ impl<B: Backend> Backend for Hooked<B> {
             keys: keys.iter().map(String::as_str).collect(),
             values: Vec::new(),
         };
-        self.around(Op::GetMany, call, self.inner.get_many(keys))
-            .await
+        self.around(Op::GetMany, call, self.read(keys)).await
     }
 
     async fn set(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), BackendError> {

@@ -157,7 +157,8 @@ impl Flash {
             return None;
         }
         let found = decode_value::<T>(raw.first()?.as_deref()?)?;
-        let marker = raw.get(1).is_some_and(Option::is_some);
+        let bytes = raw.first()?.as_deref()?;
+        let marker = codec::marks_stale(raw.get(1).and_then(|m| m.as_deref()), bytes);
         (self.action_for(spec, &found, marker) == Action::Serve).then_some(found.value)
     }
 
@@ -194,7 +195,9 @@ impl Flash {
         let observed = raw.next().flatten();
         let marker = raw.next().flatten();
         if let Some(found) = observed.as_deref().and_then(decode_value::<T>) {
-            match self.action_for(spec, &found, marker.is_some()) {
+            let marked =
+                codec::marks_stale(marker.as_deref(), observed.as_deref().unwrap_or_default());
+            match self.action_for(spec, &found, marked) {
                 Action::Serve => return Ok((found.value, Outcome::Hit)),
                 _ if cache_only => return Ok((found.value, Outcome::StaleHit)),
                 Action::LockRefresh => {
@@ -206,7 +209,10 @@ impl Flash {
                 Action::Refetch => {
                     let v = self.fetch(class, values).await?;
                     let bytes = observed.unwrap_or_default();
-                    let filled = self.store_value(spec, key, &v, Some(&bytes)).await;
+                    let filled = self
+                        .store_value(spec, key, &v, Some(&bytes))
+                        .await
+                        .is_some();
                     return Ok((
                         v,
                         if filled {
@@ -252,10 +258,9 @@ impl Flash {
                     } else {
                         None
                     };
-                    let current = now
-                        .pop()
-                        .flatten()
-                        .filter(|c| c.as_slice() != observed && marker_now.is_none());
+                    let current = now.pop().flatten().filter(|c| {
+                        c.as_slice() != observed && !codec::marks_stale(marker_now.as_deref(), c)
+                    });
                     if let Some(current) = current {
                         if let Some(found) = decode_value::<T>(&current) {
                             let _ = backend
@@ -268,13 +273,11 @@ impl Flash {
                 let fetched = self.fetch(class, values).await;
                 if let Ok(v) = &fetched {
                     let stored = self.store_value(spec, key, v, Some(observed)).await;
-                    // Delete the marker only if our value replaced the one it
+                    // Clear the marker only if our value replaced the one it
                     // marks, and only if it is the marker we saw: a write that
                     // came during the refresh left a newer one, which must stay.
-                    if let (true, Some(m)) = (stored, &marker) {
-                        let _ = backend
-                            .compare_and_swap(&stale_key(key), m, None, Duration::ZERO)
-                            .await;
+                    if let (Some(stored), Some(m)) = (stored, &marker) {
+                        self.clear_marker(spec, key, m, &stored).await;
                     }
                 }
                 let _ = backend
@@ -315,7 +318,7 @@ impl Flash {
         let settings = self.settings();
         if !self.uses_leases() {
             let v = self.fetch(class, values).await?;
-            let filled = self.store_value(spec, key, &v, None).await;
+            let filled = self.store_value(spec, key, &v, None).await.is_some();
             return Ok((
                 v,
                 if filled {
@@ -362,12 +365,16 @@ impl Flash {
                     .map(|v| (v, Outcome::MissNoFill));
             }
             self.stats().lease_waits.fetch_add(1, Relaxed);
-            let keys = [key.to_owned()];
+            let keys = read_keys(spec, key);
             let read = self
                 .shared_reads()
                 .next_read(backend, &keys, Pace::Poll, deadline.into());
-            observed = match read.await {
-                Some(Ok(mut bytes)) => bytes.pop().flatten(),
+            let marker_now;
+            (observed, marker_now) = match read.await {
+                Some(Ok(bytes)) => {
+                    let mut bytes = bytes.into_iter();
+                    (bytes.next().flatten(), bytes.next().flatten())
+                }
                 Some(Err(e)) => {
                     self.stats().backend_error("get", &e);
                     return self
@@ -382,9 +389,14 @@ impl Flash {
                         .map(|v| (v, Outcome::MissNoFill))
                 }
             };
-            if let Some(found) = observed.as_deref().and_then(decode_value::<T>) {
-                if found.version == self.dynamic_version(&spec.name) {
-                    return Ok((found.value, Outcome::Hit));
+            // Another's fill: served unless a write marked it since (DYNAMIC).
+            if let Some(bytes) = observed.as_deref() {
+                if let Some(found) = decode_value::<T>(bytes) {
+                    if found.version == self.dynamic_version(&spec.name)
+                        && !codec::marks_stale(marker_now.as_deref(), bytes)
+                    {
+                        return Ok((found.value, Outcome::Hit));
+                    }
                 }
             }
         }
@@ -398,14 +410,11 @@ impl Flash {
                 return Err(e);
             }
         };
-        let filled = self.store_value(spec, key, &fetched, Some(&lease)).await;
-        if filled {
-            if let Some(m) = &marker {
-                let _ = backend
-                    .compare_and_swap(&stale_key(key), m, None, Duration::ZERO)
-                    .await;
-            }
+        let stored = self.store_value(spec, key, &fetched, Some(&lease)).await;
+        if let (Some(stored), Some(m)) = (&stored, &marker) {
+            self.clear_marker(spec, key, m, stored).await;
         }
+        let filled = stored.is_some();
         Ok((
             fetched,
             if filled {
@@ -418,14 +427,15 @@ impl Flash {
 
     /// Encodes and stores a value: over `expected` by compare-and-swap, or
     /// unconditionally when `expected` is `None`. A value over the backend's item
-    /// limit is not stored (and a lease it replaced is released). `true` when stored.
+    /// limit is not stored (and a lease it replaced is released). The bytes
+    /// stored, or `None` when nothing was.
     async fn store_value<T: CacheValue>(
         &self,
         spec: &ClassSpec,
         key: &str,
         v: &T,
         expected: Option<&[u8]>,
-    ) -> bool {
+    ) -> Option<Vec<u8>> {
         let backend = self.backend();
         if !self.settings().fill_delay.is_zero() {
             tokio::time::sleep(self.settings().fill_delay).await;
@@ -434,7 +444,7 @@ impl Flash {
             Ok(b) => b,
             Err(e) => {
                 tracing::warn!(class = %spec.name, error = %e, "value not cacheable");
-                return false;
+                return None;
             }
         };
         let ttl = spec.timeout.unwrap_or(self.settings().default_timeout);
@@ -446,7 +456,7 @@ impl Flash {
                     let _ = backend.compare_and_swap(key, e, None, Duration::ZERO).await;
                 }
             }
-            return false;
+            return None;
         }
         let stored = match expected {
             Some(e) => backend.compare_and_swap(key, e, Some(&bytes), ttl).await,
@@ -456,14 +466,28 @@ impl Flash {
             Ok(true) => {
                 self.stats().fills.fetch_add(1, Relaxed);
                 metrics::counter!("flash_fills_total").increment(1);
-                true
+                Some(bytes)
             }
-            Ok(false) => false,
+            Ok(false) => None,
             Err(e) => {
                 self.stats().backend_error("fill", &e);
-                false
+                None
             }
         }
+    }
+
+    /// After a refresh stored `stored` over a value marked stale by `marker`:
+    /// replaces that very marker (compare-and-swap: a newer one stays) with
+    /// one that names the stored bytes as fresh.
+    async fn clear_marker(&self, spec: &ClassSpec, key: &str, marker: &[u8], stored: &[u8]) {
+        let fresh = encode_entry(&Entry::Fresh {
+            value_hash: codec::value_hash(stored),
+        });
+        let ttl = spec.timeout.unwrap_or(self.settings().default_timeout);
+        let _ = self
+            .backend()
+            .compare_and_swap(&stale_key(key), marker, Some(&fresh), ttl)
+            .await;
     }
 
     fn encode_value<T: CacheValue>(&self, spec: &ClassSpec, v: &T) -> Result<Vec<u8>, Error> {
