@@ -5,6 +5,7 @@
 //! [`FlashDb`] handle for cached lookups and for writes that invalidate
 //! exactly the keys they affect.
 
+pub mod capture;
 mod convert;
 mod db;
 mod lookup;
