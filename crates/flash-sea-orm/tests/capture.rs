@@ -1,0 +1,475 @@
+//! Capture triggers, asserted with raw SQL: on SQLite in memory always, on
+//! PostgreSQL / MySQL when configured (see `common_capture`).
+
+mod common_capture;
+
+use common_capture::{databases, exec_on, postgres, TestDb};
+use flash_sea_orm::capture::{self, CaptureSpec};
+use sea_orm::{ConnectionTrait, DatabaseBackend, Statement, TransactionTrait, Value};
+use serde_json::{json, Value as Json};
+
+/// One recorded change: table, old rows, new rows (absent = SQL NULL).
+#[derive(Debug, Clone, PartialEq)]
+struct Change {
+    table: String,
+    old: Option<Vec<Json>>,
+    new: Option<Vec<Json>>,
+}
+
+async fn changes(t: &TestDb) -> Vec<Change> {
+    let sql = match t.backend {
+        DatabaseBackend::Postgres => {
+            "SELECT table_name, old_keys::text, new_keys::text FROM flash_changes ORDER BY id"
+        }
+        _ => "SELECT table_name, old_keys, new_keys FROM flash_changes ORDER BY id",
+    };
+    let rows =
+        t.db.query_all(Statement::from_string(t.backend, sql.to_owned()))
+            .await
+            .expect("read changes");
+    let parse = |s: Option<String>| {
+        s.map(|s| match serde_json::from_str::<Json>(&s) {
+            Ok(Json::Array(a)) => a,
+            other => panic!("not a JSON array: {s} ({other:?})"),
+        })
+    };
+    rows.into_iter()
+        .map(|r| Change {
+            table: r.try_get_by_index(0).unwrap(),
+            old: parse(r.try_get_by_index(1).unwrap()),
+            new: parse(r.try_get_by_index(2).unwrap()),
+        })
+        .collect()
+}
+
+async fn clear(t: &TestDb) {
+    t.run("DELETE FROM flash_changes").await;
+}
+
+/// All old and all new rows recorded for `table`, sorted (one statement is
+/// one change on PostgreSQL, one change per row elsewhere).
+fn rows_of(ch: &[Change], table: &str) -> (Vec<Json>, Vec<Json>) {
+    let mut old = Vec::new();
+    let mut new = Vec::new();
+    for c in ch.iter().filter(|c| c.table == table) {
+        old.extend(c.old.clone().unwrap_or_default());
+        new.extend(c.new.clone().unwrap_or_default());
+    }
+    let key = |v: &Json| v.to_string();
+    old.sort_by_key(key);
+    new.sort_by_key(key);
+    (old, new)
+}
+
+fn parent_spec() -> CaptureSpec {
+    CaptureSpec::new("parent", ["id"], ["slug"]).unwrap()
+}
+
+fn child_spec() -> CaptureSpec {
+    CaptureSpec::new("child", ["id"], ["parent_id"]).unwrap()
+}
+
+async fn schema(t: &TestDb) {
+    let engine = if t.backend == DatabaseBackend::MySql {
+        " ENGINE=InnoDB"
+    } else {
+        ""
+    };
+    t.run(&format!(
+        "CREATE TABLE parent (id INTEGER NOT NULL PRIMARY KEY, slug VARCHAR(100), note VARCHAR(100)){engine}"
+    ))
+    .await;
+    t.run(&format!(
+        "CREATE TABLE child (id INTEGER NOT NULL PRIMARY KEY, parent_id INTEGER NOT NULL, name VARCHAR(100), \
+         FOREIGN KEY (parent_id) REFERENCES parent (id) ON DELETE CASCADE){engine}"
+    ))
+    .await;
+}
+
+async fn setup(t: &TestDb) {
+    schema(t).await;
+    let r = capture::install(&t.db, &[parent_spec(), child_spec()])
+        .await
+        .unwrap_or_else(|e| panic!("{:?}: install: {e}", t.backend));
+    assert!(r.created_changes_table);
+    assert_eq!(r.installed, ["parent", "child"]);
+}
+
+async fn trigger_count(t: &TestDb) -> usize {
+    capture::installed(&t.db).await.unwrap().len()
+}
+
+#[tokio::test]
+async fn raw_insert_update_delete_are_captured() {
+    for t in databases().await {
+        setup(&t).await;
+        let b = t.backend;
+        t.run("INSERT INTO parent (id, slug, note) VALUES (1, 'a', 'x')")
+            .await;
+        t.run("UPDATE parent SET note = 'y' WHERE id = 1").await;
+        t.run("UPDATE parent SET slug = 'b' WHERE id = 1").await;
+        t.run("DELETE FROM parent WHERE id = 1").await;
+        // A statement that touches no row records nothing.
+        t.run("UPDATE parent SET note = 'z' WHERE id = 42").await;
+        t.run("DELETE FROM parent WHERE id = 42").await;
+        let ch = changes(&t).await;
+        let expect = vec![
+            Change {
+                table: "parent".into(),
+                old: None,
+                new: Some(vec![json!([1, "a"])]),
+            },
+            Change {
+                table: "parent".into(),
+                old: Some(vec![json!([1, "a"])]),
+                new: Some(vec![json!([1, "a"])]),
+            },
+            Change {
+                table: "parent".into(),
+                old: Some(vec![json!([1, "a"])]),
+                new: Some(vec![json!([1, "b"])]),
+            },
+            Change {
+                table: "parent".into(),
+                old: Some(vec![json!([1, "b"])]),
+                new: None,
+            },
+        ];
+        assert_eq!(ch, expect, "{b:?}");
+        t.finish().await;
+    }
+}
+
+#[tokio::test]
+async fn primary_key_change_records_old_and_new() {
+    for t in databases().await {
+        setup(&t).await;
+        t.run("INSERT INTO parent (id, slug) VALUES (1, 'a'), (2, 'b')")
+            .await;
+        clear(&t).await;
+        t.run("UPDATE parent SET id = id + 10").await;
+        let (old, new) = rows_of(&changes(&t).await, "parent");
+        assert_eq!(old, [json!([1, "a"]), json!([2, "b"])], "{:?}", t.backend);
+        assert_eq!(new, [json!([11, "a"]), json!([12, "b"])], "{:?}", t.backend);
+        t.finish().await;
+    }
+}
+
+#[tokio::test]
+async fn bulk_update_is_one_change_on_postgres() {
+    for t in databases().await {
+        setup(&t).await;
+        let values: Vec<String> = (1..=1000).map(|i| format!("({i}, 's{i}', 'n')")).collect();
+        t.run(&format!(
+            "INSERT INTO parent (id, slug, note) VALUES {}",
+            values.join(", ")
+        ))
+        .await;
+        let ch = changes(&t).await;
+        if t.backend == DatabaseBackend::Postgres {
+            assert_eq!(ch.len(), 1);
+            assert_eq!(ch[0].new.as_ref().map(Vec::len), Some(1000));
+        } else {
+            assert_eq!(ch.len(), 1000, "{:?}", t.backend);
+        }
+        clear(&t).await;
+        t.run("UPDATE parent SET note = 'm'").await;
+        let ch = changes(&t).await;
+        if t.backend == DatabaseBackend::Postgres {
+            assert_eq!(ch.len(), 1, "one change row for one statement");
+            assert_eq!(ch[0].old.as_ref().map(Vec::len), Some(1000));
+            assert_eq!(ch[0].new.as_ref().map(Vec::len), Some(1000));
+        } else {
+            assert_eq!(ch.len(), 1000, "{:?}", t.backend);
+        }
+        let (old, new) = rows_of(&ch, "parent");
+        let mut all: Vec<Json> = (1..=1000).map(|i| json!([i, format!("s{i}")])).collect();
+        all.sort_by_key(|v| v.to_string());
+        assert_eq!(old, all);
+        assert_eq!(new, all);
+        t.finish().await;
+    }
+}
+
+#[tokio::test]
+async fn cascade_delete_is_captured() {
+    for t in databases().await {
+        setup(&t).await;
+        t.run("INSERT INTO parent (id, slug) VALUES (1, 'a'), (2, 'b')")
+            .await;
+        t.run("INSERT INTO child (id, parent_id, name) VALUES (10, 1, 'x'), (11, 1, 'y'), (12, 2, 'z')")
+            .await;
+        clear(&t).await;
+        t.run("DELETE FROM parent WHERE id = 1").await;
+        let ch = changes(&t).await;
+        let (old, new) = rows_of(&ch, "parent");
+        assert_eq!(old, [json!([1, "a"])]);
+        assert!(new.is_empty());
+        let (old, _) = rows_of(&ch, "child");
+        if t.backend == DatabaseBackend::MySql {
+            // MySQL/MariaDB: cascaded foreign key actions fire no trigger.
+            assert_eq!(old, Vec::<Json>::new(), "documented MySQL limitation");
+        } else {
+            assert_eq!(old, [json!([10, 1]), json!([11, 1])], "{:?}", t.backend);
+        }
+        t.finish().await;
+    }
+}
+
+#[tokio::test]
+async fn rolled_back_transaction_records_nothing() {
+    for t in databases().await {
+        setup(&t).await;
+        let txn = t.db.begin().await.unwrap();
+        exec_on(
+            &txn,
+            "INSERT INTO parent (id, slug) VALUES (1, 'a')",
+            vec![],
+        )
+        .await
+        .unwrap();
+        exec_on(&txn, "UPDATE parent SET slug = 'b'", vec![])
+            .await
+            .unwrap();
+        let sql = "SELECT COUNT(*) FROM flash_changes";
+        let r = txn
+            .query_one(Statement::from_string(t.backend, sql.to_owned()))
+            .await
+            .unwrap()
+            .unwrap();
+        let n: i64 = r.try_get_by_index(0).unwrap();
+        assert_eq!(n, 2, "recorded in the writing transaction");
+        txn.rollback().await.unwrap();
+        assert_eq!(changes(&t).await, Vec::new(), "{:?}", t.backend);
+        t.finish().await;
+    }
+}
+
+#[tokio::test]
+async fn install_is_idempotent_and_replaces_and_drops() {
+    for t in databases().await {
+        let b = t.backend;
+        setup(&t).await;
+        assert_eq!(trigger_count(&t).await, 6);
+        let again = capture::install(&t.db, &[parent_spec(), child_spec()])
+            .await
+            .unwrap();
+        assert!(!again.changed(), "{b:?}: {again:?}");
+        assert_eq!(again.unchanged, ["parent", "child"]);
+        assert_eq!(trigger_count(&t).await, 6);
+
+        // A changed spec replaces the table's triggers.
+        let wider = CaptureSpec::new("parent", ["id"], ["slug", "note"]).unwrap();
+        let r = capture::install(&t.db, &[wider.clone(), child_spec()])
+            .await
+            .unwrap();
+        assert_eq!(r.replaced, ["parent"], "{b:?}: {r:?}");
+        assert_eq!(r.unchanged, ["child"]);
+        let inst = capture::installed(&t.db).await.unwrap();
+        assert_eq!(inst.len(), 6);
+        let parent: Vec<_> = inst.iter().filter(|i| i.table == "parent").collect();
+        assert_eq!(parent.len(), 3);
+        assert!(parent.iter().all(|i| i.version == wider.version()));
+        t.run("INSERT INTO parent (id, slug, note) VALUES (1, 'a', 'n')")
+            .await;
+        let ch = changes(&t).await;
+        assert_eq!(ch.len(), 1, "{b:?}: the old triggers are gone");
+        assert_eq!(ch[0].new, Some(vec![json!([1, "a", "n"])]));
+
+        // A table no longer cached loses its triggers (and function).
+        let r = capture::install(&t.db, std::slice::from_ref(&wider))
+            .await
+            .unwrap();
+        assert_eq!(r.dropped, ["child"], "{b:?}: {r:?}");
+        assert_eq!(r.unchanged, ["parent"]);
+        let inst = capture::installed(&t.db).await.unwrap();
+        assert!(inst.iter().all(|i| i.table == "parent"));
+        assert_eq!(inst.len(), 3);
+        if b == DatabaseBackend::Postgres {
+            let r =
+                t.db.query_one(Statement::from_string(
+                    b,
+                    "SELECT COUNT(*) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace \
+                     WHERE n.nspname = current_schema() AND p.proname LIKE 'flash\\_capture\\_%'"
+                        .to_owned(),
+                ))
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(
+                r.try_get_by_index::<i64>(0).unwrap(),
+                1,
+                "one function left"
+            );
+        }
+        t.run("INSERT INTO child (id, parent_id) VALUES (5, 1)")
+            .await;
+        assert_eq!(changes(&t).await.len(), 1, "{b:?}: child not captured");
+
+        // Nothing cached: everything goes.
+        let r = capture::install(&t.db, &[]).await.unwrap();
+        assert_eq!(r.dropped, ["parent"]);
+        assert_eq!(trigger_count(&t).await, 0);
+        t.finish().await;
+    }
+}
+
+#[tokio::test]
+async fn pasted_ddl_equals_install() {
+    for t in databases().await {
+        schema(&t).await;
+        for sql in capture::changes_table_ddl(t.backend) {
+            t.run(&sql).await;
+        }
+        for sql in capture::ddl(t.backend, &parent_spec()) {
+            t.run(&sql).await;
+        }
+        // Same spec: install sees the pasted triggers as its own.
+        let r = capture::install(&t.db, &[parent_spec()]).await.unwrap();
+        if t.backend == DatabaseBackend::Postgres {
+            // install qualifies the function with the schema, but the version
+            // (trigger names) is the same: nothing to do.
+            assert!(!r.changed(), "{r:?}");
+        } else {
+            assert!(!r.changed(), "{:?}: {r:?}", t.backend);
+        }
+        for sql in capture::drop_ddl(t.backend, &parent_spec()) {
+            t.run(&sql).await;
+        }
+        assert_eq!(trigger_count(&t).await, 0);
+        t.finish().await;
+    }
+}
+
+#[tokio::test]
+async fn values_round_trip() {
+    for t in databases().await {
+        let b = t.backend;
+        let (uuid, ts, flag, big) = match b {
+            DatabaseBackend::Postgres => ("UUID", "TIMESTAMP", "BOOLEAN", "BIGINT"),
+            DatabaseBackend::MySql => ("BINARY(16)", "DATETIME(6)", "BOOLEAN", "BIGINT UNSIGNED"),
+            DatabaseBackend::Sqlite => ("BLOB", "TEXT", "BOOLEAN", "INTEGER"),
+        };
+        t.run(&format!(
+            "CREATE TABLE vals (id BIGINT NOT NULL PRIMARY KEY, s VARCHAR(200), u {uuid}, ts {ts}, f {flag}, big {big})"
+        ))
+        .await;
+        let spec = CaptureSpec::new("vals", ["id"], ["s", "u", "ts", "f", "big"]).unwrap();
+        capture::install(&t.db, &[spec]).await.unwrap();
+        let text = "it's \"quoted\" \\ back, é ☃ 𝄞 \n tab\t";
+        let u = uuid_value();
+        let when = sea_orm::prelude::ChronoDate::from_ymd_opt(2024, 1, 2)
+            .unwrap()
+            .and_hms_micro_opt(3, 4, 5, 123_456)
+            .unwrap();
+        let ts_value = if b == DatabaseBackend::Sqlite {
+            Value::from("2024-01-02 03:04:05.123456")
+        } else {
+            Value::from(when)
+        };
+        let big_value = if b == DatabaseBackend::MySql {
+            Value::from(u64::MAX)
+        } else {
+            Value::from(i64::MAX)
+        };
+        t.exec(
+            "INSERT INTO vals (id, s, u, ts, f, big) VALUES (?, ?, ?, ?, ?, ?)",
+            vec![
+                Value::from(-7i64),
+                Value::from(text),
+                Value::from(u),
+                ts_value,
+                Value::from(true),
+                big_value,
+            ],
+        )
+        .await
+        .unwrap();
+        t.run("INSERT INTO vals (id) VALUES (8)").await;
+        let ch = changes(&t).await;
+        let (_, new) = rows_of(&ch, "vals");
+        let hex = u.simple().to_string().to_uppercase();
+        let expected_first = match b {
+            DatabaseBackend::Postgres => json!([
+                -7,
+                text,
+                u.to_string(),
+                "2024-01-02T03:04:05.123456",
+                true,
+                i64::MAX
+            ]),
+            DatabaseBackend::MySql => {
+                json!([-7, text, hex, "2024-01-02 03:04:05.123456", 1, u64::MAX])
+            }
+            DatabaseBackend::Sqlite => {
+                json!([-7, text, hex, "2024-01-02 03:04:05.123456", 1, i64::MAX])
+            }
+        };
+        assert_eq!(new.len(), 2);
+        let first = new.iter().find(|r| r[0] == json!(-7)).unwrap();
+        assert_eq!(first, &expected_first, "{b:?}");
+        let second = new.iter().find(|r| r[0] == json!(8)).unwrap();
+        assert_eq!(second, &json!([8, null, null, null, null, null]), "{b:?}");
+        t.finish().await;
+    }
+}
+
+fn uuid_value() -> sea_orm::prelude::Uuid {
+    sea_orm::prelude::Uuid::parse_str("0a1b2c3d-4e5f-6071-8293-a4b5c6d7e8f9").unwrap()
+}
+
+#[tokio::test]
+async fn postgres_notifies_at_commit() {
+    let Some(t) = postgres().await else {
+        eprintln!("no PostgreSQL configured: skipped");
+        return;
+    };
+    let table = common_capture::unique("listened");
+    t.run(&format!(
+        "CREATE TABLE {table} (id INTEGER PRIMARY KEY, slug TEXT)"
+    ))
+    .await;
+    capture::install(
+        &t.db,
+        &[CaptureSpec::new(&table, ["id"], ["slug"]).unwrap()],
+    )
+    .await
+    .unwrap();
+    let url = t.url.clone().unwrap();
+    let mut listener = sea_orm::sqlx::postgres::PgListener::connect(&url)
+        .await
+        .unwrap();
+    listener.listen(capture::NOTIFY_CHANNEL).await.unwrap();
+    let txn = t.db.begin().await.unwrap();
+    exec_on(
+        &txn,
+        &format!("INSERT INTO {table} (id, slug) VALUES (1, 'a')"),
+        vec![],
+    )
+    .await
+    .unwrap();
+    // Nothing before the commit.
+    let early = tokio::time::timeout(std::time::Duration::from_millis(300), async {
+        loop {
+            let n = listener.recv().await.unwrap();
+            if n.payload() == table {
+                return n;
+            }
+        }
+    })
+    .await;
+    assert!(early.is_err(), "notified before commit");
+    txn.commit().await.unwrap();
+    let n = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        loop {
+            let n = listener.recv().await.unwrap();
+            if n.payload() == table {
+                return n;
+            }
+        }
+    })
+    .await
+    .expect("notification after commit");
+    assert_eq!(n.channel(), capture::NOTIFY_CHANNEL);
+    t.finish().await;
+}
