@@ -109,6 +109,9 @@ async fn raw_insert_update_delete_are_captured() {
         t.run("UPDATE parent SET note = 'y' WHERE id = 1").await;
         t.run("UPDATE parent SET slug = 'b' WHERE id = 1").await;
         t.run("DELETE FROM parent WHERE id = 1").await;
+        // A change of case only is a change of key, whatever the collation.
+        t.run("INSERT INTO parent (id, slug) VALUES (2, 'Q')").await;
+        t.run("UPDATE parent SET slug = 'q' WHERE id = 2").await;
         // A statement that touches no row records nothing.
         t.run("UPDATE parent SET note = 'z' WHERE id = 42").await;
         t.run("DELETE FROM parent WHERE id = 42").await;
@@ -119,9 +122,10 @@ async fn raw_insert_update_delete_are_captured() {
                 old: None,
                 new: Some(vec![json!([1, "a"])]),
             },
+            // No captured value changed: the old keys are the new ones.
             Change {
                 table: "parent".into(),
-                old: Some(vec![json!([1, "a"])]),
+                old: None,
                 new: Some(vec![json!([1, "a"])]),
             },
             Change {
@@ -133,6 +137,16 @@ async fn raw_insert_update_delete_are_captured() {
                 table: "parent".into(),
                 old: Some(vec![json!([1, "b"])]),
                 new: None,
+            },
+            Change {
+                table: "parent".into(),
+                old: None,
+                new: Some(vec![json!([2, "Q"])]),
+            },
+            Change {
+                table: "parent".into(),
+                old: Some(vec![json!([2, "Q"])]),
+                new: Some(vec![json!([2, "q"])]),
             },
         ];
         assert_eq!(ch, expect, "{b:?}");
@@ -172,8 +186,35 @@ async fn bulk_update_is_one_change_on_postgres() {
         } else {
             assert_eq!(ch.len(), 1000, "{:?}", t.backend);
         }
+        let sorted = |suffix: &str| {
+            let mut v: Vec<Json> = (1..=1000)
+                .map(|i| json!([i, format!("s{i}{suffix}")]))
+                .collect();
+            v.sort_by_key(|v| v.to_string());
+            v
+        };
+        // A non-key update: new keys only.
         clear(&t).await;
         t.run("UPDATE parent SET note = 'm'").await;
+        let ch = changes(&t).await;
+        if t.backend == DatabaseBackend::Postgres {
+            assert_eq!(ch.len(), 1, "one change row for one statement");
+            assert_eq!(ch[0].old, None);
+            assert_eq!(ch[0].new.as_ref().map(Vec::len), Some(1000));
+        } else {
+            assert_eq!(ch.len(), 1000, "{:?}", t.backend);
+        }
+        let (old, new) = rows_of(&ch, "parent");
+        assert!(old.is_empty());
+        assert_eq!(new, sorted(""));
+        // A key update: old and new keys.
+        clear(&t).await;
+        let concat = if t.backend == DatabaseBackend::MySql {
+            "UPDATE parent SET slug = CONCAT(slug, 'x')"
+        } else {
+            "UPDATE parent SET slug = slug || 'x'"
+        };
+        t.run(concat).await;
         let ch = changes(&t).await;
         if t.backend == DatabaseBackend::Postgres {
             assert_eq!(ch.len(), 1, "one change row for one statement");
@@ -183,10 +224,8 @@ async fn bulk_update_is_one_change_on_postgres() {
             assert_eq!(ch.len(), 1000, "{:?}", t.backend);
         }
         let (old, new) = rows_of(&ch, "parent");
-        let mut all: Vec<Json> = (1..=1000).map(|i| json!([i, format!("s{i}")])).collect();
-        all.sort_by_key(|v| v.to_string());
-        assert_eq!(old, all);
-        assert_eq!(new, all);
+        assert_eq!(old, sorted(""));
+        assert_eq!(new, sorted("x"));
         t.finish().await;
     }
 }

@@ -21,7 +21,7 @@
 //! |--------------|---------|
 //! | `id`         | auto-increment. Ids are taken at insert time, **not** at commit time: a drain must never use "the highest id seen" as a high-water mark (a transaction that commits later may hold a lower id). Treat the table as a queue: claim rows, invalidate, delete them. |
 //! | `table_name` | the table written (unqualified name). |
-//! | `old_keys`   | JSON array with one array per old row (deleted rows, rows before an update) holding the captured values in [`CaptureSpec::columns`] order; `NULL` for an insert. |
+//! | `old_keys`   | JSON array with one array per old row (deleted rows, rows before an update) holding the captured values in [`CaptureSpec::columns`] order; `NULL` for an insert, and for an update that changed no captured value (the old keys are then those of `new_keys`: see below). |
 //! | `new_keys`   | likewise for the new rows (inserted rows, rows after an update); `NULL` for a delete. |
 //! | `created_at` | the database's clock when the change was recorded (PostgreSQL: `now()`, the start of the writing transaction, µs; MySQL: `CURRENT_TIMESTAMP(6)`, UTC-stored `TIMESTAMP(6)`; SQLite: UTC text `YYYY-MM-DD HH:MM:SS.SSS`, ms). |
 //! | `claimed_by` | `NULL` until a drain process claims the row; then that process's id (any text unique per process). |
@@ -31,8 +31,14 @@
 //! triggers with transition tables), so `old_keys`/`new_keys` may hold many
 //! rows; their order is unspecified and the two arrays are **not** aligned
 //! row by row. On MySQL and SQLite one row is recorded per written row (the
-//! arrays hold one element each). An update records both arrays; on every
-//! backend the drain invalidates the keys of `old_keys ∪ new_keys`.
+//! arrays hold one element each). On every backend the drain invalidates the
+//! keys of `old_keys ∪ new_keys`. An update records `new_keys` always and
+//! `old_keys` only when some captured value changed (PostgreSQL: when the
+//! statement's old rows differ from its new ones as a whole, then all old
+//! rows; MySQL/SQLite: per row, compared byte for byte, so a change of case
+//! under a case-insensitive collation counts). An update with `old_keys`
+//! `NULL` changed no key: its old keys are its new keys. So a missing
+//! `old_keys` never hides an old key.
 //!
 //! PostgreSQL also calls `pg_notify('flash_changes', <table_name>)` per
 //! capturing statement, delivered at commit, so a drain may `LISTEN` instead of

@@ -56,6 +56,22 @@ fn row(spec: &CaptureSpec, rel: &str) -> String {
     format!("JSON_ARRAY(JSON_ARRAY({cols}))")
 }
 
+/// `NULL` when no captured column changed (the new row covers the old
+/// keys), else the old row. Compared as binary strings: a case-insensitive
+/// or PAD SPACE collation must not hide a change of key.
+fn old_unless_same(spec: &CaptureSpec) -> String {
+    let same = spec
+        .columns()
+        .iter()
+        .map(|c| {
+            let c = bq(c);
+            format!("CAST(OLD.{c} AS BINARY) <=> CAST(NEW.{c} AS BINARY)")
+        })
+        .collect::<Vec<_>>()
+        .join(" AND ");
+    format!("IF({same}, NULL, {})", row(spec, "OLD"))
+}
+
 pub(super) fn install(spec: &CaptureSpec) -> Vec<String> {
     let table = bq(spec.table());
     let name = lit(spec.table());
@@ -66,7 +82,7 @@ pub(super) fn install(spec: &CaptureSpec) -> Vec<String> {
         (
             "UPDATE",
             "old_keys, new_keys",
-            format!("{}, {}", row(spec, "OLD"), row(spec, "NEW")),
+            format!("{}, {}", old_unless_same(spec), row(spec, "NEW")),
         ),
         ("DELETE", "old_keys", row(spec, "OLD")),
     ]) {

@@ -64,25 +64,32 @@ pub(super) fn install(spec: &CaptureSpec) -> Vec<String> {
     let name = lit(spec.table());
     let old = agg(spec, "o");
     let new = agg(spec, "n");
+    // An UPDATE whose old rows all have the captured values of the new rows
+    // (no key column changed: the common case) records old_keys NULL; the
+    // comparison is of the JSON text, so exact (no collation), and merely
+    // conservative if the two transition tables were ever in different orders.
     let body = format!(
         "BEGIN\n\
          IF TG_OP = 'UPDATE' THEN\n\
-         \x20 INSERT INTO {changes} (table_name, old_keys, new_keys)\n\
-         \x20 SELECT {name}, (SELECT {old} FROM o), k FROM (SELECT {new} AS k FROM n) s WHERE k IS NOT NULL;\n\
+         \x20 SELECT {new} INTO flash_new FROM n;\n\
+         \x20 IF flash_new IS NULL THEN RETURN NULL; END IF;\n\
+         \x20 SELECT {old} INTO flash_old FROM o;\n\
+         \x20 IF flash_old::text = flash_new::text THEN flash_old := NULL; END IF;\n\
          ELSIF TG_OP = 'INSERT' THEN\n\
-         \x20 INSERT INTO {changes} (table_name, new_keys)\n\
-         \x20 SELECT {name}, k FROM (SELECT {new} AS k FROM n) s WHERE k IS NOT NULL;\n\
+         \x20 SELECT {new} INTO flash_new FROM n;\n\
+         \x20 IF flash_new IS NULL THEN RETURN NULL; END IF;\n\
          ELSE\n\
-         \x20 INSERT INTO {changes} (table_name, old_keys)\n\
-         \x20 SELECT {name}, k FROM (SELECT {old} AS k FROM o) s WHERE k IS NOT NULL;\n\
+         \x20 SELECT {old} INTO flash_old FROM o;\n\
+         \x20 IF flash_old IS NULL THEN RETURN NULL; END IF;\n\
          END IF;\n\
-         IF FOUND THEN PERFORM pg_notify({channel}, {name}); END IF;\n\
+         INSERT INTO {changes} (table_name, old_keys, new_keys) VALUES ({name}, flash_old, flash_new);\n\
+         PERFORM pg_notify({channel}, {name});\n\
          RETURN NULL;\n\
          END",
         channel = lit(NOTIFY_CHANNEL),
     );
     let mut out = vec![format!(
-        "CREATE OR REPLACE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql AS $flash$\n{body}\n$flash$"
+        "CREATE OR REPLACE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql AS $flash$\nDECLARE flash_old json; flash_new json;\n{body}\n$flash$"
     )];
     let names = spec.trigger_names(sea_orm::DatabaseBackend::Postgres);
     for (name, (event, referencing)) in names.iter().zip([

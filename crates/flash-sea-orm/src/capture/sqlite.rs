@@ -41,6 +41,22 @@ fn row(spec: &CaptureSpec, rel: &str) -> String {
     format!("json_array(json_array({cols}))")
 }
 
+/// `NULL` when no captured column changed (the new row covers the old
+/// keys), else the old row. `IS` with BINARY collation: a NOCASE column must
+/// not hide a change of key.
+fn old_unless_same(spec: &CaptureSpec) -> String {
+    let same = spec
+        .columns()
+        .iter()
+        .map(|c| {
+            let c = dq(c);
+            format!("OLD.{c} IS NEW.{c} COLLATE BINARY")
+        })
+        .collect::<Vec<_>>()
+        .join(" AND ");
+    format!("CASE WHEN {same} THEN NULL ELSE {} END", row(spec, "OLD"))
+}
+
 pub(super) fn install(spec: &CaptureSpec) -> Vec<String> {
     let table = dq(spec.table());
     let name = lit(spec.table());
@@ -51,7 +67,7 @@ pub(super) fn install(spec: &CaptureSpec) -> Vec<String> {
         (
             "UPDATE",
             "old_keys, new_keys",
-            format!("{}, {}", row(spec, "OLD"), row(spec, "NEW")),
+            format!("{}, {}", old_unless_same(spec), row(spec, "NEW")),
         ),
         ("DELETE", "old_keys", row(spec, "OLD")),
     ]) {
