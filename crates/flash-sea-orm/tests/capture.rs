@@ -449,6 +449,24 @@ async fn values_round_trip() {
         assert_eq!(first, &expected_first, "{b:?}");
         let second = new.iter().find(|r| r[0] == json!(8)).unwrap();
         assert_eq!(second, &json!([8, null, null, null, null, null]), "{b:?}");
+
+        // Rewriting the same values (NULLs included) is not a change of key;
+        // a NULL becoming a value is.
+        clear(&t).await;
+        t.run("UPDATE vals SET s = s, u = u, ts = ts, big = big")
+            .await;
+        let (old, new) = rows_of(&changes(&t).await, "vals");
+        assert!(old.is_empty(), "{b:?}: {old:?}");
+        assert_eq!(new.len(), 2);
+        clear(&t).await;
+        t.run("UPDATE vals SET s = 'now set' WHERE id = 8").await;
+        let (old, new) = rows_of(&changes(&t).await, "vals");
+        assert_eq!(old, [json!([8, null, null, null, null, null])], "{b:?}");
+        assert_eq!(
+            new,
+            [json!([8, "now set", null, null, null, null])],
+            "{b:?}"
+        );
         t.finish().await;
     }
 }
@@ -511,4 +529,28 @@ async fn postgres_notifies_at_commit() {
     .expect("notification after commit");
     assert_eq!(n.channel(), capture::NOTIFY_CHANNEL);
     t.finish().await;
+}
+
+#[tokio::test]
+async fn primary_key_only_spec() {
+    for t in databases().await {
+        t.run("CREATE TABLE solo (id INTEGER NOT NULL PRIMARY KEY, note VARCHAR(10))")
+            .await;
+        let spec = CaptureSpec::new("solo", ["id"], Vec::<&str>::new()).unwrap();
+        capture::install(&t.db, &[spec]).await.unwrap();
+        t.run("INSERT INTO solo (id, note) VALUES (1, 'a'), (2, 'b')")
+            .await;
+        t.run("UPDATE solo SET note = 'c'").await;
+        t.run("UPDATE solo SET id = 3 WHERE id = 2").await;
+        let ch = changes(&t).await;
+        let (old, new) = rows_of(&ch, "solo");
+        assert_eq!(old, [json!([2])], "{:?}", t.backend);
+        assert_eq!(
+            new,
+            [json!([1]), json!([1]), json!([2]), json!([2]), json!([3])],
+            "{:?}",
+            t.backend
+        );
+        t.finish().await;
+    }
 }

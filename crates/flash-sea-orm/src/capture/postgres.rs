@@ -65,6 +65,17 @@ fn agg(spec: &CaptureSpec, rel: &str) -> String {
     format!("json_agg(json_build_array({cols}))")
 }
 
+/// `ROW(array_agg(r."a"), array_agg(r."b"))` over the rows of `rel`.
+fn image(spec: &CaptureSpec, rel: &str) -> String {
+    let cols = spec
+        .columns()
+        .iter()
+        .map(|c| format!("array_agg({rel}.{})", dq(c)))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!("ROW({cols})")
+}
+
 pub(super) fn install(spec: &CaptureSpec) -> Vec<String> {
     let schema = spec.schema();
     let table = qualified(schema, spec.table());
@@ -74,16 +85,21 @@ pub(super) fn install(spec: &CaptureSpec) -> Vec<String> {
     let old = agg(spec, "o");
     let new = agg(spec, "n");
     // An UPDATE whose old rows all have the captured values of the new rows
-    // (no key column changed: the common case) records old_keys NULL; the
-    // comparison is of the JSON text, so exact (no collation), and merely
-    // conservative if the two transition tables were ever in different orders.
+    // (no key column changed: the common case) records old_keys NULL, without
+    // building their JSON: the captured columns of o and n are compared as
+    // arrays with `*=` (binary image equality: exact, no collation, defined for
+    // every type), which is merely conservative if the two transition tables
+    // were ever in different orders (they are filled together, row by row).
+    let old_image = image(spec, "o");
+    let new_image = image(spec, "n");
     let body = format!(
         "BEGIN\n\
          IF TG_OP = 'UPDATE' THEN\n\
          \x20 SELECT {new} INTO flash_new FROM n;\n\
          \x20 IF flash_new IS NULL THEN RETURN NULL; END IF;\n\
-         \x20 SELECT {old} INTO flash_old FROM o;\n\
-         \x20 IF flash_old::text = flash_new::text THEN flash_old := NULL; END IF;\n\
+         \x20 IF NOT ((SELECT {old_image} FROM o) *= (SELECT {new_image} FROM n)) THEN\n\
+         \x20   SELECT {old} INTO flash_old FROM o;\n\
+         \x20 END IF;\n\
          ELSIF TG_OP = 'INSERT' THEN\n\
          \x20 SELECT {new} INTO flash_new FROM n;\n\
          \x20 IF flash_new IS NULL THEN RETURN NULL; END IF;\n\
