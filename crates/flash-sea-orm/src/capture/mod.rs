@@ -40,6 +40,20 @@
 //! `NULL` changed no key: its old keys are its new keys. So a missing
 //! `old_keys` never hides an old key.
 //!
+//! # Cascades
+//!
+//! Rows deleted or updated by a foreign key action (`ON DELETE CASCADE`,
+//! `SET NULL`, `ON UPDATE CASCADE`) fire the child's triggers on PostgreSQL
+//! and SQLite (with `PRAGMA foreign_keys = ON`, sqlx's default), so they are
+//! captured like any write. MySQL/MariaDB fire no trigger for them: there
+//! [`install`] reads the `ON DELETE CASCADE` foreign keys of the database and
+//! adds `BEFORE DELETE` triggers (`flash_capture_<top>_c<n>_<version>`) on
+//! every table whose deletes cascade (up to 4 keys deep) to a captured table,
+//! cached or not, recording the rows about to be deleted as `old_keys`.
+//! Still not captured on MySQL: `ON DELETE SET NULL` and `ON UPDATE CASCADE`
+//! / `SET NULL` (a child row whose captured foreign key is rewritten by them).
+//! Re-run [`install`] after a migration that changes foreign keys.
+//!
 //! PostgreSQL also calls `pg_notify('flash_changes', <table_name>)` per
 //! capturing statement, delivered at commit, so a drain may `LISTEN` instead of
 //! polling (notifications are best effort: poll as well).
@@ -69,6 +83,40 @@ pub struct CaptureSpec {
     columns: Vec<String>,
     hex: BTreeSet<String>,
     schema: Option<String>,
+    cascades: Vec<CascadeCapture>,
+}
+
+/// A foreign key of `child` (`columns`) referencing `parent` (`references`).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ForeignKey {
+    pub child: String,
+    pub columns: Vec<String>,
+    pub parent: String,
+    pub references: Vec<String>,
+}
+
+/// MySQL/MariaDB only: rows deleted by `ON DELETE CASCADE` fire no trigger
+/// there, so a `BEFORE DELETE` trigger on the table at the top of `path`
+/// records the rows that the delete is about to cascade to: the rows of the
+/// last table of `path` (`path[0].parent` is the spec's table, each next
+/// hop's parent is the previous hop's child), their `columns` (that table's
+/// captured columns, `hex` ones as hex) as `old_keys`.
+/// [`install`] finds these from `information_schema` itself.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct CascadeCapture {
+    pub path: Vec<ForeignKey>,
+    pub columns: Vec<String>,
+    pub hex: Vec<String>,
+}
+
+impl CascadeCapture {
+    /// The table whose rows are recorded.
+    pub fn table(&self) -> &str {
+        self.path
+            .last()
+            .map(|f| f.child.as_str())
+            .unwrap_or_default()
+    }
 }
 
 impl CaptureSpec {
@@ -111,7 +159,43 @@ impl CaptureSpec {
             columns,
             hex: BTreeSet::new(),
             schema: None,
+            cascades: Vec::new(),
         })
+    }
+
+    /// A table that is not cached itself but whose deletes cascade to cached
+    /// tables (MySQL): it gets the [`CascadeCapture`] triggers only.
+    pub fn cascade_only(table: &str) -> Result<Self, DbErr> {
+        check_identifier(table)?;
+        Ok(CaptureSpec {
+            table: table.to_owned(),
+            primary_key: Vec::new(),
+            columns: Vec::new(),
+            hex: BTreeSet::new(),
+            schema: None,
+            cascades: Vec::new(),
+        })
+    }
+
+    /// Adds captures of rows that deletes of this table cascade to (used on
+    /// MySQL/MariaDB only; see [`CascadeCapture`]).
+    pub fn with_cascades(mut self, cascades: impl IntoIterator<Item = CascadeCapture>) -> Self {
+        for c in cascades {
+            if !c.path.is_empty() && !self.cascades.contains(&c) {
+                self.cascades.push(c);
+            }
+        }
+        self.cascades.sort();
+        self
+    }
+
+    pub fn cascades(&self) -> &[CascadeCapture] {
+        &self.cascades
+    }
+
+    /// Does the table capture its own rows (not [`cascade_only`](Self::cascade_only))?
+    pub fn captures_rows(&self) -> bool {
+        !self.columns.is_empty()
     }
 
     /// Captures these columns as hexadecimal text (uppercase, no prefix)
@@ -186,16 +270,45 @@ impl CaptureSpec {
         for c in &self.hex {
             h.field(c);
         }
+        for c in &self.cascades {
+            h.write(b"|cascade");
+            for f in &c.path {
+                h.field(&f.child);
+                let arrow = ["->", f.parent.as_str()];
+                let columns = f.columns.iter().map(String::as_str);
+                for x in columns
+                    .chain(arrow)
+                    .chain(f.references.iter().map(String::as_str))
+                {
+                    h.field(x);
+                }
+            }
+            h.write(b"|");
+            let columns = c.columns.iter().map(String::as_str);
+            for x in columns
+                .chain(["hex"])
+                .chain(c.hex.iter().map(String::as_str))
+            {
+                h.field(x);
+            }
+        }
         format!("v{FORMAT_VERSION}{:08x}", (h.0 >> 32) as u32 ^ h.0 as u32)
     }
 
     /// The names of the triggers [`ddl`] creates for `backend`.
     pub fn trigger_names(&self, backend: DatabaseBackend) -> Vec<String> {
-        let _ = backend;
-        ["i", "u", "d"]
-            .iter()
-            .map(|ev| self.object_name(ev))
-            .collect()
+        let mut out: Vec<String> = if self.captures_rows() {
+            ["i", "u", "d"]
+                .iter()
+                .map(|ev| self.object_name(ev))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        if backend == DatabaseBackend::MySql {
+            out.extend((0..self.cascades.len()).map(|i| self.object_name(&format!("c{i}"))));
+        }
+        out
     }
 
     /// `flash_capture_<table>_<tag>_<version>`, the table part truncated so
@@ -275,7 +388,7 @@ pub fn drop_ddl(backend: DatabaseBackend, spec: &CaptureSpec) -> Vec<String> {
     let names = spec.trigger_names(backend);
     let schema = spec.schema();
     let mut out = drop_triggers_ddl(backend, schema, &spec.table, &names);
-    if backend == DatabaseBackend::Postgres {
+    if backend == DatabaseBackend::Postgres && spec.captures_rows() {
         out.push(postgres::drop_function(schema, &spec.object_name("f")));
     }
     out
@@ -427,19 +540,20 @@ pub async fn install<C: ConnectionTrait>(
         None
     };
 
+    let mut specs: Vec<CaptureSpec> = specs.to_vec();
+    if backend == DatabaseBackend::MySql {
+        mysql::add_cascades(db, &mut specs).await?;
+    }
+
     let mut by_table: BTreeMap<String, Vec<InstalledTrigger>> = BTreeMap::new();
     for t in installed(db).await? {
         by_table.entry(t.table.clone()).or_default().push(t);
     }
 
-    for spec in specs {
+    for spec in &specs {
         let mut spec = spec.clone();
         if let (Some(s), None) = (&schema, &spec.schema) {
             spec = spec.in_schema(s)?;
-        }
-        if backend == DatabaseBackend::MySql {
-            let hex = mysql::binary_columns(db, &spec).await?;
-            spec = spec.with_hex(hex);
         }
         let want: BTreeSet<String> = spec.trigger_names(backend).into_iter().collect();
         let have = by_table.remove(&spec.table).unwrap_or_default();

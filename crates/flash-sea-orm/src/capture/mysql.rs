@@ -5,8 +5,9 @@
 //! MySQL 5.7.2 / MariaDB 10.2.3, which lets [`install`](super::install)
 //! create the new version before dropping the old.
 
-use super::{lit, CaptureSpec, CHANGES_TABLE};
+use super::{lit, CaptureSpec, CascadeCapture, ForeignKey, CHANGES_TABLE};
 use sea_orm::{ConnectionTrait, DatabaseBackend, DbErr, Statement, Value};
+use std::collections::BTreeMap;
 
 pub(super) const CHANGES_EXISTS: &str = "SELECT 1 FROM information_schema.TABLES \
      WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'flash_changes'";
@@ -77,7 +78,16 @@ pub(super) fn install(spec: &CaptureSpec) -> Vec<String> {
     let name = lit(spec.table());
     let names = spec.trigger_names(DatabaseBackend::MySql);
     let mut out = Vec::new();
-    for (trigger, (event, cols, values)) in names.iter().zip([
+    let (own, cascades) = names.split_at(if spec.captures_rows() { 3 } else { 0 });
+    for (trigger, cascade) in cascades.iter().zip(spec.cascades()) {
+        out.push(drop_trigger(trigger));
+        out.push(format!(
+            "CREATE TRIGGER {} BEFORE DELETE ON {table} FOR EACH ROW {}",
+            bq(trigger),
+            cascade_insert(cascade)
+        ));
+    }
+    for (trigger, (event, cols, values)) in own.iter().zip([
         ("INSERT", "new_keys", row(spec, "NEW")),
         (
             "UPDATE",
@@ -118,4 +128,136 @@ pub(super) async fn binary_columns<C: ConnectionTrait>(
         }
     }
     Ok(out)
+}
+
+/// `INSERT ... SELECT` of the rows a delete of `OLD` cascades to.
+fn cascade_insert(c: &CascadeCapture) -> String {
+    let mut from = String::new();
+    let mut cond = Vec::new();
+    for (i, fk) in c.path.iter().enumerate() {
+        let alias = format!("t{}", i + 1);
+        let above = if i == 0 {
+            "OLD".to_owned()
+        } else {
+            format!("t{i}")
+        };
+        let on = fk
+            .columns
+            .iter()
+            .zip(&fk.references)
+            .map(|(col, r)| format!("{alias}.{} = {above}.{}", bq(col), bq(r)))
+            .collect::<Vec<_>>();
+        if i == 0 {
+            from = format!("{} {alias}", bq(&fk.child));
+            cond = on;
+        } else {
+            from.push_str(&format!(
+                " JOIN {} {alias} ON {}",
+                bq(&fk.child),
+                on.join(" AND ")
+            ));
+        }
+    }
+    let last = format!("t{}", c.path.len());
+    let cols = c
+        .columns
+        .iter()
+        .map(|col| {
+            let v = format!("{last}.{}", bq(col));
+            if c.hex.contains(col) {
+                format!("HEX({v})")
+            } else {
+                v
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "INSERT INTO {CHANGES_TABLE} (table_name, old_keys) SELECT {}, JSON_ARRAYAGG(JSON_ARRAY({cols})) \
+         FROM {from} WHERE {} HAVING COUNT(*) > 0",
+        lit(c.table()),
+        cond.join(" AND ")
+    )
+}
+
+/// Hexes the binary captured columns of `specs`, and adds to them (or to
+/// cascade-only specs of uncached tables) the captures of rows deleted by
+/// `ON DELETE CASCADE` chains (up to 4 foreign keys deep, cycles excluded)
+/// ending in a captured table.
+pub(super) async fn add_cascades<C: ConnectionTrait>(
+    db: &C,
+    specs: &mut Vec<CaptureSpec>,
+) -> Result<(), DbErr> {
+    for spec in specs.iter_mut() {
+        let hex = binary_columns(db, spec).await?;
+        *spec = spec.clone().with_hex(hex);
+    }
+    let rows = db
+        .query_all(Statement::from_string(
+            DatabaseBackend::MySql,
+            "SELECT CAST(k.TABLE_NAME AS CHAR), CAST(k.CONSTRAINT_NAME AS CHAR), \
+             CAST(k.COLUMN_NAME AS CHAR), CAST(k.REFERENCED_TABLE_NAME AS CHAR), \
+             CAST(k.REFERENCED_COLUMN_NAME AS CHAR) \
+             FROM information_schema.KEY_COLUMN_USAGE k \
+             JOIN information_schema.REFERENTIAL_CONSTRAINTS r \
+             ON r.CONSTRAINT_SCHEMA = k.CONSTRAINT_SCHEMA AND r.CONSTRAINT_NAME = k.CONSTRAINT_NAME \
+             AND r.TABLE_NAME = k.TABLE_NAME \
+             WHERE k.TABLE_SCHEMA = DATABASE() AND k.REFERENCED_TABLE_SCHEMA = DATABASE() \
+             AND r.DELETE_RULE = 'CASCADE' \
+             ORDER BY k.TABLE_NAME, k.CONSTRAINT_NAME, k.ORDINAL_POSITION"
+                .to_owned(),
+        ))
+        .await?;
+    let mut fks: BTreeMap<(String, String), ForeignKey> = BTreeMap::new();
+    for r in rows {
+        let child: String = r.try_get_by_index(0)?;
+        let name: String = r.try_get_by_index(1)?;
+        let col: String = r.try_get_by_index(2)?;
+        let parent: String = r.try_get_by_index(3)?;
+        let rcol: String = r.try_get_by_index(4)?;
+        let fk = fks.entry((child.clone(), name)).or_insert(ForeignKey {
+            child,
+            columns: Vec::new(),
+            parent,
+            references: Vec::new(),
+        });
+        fk.columns.push(col);
+        fk.references.push(rcol);
+    }
+    let fks: Vec<ForeignKey> = fks.into_values().collect();
+    let mut found: BTreeMap<String, Vec<CascadeCapture>> = BTreeMap::new();
+    for spec in specs.iter().filter(|s| s.captures_rows()) {
+        // Paths upwards from the captured table, as lists of hops bottom-up.
+        let mut stack: Vec<Vec<&ForeignKey>> = fks
+            .iter()
+            .filter(|f| f.child == spec.table() && f.parent != f.child)
+            .map(|f| vec![f])
+            .collect();
+        while let Some(up) = stack.pop() {
+            let top = up.last().map(|f| f.parent.clone()).unwrap_or_default();
+            let path: Vec<ForeignKey> = up.iter().rev().map(|f| (*f).clone()).collect();
+            found.entry(top.clone()).or_default().push(CascadeCapture {
+                path,
+                columns: spec.columns().to_vec(),
+                hex: spec.hex_columns().map(str::to_owned).collect(),
+            });
+            if up.len() < 4 {
+                for f in fks.iter().filter(|f| f.child == top) {
+                    let seen = f.parent == spec.table() || up.iter().any(|u| u.child == f.parent);
+                    if !seen {
+                        let mut next = up.clone();
+                        next.push(f);
+                        stack.push(next);
+                    }
+                }
+            }
+        }
+    }
+    for (table, cascades) in found {
+        match specs.iter_mut().find(|s| s.table() == table) {
+            Some(s) => *s = s.clone().with_cascades(cascades),
+            None => specs.push(CaptureSpec::cascade_only(&table)?.with_cascades(cascades)),
+        }
+    }
+    Ok(())
 }
