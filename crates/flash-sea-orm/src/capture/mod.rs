@@ -72,7 +72,8 @@ pub const NOTIFY_CHANNEL: &str = "flash_changes";
 /// Every trigger (and PostgreSQL function) installed here starts with this.
 pub const TRIGGER_PREFIX: &str = "flash_capture_";
 /// Version of the generated SQL; part of every trigger's version, so a new
-/// format replaces the triggers installed by an older flash.
+/// format replaces the triggers installed by an older flash. Bump it with any
+/// change of the generated trigger text or of the recorded format.
 pub const FORMAT_VERSION: u32 = 1;
 
 /// What to capture of one table.
