@@ -126,7 +126,13 @@ async fn sqlite() -> TestDb {
 }
 
 async fn server(url: &str) -> Option<TestDb> {
-    let admin = match Database::connect(url).await {
+    let mut probe = ConnectOptions::new(url.to_owned());
+    probe
+        .connect_timeout(std::time::Duration::from_secs(3))
+        .acquire_timeout(std::time::Duration::from_secs(3))
+        .max_connections(1)
+        .sqlx_logging(false);
+    let admin = match Database::connect(probe).await {
         Ok(a) => a,
         Err(e) if !required() => {
             eprintln!("skipping {url}: {e}");
