@@ -25,6 +25,7 @@
 //!   file per database); no other module matches on the database.
 //! - `convert`: between SeaORM values and flash's field values.
 
+pub mod capture;
 mod convert;
 mod db;
 mod dialect;
