@@ -1,5 +1,6 @@
 //! Start-up: declarations of every entity and custom class, on one builder.
 
+use crate::capture::{self, CaptureSpec, Drain, DrainSettings, Kind, TableDecoder};
 use crate::convert::{column_name, model_name, to_value};
 use crate::dialect;
 use crate::meta::CacheMeta;
@@ -15,7 +16,7 @@ use sea_orm::{
     ColumnTrait, DatabaseConnection, DbErr, EntityTrait, Iterable, PrimaryKeyToColumn, QueryFilter,
     QuerySelect,
 };
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 /// A user-defined cache class: its declaration and how to compute its value
@@ -132,6 +133,20 @@ pub struct Registrar {
     outbox: Option<bool>,
     outbox_settings: OutboxSettings,
     resolvers: HashMap<String, Resolver>,
+    capture: bool,
+    install_capture: bool,
+    drain_settings: DrainSettings,
+    /// The entities declared, in order: what capture covers.
+    tables: Vec<TableInfo>,
+    /// Per model, the key fields of every class declared on it.
+    key_fields: HashMap<String, BTreeSet<String>>,
+}
+
+/// What capture needs of one declared entity.
+struct TableInfo {
+    table: String,
+    pk: Vec<String>,
+    columns: Vec<(String, Kind)>,
 }
 
 impl Registrar {
@@ -145,11 +160,74 @@ impl Registrar {
             outbox: None,
             outbox_settings: OutboxSettings::default(),
             resolvers: HashMap::new(),
+            capture: true,
+            install_capture: true,
+            drain_settings: DrainSettings::default(),
+            tables: Vec::new(),
+            key_fields: HashMap::new(),
         }
     }
 
-    /// Turns the durable invalidation outbox on or off. Default: on for
-    /// PostgreSQL and MySQL, off for SQLite (one process, one file).
+    /// Turns the capture of every write on or off (default: on). With it,
+    /// triggers on every declared entity's table record the key values of
+    /// each written row, whoever writes it (raw SQL, plain SeaORM, other
+    /// services, cascades), and a drain in every process invalidates them
+    /// (see [`crate::capture`]). Without it, only writes through
+    /// [`FlashDb`]'s methods invalidate.
+    pub fn capture(mut self, on: bool) -> Self {
+        self.capture = on;
+        self
+    }
+
+    /// Whether [`Self::build`] installs (or updates) the capture triggers
+    /// (default: yes). Turn it off when migrations install them: paste the
+    /// text of [`Self::capture_ddl`] into one. The drain runs either way.
+    pub fn install_capture(mut self, on: bool) -> Self {
+        self.install_capture = on;
+        self
+    }
+
+    /// How the drain of captured changes runs.
+    pub fn drain_settings(mut self, s: DrainSettings) -> Self {
+        self.drain_settings = s;
+        self
+    }
+
+    /// The capture DDL of the declarations so far, for a migration file: the
+    /// changes table and each table's triggers (see [`capture::ddl`]; on
+    /// MySQL, [`capture::install`] also adds triggers for `ON DELETE CASCADE`
+    /// parents, which this text does not have).
+    pub fn capture_ddl(&self) -> Result<Vec<String>, Error> {
+        let backend = sea_orm::ConnectionTrait::get_database_backend(&self.db);
+        let mut out = capture::changes_table_ddl(backend);
+        for spec in self.capture_specs()? {
+            out.extend(capture::ddl(backend, &spec));
+        }
+        Ok(out)
+    }
+
+    /// One capture spec per declared entity: its primary key and every
+    /// column a class of it is keyed on.
+    fn capture_specs(&self) -> Result<Vec<CaptureSpec>, Error> {
+        let empty = BTreeSet::new();
+        self.tables
+            .iter()
+            .map(|t| {
+                let keyed = self.key_fields.get(&t.table).unwrap_or(&empty);
+                let cols = t
+                    .columns
+                    .iter()
+                    .map(|(c, _)| c)
+                    .filter(|c| keyed.contains(*c));
+                CaptureSpec::new(&t.table, &t.pk, cols)
+                    .map_err(|e| Error::Source(SourceError::new(e)))
+            })
+            .collect()
+    }
+
+    /// Turns the durable invalidation outbox on or off. Default: off when
+    /// capture is on (the changes table is the durable record); otherwise on
+    /// for PostgreSQL and MySQL, off for SQLite (one process, one file).
     pub fn outbox(mut self, on: bool) -> Self {
         self.outbox = Some(on);
         self
@@ -175,14 +253,25 @@ impl Registrar {
         E::Model: CacheValue,
     {
         let model = model_name::<E>();
-        let pk = E::PrimaryKey::iter()
+        let pk: Vec<String> = E::PrimaryKey::iter()
             .map(|p| column_name(&p.into_column()))
             .collect();
         self.builder.model(ModelInfo {
             name: model.clone(),
-            pk,
+            pk: pk.clone(),
         })?;
+        self.tables.push(TableInfo {
+            table: model.clone(),
+            pk,
+            columns: E::Column::iter()
+                .map(|c| (column_name(&c), Kind::of(c.def().get_column_type())))
+                .collect(),
+        });
         for (spec, cols) in meta.specs() {
+            self.key_fields
+                .entry(model.clone())
+                .or_default()
+                .extend(spec.key_fields.iter().cloned());
             let fetch = RowFetch::<E> {
                 db: self.db.clone(),
                 cols,
@@ -212,6 +301,10 @@ impl Registrar {
     /// Registers a user-defined class; keep the returned handle to look it up.
     pub fn custom<C: CustomCache>(&mut self, cache: C) -> Result<Class<C::Output>, RegistryError> {
         let spec = cache.spec().simple(false);
+        self.key_fields
+            .entry(spec.model.clone())
+            .or_default()
+            .extend(spec.key_fields.iter().cloned());
         self.builder.register(
             spec,
             CustomFetch {
@@ -227,11 +320,55 @@ impl Registrar {
             .create_table()
             .await
             .map_err(SourceError::new)?;
+        let backend = sea_orm::ConnectionTrait::get_database_backend(&self.db);
+        let specs = match self.capture {
+            true => self.capture_specs()?,
+            false => Vec::new(),
+        };
+        // Declarations are checked before anything is installed.
         let flash = self.builder.build().await?;
-        let outbox = self.outbox.unwrap_or(dialect::outbox_by_default(
-            sea_orm::ConnectionTrait::get_database_backend(&self.db),
-        ));
-        let fdb = FlashDb::new(flash.clone(), self.db.clone());
+        if self.capture && self.install_capture {
+            let report = capture::install(&self.db, &specs)
+                .await
+                .map_err(SourceError::new)?;
+            if report.changed() {
+                tracing::info!(?report, "capture triggers installed");
+            }
+        }
+        let outbox = self
+            .outbox
+            .unwrap_or(!self.capture && dialect::outbox_by_default(backend));
+        let mut fdb = FlashDb::new(flash.clone(), self.db.clone());
+        if self.capture {
+            let decoders = self
+                .tables
+                .iter()
+                .zip(&specs)
+                .map(|(t, spec)| {
+                    let kind = |c: &String| {
+                        t.columns
+                            .iter()
+                            .find(|(n, _)| n == c)
+                            .map_or(Kind::Text, |(_, k)| *k)
+                    };
+                    let decoder = TableDecoder {
+                        model: t.table.clone(),
+                        columns: spec
+                            .columns()
+                            .iter()
+                            .map(|c| (c.clone(), kind(c)))
+                            .collect(),
+                    };
+                    (t.table.clone(), decoder)
+                })
+                .collect();
+            fdb = fdb.with_capture(Drain::start(
+                self.db.clone(),
+                flash.clone(),
+                decoders,
+                self.drain_settings,
+            ));
+        }
         if !outbox {
             return Ok(fdb);
         }

@@ -58,9 +58,15 @@
 //! capturing statement, delivered at commit, so a drain may `LISTEN` instead of
 //! polling (notifications are best effort: poll as well).
 
+mod drain;
 mod mysql;
 mod postgres;
 mod sqlite;
+mod values;
+
+pub use drain::DrainSettings;
+pub(crate) use drain::{Drain, TableDecoder};
+pub(crate) use values::Kind;
 
 use sea_orm::{ConnectionTrait, DatabaseBackend, DbErr, Statement};
 use std::collections::{BTreeMap, BTreeSet};

@@ -17,6 +17,7 @@ pub use lookups::ModelCache;
 pub use transaction::FlashTxn;
 pub use writes::Changes;
 
+use crate::capture::Drain;
 use crate::outbox::Outbox;
 use flash_core::{Error, Flash, SourceError};
 use sea_orm::DatabaseConnection;
@@ -35,6 +36,9 @@ pub struct FlashDb {
     /// The durable outbox, when on; shared by clones, its drain task stops
     /// with the last of them.
     outbox: Option<Arc<Outbox>>,
+    /// The drain of captured changes, when capture is on; shared by clones,
+    /// its task stops with the last of them.
+    capture: Option<Arc<Drain>>,
 }
 
 impl std::fmt::Debug for FlashDb {
@@ -42,6 +46,7 @@ impl std::fmt::Debug for FlashDb {
         f.debug_struct("FlashDb")
             .field("flash", &self.flash)
             .field("outbox", &self.outbox.is_some())
+            .field("capture", &self.capture.is_some())
             .finish()
     }
 }
@@ -53,6 +58,28 @@ impl FlashDb {
             flash,
             db,
             outbox: None,
+            capture: None,
+        }
+    }
+
+    pub(crate) fn with_capture(mut self, drain: Arc<Drain>) -> Self {
+        self.capture = Some(drain);
+        self
+    }
+
+    /// Is the capture of every write on (see [`crate::Registrar::capture`])?
+    pub fn has_capture(&self) -> bool {
+        self.capture.is_some()
+    }
+
+    /// Applies every captured change visible now (writes from anywhere that
+    /// committed before this call), instead of waiting for the drain task.
+    /// Returns the number of changes applied. Writes through this handle's
+    /// connection methods call it before they return.
+    pub async fn apply_captured(&self) -> Result<usize, Error> {
+        match &self.capture {
+            Some(d) => d.apply_visible().await.map_err(src),
+            None => Ok(0),
         }
     }
 
@@ -89,8 +116,10 @@ impl FlashDb {
         &self.flash
     }
 
-    /// The database connection. Writes made through it directly are not
-    /// invalidated; use the handle's write methods for those.
+    /// The database connection. With capture on, writes made through it
+    /// directly are invalidated by the drain, within its lag (see the
+    /// README); writes through the handle's methods are invalidated before
+    /// they return.
     pub fn db(&self) -> &DatabaseConnection {
         &self.db
     }

@@ -159,6 +159,9 @@ pub async fn handle(db: &TestDb, cache: Arc<dyn Backend>, outbox: bool) -> Flash
     let mut reg = Registrar::new(db.conn.clone())
         .configure(|b| b.backend_arc(cache))
         .outbox(outbox)
+        // These tests look at flash's own write path and the outbox; capture
+        // has tests of its own.
+        .capture(false)
         .outbox_settings(OutboxSettings {
             interval: Duration::from_secs(3600),
             grace: Duration::ZERO,

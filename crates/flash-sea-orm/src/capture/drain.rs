@@ -1,0 +1,372 @@
+//! The drain: captured changes to invalidations, in every process.
+//!
+//! Each process runs one background task that takes rows of the changes
+//! table, computes the keys of every class for the old and the new values
+//! (as a write through flash does), writes the invalidation markers and
+//! deletes the rows. On PostgreSQL it wakes on the triggers' notification
+//! (`LISTEN`, delivered at commit) and also polls, in case a notification
+//! was lost with its connection; on MySQL and SQLite it polls.
+//!
+//! Several processes drain one table: each takes its rows inside a
+//! transaction with `FOR UPDATE SKIP LOCKED` (PostgreSQL, MySQL 8 /
+//! MariaDB 10.6), invalidates, deletes them and commits. A process that dies
+//! rolls back, and its rows are taken by the next drain; a process that
+//! cannot reach the cache rolls back too, leaving them to a process that
+//! can. Applying a row twice is harmless: an invalidation only removes.
+//!
+//! A write through [`FlashDb`](crate::FlashDb)'s connection methods applies
+//! every change visible after it committed ([`Drain::apply_visible`]),
+//! regardless of other processes' claims, before it returns: read your
+//! writes, exactly.
+
+use super::values::Kind;
+use super::CHANGES_TABLE;
+use flash_core::{FieldValue, Flash, KeySet};
+use sea_orm::{
+    ConnectionTrait, DatabaseBackend, DatabaseConnection, DbErr, QueryResult, TransactionTrait,
+};
+use serde_json::Value as Json;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+use tokio::sync::Notify;
+
+/// How the drain runs. Every field has a default that suits a service on a
+/// local network; all are documented in the README's guarantee.
+#[derive(Clone, Copy, Debug)]
+pub struct DrainSettings {
+    /// How often the drain polls on MySQL and SQLite (default 20 ms): the
+    /// bound of the lag of a write from elsewhere, plus one drain.
+    pub poll_interval: Duration,
+    /// How often the drain polls on PostgreSQL besides waking on
+    /// notifications (default 250 ms): the lag bound while the listening
+    /// connection is being re-established.
+    pub listen_poll_interval: Duration,
+    /// Rows taken per transaction (default 500).
+    pub batch: usize,
+}
+
+impl Default for DrainSettings {
+    fn default() -> Self {
+        DrainSettings {
+            poll_interval: Duration::from_millis(20),
+            listen_poll_interval: Duration::from_millis(250),
+            batch: 500,
+        }
+    }
+}
+
+/// How to read the captured rows of one table: its model (flash's name for
+/// it) and its captured columns in recorded order.
+#[derive(Clone, Debug)]
+pub(crate) struct TableDecoder {
+    pub(crate) model: String,
+    pub(crate) columns: Vec<(String, Kind)>,
+}
+
+impl TableDecoder {
+    /// The rows of one JSON array of captured rows, as field maps.
+    fn rows(&self, json: Option<&str>) -> Result<Vec<BTreeMap<String, FieldValue>>, String> {
+        let Some(json) = json else {
+            return Ok(Vec::new());
+        };
+        let rows: Vec<Vec<Json>> = serde_json::from_str(json).map_err(|e| e.to_string())?;
+        rows.into_iter()
+            .map(|row| {
+                if row.len() != self.columns.len() {
+                    return Err(format!(
+                        "{} values for {} captured columns",
+                        row.len(),
+                        self.columns.len()
+                    ));
+                }
+                Ok(self
+                    .columns
+                    .iter()
+                    .zip(&row)
+                    .map(|((name, kind), v)| (name.clone(), kind.decode(v)))
+                    .collect())
+            })
+            .collect()
+    }
+}
+
+/// The drain of one [`FlashDb`](crate::FlashDb) (shared by its clones).
+pub(crate) struct Drain {
+    db: DatabaseConnection,
+    flash: Flash,
+    tables: HashMap<String, TableDecoder>,
+    settings: DrainSettings,
+    /// Wakes the task early (a notification arrived, or a test asks).
+    wake: Notify,
+    /// The background task; aborted when the drain is dropped. std Mutex:
+    /// set once at start, never held across an await.
+    task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl Drop for Drain {
+    fn drop(&mut self) {
+        if let Some(t) = self.task.lock().ok().and_then(|mut t| t.take()) {
+            t.abort();
+        }
+    }
+}
+
+/// One row of the changes table as read.
+struct Change {
+    id: i64,
+    table: String,
+    old: Option<String>,
+    new: Option<String>,
+    /// Microseconds from the write's record to now, by the database's clock.
+    age_us: i64,
+}
+
+impl Drain {
+    /// Starts the background drain of `db`'s changes table.
+    pub(crate) fn start(
+        db: DatabaseConnection,
+        flash: Flash,
+        tables: HashMap<String, TableDecoder>,
+        settings: DrainSettings,
+    ) -> Arc<Drain> {
+        let drain = Arc::new(Drain {
+            db,
+            flash,
+            tables,
+            settings,
+            wake: Notify::new(),
+            task: Mutex::new(None),
+        });
+        let task = tokio::spawn(run(Arc::downgrade(&drain)));
+        if let Ok(mut t) = drain.task.lock() {
+            *t = Some(task);
+        }
+        drain
+    }
+
+    /// Applies every change visible now, whoever else is draining it, and
+    /// deletes what it applied. Returns the number of changes applied.
+    pub(crate) async fn apply_visible(&self) -> Result<usize, DbErr> {
+        let mut total = 0;
+        loop {
+            let rows = read(&self.db, self.settings.batch, false).await?;
+            let (applied, complete) = self.apply(&rows).await;
+            delete(&self.db, &applied).await?;
+            total += applied.len();
+            if !complete {
+                return Err(DbErr::Custom(
+                    "the cache refused the invalidation of captured changes".into(),
+                ));
+            }
+            if rows.len() < self.settings.batch {
+                return Ok(total);
+            }
+        }
+    }
+
+    /// Takes, applies and deletes one batch of rows no other drain holds.
+    /// Returns the number of rows taken and whether all were applied.
+    async fn drain_once(&self) -> Result<(usize, bool), DbErr> {
+        let backend = self.db.get_database_backend();
+        if backend == DatabaseBackend::Sqlite {
+            // One writer at a time: nothing to skip.
+            let rows = read(&self.db, self.settings.batch, false).await?;
+            let (applied, complete) = self.apply(&rows).await;
+            delete(&self.db, &applied).await?;
+            return Ok((rows.len(), complete));
+        }
+        let txn = self.db.begin().await?;
+        let rows = read(&txn, self.settings.batch, true).await?;
+        let (applied, complete) = self.apply(&rows).await;
+        delete(&txn, &applied).await?;
+        txn.commit().await?;
+        Ok((rows.len(), complete))
+    }
+
+    /// Invalidates the keys of `rows` (one write per model). The ids applied,
+    /// and whether that was all of them (a cache failure stops the rest).
+    async fn apply(&self, rows: &[Change]) -> (Vec<i64>, bool) {
+        let mut by_model: BTreeMap<&str, (KeySet, Vec<i64>)> = BTreeMap::new();
+        let mut applied = Vec::new();
+        for c in rows {
+            let Some(dec) = self.tables.get(&c.table) else {
+                // A table no longer cached: nothing to invalidate.
+                applied.push(c.id);
+                continue;
+            };
+            let decoded = dec.rows(c.old.as_deref()).and_then(|mut rows| {
+                rows.extend(dec.rows(c.new.as_deref())?);
+                Ok(rows)
+            });
+            let records = match decoded {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::error!(id = c.id, table = %c.table, error = %e, "undecodable captured change dropped");
+                    applied.push(c.id);
+                    continue;
+                }
+            };
+            let dyns: Vec<&dyn flash_core::Record> = records
+                .iter()
+                .map(|r| r as &dyn flash_core::Record)
+                .collect();
+            let keys = self.flash.keys_for_rows(&dec.model, &dyns);
+            let entry = by_model.entry(&dec.model).or_default();
+            entry.0.extend(keys);
+            entry.1.push(c.id);
+            metrics::histogram!("flash_invalidation_lag_seconds")
+                .record(c.age_us.max(0) as f64 / 1e6);
+        }
+        metrics::counter!("flash_captured_rows_total").increment(rows.len() as u64);
+        for (model, (keys, ids)) in by_model {
+            if self.flash.apply_invalidation(model, &keys).await.is_err() {
+                return (applied, false);
+            }
+            metrics::counter!("flash_applied_keys_total").increment(keys.len() as u64);
+            applied.extend(ids);
+        }
+        (applied, true)
+    }
+}
+
+/// The background task: drain on every wake-up and poll tick, until the
+/// drain is dropped.
+async fn run(drain: Weak<Drain>) {
+    let (backend, listen_db) = match drain.upgrade() {
+        Some(d) => (d.db.get_database_backend(), d.db.clone()),
+        None => return,
+    };
+    if backend == DatabaseBackend::Postgres {
+        tokio::spawn(listen(drain.clone(), listen_db));
+    }
+    let mut failing = false;
+    loop {
+        let Some(d) = drain.upgrade() else { return };
+        let every = match backend {
+            DatabaseBackend::Postgres => d.settings.listen_poll_interval,
+            _ => d.settings.poll_interval,
+        };
+        let _ = tokio::time::timeout(every, d.wake.notified()).await;
+        let started = Instant::now();
+        let mut taken = 0;
+        let result = loop {
+            match d.drain_once().await {
+                Ok((n, true)) if n == d.settings.batch => taken += n,
+                Ok((n, complete)) => break Ok((taken + n, complete)),
+                Err(e) => break Err(e),
+            }
+        };
+        // One log line per change of state, not per round.
+        match result {
+            Ok((_, true)) if failing => {
+                failing = false;
+                tracing::info!("captured changes are being applied again");
+            }
+            Ok((_, false)) | Err(_) if !failing => {
+                failing = true;
+                match &result {
+                    Err(e) => tracing::warn!(error = %e, "draining captured changes failed; retrying"),
+                    _ => tracing::warn!("the cache refused captured invalidations; they stay in the changes table until it takes them"),
+                }
+            }
+            _ => {}
+        }
+        if let Ok((n, _)) = result {
+            metrics::gauge!("flash_outbox_backlog").set(n as f64);
+            if n > 0 {
+                tracing::debug!(rows = n, took = ?started.elapsed(), "captured changes applied");
+            }
+        }
+    }
+}
+
+/// PostgreSQL: wakes the drain on every notification of the triggers.
+/// sqlx's listener reconnects by itself; what was notified meanwhile is
+/// found by the drain's polling.
+#[cfg(feature = "postgres")]
+async fn listen(drain: Weak<Drain>, db: DatabaseConnection) {
+    use sea_orm::sqlx::postgres::PgListener;
+    let mut listener = loop {
+        let attempt = async {
+            let mut l = PgListener::connect_with(db.get_postgres_connection_pool()).await?;
+            l.listen(super::NOTIFY_CHANNEL).await?;
+            Ok::<_, sea_orm::sqlx::Error>(l)
+        };
+        match attempt.await {
+            Ok(l) => break l,
+            Err(e) => {
+                tracing::warn!(error = %e, "LISTEN for captured changes failed; polling meanwhile");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                if drain.strong_count() == 0 {
+                    return;
+                }
+            }
+        }
+    };
+    loop {
+        let got = listener.recv().await;
+        let Some(d) = drain.upgrade() else { return };
+        match got {
+            Ok(_) => d.wake.notify_one(),
+            Err(e) => {
+                tracing::debug!(error = %e, "LISTEN connection lost; reconnecting");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+#[cfg(not(feature = "postgres"))]
+async fn listen(_drain: Weak<Drain>, _db: DatabaseConnection) {}
+
+/// The oldest `limit` changes; with `lock`, only rows no other drain holds,
+/// locked until the transaction ends.
+async fn read<C: ConnectionTrait>(db: &C, limit: usize, lock: bool) -> Result<Vec<Change>, DbErr> {
+    let backend = db.get_database_backend();
+    let (keys, age) = match backend {
+        DatabaseBackend::Postgres => (
+            "old_keys::text AS old_keys, new_keys::text AS new_keys",
+            "CAST(EXTRACT(EPOCH FROM (clock_timestamp() - created_at)) * 1000000 AS BIGINT)",
+        ),
+        DatabaseBackend::MySql => (
+            "old_keys, new_keys",
+            "CAST(TIMESTAMPDIFF(MICROSECOND, created_at, NOW(6)) AS SIGNED)",
+        ),
+        DatabaseBackend::Sqlite => (
+            "old_keys, new_keys",
+            "CAST((julianday('now') - julianday(created_at)) * 86400000000 AS INTEGER)",
+        ),
+    };
+    let lock = if lock { " FOR UPDATE SKIP LOCKED" } else { "" };
+    let sql = format!(
+        "SELECT id, table_name, {keys}, {age} AS age_us FROM {CHANGES_TABLE} ORDER BY id LIMIT {limit}{lock}"
+    );
+    let rows = db
+        .query_all(sea_orm::Statement::from_string(backend, sql))
+        .await?;
+    rows.iter().map(change).collect()
+}
+
+fn change(r: &QueryResult) -> Result<Change, DbErr> {
+    Ok(Change {
+        id: r.try_get("", "id")?,
+        table: r.try_get("", "table_name")?,
+        old: r.try_get("", "old_keys")?,
+        new: r.try_get("", "new_keys")?,
+        age_us: r.try_get::<Option<i64>>("", "age_us")?.unwrap_or(0),
+    })
+}
+
+async fn delete<C: ConnectionTrait>(db: &C, ids: &[i64]) -> Result<(), DbErr> {
+    for chunk in ids.chunks(500) {
+        let list = chunk
+            .iter()
+            .map(i64::to_string)
+            .collect::<Vec<_>>()
+            .join(",");
+        db.execute_unprepared(&format!("DELETE FROM {CHANGES_TABLE} WHERE id IN ({list})"))
+            .await?;
+    }
+    Ok(())
+}
