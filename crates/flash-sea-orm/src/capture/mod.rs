@@ -129,5 +129,7 @@ pub const FORMAT_VERSION: u32 = 1;
 /// `GET_LOCK('flash_capture.<database>')`).
 pub const INSTALL_LOCK: &str = "flash_capture";
 /// PostgreSQL: the `pg_advisory_xact_lock` key serializing [`install`]s
-/// within a database: the 64-bit FNV-1a hash of [`INSTALL_LOCK`].
+/// within a database: the 64-bit FNV-1a hash of [`INSTALL_LOCK`],
+/// `-5654463861724154320` (what `pg_locks` shows as `classid` `2978434835`,
+/// `objid` `2393241136`, `objsubid` `1`).
 pub const PG_INSTALL_LOCK_KEY: i64 = spec::fnv1a(INSTALL_LOCK.as_bytes()) as i64;

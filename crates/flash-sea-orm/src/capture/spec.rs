@@ -338,6 +338,14 @@ mod tests {
     }
 
     #[test]
+    fn install_lock_key_is_fixed() {
+        assert_eq!(
+            super::super::PG_INSTALL_LOCK_KEY,
+            -5_654_463_861_724_154_320
+        );
+    }
+
+    #[test]
     fn bad_identifiers_refused() {
         assert!(CaptureSpec::new("a\\b", ["id"], ["x"]).is_err());
         assert!(CaptureSpec::new("t", Vec::<String>::new(), ["x"]).is_err());
