@@ -34,7 +34,9 @@
 //! triggers with transition tables), so `old_keys`/`new_keys` may hold many
 //! rows; their order is unspecified and the two arrays are **not** aligned
 //! row by row. On MySQL and SQLite one row is recorded per written row (the
-//! arrays hold one element each). On every backend the drain invalidates the
+//! arrays hold one element each), except a MySQL cascade capture (see
+//! *Cascades*): one row per deleted parent and cascaded-to table, holding all
+//! the rows the delete cascades to there. On every backend the drain invalidates the
 //! keys of `old_keys ∪ new_keys`. An update records `new_keys` always and
 //! `old_keys` only when some captured value changed (PostgreSQL: when the
 //! statement's old rows differ from its new ones as a whole, then all old
