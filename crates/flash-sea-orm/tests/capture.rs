@@ -3,7 +3,7 @@
 
 mod common_capture;
 
-use common_capture::{databases, exec_on, postgres, TestDb};
+use common_capture::{databases, exec_on, postgres, servers, sqlite_file, TestDb};
 use flash_sea_orm::capture::{self, CaptureSpec};
 use sea_orm::{ConnectionTrait, DatabaseBackend, Statement, TransactionTrait, Value};
 use serde_json::{json, Value as Json};
@@ -613,6 +613,61 @@ async fn mysql_cascade_chains() {
         let r = capture::install(&t.db, &[]).await.unwrap();
         assert_eq!(r.dropped, ["a", "b", "c"]);
         assert_eq!(trigger_count(&t).await, 0);
+        t.finish().await;
+    }
+}
+
+/// Every process of a service installs at startup: 8 installs at once, each on
+/// a pool of its own, all succeed; one installs, the others find its triggers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_installs_are_serialized() {
+    let mut all = vec![sqlite_file().await];
+    all.extend(servers().await);
+    for t in all {
+        let b = t.backend;
+        schema(&t).await;
+        let peers = t.peers(8).await.expect("peers");
+        let mut tasks = tokio::task::JoinSet::new();
+        for p in peers {
+            tasks.spawn(async move {
+                let r = capture::install(&p, &[parent_spec(), child_spec()]).await;
+                let _ = p.close().await;
+                r
+            });
+        }
+        let mut reports = Vec::new();
+        while let Some(r) = tasks.join_next().await {
+            reports.push(r.unwrap().unwrap_or_else(|e| panic!("{b:?}: install: {e}")));
+        }
+        assert_eq!(reports.len(), 8);
+        let created = reports.iter().filter(|r| r.created_changes_table).count();
+        assert_eq!(created, 1, "{b:?}: {reports:?}");
+        let first: Vec<_> = reports.iter().filter(|r| r.changed()).collect();
+        assert_eq!(first.len(), 1, "{b:?}: {reports:?}");
+        assert_eq!(first[0].installed, ["parent", "child"], "{b:?}");
+        for r in reports.iter().filter(|r| !r.changed()) {
+            assert_eq!(r.unchanged, ["parent", "child"], "{b:?}: {r:?}");
+        }
+        let six = if b == DatabaseBackend::MySql { 7 } else { 6 };
+        assert_eq!(trigger_count(&t).await, six, "{b:?}");
+        if b == DatabaseBackend::Postgres {
+            let r =
+                t.db.query_one(Statement::from_string(
+                    b,
+                    "SELECT COUNT(*) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace \
+                     WHERE n.nspname = current_schema() AND p.proname LIKE 'flash\\_capture\\_%'"
+                        .to_owned(),
+                ))
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(r.try_get_by_index::<i64>(0).unwrap(), 2, "two functions");
+        }
+        // One set of triggers: one write, one change.
+        t.run("INSERT INTO parent (id, slug) VALUES (1, 'a')").await;
+        let ch = changes(&t).await;
+        assert_eq!(ch.len(), 1, "{b:?}: {ch:?}");
+        assert_eq!(ch[0].new, Some(vec![json!([1, "a"])]));
         t.finish().await;
     }
 }

@@ -23,7 +23,8 @@ use super::values::Kind;
 use super::CHANGES_TABLE;
 use flash_core::{FieldValue, Flash, KeySet};
 use sea_orm::{
-    ConnectionTrait, DatabaseBackend, DatabaseConnection, DbErr, QueryResult, TransactionTrait,
+    ConnectionTrait, DatabaseBackend, DatabaseConnection, DbErr, IsolationLevel, QueryResult,
+    TransactionTrait,
 };
 use serde_json::Value as Json;
 use std::collections::{BTreeMap, HashMap};
@@ -176,7 +177,13 @@ impl Drain {
             delete(&self.db, &applied).await?;
             return Ok((rows.len(), complete));
         }
-        let txn = self.db.begin().await?;
+        // READ COMMITTED: on MySQL, REPEATABLE READ's locking read would also
+        // lock the gap after the last row and hold back every trigger insert
+        // until this transaction commits.
+        let txn = self
+            .db
+            .begin_with_config(Some(IsolationLevel::ReadCommitted), None)
+            .await?;
         let rows = read(&txn, self.settings.batch, true).await?;
         let (applied, complete) = self.apply(&rows).await;
         delete(&txn, &applied).await?;

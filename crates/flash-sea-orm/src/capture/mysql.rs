@@ -5,9 +5,8 @@
 //! MySQL 5.7.2 / MariaDB 10.2.3, which lets [`install`](super::install)
 //! create the new version before dropping the old.
 
-use super::{lit, CaptureSpec, CascadeCapture, ForeignKey, CHANGES_TABLE};
-use sea_orm::{ConnectionTrait, DatabaseBackend, DbErr, Statement, Value};
-use std::collections::BTreeMap;
+use super::{lit, CaptureSpec, CascadeCapture, CHANGES_TABLE, INSTALL_LOCK};
+use sea_orm::{ConnectionTrait, DatabaseBackend, DbErr, Statement};
 
 pub(super) const CHANGES_EXISTS: &str = "SELECT 1 FROM information_schema.TABLES \
      WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'flash_changes'";
@@ -24,9 +23,7 @@ pub(super) fn changes_table() -> Vec<String> {
          table_name VARCHAR(64) NOT NULL, \
          old_keys LONGTEXT NULL, \
          new_keys LONGTEXT NULL, \
-         created_at TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6), \
-         claimed_by VARCHAR(255) NULL, \
-         claimed_at TIMESTAMP(6) NULL DEFAULT NULL\
+         created_at TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6)\
          ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4"
     )]
 }
@@ -106,30 +103,6 @@ pub(super) fn install(spec: &CaptureSpec) -> Vec<String> {
     out
 }
 
-/// The captured columns of `spec` whose type is binary (JSON cannot hold them).
-pub(super) async fn binary_columns<C: ConnectionTrait>(
-    db: &C,
-    spec: &CaptureSpec,
-) -> Result<Vec<String>, DbErr> {
-    let rows = db
-        .query_all(Statement::from_sql_and_values(
-            DatabaseBackend::MySql,
-            "SELECT CAST(COLUMN_NAME AS CHAR) FROM information_schema.COLUMNS \
-             WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ? AND DATA_TYPE IN \
-             ('binary', 'varbinary', 'tinyblob', 'blob', 'mediumblob', 'longblob', 'bit')",
-            [Value::from(spec.table().to_owned())],
-        ))
-        .await?;
-    let mut out = Vec::new();
-    for r in rows {
-        let c: String = r.try_get_by_index(0)?;
-        if spec.columns().contains(&c) {
-            out.push(c);
-        }
-    }
-    Ok(out)
-}
-
 /// `INSERT ... SELECT` of the rows a delete of `OLD` cascades to.
 fn cascade_insert(c: &CascadeCapture) -> String {
     let mut from = String::new();
@@ -180,84 +153,37 @@ fn cascade_insert(c: &CascadeCapture) -> String {
     )
 }
 
-/// Hexes the binary captured columns of `specs`, and adds to them (or to
-/// cascade-only specs of uncached tables) the captures of rows deleted by
-/// `ON DELETE CASCADE` chains (up to 4 foreign keys deep, cycles excluded)
-/// ending in a captured table.
-pub(super) async fn add_cascades<C: ConnectionTrait>(
-    db: &C,
-    specs: &mut Vec<CaptureSpec>,
-) -> Result<(), DbErr> {
-    for spec in specs.iter_mut() {
-        let hex = binary_columns(db, spec).await?;
-        *spec = spec.clone().with_hex(hex);
-    }
-    let rows = db
-        .query_all(Statement::from_string(
-            DatabaseBackend::MySql,
-            "SELECT CAST(k.TABLE_NAME AS CHAR), CAST(k.CONSTRAINT_NAME AS CHAR), \
-             CAST(k.COLUMN_NAME AS CHAR), CAST(k.REFERENCED_TABLE_NAME AS CHAR), \
-             CAST(k.REFERENCED_COLUMN_NAME AS CHAR) \
-             FROM information_schema.KEY_COLUMN_USAGE k \
-             JOIN information_schema.REFERENTIAL_CONSTRAINTS r \
-             ON r.CONSTRAINT_SCHEMA = k.CONSTRAINT_SCHEMA AND r.CONSTRAINT_NAME = k.CONSTRAINT_NAME \
-             AND r.TABLE_NAME = k.TABLE_NAME \
-             WHERE k.TABLE_SCHEMA = DATABASE() AND k.REFERENCED_TABLE_SCHEMA = DATABASE() \
-             AND r.DELETE_RULE = 'CASCADE' \
-             ORDER BY k.TABLE_NAME, k.CONSTRAINT_NAME, k.ORDINAL_POSITION"
-                .to_owned(),
-        ))
+/// The name of the install lock: `flash_capture.<database>`, the database
+/// name cut to 50 characters (lock names are server-wide, and at most 64
+/// characters long).
+fn lock_name() -> String {
+    format!("CONCAT('{INSTALL_LOCK}.', LEFT(COALESCE(DATABASE(), ''), 50))")
+}
+
+/// Takes the install lock on `db`'s connection, waiting up to 60 s.
+pub(super) async fn lock_install<C: ConnectionTrait>(db: &C) -> Result<(), DbErr> {
+    let sql = format!("SELECT GET_LOCK({}, 60)", lock_name());
+    let row = db
+        .query_one(Statement::from_string(DatabaseBackend::MySql, sql))
         .await?;
-    let mut fks: BTreeMap<(String, String), ForeignKey> = BTreeMap::new();
-    for r in rows {
-        let child: String = r.try_get_by_index(0)?;
-        let name: String = r.try_get_by_index(1)?;
-        let col: String = r.try_get_by_index(2)?;
-        let parent: String = r.try_get_by_index(3)?;
-        let rcol: String = r.try_get_by_index(4)?;
-        let fk = fks.entry((child.clone(), name)).or_insert(ForeignKey {
-            child,
-            columns: Vec::new(),
-            parent,
-            references: Vec::new(),
-        });
-        fk.columns.push(col);
-        fk.references.push(rcol);
+    match row
+        .map(|r| r.try_get_by_index::<Option<i64>>(0))
+        .transpose()?
+    {
+        Some(Some(1)) => Ok(()),
+        Some(Some(0)) => Err(DbErr::Custom(
+            "capture: another install held the install lock for 60 s".into(),
+        )),
+        other => Err(DbErr::Custom(format!(
+            "capture: GET_LOCK of the install lock returned {other:?}"
+        ))),
     }
-    let fks: Vec<ForeignKey> = fks.into_values().collect();
-    let mut found: BTreeMap<String, Vec<CascadeCapture>> = BTreeMap::new();
-    for spec in specs.iter().filter(|s| s.captures_rows()) {
-        // Paths upwards from the captured table, as lists of hops bottom-up.
-        let mut stack: Vec<Vec<&ForeignKey>> = fks
-            .iter()
-            .filter(|f| f.child == spec.table() && f.parent != f.child)
-            .map(|f| vec![f])
-            .collect();
-        while let Some(up) = stack.pop() {
-            let top = up.last().map(|f| f.parent.clone()).unwrap_or_default();
-            let path: Vec<ForeignKey> = up.iter().rev().map(|f| (*f).clone()).collect();
-            found.entry(top.clone()).or_default().push(CascadeCapture {
-                path,
-                columns: spec.columns().to_vec(),
-                hex: spec.hex_columns().map(str::to_owned).collect(),
-            });
-            if up.len() < 4 {
-                for f in fks.iter().filter(|f| f.child == top) {
-                    let seen = f.parent == spec.table() || up.iter().any(|u| u.child == f.parent);
-                    if !seen {
-                        let mut next = up.clone();
-                        next.push(f);
-                        stack.push(next);
-                    }
-                }
-            }
-        }
-    }
-    for (table, cascades) in found {
-        match specs.iter_mut().find(|s| s.table() == table) {
-            Some(s) => *s = s.clone().with_cascades(cascades),
-            None => specs.push(CaptureSpec::cascade_only(&table)?.with_cascades(cascades)),
-        }
-    }
+}
+
+/// Releases the install lock taken by [`lock_install`] on the same connection.
+pub(super) async fn unlock_install<C: ConnectionTrait>(db: &C) -> Result<(), DbErr> {
+    let sql = format!("SELECT RELEASE_LOCK({})", lock_name());
+    db.query_one(Statement::from_string(DatabaseBackend::MySql, sql))
+        .await?;
     Ok(())
 }

@@ -2,7 +2,7 @@
 //! PL/pgSQL function per table inserting one `flash_changes` row per statement
 //! that touched rows, and a `pg_notify` delivered at commit.
 
-use super::{dq, lit, CaptureSpec, CHANGES_TABLE, NOTIFY_CHANNEL};
+use super::{dq, lit, CaptureSpec, CHANGES_TABLE, NOTIFY_CHANNEL, PG_INSTALL_LOCK_KEY};
 
 pub(super) const CHANGES_EXISTS: &str = "SELECT 1 WHERE to_regclass('flash_changes') IS NOT NULL";
 
@@ -20,9 +20,7 @@ pub(super) fn changes_table() -> Vec<String> {
          table_name TEXT NOT NULL, \
          old_keys JSON, \
          new_keys JSON, \
-         created_at TIMESTAMPTZ NOT NULL DEFAULT now(), \
-         claimed_by TEXT, \
-         claimed_at TIMESTAMPTZ)"
+         created_at TIMESTAMPTZ NOT NULL DEFAULT now())"
     )];
     // A 1 000-row statement records ~30 KB of JSON per column, which TOAST
     // compresses: lz4 (PostgreSQL 14+, when built with it) costs a write a
@@ -33,6 +31,12 @@ pub(super) fn changes_table() -> Vec<String> {
          EXCEPTION WHEN OTHERS THEN NULL; END $flash$"
     ));
     out
+}
+
+/// The first statement of an install's transaction: the install lock, held
+/// until the transaction ends.
+pub(super) fn lock_install() -> String {
+    format!("SELECT pg_advisory_xact_lock({PG_INSTALL_LOCK_KEY})")
 }
 
 fn qualified(schema: Option<&str>, name: &str) -> String {

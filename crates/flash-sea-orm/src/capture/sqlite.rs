@@ -12,17 +12,28 @@ pub(super) const LIST_TRIGGERS: &str = "SELECT tbl_name, name FROM sqlite_master
      WHERE type = 'trigger' AND name LIKE 'flash\\_capture\\_%' ESCAPE '\\'";
 
 pub(super) fn changes_table() -> Vec<String> {
-    vec![format!(
-        "CREATE TABLE IF NOT EXISTS {CHANGES_TABLE} (\
+    vec![create_changes_table(true)]
+}
+
+/// `CREATE TABLE [IF NOT EXISTS] flash_changes ...`.
+pub(super) fn create_changes_table(if_not_exists: bool) -> String {
+    let if_not_exists = if if_not_exists { "IF NOT EXISTS " } else { "" };
+    format!(
+        "CREATE TABLE {if_not_exists}{CHANGES_TABLE} (\
          id INTEGER PRIMARY KEY AUTOINCREMENT, \
          table_name TEXT NOT NULL, \
          old_keys TEXT, \
          new_keys TEXT, \
-         created_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%d %H:%M:%f', 'now')), \
-         claimed_by TEXT, \
-         claimed_at TEXT)"
-    )]
+         created_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%d %H:%M:%f', 'now')))"
+    )
 }
+
+/// A write that writes nothing: as the first statement of a transaction it
+/// takes the database's write lock (waiting on the busy timeout) before the
+/// transaction reads anything, as `BEGIN IMMEDIATE` would (sea-orm begins
+/// deferred transactions). A transaction that read first could not wait for
+/// the lock: SQLite fails its first write at once with SQLITE_BUSY.
+pub(super) const TAKE_WRITE_LOCK: &str = "DELETE FROM flash_changes WHERE 0";
 
 pub(super) fn drop_trigger(name: &str) -> String {
     format!("DROP TRIGGER IF EXISTS {}", dq(name))

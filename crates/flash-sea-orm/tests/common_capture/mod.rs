@@ -50,11 +50,22 @@ pub struct TestDb {
     /// Server URL and namespace to drop.
     ns: Option<(String, String)>,
     pub url: Option<String>,
+    /// How to open more connections to the same database ([`TestDb::peers`]).
+    connect: Option<ConnectOptions>,
+    /// SQLite file to remove.
+    file: Option<std::path::PathBuf>,
 }
 
 impl TestDb {
     pub async fn finish(self) {
         let _ = self.db.close().await;
+        if let Some(f) = &self.file {
+            for suffix in ["", "-journal", "-wal", "-shm"] {
+                let mut p = f.clone().into_os_string();
+                p.push(suffix);
+                let _ = std::fs::remove_file(p);
+            }
+        }
         if let Some((url, ns)) = self.ns {
             let admin = Database::connect(url.as_str()).await.expect("admin");
             let sql = if url.starts_with("postgres") {
@@ -73,6 +84,20 @@ impl TestDb {
     /// Runs `sql` (`?` placeholders, rewritten to `$n` on PostgreSQL).
     pub async fn exec(&self, sql: &str, values: Vec<Value>) -> Result<u64, DbErr> {
         exec_on(&self.db, sql, values).await
+    }
+
+    /// `n` pools of their own (one connection each) on the same database:
+    /// other processes, as far as the database can tell. None for SQLite in
+    /// memory.
+    pub async fn peers(&self, n: usize) -> Option<Vec<DatabaseConnection>> {
+        let o = self.connect.as_ref()?;
+        let mut out = Vec::with_capacity(n);
+        for _ in 0..n {
+            let mut o = o.clone();
+            o.max_connections(1).min_connections(1);
+            out.push(Database::connect(o).await.expect("peer"));
+        }
+        Some(out)
     }
 
     pub async fn run(&self, sql: &str) {
@@ -122,6 +147,23 @@ async fn sqlite() -> TestDb {
         backend: DatabaseBackend::Sqlite,
         ns: None,
         url: None,
+        connect: None,
+        file: None,
+    }
+}
+
+/// SQLite in a file of its own, which [`TestDb::peers`] can share.
+pub async fn sqlite_file() -> TestDb {
+    let file = std::env::temp_dir().join(format!("{}.sqlite", unique("flash_cap")));
+    let mut o = ConnectOptions::new(format!("sqlite://{}?mode=rwc", file.display()));
+    o.max_connections(1).min_connections(1).sqlx_logging(false);
+    TestDb {
+        db: Database::connect(o.clone()).await.expect("sqlite file"),
+        backend: DatabaseBackend::Sqlite,
+        ns: None,
+        url: None,
+        connect: Some(o),
+        file: Some(file),
     }
 }
 
@@ -158,19 +200,28 @@ async fn server(url: &str) -> Option<TestDb> {
         ConnectOptions::new(format!("{base}/{ns}"))
     };
     o.max_connections(2).sqlx_logging(false);
-    let db = Database::connect(o).await.expect("test namespace");
+    let db = Database::connect(o.clone()).await.expect("test namespace");
     eprintln!("capture test on {url} ({ns})");
     Some(TestDb {
         backend: db.get_database_backend(),
         db,
         ns: Some((url.to_owned(), ns)),
         url: Some(url.to_owned()),
+        connect: Some(o),
+        file: None,
     })
 }
 
 /// SQLite, plus PostgreSQL and MySQL when configured and reachable.
 pub async fn databases() -> Vec<TestDb> {
     let mut out = vec![sqlite().await];
+    out.extend(servers().await);
+    out
+}
+
+/// PostgreSQL and MySQL when configured and reachable.
+pub async fn servers() -> Vec<TestDb> {
+    let mut out = Vec::new();
     if let Some(u) = pg_url() {
         out.extend(server(&u).await);
     }
