@@ -135,6 +135,7 @@ pub struct Registrar {
     resolvers: HashMap<String, Resolver>,
     capture: bool,
     install_capture: bool,
+    prune_capture: bool,
     drain_settings: DrainSettings,
     /// The entities declared, in order: what capture covers.
     tables: Vec<TableInfo>,
@@ -162,6 +163,7 @@ impl Registrar {
             resolvers: HashMap::new(),
             capture: true,
             install_capture: true,
+            prune_capture: false,
             drain_settings: DrainSettings::default(),
             tables: Vec::new(),
             key_fields: HashMap::new(),
@@ -184,6 +186,15 @@ impl Registrar {
     /// text of [`Self::capture_ddl`] into one. The drain runs either way.
     pub fn install_capture(mut self, on: bool) -> Self {
         self.install_capture = on;
+        self
+    }
+
+    /// Whether [`Self::build`] also removes the capture triggers of tables
+    /// that these declarations do not cache (default: no, so that services
+    /// with different declarations can share a database; turn it on in the
+    /// one service, or migration, that owns the whole schema).
+    pub fn prune_capture(mut self, on: bool) -> Self {
+        self.prune_capture = on;
         self
     }
 
@@ -328,9 +339,11 @@ impl Registrar {
         // Declarations are checked before anything is installed.
         let flash = self.builder.build().await?;
         if self.capture && self.install_capture {
-            let report = capture::install(&self.db, &specs)
-                .await
-                .map_err(SourceError::new)?;
+            let report = match self.prune_capture {
+                true => capture::install(&self.db, &specs).await,
+                false => capture::install_keeping_others(&self.db, &specs).await,
+            }
+            .map_err(SourceError::new)?;
             if report.changed() {
                 tracing::info!(?report, "capture triggers installed");
             }

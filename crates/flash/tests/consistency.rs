@@ -299,12 +299,20 @@ async fn the_outbox_drain_task_runs_by_itself_and_applied_rows_go() {
     panic!("outbox rows were not deleted");
 }
 
+/// The durable record of a write by default: capture (its changes table)
+/// on every database; without capture, the outbox on server databases.
 #[tokio::test]
-async fn outbox_is_on_by_default_for_server_databases_only() {
+async fn capture_is_on_by_default_and_the_outbox_only_without_it() {
     let h = harness().await;
+    assert!(h.fdb.has_capture());
+    assert!(!h.fdb.has_outbox(), "capture's changes table is the record");
+    let mut reg = Registrar::new(h.db.clone()).capture(false);
+    flash_test_kit::declare(&mut reg, Duration::from_secs(60)).unwrap();
+    let without = reg.build().await.unwrap();
     let url = flash::config::database_url();
+    assert!(!without.has_capture());
     assert_eq!(
-        h.fdb.has_outbox(),
+        without.has_outbox(),
         url.starts_with("postgres") || url.starts_with("mysql")
     );
 }

@@ -124,6 +124,28 @@ pub async fn install<C>(db: &C, specs: &[CaptureSpec]) -> Result<CaptureReport, 
 where
     C: ConnectionTrait + TransactionTrait,
 {
+    install_as(db, specs, true).await
+}
+
+/// [`install`], except that the triggers of tables not in `specs` are left
+/// alone: what a service's start-up does ([`crate::Registrar::build`]), so
+/// that services with different declarations can share a database. Removing
+/// capture from a table that is no longer cached is [`install`]'s job (a
+/// migration, or [`crate::Registrar::prune_capture`]).
+pub async fn install_keeping_others<C>(
+    db: &C,
+    specs: &[CaptureSpec],
+) -> Result<CaptureReport, DbErr>
+where
+    C: ConnectionTrait + TransactionTrait,
+{
+    install_as(db, specs, false).await
+}
+
+async fn install_as<C>(db: &C, specs: &[CaptureSpec], prune: bool) -> Result<CaptureReport, DbErr>
+where
+    C: ConnectionTrait + TransactionTrait,
+{
     let mut seen = BTreeSet::new();
     for s in specs {
         if !seen.insert(s.table()) {
@@ -137,14 +159,14 @@ where
         DatabaseBackend::Postgres => {
             let txn = db.begin().await?;
             txn.execute_unprepared(&postgres::lock_install()).await?;
-            let report = apply(&txn, specs).await?;
+            let report = apply(&txn, specs, prune).await?;
             txn.commit().await?;
             Ok(report)
         }
         DatabaseBackend::MySql => {
             let txn = db.begin().await?;
             mysql::lock_install(&txn).await?;
-            let result = apply(&txn, specs).await;
+            let result = apply(&txn, specs, prune).await;
             let unlocked = mysql::unlock_install(&txn).await;
             // Every DDL statement committed the transaction already: ending it
             // only returns the connection (nested in a caller's transaction,
@@ -173,7 +195,7 @@ where
                     }
                     return Err(e);
                 }
-                let mut report = apply(&txn, specs).await?;
+                let mut report = apply(&txn, specs, prune).await?;
                 report.created_changes_table = !exists;
                 txn.commit().await?;
                 return Ok(report);
@@ -196,7 +218,11 @@ async fn changes_table_exists<C: ConnectionTrait>(db: &C) -> Result<bool, DbErr>
 }
 
 /// The install proper, on the connection holding the install lock.
-async fn apply(db: &DatabaseTransaction, specs: &[CaptureSpec]) -> Result<CaptureReport, DbErr> {
+async fn apply(
+    db: &DatabaseTransaction,
+    specs: &[CaptureSpec],
+    prune: bool,
+) -> Result<CaptureReport, DbErr> {
     let backend = db.get_database_backend();
     let mut report = CaptureReport::default();
     if !changes_table_exists(db).await? {
@@ -257,7 +283,7 @@ async fn apply(db: &DatabaseTransaction, specs: &[CaptureSpec]) -> Result<Captur
         }
     }
 
-    for (table, stale) in by_table {
+    for (table, stale) in by_table.into_iter().filter(|_| prune) {
         drop_installed(db, backend, schema.as_deref(), &table, &stale).await?;
         report.dropped.push(table);
     }

@@ -116,7 +116,7 @@ pub(crate) use drain::{Drain, TableDecoder};
 pub(crate) use values::Kind;
 
 pub use ddl::{changes_table_ddl, ddl, drop_ddl};
-pub use install::{install, installed, CaptureReport, InstalledTrigger};
+pub use install::{install, install_keeping_others, installed, CaptureReport, InstalledTrigger};
 pub use spec::{CaptureSpec, CascadeCapture, ForeignKey};
 
 use ddl::{dq, lit};
