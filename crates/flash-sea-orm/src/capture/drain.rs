@@ -45,6 +45,11 @@ pub struct DrainSettings {
     pub listen_poll_interval: Duration,
     /// Rows taken per transaction (default 500).
     pub batch: usize,
+    /// How long a drain whose cache refused an invalidation leaves the rows
+    /// to other processes' drains before it takes rows again (default 1 s):
+    /// a process cut off from the cache must not keep locking rows that
+    /// others could apply.
+    pub backoff_after_failure: Duration,
 }
 
 impl Default for DrainSettings {
@@ -53,6 +58,7 @@ impl Default for DrainSettings {
             poll_interval: Duration::from_millis(20),
             listen_poll_interval: Duration::from_millis(250),
             batch: 500,
+            backoff_after_failure: Duration::from_secs(1),
         }
     }
 }
@@ -284,6 +290,11 @@ async fn run(drain: Weak<Drain>) {
             if n > 0 {
                 tracing::debug!(rows = n, took = ?started.elapsed(), "captured changes applied");
             }
+        }
+        if failing {
+            let pause = d.settings.backoff_after_failure;
+            drop(d);
+            tokio::time::sleep(pause).await;
         }
     }
 }
