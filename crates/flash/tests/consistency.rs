@@ -66,7 +66,7 @@ async fn race(leases: bool) -> (Option<String>, Outcome) {
         release: release.clone(),
         armed,
     };
-    let (h, class) = harness_with(
+    let (h, class) = quiet_harness_with(
         |b| if leases { b } else { b.unsafe_disable_leases() },
         |reg| reg.custom(slow).unwrap(),
     )
@@ -398,7 +398,7 @@ async fn a_refused_invalidation_is_never_served_and_is_retried_until_taken() {
 async fn a_lookup_cancelled_mid_read_does_not_wedge_its_key() {
     let (slow, _) = faulty(Duration::from_millis(50));
     let backend: Arc<dyn Backend> = slow;
-    let (h, _) = harness_on(backend, |b| b, |_| ()).await;
+    let (h, _) = harness_draining(backend, |b| b, |_| (), quiet_drain()).await;
     let e = add_event(&h.fdb, "cancel", "Oslo").await;
     let fdb = h.fdb.clone();
     let doomed = tokio::spawn(async move {
@@ -432,7 +432,7 @@ async fn a_lookup_cancelled_mid_read_does_not_wedge_its_key() {
 async fn a_burst_of_lookups_shares_its_cache_reads() {
     let (slow, _) = faulty(Duration::from_millis(50));
     let backend: Arc<dyn Backend> = slow.clone();
-    let (h, _) = harness_on(backend, |b| b, |_| ()).await;
+    let (h, _) = harness_draining(backend, |b| b, |_| (), quiet_drain()).await;
     let e = add_event(&h.fdb, "burst", "Oslo").await;
     h.fdb
         .cache::<event::Entity>()

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 #[tokio::test]
 async fn cache_meta_get_by_id_and_by_slug_hits_after_one_query() {
-    let h = harness().await;
+    let h = quiet_harness().await;
     let e = add_event(&h.fdb, "rock", "Oslo").await;
     h.take_queries();
     let events = h.fdb.cache::<event::Entity>();
@@ -41,7 +41,7 @@ async fn cache_meta_get_by_id_and_by_slug_hits_after_one_query() {
 
 #[tokio::test]
 async fn missing_row_is_not_found_and_its_absence_is_cached() {
-    let h = harness().await;
+    let h = quiet_harness().await;
     let events = h.fdb.cache::<event::Entity>();
     let err = events
         .get(by(event::Column::Slug, "nope"))
@@ -73,7 +73,7 @@ async fn missing_row_is_not_found_and_its_absence_is_cached() {
 
 #[tokio::test]
 async fn undeclared_tuple_is_cache_not_registered_naming_model_and_fields() {
-    let h = harness().await;
+    let h = quiet_harness().await;
     match h
         .fdb
         .cache::<event::Entity>()
@@ -101,7 +101,7 @@ async fn undeclared_tuple_is_cache_not_registered_naming_model_and_fields() {
 
 #[tokio::test]
 async fn multi_field_lookup_accepts_fields_in_any_order() {
-    let h = harness().await;
+    let h = quiet_harness().await;
     let u = add_user(&h.fdb, "ann").await;
     let e = add_event(&h.fdb, "fest", "Oslo").await;
     let p = add_participation(&h.fdb, u.id, e.id).await;
@@ -184,10 +184,11 @@ async fn declaration_errors_are_reported_at_registration() {
 
 #[tokio::test]
 async fn cached_foreign_key_reads_through_the_target_pk_cache() {
-    let h = harness().await;
+    let h = quiet_harness().await;
     let u = add_user(&h.fdb, "cy").await;
     let e = add_event(&h.fdb, "expo", "Oslo").await;
     let p = add_participation(&h.fdb, u.id, e.id).await;
+    h.settle().await;
     h.fdb
         .cache::<event::Entity>()
         .get(by(event::Column::Id, e.id))
@@ -211,7 +212,7 @@ async fn cached_foreign_key_reads_through_the_target_pk_cache() {
 
 #[tokio::test]
 async fn timeout_expires_values_and_defaults_to_a_week() {
-    let (h, short) = harness_with(
+    let (h, short) = quiet_harness_with(
         |b| b,
         |reg| {
             reg.custom(TitleBySlug(
@@ -224,6 +225,7 @@ async fn timeout_expires_values_and_defaults_to_a_week() {
     .await;
     assert_eq!(h.fdb.flash().settings().default_timeout, CACHE_TIME_WEEK);
     add_event(&h.fdb, "t1", "Oslo").await;
+    h.settle().await;
     let f = h.fdb.flash();
     assert_eq!(
         f.lookup(&short, &["t1".into()]).await.unwrap().1,
@@ -243,7 +245,7 @@ async fn timeout_expires_values_and_defaults_to_a_week() {
 
 #[tokio::test]
 async fn static_version_is_in_the_key() {
-    let (h, (v0, v3)) = harness_with(
+    let (h, (v0, v3)) = quiet_harness_with(
         |b| b,
         |reg| {
             (
@@ -272,7 +274,7 @@ async fn static_version_is_in_the_key() {
 
 #[tokio::test]
 async fn dynamic_version_bump_makes_old_values_stale() {
-    let h = harness().await;
+    let h = quiet_harness().await;
     let e = add_event(&h.fdb, "dv", "Oslo").await;
     let events = h.fdb.cache::<event::Entity>();
     events.get(by(event::Column::Id, e.id)).await.unwrap();
@@ -322,7 +324,7 @@ async fn dynamic_version_bump_makes_old_values_stale() {
 
 #[tokio::test]
 async fn unset_invalidation_on_slug_rename_invalidates_old_and_new_slug() {
-    let h = harness().await;
+    let h = quiet_harness().await;
     let e = add_event(&h.fdb, "old-slug", "Oslo").await;
     let events = h.fdb.cache::<event::Entity>();
     events
@@ -371,7 +373,7 @@ async fn unset_invalidation_on_slug_rename_invalidates_old_and_new_slug() {
 
 #[tokio::test]
 async fn moving_a_participation_invalidates_both_users_lists_and_counts() {
-    let h = harness().await;
+    let h = quiet_harness().await;
     let (a, b) = (add_user(&h.fdb, "a").await, add_user(&h.fdb, "b").await);
     let e = add_event(&h.fdb, "m", "Oslo").await;
     let p = add_participation(&h.fdb, a.id, e.id).await;
@@ -453,7 +455,7 @@ async fn moving_a_participation_invalidates_both_users_lists_and_counts() {
 
 #[tokio::test]
 async fn update_many_delete_many_save_and_delete_invalidate() {
-    let h = harness().await;
+    let h = quiet_harness().await;
     let e1 = add_event(&h.fdb, "u1", "Oslo").await;
     let e2 = add_event(&h.fdb, "u2", "Oslo").await;
     let events = h.fdb.cache::<event::Entity>();
@@ -547,7 +549,7 @@ async fn update_many_delete_many_save_and_delete_invalidate() {
 
 #[tokio::test]
 async fn invalidation_off_leaves_values_until_timeout() {
-    let (h, off) = harness_with(
+    let (h, off) = quiet_harness_with(
         |b| b,
         |reg| {
             reg.custom(TitleBySlug(
@@ -581,7 +583,7 @@ async fn invalidation_off_leaves_values_until_timeout() {
 
 #[tokio::test]
 async fn invalidation_dynamic_keeps_the_value_and_refreshes_on_read() {
-    let (h, dynamic) = harness_with(
+    let (h, dynamic) = quiet_harness_with(
         |b| b,
         |reg| {
             reg.custom(TitleBySlug(
@@ -593,6 +595,7 @@ async fn invalidation_dynamic_keeps_the_value_and_refreshes_on_read() {
     )
     .await;
     let e = add_event(&h.fdb, "dyn", "Oslo").await;
+    h.settle().await;
     let f = h.fdb.flash();
     f.get(&dynamic, &["dyn".into()]).await.unwrap();
     assert_eq!(
@@ -607,6 +610,7 @@ async fn invalidation_dynamic_keeps_the_value_and_refreshes_on_read() {
         })
         .await
         .unwrap();
+    h.settle().await;
     // The value is still in the cache, beside a stale marker.
     let key = f.key_of(&dynamic, &["dyn".into()]).unwrap();
     let raw = h
@@ -630,7 +634,7 @@ async fn invalidation_dynamic_keeps_the_value_and_refreshes_on_read() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn allowtime_serves_stale_then_one_caller_refreshes() {
-    let (h, allow) = harness_with(
+    let (h, allow) = quiet_harness_with(
         |b| b,
         |reg| {
             reg.custom(TitleBySlug(
@@ -699,7 +703,7 @@ async fn allowtime_serves_stale_then_one_caller_refreshes() {
 async fn decision_rows_with_allowtime_passed_refresh() {
     // Row 4: OFF with allowtime passed refreshes under the write lock.
     // Row 6: UNSET with allowtime passed refetches and overwrites.
-    let (h, (off, unset)) = harness_with(
+    let (h, (off, unset)) = quiet_harness_with(
         |b| b,
         |reg| {
             (
@@ -742,7 +746,7 @@ async fn decision_rows_with_allowtime_passed_refresh() {
 
 #[tokio::test]
 async fn decision_row2_version_change_per_invalidation_type() {
-    let (h, (off, dynamic)) = harness_with(
+    let (h, (off, dynamic)) = quiet_harness_with(
         |b| b,
         |reg| {
             (
@@ -778,7 +782,7 @@ async fn decision_row2_version_change_per_invalidation_type() {
 
 #[tokio::test]
 async fn manual_invalidation_of_a_filter() {
-    let h = harness().await;
+    let h = quiet_harness().await;
     let e = add_event(&h.fdb, "man", "Oslo").await;
     let events = h.fdb.cache::<event::Entity>();
     events.get(by(event::Column::Slug, "man")).await.unwrap();
@@ -824,8 +828,9 @@ async fn manual_invalidation_of_a_filter() {
 
 #[tokio::test]
 async fn bypass_reads_the_database_and_writes_nothing_to_the_cache() {
-    let (h, _) = harness_with(|b| b.bypass(true), |_| ()).await;
+    let (h, _) = quiet_harness_with(|b| b.bypass(true), |_| ()).await;
     let e = add_event(&h.fdb, "by", "Oslo").await;
+    h.settle().await;
     let events = h.fdb.cache::<event::Entity>();
     let writes = h.backend.writes();
     h.take_queries();
@@ -855,7 +860,8 @@ async fn bypass_reads_the_database_and_writes_nothing_to_the_cache() {
 
 #[tokio::test]
 async fn database_alias_and_prefix_are_in_the_key() {
-    let (h, _) = harness_with(|b| b.db_alias("event", "replica").prefix("ns1:"), |_| ()).await;
+    let (h, _) =
+        quiet_harness_with(|b| b.db_alias("event", "replica").prefix("ns1:"), |_| ()).await;
     let key = h
         .fdb
         .cache::<event::Entity>()
@@ -872,7 +878,7 @@ async fn database_alias_and_prefix_are_in_the_key() {
 
 #[tokio::test]
 async fn corrupt_cache_bytes_are_a_miss_and_get_refilled() {
-    let h = harness().await;
+    let h = quiet_harness().await;
     let e = add_event(&h.fdb, "cor", "Oslo").await;
     let events = h.fdb.cache::<event::Entity>();
     let key = events.cache_key(&by(event::Column::Id, e.id)).unwrap();
@@ -927,7 +933,7 @@ async fn corrupt_cache_bytes_are_a_miss_and_get_refilled() {
 
 #[tokio::test]
 async fn batch_resolves_many_classes_in_one_round_trip() {
-    let h = harness().await;
+    let h = quiet_harness().await;
     let u = add_user(&h.fdb, "bat").await;
     let e = add_event(&h.fdb, "bat", "Oslo").await;
     add_participation(&h.fdb, u.id, e.id).await;
@@ -1001,8 +1007,9 @@ async fn batch_resolves_many_classes_in_one_round_trip() {
 
 #[tokio::test]
 async fn transaction_invalidates_after_commit_and_not_on_rollback() {
-    let h = harness().await;
+    let h = quiet_harness().await;
     let e = add_event(&h.fdb, "tx", "Oslo").await;
+    h.settle().await;
     let events = h.fdb.cache::<event::Entity>();
     events.get(by(event::Column::Slug, "tx")).await.unwrap();
     let invalidated = || h.fdb.flash().stats().snapshot().invalidated_keys;
@@ -1076,7 +1083,7 @@ async fn transaction_invalidates_after_commit_and_not_on_rollback() {
 
 #[tokio::test]
 async fn hostile_key_values_are_looked_up_correctly() {
-    let h = harness().await;
+    let h = quiet_harness().await;
     let events = h.fdb.cache::<event::Entity>();
     // MySQL's default string column is VARCHAR(255); long enough to be hashed.
     let long = "L".repeat(if flash::config::database_url().starts_with("mysql") {
@@ -1126,7 +1133,7 @@ async fn hostile_key_values_are_looked_up_correctly() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_misses_on_one_key_fetch_once() {
-    let h = harness().await;
+    let h = quiet_harness().await;
     let e = add_event(&h.fdb, "hot", "Oslo").await;
     let fdb = h.fdb.clone();
     // The insert's captured record would invalidate the key again mid-burst.
@@ -1158,7 +1165,7 @@ async fn the_observer_sees_every_lookup_and_invalidation() {
     use std::sync::{Arc, Mutex};
     let seen: Arc<Mutex<Vec<String>>> = Arc::default();
     let log = seen.clone();
-    let (h, _) = harness_with(
+    let (h, _) = quiet_harness_with(
         move |b| {
             b.observer(move |e| {
                 let line = match e {
@@ -1210,7 +1217,7 @@ async fn the_observer_sees_every_lookup_and_invalidation() {
 /// written, and the outbox keeps no record of it.
 #[tokio::test]
 async fn updating_a_missing_row_is_a_typed_error_and_writes_nothing() {
-    let h = harness().await;
+    let h = quiet_harness().await;
     let e = add_event(&h.fdb, "here", "Oslo").await;
     let mut reg = Registrar::new(h.db.clone())
         .configure(|b| b.prefix(common::unique("t") + ":"))
@@ -1267,7 +1274,7 @@ async fn updating_a_missing_row_is_a_typed_error_and_writes_nothing() {
 /// `false` included, and flips with every write that changes the answer.
 #[tokio::test]
 async fn exists_cache_is_cached_and_flips_with_writes() {
-    let h = harness().await;
+    let h = quiet_harness().await;
     let u = add_user(&h.fdb, "ann").await;
     let e = add_event(&h.fdb, "quiet", "Oslo").await;
     let parts = h.fdb.cache::<participation::Entity>();
@@ -1332,11 +1339,12 @@ fn get_many_calls(h: &Harness) -> u64 {
 /// writes).
 #[tokio::test]
 async fn request_scope_batches_lookups_started_together_and_memoises() {
-    let h = harness().await;
+    let h = quiet_harness().await;
     let u = add_user(&h.fdb, "bo").await;
     let a = add_event(&h.fdb, "ra", "Oslo").await;
     let b = add_event(&h.fdb, "rb", "Rome").await;
     add_participation(&h.fdb, u.id, a.id).await;
+    h.settle().await;
     let req = h.fdb.request();
 
     // Cold: one get_many for five lookups of four classes; the misses fill.
@@ -1420,7 +1428,7 @@ async fn request_scope_batches_lookups_started_together_and_memoises() {
 /// one cache read and, cold, one database query.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn request_scope_shares_one_load_across_tasks() {
-    let h = harness().await;
+    let h = quiet_harness().await;
     let e = add_event(&h.fdb, "shared", "Oslo").await;
     let req = h.fdb.request();
     h.take_queries();

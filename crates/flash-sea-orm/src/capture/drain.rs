@@ -45,6 +45,9 @@ pub struct DrainSettings {
     pub listen_poll_interval: Duration,
     /// Rows taken per transaction (default 500).
     pub batch: usize,
+    /// Whether the drain wakes on PostgreSQL's notifications (default yes;
+    /// without, it only polls).
+    pub listen: bool,
     /// How long a drain whose cache refused an invalidation leaves the rows
     /// to other processes' drains before it takes rows again (default 1 s):
     /// a process cut off from the cache must not keep locking rows that
@@ -58,6 +61,7 @@ impl Default for DrainSettings {
             poll_interval: Duration::from_millis(20),
             listen_poll_interval: Duration::from_millis(250),
             batch: 500,
+            listen: true,
             backoff_after_failure: Duration::from_secs(1),
         }
     }
@@ -246,11 +250,11 @@ impl Drain {
 /// The background task: drain on every wake-up and poll tick, until the
 /// drain is dropped.
 async fn run(drain: Weak<Drain>) {
-    let (backend, listen_db) = match drain.upgrade() {
-        Some(d) => (d.db.get_database_backend(), d.db.clone()),
+    let (backend, listen_db, listens) = match drain.upgrade() {
+        Some(d) => (d.db.get_database_backend(), d.db.clone(), d.settings.listen),
         None => return,
     };
-    if backend == DatabaseBackend::Postgres {
+    if backend == DatabaseBackend::Postgres && listens {
         tokio::spawn(listen(drain.clone(), listen_db));
     }
     let mut failing = false;
