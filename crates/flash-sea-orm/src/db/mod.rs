@@ -5,9 +5,13 @@
 //! - `writes`: inserts, updates and deletes that invalidate what they change.
 //! - `transaction`: [`FlashDb::transaction`] and [`FlashTxn`], writes whose
 //!   invalidations wait for the commit.
+//! - `connection`: SeaORM's `ConnectionTrait`, `TransactionTrait` and
+//!   `StreamTrait` on [`FlashDb`] (writes settle the captured changes before
+//!   they return), `ConnectionTrait` and `TransactionTrait` on [`FlashTxn`].
 //!
 //! The fields stay private to this module and its children.
 
+mod connection;
 mod lookups;
 mod transaction;
 mod writes;
@@ -75,7 +79,10 @@ impl FlashDb {
     /// Applies every captured change visible now (writes from anywhere that
     /// committed before this call), instead of waiting for the drain task.
     /// Returns the number of changes applied. Writes through this handle's
-    /// connection methods call it before they return.
+    /// SeaORM connection traits (`am.update(&fdb)`, `fdb.execute(..)`,
+    /// `TransactionTrait::transaction(&fdb, ..)`) call it before they
+    /// return; call it yourself after committing a transaction of
+    /// `TransactionTrait::begin` to read your writes at once.
     pub async fn apply_captured(&self) -> Result<usize, Error> {
         match &self.capture {
             Some(d) => d.apply_visible().await.map_err(src),
@@ -118,8 +125,9 @@ impl FlashDb {
 
     /// The database connection. With capture on, writes made through it
     /// directly are invalidated by the drain, within its lag (see the
-    /// README); writes through the handle's methods are invalidated before
-    /// they return.
+    /// README); writes through the handle's methods, and SeaORM writes
+    /// through the handle itself (`am.insert(&fdb)`: `FlashDb` implements
+    /// SeaORM's `ConnectionTrait`), are invalidated before they return.
     pub fn db(&self) -> &DatabaseConnection {
         &self.db
     }

@@ -1,7 +1,11 @@
 //! Transactions: [`FlashDb::transaction`] runs a closure in a database
 //! transaction; the writes made through its [`FlashTxn`] collect their keys,
 //! recorded in the outbox (when on) before the commit and invalidated after
-//! it, or dropped with a rollback.
+//! it, or dropped with a rollback. Statements run through the [`FlashTxn`]'s
+//! SeaORM [`ConnectionTrait`](sea_orm::ConnectionTrait) (`am.insert(&*tx)`)
+//! are captured (see [`crate::capture`]); when one may have written, the
+//! commit is followed by the capture settle, so that their invalidations too
+//! are applied before [`FlashDb::transaction`] returns.
 
 use super::writes::pk_condition;
 use super::{src, FlashDb};
@@ -14,6 +18,7 @@ use sea_orm::{
     ActiveModelBehavior, ActiveModelTrait, DatabaseTransaction, EntityTrait, IntoActiveModel,
     TransactionTrait,
 };
+use std::sync::atomic::{AtomicBool, Ordering};
 
 impl FlashDb {
     /// Runs `f` in a database transaction; the invalidations of the writes made
@@ -29,6 +34,7 @@ impl FlashDb {
             fdb: self.clone(),
             txn: Some(txn),
             keys: Vec::new(),
+            wrote: AtomicBool::new(false),
         };
         let out = f(&mut ftx).await;
         let txn = ftx.txn.take().ok_or(Error::TransactionFinished)?;
@@ -45,6 +51,9 @@ impl FlashDb {
                 for ((model, keys), id) in ftx.keys.iter().zip(ids) {
                     self.finish(model, keys, id).await;
                 }
+                if ftx.wrote.load(Ordering::Relaxed) {
+                    self.settle().await.map_err(src)?;
+                }
                 Ok(v)
             }
             Err(e) => {
@@ -60,14 +69,23 @@ pub struct FlashTxn {
     fdb: FlashDb,
     txn: Option<DatabaseTransaction>,
     keys: Vec<(String, KeySet)>,
+    /// A statement that may write ran through the SeaORM connection traits:
+    /// settle after the commit.
+    wrote: AtomicBool,
 }
 
 impl FlashTxn {
-    /// The transaction, for reads and writes that need no invalidation.
+    /// The transaction, for reads and writes that need no invalidation (its
+    /// writes are captured and applied by the drain within its lag; for
+    /// SeaORM writes invalidated before [`FlashDb::transaction`] returns, pass
+    /// the `FlashTxn` itself: `am.insert(&*tx)`).
     pub fn conn(&self) -> &DatabaseTransaction {
         self.txn
             .as_ref()
             .expect("transaction is open while the closure runs")
+    }
+    pub(super) fn mark_write(&self) {
+        self.wrote.store(true, Ordering::Relaxed);
     }
     fn record(&mut self, model: String, keys: KeySet) {
         self.keys.push((model, keys));
