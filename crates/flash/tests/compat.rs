@@ -4,13 +4,9 @@
 //! through a SeaORM call, and looks up right after the call returned, with no
 //! sleep in between.
 //!
-//! The drain task is made quiet here (polling once an hour), so that what a
-//! lookup sees comes from the settle the call ran before returning, not from
-//! the drain's next round. On PostgreSQL the drain also wakes on the
-//! triggers' notification, which no setting turns off: there a broken settle
-//! makes these tests fail as a race the drain usually loses (a lookup is one
-//! cache read; the drain's round is four database round trips after the
-//! notification), not deterministically.
+//! The drain task is made quiet here (polling once an hour, not listening
+//! for notifications), so that what a lookup sees comes from the settle the
+//! call ran before returning, not from the drain's next round.
 //!
 //! `fdb.begin()` ... `commit()` is SeaORM's own transaction, whose commit
 //! flash does not see: its writes are applied by the drain within the capture
@@ -43,6 +39,7 @@ fn quiet() -> DrainSettings {
     DrainSettings {
         poll_interval: Duration::from_secs(3600),
         listen_poll_interval: Duration::from_secs(3600),
+        listen: false,
         ..DrainSettings::default()
     }
 }
@@ -578,4 +575,65 @@ async fn without_capture_writes_pass_through_uninvalidated() {
         .await
         .expect("find");
     assert_eq!(row.map(|e| e.title), Some("Plain".into()));
+}
+
+/// A cache that refuses the invalidation does not fail a committed write
+/// through the SeaORM traits: the call returns `Ok`, this process reads the
+/// refused keys from the database (its own write included), and the captured
+/// record stays for the drain until the cache takes it.
+#[tokio::test]
+async fn a_refusing_cache_does_not_fail_a_committed_write() {
+    use flash_test_kit::{Hooked, Op};
+    use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+    let inner = cache_backend(&cache_url()).await.expect("cache");
+    let refuse = Arc::new(AtomicBool::new(false));
+    let backend = Arc::new(Hooked::new(inner).before({
+        let refuse = refuse.clone();
+        move |call| match call.op == Op::SetMany && refuse.load(SeqCst) {
+            true => Err(flash_core::BackendError::Unreachable("refused".into())),
+            false => Ok(()),
+        }
+    }));
+    let db = fresh_db(Arc::new(AtomicU64::new(0))).await;
+    schema::create_tables(&db).await.expect("tables");
+    let b2: Arc<dyn flash_core::Backend> = backend.clone();
+    let mut reg = Registrar::new(db.clone())
+        .drain_settings(quiet())
+        .configure(|b| b.backend_arc(b2).prefix(unique("c") + ":"));
+    declare(&mut reg, Duration::from_secs(60)).expect("declarations");
+    let fdb = reg.build().await.expect("build");
+    let e = event_am("refused", "Oslo").insert(&fdb).await.unwrap();
+    assert_eq!(
+        by_slug(&fdb, "refused").await.unwrap().title,
+        "Title of refused"
+    );
+
+    refuse.store(true, SeqCst);
+    let mut am = e.clone().into_active_model();
+    am.title = Set("while refused".into());
+    am.update(&fdb)
+        .await
+        .expect("a committed write is not an error");
+    assert_eq!(
+        by_slug(&fdb, "refused").await.unwrap().title,
+        "while refused",
+        "the writer's process reads its own write"
+    );
+    let left = db
+        .query_one(sea_orm::Statement::from_string(
+            db.get_database_backend(),
+            "SELECT COUNT(*) AS n FROM flash_changes".to_owned(),
+        ))
+        .await
+        .unwrap()
+        .unwrap()
+        .try_get::<i64>("", "n")
+        .unwrap();
+    assert!(left >= 1, "the captured record waits for the cache");
+    refuse.store(false, SeqCst);
+    fdb.apply_captured().await.unwrap();
+    assert_eq!(
+        by_slug(&fdb, "refused").await.unwrap().title,
+        "while refused"
+    );
 }

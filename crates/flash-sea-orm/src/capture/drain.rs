@@ -157,7 +157,10 @@ impl Drain {
     }
 
     /// Applies every change visible now, whoever else is draining it, and
-    /// deletes what it applied. Returns the number of changes applied.
+    /// deletes what it applied. Returns the number of changes applied. What
+    /// the cache refused stays in the table for the drain, and its keys are
+    /// kept by this process, which reads them from the database until the
+    /// cache takes them: so a caller still reads its own writes.
     pub(crate) async fn apply_visible(&self) -> Result<usize, DbErr> {
         let mut total = 0;
         loop {
@@ -165,12 +168,7 @@ impl Drain {
             let (applied, complete) = self.apply(&rows).await;
             delete(&self.db, &applied).await?;
             total += applied.len();
-            if !complete {
-                return Err(DbErr::Custom(
-                    "the cache refused the invalidation of captured changes".into(),
-                ));
-            }
-            if rows.len() < self.settings.batch {
+            if !complete || rows.len() < self.settings.batch {
                 return Ok(total);
             }
         }
@@ -202,7 +200,9 @@ impl Drain {
     }
 
     /// Invalidates the keys of `rows` (one write per model). The ids applied,
-    /// and whether that was all of them (a cache failure stops the rest).
+    /// and whether that was all of them. A model whose invalidation the cache
+    /// refused keeps its rows, and its keys wait in this process's pending
+    /// set (see `Flash::apply_invalidation`).
     async fn apply(&self, rows: &[Change]) -> (Vec<i64>, bool) {
         let mut by_model: BTreeMap<&str, (KeySet, Vec<i64>)> = BTreeMap::new();
         let mut applied = Vec::new();
@@ -236,14 +236,16 @@ impl Drain {
                 .record(c.age_us.max(0) as f64 / 1e6);
         }
         metrics::counter!("flash_captured_rows_total").increment(rows.len() as u64);
+        let mut complete = true;
         for (model, (keys, ids)) in by_model {
             if self.flash.apply_invalidation(model, &keys).await.is_err() {
-                return (applied, false);
+                complete = false;
+                continue;
             }
             metrics::counter!("flash_applied_keys_total").increment(keys.len() as u64);
             applied.extend(ids);
         }
-        (applied, true)
+        (applied, complete)
     }
 }
 

@@ -27,13 +27,14 @@
 //! several statements of which the first ones committed: that one settles
 //! either way and returns the statement's error.
 //!
-//! When the settle fails (the cache refused the invalidations, or reading the
-//! changes table failed) after the write committed, the call returns
-//! `DbErr::Custom` saying so: the write is in the database, its captured
-//! changes stay in the changes table and the drain applies them when it can,
-//! and keys the cache refused are read from the database in this process
-//! until its retry lands (as for flash's own writes). Do not blindly retry a
-//! non-idempotent write on that error.
+//! A cache that refuses the invalidations after the write committed does not
+//! make the call fail (a cache outage must not fail a committed write): the
+//! captured changes stay in the changes table for the drain, and this
+//! process reads the refused keys from the database until its retry lands,
+//! as after flash's own writes. Only a failure to read the changes table
+//! back after the commit returns `DbErr::Custom` saying so: the write is in
+//! the database, and the drain applies its changes when it can. Do not
+//! blindly retry a non-idempotent write on that error.
 
 use super::transaction::FlashTxn;
 use super::FlashDb;
@@ -86,10 +87,13 @@ impl FlashDb {
             });
             return Ok(());
         }
+        // A cache that refuses is not an error here: the keys wait in this
+        // process (read from the database meanwhile) and the records in the
+        // changes table. Only the database failing to read them is.
         self.apply_captured().await.map(|_| ()).map_err(|e| {
             DbErr::Custom(format!(
-                "the write committed, but the invalidation of its captured changes \
-                 failed (the drain applies them when it can): {e}"
+                "the write committed, but its captured changes could not be read \
+                 back (the drain applies them when it can): {e}"
             ))
         })
     }
