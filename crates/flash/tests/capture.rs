@@ -753,6 +753,7 @@ async fn a_live_process_repairs_the_invalidation_a_crashed_writer_lost() {
         .insert(plain_event("crash", "Oslo"))
         .await
         .expect("insert");
+    observer.apply_captured().await.unwrap();
     assert_eq!(title(&observer, "crash").await.0, "Title of crash");
     assert_eq!(
         title(&observer, "crash").await,
@@ -810,6 +811,8 @@ async fn a_process_started_after_the_crash_repairs_the_lost_invalidation() {
     let (peek, _) = handle(&db, cache.clone(), &prefix, false).await;
 
     let e = writer.insert(plain_event("ob", "Oslo")).await.unwrap();
+    // The insert is captured too: applied now, not after the fill below.
+    writer.apply_captured().await.unwrap();
     assert_eq!(title(&peek, "ob").await.0, "Title of ob");
     lost.store(true, Ordering::SeqCst);
     writer
