@@ -23,7 +23,8 @@ use super::values::Kind;
 use super::CHANGES_TABLE;
 use flash_core::{FieldValue, Flash, KeySet};
 use sea_orm::{
-    ConnectionTrait, DatabaseBackend, DatabaseConnection, DbErr, QueryResult, TransactionTrait,
+    ConnectionTrait, DatabaseBackend, DatabaseConnection, DbErr, IsolationLevel, QueryResult,
+    TransactionTrait,
 };
 use serde_json::Value as Json;
 use std::collections::{BTreeMap, HashMap};
@@ -176,7 +177,16 @@ impl Drain {
             delete(&self.db, &applied).await?;
             return Ok((rows.len(), complete));
         }
-        let txn = self.db.begin().await?;
+        // READ COMMITTED: at MySQL's default REPEATABLE READ, the locking
+        // read below takes next-key locks up to the end of the table (the
+        // supremum), so every trigger's INSERT into the changes table waits
+        // for this transaction (a cache round trip), and its DELETE could
+        // wait on a writer's uncommitted row: a deadlock whose victim was the
+        // application's transaction. Read committed locks only the rows read.
+        let txn = self
+            .db
+            .begin_with_config(Some(IsolationLevel::ReadCommitted), None)
+            .await?;
         let rows = read(&txn, self.settings.batch, true).await?;
         let (applied, complete) = self.apply(&rows).await;
         delete(&txn, &applied).await?;
