@@ -196,6 +196,16 @@ impl Drain {
         let (applied, complete) = self.apply(&rows).await;
         delete(&txn, &applied).await?;
         txn.commit().await?;
+        if !complete && backend == DatabaseBackend::Postgres {
+            // Hand the rows over: the other processes' drains were woken by
+            // the same notification, found them locked by this one and went
+            // back to sleep until their next poll. Wake them now that the
+            // rows are free.
+            let _ = self
+                .db
+                .execute_unprepared(&format!("SELECT pg_notify('{}', '')", super::NOTIFY_CHANNEL))
+                .await;
+        }
         Ok((rows.len(), complete))
     }
 
