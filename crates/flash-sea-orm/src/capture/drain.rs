@@ -49,9 +49,9 @@ pub struct DrainSettings {
     /// without, it only polls).
     pub listen: bool,
     /// How long a drain whose cache refused an invalidation leaves the rows
-    /// to other processes' drains before it takes rows again (default 1 s):
+    /// to other processes' drains before it takes rows again (default 200 ms):
     /// a process cut off from the cache must not keep locking rows that
-    /// others could apply.
+    /// others could apply. (The others are woken when it rolls back.)
     pub backoff_after_failure: Duration,
 }
 
@@ -62,7 +62,7 @@ impl Default for DrainSettings {
             listen_poll_interval: Duration::from_millis(250),
             batch: 500,
             listen: true,
-            backoff_after_failure: Duration::from_secs(1),
+            backoff_after_failure: Duration::from_millis(200),
         }
     }
 }
@@ -203,7 +203,10 @@ impl Drain {
             // rows are free.
             let _ = self
                 .db
-                .execute_unprepared(&format!("SELECT pg_notify('{}', '')", super::NOTIFY_CHANNEL))
+                .execute_unprepared(&format!(
+                    "SELECT pg_notify('{}', '')",
+                    super::NOTIFY_CHANNEL
+                ))
                 .await;
         }
         Ok((rows.len(), complete))
