@@ -11,11 +11,14 @@ use super::Env;
 use flash_sea_orm::{by, capture, FlashDb, Registrar};
 use flash_test_kit::declare;
 use flash_test_kit::entities::event;
-use sea_orm::{ConnectionTrait, DatabaseConnection};
+use sea_orm::{ConnectionTrait, DatabaseBackend, DatabaseConnection};
 use std::time::{Duration, Instant};
 
 /// The capture DDL of the demo declarations on `db` (the changes table and
-/// every table's triggers), as `Registrar::build` installs it.
+/// every table's triggers), as `Registrar::build` installs it. The bench
+/// installs it itself (`install_capture(false)` on its handles): removing
+/// and installing the triggers around measurements, and one concurrent
+/// `capture::install` on SQLite failed with "trigger ... already exists".
 pub fn ddl(db: &DatabaseConnection) -> BenchResult<Vec<String>> {
     let mut reg = Registrar::new(db.clone());
     declare(&mut reg, Duration::from_secs(60))?;
@@ -29,9 +32,19 @@ pub async fn install(db: &DatabaseConnection, ddl: &[String]) -> BenchResult<()>
     Ok(())
 }
 
-/// Removes every capture trigger of the database (the changes table stays).
+/// Removes every capture trigger of the database (the changes table and,
+/// on PostgreSQL, the trigger functions stay).
 pub async fn remove(db: &DatabaseConnection) -> BenchResult<()> {
-    capture::install(db, &[]).await?;
+    let pg = db.get_database_backend() == DatabaseBackend::Postgres;
+    for t in capture::installed(db).await? {
+        let on = if pg {
+            format!(" ON \"{}\"", t.table)
+        } else {
+            String::new()
+        };
+        db.execute_unprepared(&format!("DROP TRIGGER IF EXISTS {}{on}", t.name))
+            .await?;
+    }
     Ok(())
 }
 
@@ -102,6 +115,7 @@ pub async fn capture(env: &Env, report: &mut Report) -> BenchResult<()> {
         let db = &d.db;
         let ddl = ddl(db)?;
         // (i) one pair at a time: a single drain on the database.
+        install(db, &ddl).await?;
         for p in env.pairs.iter().filter(|p| p.db == di) {
             let c = &env.caches[p.cache];
             let fdb = flash_db(

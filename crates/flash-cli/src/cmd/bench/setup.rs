@@ -265,7 +265,8 @@ fn host_port(url: &str, scheme: &str) -> Option<String> {
 }
 
 /// A [`FlashDb`] with the demo declarations on `db`, keys under `prefix`;
-/// with `capture`, its build installs the triggers and starts a drain.
+/// with `capture`, a drain runs (the triggers are installed by the caller:
+/// see `capture::ddl`).
 pub async fn flash_db(
     db: &DatabaseConnection,
     backend: Arc<dyn Backend>,
@@ -276,6 +277,7 @@ pub async fn flash_db(
     let mut reg = Registrar::new(db.clone())
         .configure(|b| b.backend_arc(backend).prefix(prefix))
         .capture(capture)
+        .install_capture(false)
         .outbox(outbox);
     declare(&mut reg, Duration::from_secs(60))?;
     Ok(reg.build().await?)
