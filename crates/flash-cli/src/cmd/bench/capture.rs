@@ -48,6 +48,20 @@ pub async fn remove(db: &DatabaseConnection) -> BenchResult<()> {
     Ok(())
 }
 
+/// Drops a handle with capture and waits until its drain task has ended: it
+/// holds the drain for up to one poll interval after the last handle went,
+/// and a drain still running would take the next handle's captured rows
+/// (each row of the changes table reaches one drain, so one cache).
+pub async fn retire(fdb: FlashDb, db: &DatabaseConnection) {
+    drop(fdb);
+    let s = capture::DrainSettings::default();
+    let every = match db.get_database_backend() {
+        DatabaseBackend::Postgres => s.listen_poll_interval,
+        _ => s.poll_interval,
+    };
+    tokio::time::sleep(every + Duration::from_millis(30)).await;
+}
+
 /// One foreign write of `id`'s title and the time until flash serves it.
 async fn one_lag(
     fdb: &FlashDb,
@@ -142,7 +156,7 @@ pub async fn capture(env: &Env, report: &mut Report) -> BenchResult<()> {
                         .map_err(|e| format!("lag on {} + {}: {e}", d.name, c.name))?,
                 );
             }
-            drop(fdb);
+            retire(fdb, db).await;
             lag_sec.row(vec![
                 d.name.into(),
                 c.name.into(),
@@ -198,7 +212,7 @@ pub async fn capture(env: &Env, report: &mut Report) -> BenchResult<()> {
                 });
             }
         }
-        drop(fdb);
+        retire(fdb, db).await;
         remove(db).await?;
         for (k, (what, goal, bound)) in [
             (

@@ -93,7 +93,7 @@ impl Plan {
                 zipf_s: 1.0,
                 stampede: 1000,
                 memory_entries: 20_000,
-                lag_samples: 30,
+                lag_samples: 20,
                 capture_rounds: 3,
                 capture_single: 10,
                 capture_bulk: 2,

@@ -5,7 +5,7 @@
 //! off, the changes table being the durable record), measured while the
 //! triggers are installed.
 
-use super::capture::{ddl, install, remove};
+use super::capture::{ddl, install, remove, retire};
 use super::setup::flash_db;
 use super::stats::{fmt_dur, fmt_ratio, ratio, BenchResult, Report, Samples, Section, Verdict};
 use super::Env;
@@ -162,7 +162,7 @@ pub async fn writes(env: &Env, report: &mut Report) -> BenchResult<()> {
             Verdict::of(r <= 1.6),
         );
         // The drain's background task ends with its last handle.
-        drop(on);
+        retire(on, db).await;
         remove(db).await?;
     }
     for name in env.skipped_dbs.iter().chain(&env.skipped_caches) {
