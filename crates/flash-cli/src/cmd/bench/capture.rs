@@ -142,9 +142,9 @@ pub async fn capture(env: &Env, report: &mut Report) -> BenchResult<()> {
             .await?;
             // Warm-up, unmeasured: the drain's LISTEN connection comes up
             // in the background after the build.
-            for k in 0..3 {
+            for &id in &lag_ids[..3] {
                 serial += 1;
-                one_lag(&fdb, db, lag_ids[k], serial).await?;
+                one_lag(&fdb, db, id, serial).await?;
             }
             let mut s = Samples::default();
             for k in 0..plan.lag_samples {
