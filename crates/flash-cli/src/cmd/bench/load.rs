@@ -83,7 +83,7 @@ pub async fn throughput(env: &Env, report: &mut Report) -> BenchResult<()> {
     );
     for (ci, c) in env.caches.iter().enumerate() {
         let prefix = format!("{}tp{ci}:", env.prefix);
-        let fdb = flash_db(&db.db, c.flash_backend.clone(), prefix, false).await?;
+        let fdb = flash_db(&db.db, c.flash_backend.clone(), prefix, false, false).await?;
         let before = fdb.flash().stats().snapshot();
         let start = Instant::now();
         let deadline = start + plan.throughput;
@@ -235,7 +235,7 @@ pub async fn memory(env: &Env, report: &mut Report) -> BenchResult<()> {
     // A store of its own, so that only event entries are counted.
     let mem = MemoryBackend::default();
     let prefix = format!("{}mem:", env.prefix);
-    let fdb = flash_db(&db.db, Arc::new(mem.clone()), prefix, false).await?;
+    let fdb = flash_db(&db.db, Arc::new(mem.clone()), prefix, false, false).await?;
     let cache = fdb.cache::<event::Entity>();
     let (mut key_bytes, mut value_bytes) = (0usize, 0usize);
     let mut sample = None;

@@ -7,7 +7,8 @@
 //!
 //! Module map: `setup` connects and seeds the targets, `latency` holds
 //! the sequential scenarios (1–4), `load` the concurrent ones and memory
-//! (5, 6, 8), `writes` the updates (7), `stats` medians and the report,
+//! (5, 6, 8), `writes` the updates (7), `capture` the lag of a foreign
+//! write and the triggers' cost (9), `stats` medians and the report,
 //! `wire` a hand-written GET for the wire floor.
 
 /// Times each of `n` operations (`|i|` from `start`) on its own; the body is
@@ -22,6 +23,7 @@ macro_rules! time_loop {
     }};
 }
 
+mod capture;
 mod latency;
 mod load;
 mod setup;
@@ -40,9 +42,9 @@ pub struct BenchArgs {
     /// A small, CI-sized run (seconds, not minutes).
     #[arg(long)]
     pub quick: bool,
-    /// Run only the scenarios whose numbers are given (1-8; repeatable,
+    /// Run only the scenarios whose numbers are given (1-9; repeatable,
     /// e.g. `--only 2 --only 7`). All by default.
-    #[arg(long, value_parser = clap::value_parser!(u8).range(1..=8))]
+    #[arg(long, value_parser = clap::value_parser!(u8).range(1..=9))]
     pub only: Vec<u8>,
 }
 
@@ -66,6 +68,11 @@ pub struct Plan {
     zipf_s: f64,
     stampede: usize,
     memory_entries: usize,
+    /// Foreign writes timed per target (scenario 9).
+    lag_samples: usize,
+    capture_rounds: usize,
+    capture_single: usize,
+    capture_bulk: usize,
 }
 
 impl Plan {
@@ -86,6 +93,10 @@ impl Plan {
                 zipf_s: 1.0,
                 stampede: 1000,
                 memory_entries: 20_000,
+                lag_samples: 20,
+                capture_rounds: 3,
+                capture_single: 10,
+                capture_bulk: 2,
             }
         } else {
             Plan {
@@ -103,12 +114,17 @@ impl Plan {
                 zipf_s: 1.0,
                 stampede: 1000,
                 memory_entries: 200_000,
+                lag_samples: 200,
+                capture_rounds: 10,
+                capture_single: 30,
+                capture_bulk: 5,
             }
         }
     }
 }
 
-/// A database and a cache, with a flash handle (no outbox) on both.
+/// A database and a cache, with a flash handle (no outbox, no capture: the
+/// scenarios that need capture build their own, one drain at a time) on both.
 pub struct Pair {
     db: usize,
     cache: usize,
@@ -228,8 +244,8 @@ async fn measure(env: &mut Env, only: &[u8]) -> BenchResult<Report> {
         setup::seed(&d.db, env.plan.events).await?;
         for (ci, c) in env.caches.iter().enumerate() {
             let prefix = format!("{}{di}{ci}:", env.prefix);
-            let fdb =
-                setup::flash_db(&d.db, c.flash_backend.clone(), prefix.clone(), false).await?;
+            let fdb = setup::flash_db(&d.db, c.flash_backend.clone(), prefix.clone(), false, false)
+                .await?;
             env.pairs.push(Pair {
                 db: di,
                 cache: ci,
@@ -245,7 +261,7 @@ async fn measure(env: &mut Env, only: &[u8]) -> BenchResult<Report> {
     };
     type Step =
         for<'a> fn(&'a Env, &'a mut Report) -> futures::future::BoxFuture<'a, BenchResult<()>>;
-    let steps: [(&str, Step); 8] = [
+    let steps: [(&str, Step); 9] = [
         ("1. one lookup", |e, r| Box::pin(latency::one_lookup(e, r))),
         ("2. batch of 100", |e, r| Box::pin(latency::batch(e, r))),
         ("3. filter list", |e, r| {
@@ -256,6 +272,7 @@ async fn measure(env: &mut Env, only: &[u8]) -> BenchResult<Report> {
         ("6. stampede", |e, r| Box::pin(load::stampede(e, r))),
         ("7. writes", |e, r| Box::pin(writes::writes(e, r))),
         ("8. memory", |e, r| Box::pin(load::memory(e, r))),
+        ("9. capture", |e, r| Box::pin(capture::capture(e, r))),
     ];
     for (n, (name, step)) in (1u8..).zip(steps) {
         if !only.is_empty() && !only.contains(&n) {

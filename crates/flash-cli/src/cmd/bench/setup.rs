@@ -264,15 +264,20 @@ fn host_port(url: &str, scheme: &str) -> Option<String> {
     (!hp.is_empty() && !hp.contains(['@', ','])).then(|| hp.to_owned())
 }
 
-/// A [`FlashDb`] with the demo declarations on `db`, keys under `prefix`.
+/// A [`FlashDb`] with the demo declarations on `db`, keys under `prefix`;
+/// with `capture`, a drain runs (the triggers are installed by the caller:
+/// see `capture::ddl`).
 pub async fn flash_db(
     db: &DatabaseConnection,
     backend: Arc<dyn Backend>,
     prefix: String,
     outbox: bool,
+    capture: bool,
 ) -> BenchResult<FlashDb> {
     let mut reg = Registrar::new(db.clone())
         .configure(|b| b.backend_arc(backend).prefix(prefix))
+        .capture(capture)
+        .install_capture(false)
         .outbox(outbox);
     declare(&mut reg, Duration::from_secs(60))?;
     Ok(reg.build().await?)

@@ -30,6 +30,10 @@ impl Samples {
         let (_, x, _) = v.select_nth_unstable(i);
         Duration::from_nanos(*x)
     }
+    /// The `q` quantile (1.0: the maximum).
+    pub fn quantile_pub(&self, q: f64) -> Duration {
+        self.quantile(q)
+    }
     pub fn median(&self) -> Duration {
         self.quantile(0.5)
     }

@@ -1,0 +1,260 @@
+//! Scenario 9, capture of every write: (i) the invalidation lag of a foreign
+//! write (a raw `UPDATE` through the plain connection, not through flash),
+//! from its return to the first lookup through flash that sees it, polled in
+//! a tight loop; (ii) what the capture triggers cost a raw single-row update
+//! and a raw 1 000-row update, against the same statements on the table
+//! without triggers (they are removed and installed again around each round).
+
+use super::setup::flash_db;
+use super::stats::{fmt_dur, fmt_ratio, ratio, BenchResult, Report, Samples, Section, Verdict};
+use super::Env;
+use flash_sea_orm::{by, capture, FlashDb, Registrar};
+use flash_test_kit::declare;
+use flash_test_kit::entities::event;
+use sea_orm::{ConnectionTrait, DatabaseBackend, DatabaseConnection};
+use std::time::{Duration, Instant};
+
+/// The capture DDL of the demo declarations on `db` (the changes table and
+/// every table's triggers), as `Registrar::build` installs it. The bench
+/// installs it itself (`install_capture(false)` on its handles): removing
+/// and installing the triggers around measurements, and one concurrent
+/// `capture::install` on SQLite failed with "trigger ... already exists".
+pub fn ddl(db: &DatabaseConnection) -> BenchResult<Vec<String>> {
+    let mut reg = Registrar::new(db.clone());
+    declare(&mut reg, Duration::from_secs(60))?;
+    Ok(reg.capture_ddl()?)
+}
+
+pub async fn install(db: &DatabaseConnection, ddl: &[String]) -> BenchResult<()> {
+    for s in ddl {
+        db.execute_unprepared(s).await?;
+    }
+    Ok(())
+}
+
+/// Removes every capture trigger of the database (the changes table and,
+/// on PostgreSQL, the trigger functions stay).
+pub async fn remove(db: &DatabaseConnection) -> BenchResult<()> {
+    let pg = db.get_database_backend() == DatabaseBackend::Postgres;
+    for t in capture::installed(db).await? {
+        let on = if pg {
+            format!(" ON \"{}\"", t.table)
+        } else {
+            String::new()
+        };
+        db.execute_unprepared(&format!("DROP TRIGGER IF EXISTS {}{on}", t.name))
+            .await?;
+    }
+    Ok(())
+}
+
+/// Drops a handle with capture and waits until its drain task has ended: it
+/// holds the drain for up to one poll interval after the last handle went,
+/// and a drain still running would take the next handle's captured rows
+/// (each row of the changes table reaches one drain, so one cache).
+pub async fn retire(fdb: FlashDb, db: &DatabaseConnection) {
+    drop(fdb);
+    let s = capture::DrainSettings::default();
+    let every = match db.get_database_backend() {
+        DatabaseBackend::Postgres => s.listen_poll_interval,
+        _ => s.poll_interval,
+    };
+    tokio::time::sleep(every + Duration::from_millis(30)).await;
+}
+
+/// One foreign write of `id`'s title and the time until flash serves it.
+async fn one_lag(
+    fdb: &FlashDb,
+    db: &DatabaseConnection,
+    id: i32,
+    n: usize,
+) -> BenchResult<Duration> {
+    let events = fdb.cache::<event::Entity>();
+    // Cached before the write: the second lookup is a hit.
+    events.get_or_none(by(event::Column::Id, id)).await?;
+    events.get_or_none(by(event::Column::Id, id)).await?;
+    let title = format!("Foreign {n}");
+    db.execute_unprepared(&format!(
+        "UPDATE event SET title = '{title}' WHERE id = {id}"
+    ))
+    .await?;
+    let t0 = Instant::now();
+    loop {
+        let seen = events.get_or_none(by(event::Column::Id, id)).await?;
+        if seen.is_some_and(|e| e.title == title) {
+            return Ok(t0.elapsed());
+        }
+        if t0.elapsed() > Duration::from_secs(5) {
+            return Err(format!("foreign write of event {id} not seen within 5 s").into());
+        }
+        tokio::task::yield_now().await;
+    }
+}
+
+pub async fn capture(env: &Env, report: &mut Report) -> BenchResult<()> {
+    let plan = &env.plan;
+    let mut lag_sec = Section::new(
+        "9a. Invalidation lag of a foreign write",
+        &format!(
+            "{} raw `UPDATE event SET title = ... WHERE id = ...` through the plain connection per \
+             target (capture on, one handle per database); the lag runs from the statement's return \
+             to the first lookup through flash (polled in a tight loop) that returns the new title. \
+             PostgreSQL: the drain wakes on the triggers' notification; SQLite: it polls every 20 ms.",
+            plan.lag_samples
+        ),
+        &["database", "cache", "p50", "p99", "max"],
+    );
+    let mut cost_sec = Section::new(
+        "9b. Write cost of capture (raw SQL, through the plain connection)",
+        &format!(
+            "Median per statement, {} rounds alternating without triggers / with the capture \
+             triggers installed (and one drain running). Single row: `UPDATE event SET title = ... \
+             WHERE id = ...` ({} per round); 1 000 rows: `UPDATE event SET title = ... WHERE id \
+             BETWEEN a AND a + 999` ({} per round).",
+            plan.capture_rounds, plan.capture_single, plan.capture_bulk
+        ),
+        &[
+            "database",
+            "statement",
+            "without capture",
+            "with capture",
+            "ratio",
+        ],
+    );
+    let lag_ids: Vec<i32> = (plan.events - 299..plan.events - 99).collect();
+    let bulk_lo = plan.hot + 1;
+    let single_ids: Vec<i32> = (plan.events - 99..=plan.events).collect();
+    let mut serial = 0usize;
+    for (di, d) in env.dbs.iter().enumerate() {
+        let db = &d.db;
+        let ddl = ddl(db)?;
+        // (i) one pair at a time: a single drain on the database.
+        install(db, &ddl).await?;
+        for p in env.pairs.iter().filter(|p| p.db == di) {
+            let c = &env.caches[p.cache];
+            let fdb = flash_db(
+                db,
+                c.flash_backend.clone(),
+                format!("{}cap:", p.prefix),
+                false,
+                true,
+            )
+            .await?;
+            // Warm-up, unmeasured: the drain's LISTEN connection comes up
+            // in the background after the build.
+            for &id in &lag_ids[..3] {
+                serial += 1;
+                one_lag(&fdb, db, id, serial).await?;
+            }
+            let mut s = Samples::default();
+            for k in 0..plan.lag_samples {
+                serial += 1;
+                let id = lag_ids[k % lag_ids.len()];
+                s.push(
+                    one_lag(&fdb, db, id, serial)
+                        .await
+                        .map_err(|e| format!("lag on {} + {}: {e}", d.name, c.name))?,
+                );
+            }
+            retire(fdb, db).await;
+            lag_sec.row(vec![
+                d.name.into(),
+                c.name.into(),
+                fmt_dur(s.median()),
+                fmt_dur(s.p99()),
+                fmt_dur(s.quantile_pub(1.0)),
+            ]);
+            if d.name == "PostgreSQL" {
+                report.check(
+                    "foreign write seen through flash, p99 ≤ 10 ms",
+                    &format!("{} + {}", c.name, d.name),
+                    format!("p50 {}, p99 {}", fmt_dur(s.median()), fmt_dur(s.p99())),
+                    Verdict::of(s.p99() <= Duration::from_millis(10)),
+                );
+            }
+        }
+        // (ii) with one drain (in-process cache) while the triggers are on.
+        let fdb = flash_db(
+            db,
+            env.caches[0].flash_backend.clone(),
+            format!("{}cap{di}:", env.prefix),
+            false,
+            true,
+        )
+        .await?;
+        // single off, bulk off, single on, bulk on
+        let mut s = vec![Samples::default(); 4];
+        for round in 0..=plan.capture_rounds {
+            let mut scratch = vec![Samples::default(); 4];
+            let out = if round == 0 { &mut scratch } else { &mut s };
+            for on in [false, true] {
+                if on {
+                    install(db, &ddl).await?;
+                } else {
+                    remove(db).await?;
+                }
+                let base = if on { 2 } else { 0 };
+                time_loop!(0, plan.capture_single, out[base], |i| {
+                    serial += 1;
+                    let id = single_ids[(round * plan.capture_single + i) % single_ids.len()];
+                    db.execute_unprepared(&format!(
+                        "UPDATE event SET title = 'Captured {serial}' WHERE id = {id}"
+                    ))
+                    .await?
+                });
+                time_loop!(0, plan.capture_bulk, out[base + 1], |_i| {
+                    serial += 1;
+                    db.execute_unprepared(&format!(
+                        "UPDATE event SET title = 'Bulk {serial}' WHERE id BETWEEN {bulk_lo} AND {}",
+                        bulk_lo + 999
+                    ))
+                    .await?
+                });
+            }
+        }
+        retire(fdb, db).await;
+        remove(db).await?;
+        for (k, (what, goal, bound)) in [
+            (
+                "title update, 1 row",
+                "captured raw update of 1 row ≤ 1.5 × without capture",
+                1.5,
+            ),
+            (
+                "title update, 1 000 rows",
+                "captured raw update of 1 000 rows ≤ 1.2 × without capture",
+                1.2,
+            ),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let (off, on) = (&s[k], &s[k + 2]);
+            let r = ratio(on, off);
+            cost_sec.row(vec![
+                d.name.into(),
+                what.into(),
+                fmt_dur(off.median()),
+                fmt_dur(on.median()),
+                fmt_ratio(r),
+            ]);
+            report.check(
+                goal,
+                d.name,
+                format!(
+                    "{} vs {} = {}",
+                    fmt_dur(on.median()),
+                    fmt_dur(off.median()),
+                    fmt_ratio(r)
+                ),
+                Verdict::of(r <= bound),
+            );
+        }
+    }
+    for name in env.skipped_dbs.iter().chain(&env.skipped_caches) {
+        lag_sec.skipped(&[name], "unreachable");
+    }
+    report.sections.push(lag_sec);
+    report.sections.push(cost_sec);
+    Ok(())
+}
