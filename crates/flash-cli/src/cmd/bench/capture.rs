@@ -11,7 +11,7 @@ use super::Env;
 use flash_sea_orm::{by, capture, FlashDb, Registrar};
 use flash_test_kit::declare;
 use flash_test_kit::entities::event;
-use sea_orm::{ConnectionTrait, DatabaseBackend, DatabaseConnection};
+use sea_orm::{ConnectionTrait, DatabaseBackend, DatabaseConnection, TransactionTrait};
 use std::time::{Duration, Instant};
 
 /// The capture DDL of the demo declarations on `db` (the changes table and
@@ -25,10 +25,15 @@ pub fn ddl(db: &DatabaseConnection) -> BenchResult<Vec<String>> {
     Ok(reg.capture_ddl()?)
 }
 
+/// Runs `ddl` in one transaction, so on one connection of the pool (on
+/// SQLite, statements spread over pooled connections once found a trigger
+/// that the previous statement had just dropped).
 pub async fn install(db: &DatabaseConnection, ddl: &[String]) -> BenchResult<()> {
+    let txn = db.begin().await?;
     for s in ddl {
-        db.execute_unprepared(s).await?;
+        txn.execute_unprepared(s).await?;
     }
+    txn.commit().await?;
     Ok(())
 }
 
@@ -36,15 +41,17 @@ pub async fn install(db: &DatabaseConnection, ddl: &[String]) -> BenchResult<()>
 /// on PostgreSQL, the trigger functions stay).
 pub async fn remove(db: &DatabaseConnection) -> BenchResult<()> {
     let pg = db.get_database_backend() == DatabaseBackend::Postgres;
-    for t in capture::installed(db).await? {
+    let txn = db.begin().await?;
+    for t in capture::installed(&txn).await? {
         let on = if pg {
             format!(" ON \"{}\"", t.table)
         } else {
             String::new()
         };
-        db.execute_unprepared(&format!("DROP TRIGGER IF EXISTS {}{on}", t.name))
+        txn.execute_unprepared(&format!("DROP TRIGGER IF EXISTS {}{on}", t.name))
             .await?;
     }
+    txn.commit().await?;
     Ok(())
 }
 
