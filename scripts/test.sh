@@ -98,7 +98,12 @@ if [ "$have_pg" = 1 ]; then
   FLASH_CACHE_URL=$FLASH_TEST_MEMCACHE_URL ./target/release/flash stress --quick --kill-cache --kill-writer
   FLASH_CACHE_URL=$FLASH_TEST_REDIS_CLUSTER_URL ./target/release/flash stress --quick
   FLASH_CACHE_URL=$FLASH_TEST_REDIS_URL ./target/release/flash stress --quick --no-leases --expect-stale 2>/dev/null
+  # Foreign writers with capture off: raw writes must be found stale.
+  FLASH_CACHE_URL=$FLASH_TEST_REDIS_URL ./target/release/flash stress --quick --no-capture --expect-stale 2>/dev/null
   unset DATABASE_URL
+fi
+if [ "$have_mysql" = 1 ]; then
+  DATABASE_URL=$MYSQL_URL FLASH_CACHE_URL=$FLASH_TEST_MEMCACHE_URL ./target/release/flash stress --quick --kill-cache --kill-writer
 fi
 
 step "benchmark (CI-sized)"
