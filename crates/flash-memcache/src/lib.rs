@@ -8,6 +8,12 @@
 //! because the meta commands carry CAS tokens on every operation, delete
 //! included: `md <key> C<cas>` makes the "delete if it still holds my lease"
 //! step of `compare_and_swap` atomic, which the classic text protocol cannot do.
+//!
+//! # Layout
+//!
+//! - `ring`: the ketama ring that maps a key to its server ([`Ring`]).
+//! - this file: [`MemcacheBackend`]: the per-server connection pools, the meta
+//!   commands, and multi-gets as one pipelined batch per server.
 
 mod ring;
 

@@ -16,6 +16,13 @@
 //! The `flash` command (demo, stress test, benchmarks) is the `flash-cli`
 //! package; the models below come from `flash-test-kit`, a dev-dependency.
 //!
+//! # Layout
+//!
+//! - `config`: databases and cache backends from `DATABASE_URL` /
+//!   `FLASH_CACHE_URL`-style URLs, with the resilient wrapper around servers.
+//! - this file: the re-exports, and [`capture`] (the triggers that record
+//!   writes from anywhere, and their DDL for migrations).
+//!
 //! Every feature of the manual, on SQLite and the in-process cache:
 //!
 //! ```
@@ -130,6 +137,8 @@ pub use flash_sea_orm::{
     by, CacheMeta, Changes, CustomCache, FlashDb, FlashTxn, Lookup, ModelCache, OutboxSettings,
     Registrar, Request, RequestCache,
 };
+// Capture of every write: the triggers, their DDL, the drain's settings.
+pub use flash_sea_orm::capture::{self, DrainSettings};
 
 // Cache servers, one feature each (or by URL: [`config::cache_backend`]).
 #[cfg(feature = "memcache")]
