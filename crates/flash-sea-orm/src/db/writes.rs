@@ -196,7 +196,8 @@ impl FlashDb {
 
     /// Applies the invalidation of a committed write. The write call returns
     /// only after this, so the writer reads its own write. A failure leaves
-    /// the outbox row for the background task.
+    /// the write's captured record (or its outbox row) for the background
+    /// drain.
     pub(super) async fn finish(&self, model: &str, keys: &KeySet, outbox_id: Option<i64>) {
         failpoint("after_commit");
         match self.flash.apply_invalidation(model, keys).await {
@@ -207,6 +208,12 @@ impl FlashDb {
             }
             Err(e) if outbox_id.is_some() => {
                 tracing::warn!(model, error = %e, "invalidation deferred to the outbox")
+            }
+            // The keys wait in this process's pending set, and the write's
+            // captured record in the changes table: nothing is lost, and the
+            // drain says once when it starts failing and when it recovers.
+            Err(e) if self.has_capture() => {
+                tracing::debug!(model, error = %e, "invalidation deferred to the capture drain")
             }
             Err(e) => {
                 tracing::error!(model, keys = keys.len(), error = %e, "invalidation failed (no outbox to retry it)")
