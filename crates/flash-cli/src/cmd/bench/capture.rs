@@ -41,8 +41,11 @@ pub async fn install(db: &DatabaseConnection, ddl: &[String]) -> BenchResult<()>
 /// on PostgreSQL, the trigger functions stay).
 pub async fn remove(db: &DatabaseConnection) -> BenchResult<()> {
     let pg = db.get_database_backend() == DatabaseBackend::Postgres;
+    // Listed first, outside the transaction: a SQLite transaction that reads
+    // before it writes cannot wait for the write lock (it fails at once).
+    let installed = capture::installed(db).await?;
     let txn = db.begin().await?;
-    for t in capture::installed(&txn).await? {
+    for t in installed {
         let on = if pg {
             format!(" ON \"{}\"", t.table)
         } else {
