@@ -255,6 +255,7 @@ impl Drain {
                 .record(c.age_us.max(0) as f64 / 1e6);
         }
         metrics::counter!("flash_captured_rows_total").increment(rows.len() as u64);
+        metrics::gauge!("flash_outbox_backlog").set(rows.len() as f64);
         let mut complete = true;
         for (model, (keys, ids)) in by_model {
             if self.flash.apply_invalidation(model, &keys).await.is_err() {
@@ -316,7 +317,6 @@ async fn run(drain: Weak<Drain>) {
             _ => {}
         }
         if let Ok((n, _)) = result {
-            metrics::gauge!("flash_outbox_backlog").set(n as f64);
             if n > 0 {
                 tracing::debug!(rows = n, took = ?started.elapsed(), "captured changes applied");
             }
