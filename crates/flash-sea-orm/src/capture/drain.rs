@@ -209,10 +209,7 @@ impl Drain {
             // rows are free.
             let _ = self
                 .db
-                .execute_unprepared(&format!(
-                    "SELECT pg_notify('{}', '')",
-                    super::NOTIFY_CHANNEL
-                ))
+                .execute_unprepared(&super::postgres::wake_drains())
                 .await;
         }
         Ok((rows.len(), complete))
@@ -372,23 +369,14 @@ async fn listen(_drain: Weak<Drain>, _db: DatabaseConnection) {}
 /// locked until the transaction ends.
 async fn read<C: ConnectionTrait>(db: &C, limit: usize, lock: bool) -> Result<Vec<Change>, DbErr> {
     let backend = db.get_database_backend();
-    let (keys, age) = match backend {
-        DatabaseBackend::Postgres => (
-            "old_keys::text AS old_keys, new_keys::text AS new_keys",
-            "CAST(EXTRACT(EPOCH FROM (clock_timestamp() - created_at)) * 1000000 AS BIGINT)",
-        ),
-        DatabaseBackend::MySql => (
-            "old_keys, new_keys",
-            "CAST(TIMESTAMPDIFF(MICROSECOND, created_at, NOW(6)) AS SIGNED)",
-        ),
-        DatabaseBackend::Sqlite => (
-            "old_keys, new_keys",
-            "CAST((julianday('now') - julianday(created_at)) * 86400000000 AS INTEGER)",
-        ),
+    let columns = match backend {
+        DatabaseBackend::Postgres => super::postgres::DRAIN_COLUMNS,
+        DatabaseBackend::MySql => super::mysql::DRAIN_COLUMNS,
+        DatabaseBackend::Sqlite => super::sqlite::DRAIN_COLUMNS,
     };
     let lock = if lock { " FOR UPDATE SKIP LOCKED" } else { "" };
     let sql = format!(
-        "SELECT id, table_name, {keys}, {age} AS age_us FROM {CHANGES_TABLE} ORDER BY id LIMIT {limit}{lock}"
+        "SELECT id, table_name, {columns} FROM {CHANGES_TABLE} ORDER BY id LIMIT {limit}{lock}"
     );
     let rows = db
         .query_all(sea_orm::Statement::from_string(backend, sql))

@@ -11,6 +11,12 @@ use sea_orm::{ConnectionTrait, DatabaseBackend, DbErr, Statement};
 pub(super) const CHANGES_EXISTS: &str = "SELECT 1 FROM information_schema.TABLES \
      WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'flash_changes'";
 
+/// What the drain selects besides the id and the table: the recorded keys,
+/// and the record's age in µs (`created_at` and `NOW(6)` in the session's
+/// time zone alike).
+pub(super) const DRAIN_COLUMNS: &str =
+    "old_keys, new_keys, CAST(TIMESTAMPDIFF(MICROSECOND, created_at, NOW(6)) AS SIGNED) AS age_us";
+
 pub(super) const LIST_TRIGGERS: &str =
     "SELECT CAST(EVENT_OBJECT_TABLE AS CHAR), CAST(TRIGGER_NAME AS CHAR) \
      FROM information_schema.TRIGGERS \

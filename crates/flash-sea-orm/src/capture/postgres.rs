@@ -6,6 +6,17 @@ use super::{dq, lit, CaptureSpec, CHANGES_TABLE, NOTIFY_CHANNEL, PG_INSTALL_LOCK
 
 pub(super) const CHANGES_EXISTS: &str = "SELECT 1 WHERE to_regclass('flash_changes') IS NOT NULL";
 
+/// What the drain selects besides the id and the table: the recorded keys as
+/// text, and the record's age in µs by the database's clock (`created_at` is
+/// the writing transaction's start).
+pub(super) const DRAIN_COLUMNS: &str = "old_keys::text AS old_keys, new_keys::text AS new_keys, \
+     CAST(EXTRACT(EPOCH FROM (clock_timestamp() - created_at)) * 1000000 AS BIGINT) AS age_us";
+
+/// Wakes every listening drain (a drain hands back rows it could not apply).
+pub(super) fn wake_drains() -> String {
+    format!("SELECT pg_notify({}, '')", lit(NOTIFY_CHANNEL))
+}
+
 /// Table, trigger, function of the `flash_capture_*` triggers of the current schema.
 pub(super) const LIST_TRIGGERS: &str = "SELECT c.relname::text, t.tgname::text, p.proname::text \
      FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid \

@@ -8,6 +8,11 @@ use sea_orm::DatabaseBackend;
 pub(super) const CHANGES_EXISTS: &str =
     "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'flash_changes'";
 
+/// What the drain selects besides the id and the table: the recorded keys,
+/// and the record's age in µs (`created_at` is UTC text, as `'now'` is).
+pub(super) const DRAIN_COLUMNS: &str = "old_keys, new_keys, \
+     CAST((julianday('now') - julianday(created_at)) * 86400000000 AS INTEGER) AS age_us";
+
 pub(super) const LIST_TRIGGERS: &str = "SELECT tbl_name, name FROM sqlite_master \
      WHERE type = 'trigger' AND name LIKE 'flash\\_capture\\_%' ESCAPE '\\'";
 
