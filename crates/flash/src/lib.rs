@@ -62,6 +62,10 @@
 //!     .insert(participation::ActiveModel { user_id: Set(u.id), event_id: Set(e.id), role: Set("guest".into()), ..Default::default() })
 //!     .await?;
 //!
+//! // Capture also records these writes; its drain re-applies them within
+//! // milliseconds. Apply them now so that the outcomes below are exact.
+//! fdb.apply_captured().await?;
+//!
 //! // Lookups: a miss fills, the next one hits.
 //! let events = fdb.cache::<event::Entity>();
 //! assert_eq!(events.get_with_outcome(by(event::Column::Slug, "rock")).await?.1, Outcome::Miss);
@@ -98,6 +102,7 @@
 //! assert_eq!(res.take(hu)?.map(|u| u.username), Some("ann".into()));
 //! assert!(res.take(he)?.is_some());
 //!
+//! fdb.apply_captured().await?;
 //! // Dynamic versions: after a schema change every old value is stale.
 //! fdb.flash().bump_version_for_model("event").await?;
 //! assert_eq!(events.get_with_outcome(by(event::Column::Id, e.id)).await?.1, Outcome::Miss);
