@@ -375,8 +375,11 @@ impl Registrar {
                     (t.table.clone(), decoder)
                 })
                 .collect();
+            let conn = capture::drain_connection(&self.db, &self.drain_settings)
+                .await
+                .map_err(SourceError::new)?;
             fdb = fdb.with_capture(Drain::start(
-                self.db.clone(),
+                conn,
                 flash.clone(),
                 decoders,
                 self.drain_settings,

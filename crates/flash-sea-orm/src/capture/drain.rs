@@ -58,6 +58,14 @@ pub struct DrainSettings {
     /// a process cut off from the cache must not keep locking rows that
     /// others could apply. (The others are woken when it rolls back.)
     pub backoff_after_failure: Duration,
+    /// PostgreSQL: connections of the drain's own pool (default 4), used by
+    /// the background drain and by [`FlashDb::apply_captured`](crate::FlashDb::apply_captured).
+    /// Its sessions commit asynchronously (`synchronous_commit = off`): a
+    /// drain's commit only deletes records it applied, so losing one in a
+    /// server crash applies them again, and the writers' commits do not wait
+    /// behind the drain's WAL flushes. Elsewhere the drain uses the
+    /// application's pool.
+    pub connections: u32,
 }
 
 impl Default for DrainSettings {
@@ -69,6 +77,7 @@ impl Default for DrainSettings {
             listen: true,
             gather: Duration::from_millis(2),
             backoff_after_failure: Duration::from_millis(200),
+            connections: 4,
         }
     }
 }
@@ -198,11 +207,28 @@ impl Drain {
             .db
             .begin_with_config(Some(IsolationLevel::ReadCommitted), None)
             .await?;
-        let rows = read(&txn, self.settings.batch, true).await?;
-        let (applied, complete) = self.apply(&rows).await;
-        delete(&txn, &applied).await?;
-        txn.commit().await?;
-        if !complete && backend == DatabaseBackend::Postgres {
+        if backend != DatabaseBackend::Postgres {
+            let rows = read(&txn, self.settings.batch, true).await?;
+            let (applied, complete) = self.apply(&rows).await;
+            delete(&txn, &applied).await?;
+            txn.commit().await?;
+            return Ok((rows.len(), complete));
+        }
+        // PostgreSQL: claimed and deleted in one statement, kept only when
+        // every invalidation was applied (a model that was applied is applied
+        // again later, which is harmless).
+        let sql = super::postgres::take_rows(self.settings.batch);
+        let rows = txn
+            .query_all(sea_orm::Statement::from_string(backend, sql))
+            .await?
+            .iter()
+            .map(change)
+            .collect::<Result<Vec<_>, _>>()?;
+        let (_, complete) = self.apply(&rows).await;
+        if complete {
+            txn.commit().await?;
+        } else {
+            txn.rollback().await?;
             // Hand the rows over: the other processes' drains were woken by
             // the same notification, found them locked by this one and went
             // back to sleep until their next poll. Wake them now that the
@@ -264,6 +290,20 @@ impl Drain {
         }
         (applied, complete)
     }
+}
+
+/// The connection the drain of `db` works on: on PostgreSQL its own pool
+/// (see [`DrainSettings::connections`]), elsewhere `db`.
+pub(crate) async fn connection(
+    db: &DatabaseConnection,
+    settings: &DrainSettings,
+) -> Result<DatabaseConnection, DbErr> {
+    #[cfg(feature = "postgres")]
+    if db.get_database_backend() == DatabaseBackend::Postgres {
+        return super::postgres::drain_pool(db, settings.connections.max(1)).await;
+    }
+    let _ = settings;
+    Ok(db.clone())
 }
 
 /// The background task: drain on every wake-up and poll tick, until the

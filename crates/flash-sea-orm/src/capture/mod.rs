@@ -112,7 +112,7 @@ mod sqlite;
 mod values;
 
 pub use drain::DrainSettings;
-pub(crate) use drain::{Drain, TableDecoder};
+pub(crate) use drain::{connection as drain_connection, Drain, TableDecoder};
 pub(crate) use values::Kind;
 
 pub use ddl::{changes_table_ddl, ddl, drop_ddl};

@@ -146,3 +146,48 @@ pub(super) fn install(spec: &CaptureSpec) -> Vec<String> {
     }
     out
 }
+
+/// One drain round's claim: deletes the oldest `limit` rows no other drain
+/// holds and returns them, in the round's transaction (rolled back when the
+/// cache refused, so the rows stay). One statement where a read and a delete
+/// would take two.
+pub(super) fn take_rows(limit: usize) -> String {
+    format!(
+        "DELETE FROM {CHANGES_TABLE} WHERE id IN (SELECT id FROM {CHANGES_TABLE} \
+         ORDER BY id LIMIT {limit} FOR UPDATE SKIP LOCKED) \
+         RETURNING id, table_name, {DRAIN_COLUMNS}"
+    )
+}
+
+/// The drain's own pool: the application's connect options and search path,
+/// with asynchronous commit. A drain's commit only deletes applied records;
+/// losing it in a server crash means applying them again, which is harmless,
+/// and not waiting for the WAL flush keeps the drain from doubling the
+/// writers' fsyncs.
+#[cfg(feature = "postgres")]
+pub(super) async fn drain_pool(
+    db: &sea_orm::DatabaseConnection,
+    max_connections: u32,
+) -> Result<sea_orm::DatabaseConnection, sea_orm::DbErr> {
+    use sea_orm::{ConnectionTrait, DatabaseBackend, SqlxPostgresConnector, Statement};
+    let row = db
+        .query_one(Statement::from_string(
+            DatabaseBackend::Postgres,
+            "SELECT current_setting('search_path') AS p",
+        ))
+        .await?;
+    let path: String = match row {
+        Some(r) => r.try_get("", "p")?,
+        None => String::new(),
+    };
+    let mut options = (*db.get_postgres_connection_pool().connect_options()).clone();
+    options = options.options([("synchronous_commit", "off")]);
+    if !path.is_empty() {
+        options = options.options([("search_path", path.as_str())]);
+    }
+    let pool = sea_orm::sqlx::postgres::PgPoolOptions::new()
+        .max_connections(max_connections)
+        .min_connections(0)
+        .connect_lazy_with(options);
+    Ok(SqlxPostgresConnector::from_sqlx_postgres_pool(pool))
+}
