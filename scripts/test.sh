@@ -100,10 +100,17 @@ if [ "$have_pg" = 1 ]; then
   FLASH_CACHE_URL=$FLASH_TEST_REDIS_URL ./target/release/flash stress --quick --no-leases --expect-stale 2>/dev/null
   # Foreign writers with capture off: raw writes must be found stale.
   FLASH_CACHE_URL=$FLASH_TEST_REDIS_URL ./target/release/flash stress --quick --no-capture --expect-stale 2>/dev/null
+  # One process cut off from the cache at times (a paused proxy): the others
+  # see its writes within the bound; without capture they do not.
+  FLASH_CACHE_URL=$FLASH_TEST_REDIS_URL ./target/release/flash stress --quick --partition 2>/dev/null
+  FLASH_CACHE_URL=$FLASH_TEST_MEMCACHE_URL ./target/release/flash stress --quick --partition 2>/dev/null
+  FLASH_CACHE_URL=$FLASH_TEST_MEMCACHE_URL ./target/release/flash stress --quick --partition --cut-ms 3500 \
+    --no-capture --foreign-writers 0 --expect-stale 2>/dev/null
   unset DATABASE_URL
 fi
 if [ "$have_mysql" = 1 ]; then
   DATABASE_URL=$MYSQL_URL FLASH_CACHE_URL=$FLASH_TEST_MEMCACHE_URL ./target/release/flash stress --quick --kill-cache --kill-writer
+  DATABASE_URL=$MYSQL_URL FLASH_CACHE_URL=$FLASH_TEST_REDIS_URL ./target/release/flash stress --quick --partition 2>/dev/null
 fi
 
 step "benchmark (CI-sized)"

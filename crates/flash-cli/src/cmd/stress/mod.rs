@@ -20,8 +20,13 @@
 //! state for a moment after such a write returned: that staleness is measured
 //! (d) and must stay under [`FOREIGN_STALENESS_BOUND`]; check (a) covers
 //! their rows too. With `--no-capture` the run must find stale entries.
+//!
+//! `--partition` cuts process 0 off from the cache at times (a paused TCP
+//! proxy, see `proxy`): the other processes learn of its writes through
+//! capture, and their staleness (e) is held to the same bound.
 
 mod check;
+mod proxy;
 mod server;
 mod worker;
 
@@ -73,6 +78,17 @@ pub struct StressArgs {
     /// with foreign writers, stale entries expected (use with --expect-stale).
     #[arg(long)]
     pub no_capture: bool,
+    /// Cut worker process 0 off from the cache at times (a paused TCP proxy:
+    /// its requests hang until they time out) while the others reach it;
+    /// writes of process 0 seen stale elsewhere are measured (e) against the
+    /// same bound as foreign writes. Redis or memcached, several processes.
+    #[arg(long)]
+    pub partition: bool,
+    /// With --partition: how long each cut lasts, in milliseconds (default
+    /// 2 000 with --quick, else 3 000; cuts start every cut + 2 s with
+    /// --quick, else every cut + 9 s).
+    #[arg(long)]
+    pub cut_ms: Option<u64>,
     #[arg(long, hide = true)]
     pub worker: Option<u32>,
     #[arg(long, hide = true)]
@@ -93,6 +109,28 @@ pub struct StressArgs {
 /// else a 250 ms poll; MySQL and SQLite: a 20 ms poll); the margin covers a
 /// loaded 2-core machine and the cache server's restart under --kill-cache.
 pub(crate) const FOREIGN_STALENESS_BOUND: Duration = Duration::from_secs(1);
+
+/// The writer of event `id`: (process, writer task in it). Slot
+/// `p * writers + w` is writer `w` of process `p`, and owns the events
+/// `id` with `id % slots == slot`.
+pub(crate) fn owner(id: i32, slots: u32, writers: u32) -> (u32, u32) {
+    let slot = id as u32 % slots.max(1);
+    (slot / writers.max(1), slot % writers.max(1))
+}
+
+/// `--partition`: how long each cut lasts and the time between cuts (a
+/// full run cuts 3 s five times a minute).
+fn cut_schedule(args: &StressArgs) -> (Duration, Duration) {
+    let (cut, gap) = if args.quick {
+        (2000, 2000)
+    } else {
+        (3000, 9000)
+    };
+    (
+        Duration::from_millis(args.cut_ms.unwrap_or(cut)),
+        Duration::from_millis(gap),
+    )
+}
 
 /// The data set.
 pub(crate) const EVENTS: i32 = 120;
@@ -131,6 +169,27 @@ pub(crate) async fn build(
     Ok((reg.build().await.map_err(|e| e.to_string())?, classes))
 }
 
+/// The staleness figures of writes seen stale (µs from the write's return
+/// to the stale lookup), and how many were over the bound.
+fn staleness(lags: impl Iterator<Item = i64>) -> (String, u64) {
+    let bound_us = FOREIGN_STALENESS_BOUND.as_micros() as i64;
+    let mut lags: Vec<i64> = lags.collect();
+    lags.sort_unstable();
+    let p99 = lags
+        .get(((lags.len().max(1) - 1) as f64 * 0.99).round() as usize)
+        .copied()
+        .unwrap_or(0);
+    let over = lags.iter().filter(|l| **l > bound_us).count() as u64;
+    let text = format!(
+        "{}; staleness after the write returned: max {:.1} ms, p99 {:.1} ms (bound {} ms): {over} over the bound",
+        lags.len(),
+        lags.last().copied().unwrap_or(0) as f64 / 1e3,
+        p99 as f64 / 1e3,
+        FOREIGN_STALENESS_BOUND.as_millis(),
+    );
+    (text, over)
+}
+
 /// Runs the stress test (or, with the hidden `--worker`, one worker process).
 pub async fn run(args: StressArgs) -> Result<(), Box<dyn std::error::Error>> {
     if let Some(id) = args.worker {
@@ -161,8 +220,18 @@ async fn orchestrate(args: StressArgs) -> Result<(), BoxError> {
         cache = s.url();
         dedicated = Some(s);
     }
+    let partition = match args.partition {
+        true if processes < 2 => {
+            return Err("--partition needs a server cache and at least 2 processes".into())
+        }
+        true => Some(std::sync::Arc::new(proxy::Partition::start(&cache).await?)),
+        false => None,
+    };
+    if let Some(p) = &partition {
+        cache = p.direct_url().to_owned();
+    }
     println!(
-        "flash stress: database {url}, cache {cache}, {processes} process(es) x ({} readers + {} writers, {} of them foreign), {total_ops} operations, fill delay {} ms{}{}{}{}",
+        "flash stress: database {url}, cache {cache}, {processes} process(es) x ({} readers + {} writers, {} of them foreign), {total_ops} operations, fill delay {} ms{}{}{}{}{}",
         args.readers,
         args.writers,
         args.foreign_writers.min(args.writers),
@@ -171,6 +240,7 @@ async fn orchestrate(args: StressArgs) -> Result<(), BoxError> {
         if args.no_capture { ", CAPTURE DISABLED" } else { "" },
         if args.kill_cache { ", cache server killed mid-run" } else { "" },
         if args.kill_writer { ", a writer aborted after commit" } else { "" },
+        if args.partition { ", process 0 cut off from the cache at times" } else { "" },
     );
 
     let db = connect_namespace(&url, &ns, true, 8).await?;
@@ -208,6 +278,10 @@ async fn orchestrate(args: StressArgs) -> Result<(), BoxError> {
                      failpoint: Option<String>|
          -> std::io::Result<tokio::process::Child> {
             let mut c = tokio::process::Command::new(&exe);
+            let cache = match &partition {
+                Some(p) if id == 0 => p.url(),
+                _ => &cache,
+            };
             c.args([
                 "stress",
                 "--worker",
@@ -217,7 +291,7 @@ async fn orchestrate(args: StressArgs) -> Result<(), BoxError> {
                 "--prefix",
                 &prefix,
                 "--cache",
-                &cache,
+                cache,
             ])
             .args([
                 "--worker-ops",
@@ -242,6 +316,9 @@ async fn orchestrate(args: StressArgs) -> Result<(), BoxError> {
             if args.no_capture {
                 c.arg("--no-capture");
             }
+            if args.partition {
+                c.arg("--partition");
+            }
             if let Some(fp) = failpoint {
                 c.env("FLASH_FAILPOINT", fp)
                     .stderr(std::process::Stdio::null());
@@ -261,6 +338,21 @@ async fn orchestrate(args: StressArgs) -> Result<(), BoxError> {
             faults
                 .push("writer process aborted after a commit, before its invalidation".to_string());
         }
+        // The cuts run until every worker has ended.
+        let cuts = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let cutter = partition.clone().map(|p| {
+            let (cut, gap) = cut_schedule(&args);
+            let cuts = cuts.clone();
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(gap).await;
+                    p.set_cut(true);
+                    cuts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    tokio::time::sleep(cut).await;
+                    p.set_cut(false);
+                }
+            })
+        });
         if let Some(s) = dedicated.as_mut() {
             tokio::time::sleep(Duration::from_secs(if args.quick { 2 } else { 6 })).await;
             s.kill().await?;
@@ -279,6 +371,16 @@ async fn orchestrate(args: StressArgs) -> Result<(), BoxError> {
                 }
                 None => return Err(format!("worker {id} failed: {} {text}", out.status).into()),
             }
+        }
+        if let (Some(t), Some(p)) = (cutter, &partition) {
+            t.abort();
+            p.set_cut(false);
+            let (cut, _) = cut_schedule(&args);
+            faults.push(format!(
+                "process 0 cut off from the cache {} time(s) for {:.1} s (a paused proxy)",
+                cuts.load(std::sync::atomic::Ordering::Relaxed),
+                cut.as_secs_f64()
+            ));
         }
     }
 
@@ -318,22 +420,24 @@ async fn orchestrate(args: StressArgs) -> Result<(), BoxError> {
         "  (b) lookups that saw a state older than a returned write through flash: {}",
         total.violations
     );
-    let bound_us = FOREIGN_STALENESS_BOUND.as_micros() as i64;
-    let mut lags: Vec<i64> = total.stale_after.values().copied().collect();
-    lags.sort_unstable();
-    let p99 = lags
-        .get(((lags.len().max(1) - 1) as f64 * 0.99).round() as usize)
-        .copied()
-        .unwrap_or(0);
-    let over = lags.iter().filter(|l| **l > bound_us).count() as u64;
+    let writers = args.writers.max(1);
+    let foreign = args.foreign_writers.min(writers);
+    let (foreign_lags, cut_lags): (Vec<_>, Vec<_>) = total
+        .stale_after
+        .iter()
+        .partition(|((id, _), _)| owner(*id, slots, writers).1 < foreign);
+    let (lags, mut over) = staleness(foreign_lags.into_iter().map(|(_, us)| *us));
     println!(
-        "  (d) foreign writes (raw SQL, plain SeaORM): {}; seen stale by a reader: {}; staleness after the write returned: max {:.1} ms, p99 {:.1} ms (bound {} ms): {over} over the bound",
+        "  (d) foreign writes (raw SQL, plain SeaORM): {}; seen stale by a reader: {lags}",
         total.foreign,
-        lags.len(),
-        lags.last().copied().unwrap_or(0) as f64 / 1e3,
-        p99 as f64 / 1e3,
-        FOREIGN_STALENESS_BOUND.as_millis(),
     );
+    if args.partition {
+        let (lags, o) = staleness(cut_lags.into_iter().map(|(_, us)| *us));
+        over += o;
+        println!(
+            "  (e) writes through flash by the cut-off process, seen stale by the other processes: {lags}"
+        );
+    }
     println!(
         "  (a) cached entries that differ from the database: {} of {} checked",
         stale.stale, stale.checked

@@ -29,7 +29,8 @@ pub struct Report {
     pub violations: u64,
     /// Writes that bypassed flash (raw SQL, plain SeaORM): part of `writes`.
     pub foreign: u64,
-    /// Foreign writes seen stale by a reader: (event, revision) → the longest
+    /// Foreign writes (and, with `--partition`, writes of the cut-off
+    /// process read elsewhere) seen stale by a reader: (event, revision) → the longest
     /// time, in µs, from the write's return to the start of a stale lookup.
     pub stale_after: HashMap<(i32, i64), i64>,
 }
@@ -237,7 +238,8 @@ pub async fn run_process(args: &StressArgs, id: u32) -> Result<Report, BoxError>
         (args.readers, args.writers, args.foreign_writers),
         args.slots.unwrap_or(args.writers),
         db,
-    );
+    )
+    .with_cut_process(args.partition.then_some(0));
     let report = w.run(args.worker_ops.unwrap_or(10_000)).await?;
     // Delete the outbox rows this process applied, so that what is left is
     // only what was never applied.
@@ -256,6 +258,10 @@ pub struct Worker {
     foreign: u32,
     slots: u32,
     db: DatabaseConnection,
+    /// `--partition`: the process whose cache connection is cut at times.
+    /// Its writes through flash reach the other processes through capture,
+    /// so their readers may see them stale within the lag bound (e).
+    cut_process: Option<u32>,
 }
 
 impl Worker {
@@ -278,13 +284,27 @@ impl Worker {
             foreign: foreign.min(writers.max(1)),
             slots: slots.max(1),
             db,
+            cut_process: None,
         }
+    }
+
+    /// Marks `process` as the one whose cache connection is cut at times.
+    pub fn with_cut_process(mut self, process: Option<u32>) -> Self {
+        self.cut_process = process;
+        self
+    }
+
+    /// Does the event `id` belong to a writer of the cut-off process, read
+    /// from another process?
+    fn cut_owned(&self, id: i32) -> bool {
+        self.cut_process
+            .is_some_and(|p| p != self.id && super::owner(id, self.slots, self.writers).0 == p)
     }
 
     /// Is the owner of event `id` a foreign writer? (Slot `p * writers + w`
     /// is writer `w` of process `p`; writers `0..foreign` are foreign.)
     fn foreign_owned(&self, id: i32) -> bool {
-        (id as u32 % self.slots) % self.writers < self.foreign
+        super::owner(id, self.slots, self.writers).1 < self.foreign
     }
 
     pub async fn run(&self, ops: u64) -> Result<Report, BoxError> {
@@ -718,7 +738,7 @@ impl Worker {
             };
             if by_id.is_none() && by_slug.is_none() {
                 // Fresh.
-            } else if self.foreign_owned(id) {
+            } else if self.foreign_owned(id) || self.cut_owned(id) {
                 let at = if by_slug.is_some() { slug_at } else { id_at };
                 report.note_stale(id, rev0, at - written_us);
             } else {
