@@ -624,6 +624,60 @@ async fn mysql_cascade_chains() {
     }
 }
 
+/// MySQL/MariaDB: rows whose foreign key a delete sets to NULL (directly,
+/// or below an ON DELETE CASCADE) are recorded with their old and their new
+/// (NULL) key values.
+#[tokio::test]
+async fn mysql_set_null_is_captured() {
+    for t in databases().await {
+        if t.backend != DatabaseBackend::MySql {
+            t.finish().await;
+            continue;
+        }
+        t.run("CREATE TABLE a (id INTEGER NOT NULL PRIMARY KEY) ENGINE=InnoDB")
+            .await;
+        t.run(
+            "CREATE TABLE b (id INTEGER NOT NULL PRIMARY KEY, a_id INTEGER NOT NULL, \
+             FOREIGN KEY (a_id) REFERENCES a (id) ON DELETE CASCADE) ENGINE=InnoDB",
+        )
+        .await;
+        t.run(
+            "CREATE TABLE c (id INTEGER NOT NULL PRIMARY KEY, b_id INTEGER NULL, \
+             FOREIGN KEY (b_id) REFERENCES b (id) ON DELETE SET NULL) ENGINE=InnoDB",
+        )
+        .await;
+        let c_spec = CaptureSpec::new("c", ["id"], ["b_id"]).unwrap();
+        let r = capture::install(&t.db, std::slice::from_ref(&c_spec))
+            .await
+            .unwrap();
+        // b sets c's rows to NULL; a cascades to b, which sets them to NULL.
+        assert_eq!(r.installed, ["c", "a", "b"], "{r:?}");
+        t.run("INSERT INTO a VALUES (1), (2)").await;
+        t.run("INSERT INTO b VALUES (10, 1), (11, 2)").await;
+        t.run("INSERT INTO c VALUES (100, 10), (101, 10), (102, 11)")
+            .await;
+        clear(&t).await;
+        t.run("DELETE FROM b WHERE id = 10").await;
+        let ch = changes(&t).await;
+        assert_eq!(
+            rows_of(&ch, "c"),
+            (
+                vec![json!([100, 10]), json!([101, 10])],
+                vec![json!([100, null]), json!([101, null])]
+            )
+        );
+        clear(&t).await;
+        t.run("DELETE FROM a WHERE id = 2").await;
+        let ch = changes(&t).await;
+        assert_eq!(
+            rows_of(&ch, "c"),
+            (vec![json!([102, 11])], vec![json!([102, null])])
+        );
+        capture::install(&t.db, &[]).await.unwrap();
+        t.finish().await;
+    }
+}
+
 /// Every process of a service installs at startup: 8 installs at once, each on
 /// a pool of its own, all succeed; one installs, the others find its triggers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -341,9 +341,9 @@ async fn binary_columns<C: ConnectionTrait>(
 }
 
 /// Hexes the binary captured columns of `specs`, and adds to them (or to
-/// cascade-only specs of uncached tables) the captures of rows deleted by
+/// cascade-only specs of uncached tables) the captures of rows reached by
 /// `ON DELETE CASCADE` chains (up to 4 foreign keys deep, cycles excluded)
-/// ending in a captured table.
+/// ending in a captured table, the last of them possibly `ON DELETE SET NULL`.
 async fn add_cascades<C: ConnectionTrait>(
     db: &C,
     specs: &mut Vec<CaptureSpec>,
@@ -357,57 +357,66 @@ async fn add_cascades<C: ConnectionTrait>(
             DatabaseBackend::MySql,
             "SELECT CAST(k.TABLE_NAME AS CHAR), CAST(k.CONSTRAINT_NAME AS CHAR), \
              CAST(k.COLUMN_NAME AS CHAR), CAST(k.REFERENCED_TABLE_NAME AS CHAR), \
-             CAST(k.REFERENCED_COLUMN_NAME AS CHAR) \
+             CAST(k.REFERENCED_COLUMN_NAME AS CHAR), CAST(r.DELETE_RULE AS CHAR) \
              FROM information_schema.KEY_COLUMN_USAGE k \
              JOIN information_schema.REFERENTIAL_CONSTRAINTS r \
              ON r.CONSTRAINT_SCHEMA = k.CONSTRAINT_SCHEMA AND r.CONSTRAINT_NAME = k.CONSTRAINT_NAME \
              AND r.TABLE_NAME = k.TABLE_NAME \
              WHERE k.TABLE_SCHEMA = DATABASE() AND k.REFERENCED_TABLE_SCHEMA = DATABASE() \
-             AND r.DELETE_RULE = 'CASCADE' \
+             AND r.DELETE_RULE IN ('CASCADE', 'SET NULL') \
              ORDER BY k.TABLE_NAME, k.CONSTRAINT_NAME, k.ORDINAL_POSITION"
                 .to_owned(),
         ))
         .await?;
-    let mut fks: BTreeMap<(String, String), ForeignKey> = BTreeMap::new();
+    // (child, constraint) → the foreign key and whether it sets NULL.
+    let mut fks: BTreeMap<(String, String), (ForeignKey, bool)> = BTreeMap::new();
     for r in rows {
         let child: String = r.try_get_by_index(0)?;
         let name: String = r.try_get_by_index(1)?;
         let col: String = r.try_get_by_index(2)?;
         let parent: String = r.try_get_by_index(3)?;
         let rcol: String = r.try_get_by_index(4)?;
-        let fk = fks.entry((child.clone(), name)).or_insert(ForeignKey {
-            child,
-            columns: Vec::new(),
-            parent,
-            references: Vec::new(),
-        });
+        let rule: String = r.try_get_by_index(5)?;
+        let (fk, _) = fks.entry((child.clone(), name)).or_insert((
+            ForeignKey {
+                child,
+                columns: Vec::new(),
+                parent,
+                references: Vec::new(),
+            },
+            rule == "SET NULL",
+        ));
         fk.columns.push(col);
         fk.references.push(rcol);
     }
-    let fks: Vec<ForeignKey> = fks.into_values().collect();
+    let fks: Vec<(ForeignKey, bool)> = fks.into_values().collect();
     let mut found: BTreeMap<String, Vec<CascadeCapture>> = BTreeMap::new();
     for spec in specs.iter().filter(|s| s.captures_rows()) {
         // Paths upwards from the captured table, as lists of hops bottom-up.
-        let mut stack: Vec<Vec<&ForeignKey>> = fks
+        // The first hop may set NULL; the rest must cascade (a row set to
+        // NULL stays, so nothing below it is reached).
+        let mut stack: Vec<(Vec<&ForeignKey>, bool)> = fks
             .iter()
-            .filter(|f| f.child == spec.table() && f.parent != f.child)
-            .map(|f| vec![f])
+            .filter(|(f, _)| f.child == spec.table() && f.parent != f.child)
+            .map(|(f, null)| (vec![f], *null))
             .collect();
-        while let Some(up) = stack.pop() {
+        while let Some((up, set_null)) = stack.pop() {
             let top = up.last().map(|f| f.parent.clone()).unwrap_or_default();
             let path: Vec<ForeignKey> = up.iter().rev().map(|f| (*f).clone()).collect();
             found.entry(top.clone()).or_default().push(CascadeCapture {
                 path,
                 columns: spec.columns().to_vec(),
                 hex: spec.hex_columns().map(str::to_owned).collect(),
+                set_null,
             });
             if up.len() < 4 {
-                for f in fks.iter().filter(|f| f.child == top) {
+                let cascades = fks.iter().filter(|(_, null)| !null).map(|(f, _)| f);
+                for f in cascades.filter(|f| f.child == top) {
                     let seen = f.parent == spec.table() || up.iter().any(|u| u.child == f.parent);
                     if !seen {
                         let mut next = up.clone();
                         next.push(f);
-                        stack.push(next);
+                        stack.push((next, set_null));
                     }
                 }
             }

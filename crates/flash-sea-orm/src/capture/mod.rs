@@ -51,12 +51,15 @@
 //! `SET NULL`, `ON UPDATE CASCADE`) fire the child's triggers on PostgreSQL
 //! and SQLite (with `PRAGMA foreign_keys = ON`, sqlx's default), so they are
 //! captured like any write. MySQL/MariaDB fire no trigger for them: there
-//! [`install`] reads the `ON DELETE CASCADE` foreign keys of the database and
-//! adds `BEFORE DELETE` triggers (`flash_capture_<top>_c<n>_<version>`) on
-//! every table whose deletes cascade (up to 4 keys deep) to a captured table,
-//! cached or not, recording the rows about to be deleted as `old_keys`.
-//! Still not captured on MySQL: `ON DELETE SET NULL` and `ON UPDATE CASCADE`
-//! / `SET NULL` (a child row whose captured foreign key is rewritten by them).
+//! [`install`] reads the `ON DELETE CASCADE` and `ON DELETE SET NULL` foreign
+//! keys of the database and adds `BEFORE DELETE` triggers
+//! (`flash_capture_<top>_c<n>_<version>`) on every table whose deletes cascade
+//! (up to 4 keys deep, the last hop possibly setting NULL) to a captured
+//! table, cached or not, recording the rows about to be deleted as
+//! `old_keys`, or, for rows about to be set NULL, their keys before as
+//! `old_keys` and after as `new_keys`.
+//! Still not captured on MySQL: `ON UPDATE CASCADE` / `SET NULL` (a child row
+//! whose captured foreign key is rewritten when the parent's key changes).
 //! Re-run [`install`] after a migration that changes foreign keys.
 //!
 //! PostgreSQL also calls `pg_notify('flash_changes', <table_name>)` per

@@ -138,21 +138,43 @@ fn cascade_insert(c: &CascadeCapture) -> String {
         }
     }
     let last = format!("t{}", c.path.len());
-    let cols = c
-        .columns
-        .iter()
-        .map(|col| {
-            let v = format!("{last}.{}", bq(col));
-            if c.hex.contains(col) {
-                format!("HEX({v})")
-            } else {
-                v
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(", ");
+    // ON DELETE SET NULL: the rows stay with the last hop's columns NULL.
+    let nulled: &[String] = match (c.set_null, c.path.last()) {
+        (true, Some(fk)) => &fk.columns,
+        _ => &[],
+    };
+    let image = |after: bool| {
+        c.columns
+            .iter()
+            .map(|col| {
+                let v = format!("{last}.{}", bq(col));
+                if after && nulled.contains(col) {
+                    "NULL".to_owned()
+                } else if c.hex.contains(col) {
+                    format!("HEX({v})")
+                } else {
+                    v
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let (cols, values) = match c.set_null {
+        true => (
+            "old_keys, new_keys",
+            format!(
+                "JSON_ARRAYAGG(JSON_ARRAY({})), JSON_ARRAYAGG(JSON_ARRAY({}))",
+                image(false),
+                image(true)
+            ),
+        ),
+        false => (
+            "old_keys",
+            format!("JSON_ARRAYAGG(JSON_ARRAY({}))", image(false)),
+        ),
+    };
     format!(
-        "INSERT INTO {CHANGES_TABLE} (table_name, old_keys) SELECT {}, JSON_ARRAYAGG(JSON_ARRAY({cols})) \
+        "INSERT INTO {CHANGES_TABLE} (table_name, {cols}) SELECT {}, {values} \
          FROM {from} WHERE {} HAVING COUNT(*) > 0",
         lit(c.table()),
         cond.join(" AND ")

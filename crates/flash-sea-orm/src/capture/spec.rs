@@ -26,18 +26,22 @@ pub struct ForeignKey {
     pub references: Vec<String>,
 }
 
-/// MySQL/MariaDB only: rows deleted by `ON DELETE CASCADE` fire no trigger
+/// MySQL/MariaDB only: rows changed by foreign key actions fire no trigger
 /// there, so a `BEFORE DELETE` trigger on the table at the top of `path`
-/// records the rows that the delete is about to cascade to: the rows of the
+/// records the rows that the delete is about to reach: the rows of the
 /// last table of `path` (`path[0].parent` is the spec's table, each next
 /// hop's parent is the previous hop's child), their `columns` (that table's
-/// captured columns, `hex` ones as hex) as `old_keys`.
+/// captured columns, `hex` ones as hex) as `old_keys`. Every hop is
+/// `ON DELETE CASCADE`, except that the last may be `ON DELETE SET NULL`
+/// (`set_null`): those rows stay, with the last hop's columns set to NULL,
+/// which is recorded as their `new_keys`.
 /// [`install`](super::install) finds these from `information_schema` itself.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct CascadeCapture {
     pub path: Vec<ForeignKey>,
     pub columns: Vec<String>,
     pub hex: Vec<String>,
+    pub set_null: bool,
 }
 
 impl CascadeCapture {
@@ -202,7 +206,11 @@ impl CaptureSpec {
             h.field(c);
         }
         for c in &self.cascades {
-            h.write(b"|cascade");
+            h.write(if c.set_null {
+                b"|set-null".as_slice()
+            } else {
+                b"|cascade".as_slice()
+            });
             for f in &c.path {
                 h.field(&f.child);
                 let arrow = ["->", f.parent.as_str()];
