@@ -4,7 +4,8 @@
 //! dev-dependency (the `flash` CLI uses it for the demo's models).
 //!
 //! Layout:
-//! - [`entities`]: the seed's SeaORM models (user, event, participation);
+//! - [`entities`]: the seed's SeaORM models (user, event, participation) and
+//!   the relations chapter's (ticket, checkin, tag, user_tag, comment);
 //! - [`schema`]: their tables (create, drop, empty) and the demo's namespace;
 //! - [`declarations`]: the demo's cache declarations ([`declare`]) and its
 //!   user-defined classes ([`EventsInCity`], [`ParticipationCount`],

@@ -85,7 +85,7 @@ pub(crate) fn not_found<E: EntityTrait>(lk: &Lookup<E>) -> Error {
 
 /// Cached lookups of one entity, by its declared field tuples.
 pub struct ModelCache<'a, E: EntityTrait> {
-    fdb: &'a FlashDb,
+    pub(super) fdb: &'a FlashDb,
     _e: PhantomData<E>,
 }
 
