@@ -15,6 +15,7 @@
 //!   - `db/mod.rs`: the handle itself, its construction and accessors;
 //!   - `db/lookups.rs`: cached reads, [`ModelCache`];
 //!   - `db/related.rs`: lookups of related classes, [`RelatedCache`];
+//!   - `db/select.rs`: `select_related` lookups, [`SelectRelated`];
 //!   - `db/writes.rs`: writes that invalidate, [`Changes`];
 //!   - `db/transaction.rs`: [`FlashTxn`], writes invalidated after a commit.
 //! - `related`: related classes: relation paths, their fetch and reverse
@@ -41,7 +42,7 @@ mod request;
 mod versions;
 
 pub use convert::{model_name, to_field, to_value, ModelRecord};
-pub use db::{Changes, FlashDb, FlashTxn, ModelCache, RelatedCache};
+pub use db::{Changes, FlashDb, FlashTxn, ModelCache, RelatedCache, SelectRelated};
 pub use flash_core::{self as core, durations, Error, FieldValue, Invalidation, Outcome};
 pub use lookup::{by, Lookup};
 pub use meta::CacheMeta;

@@ -1,7 +1,7 @@
 //! `CacheMeta`: the per-entity declaration of what is cached.
 
 use crate::convert::{column_name, model_name};
-use crate::related::{Decl, Path};
+use crate::related::{embed_check, Decl, EmbedCheck, Path};
 use flash_core::{CacheKind, CacheValue, ClassSpec, Invalidation, RegistryError};
 use sea_orm::{EntityTrait, Linked, Related};
 use std::time::Duration;
@@ -37,6 +37,7 @@ pub struct CacheMeta<E: EntityTrait> {
     pub(crate) exists_keys: Vec<Vec<E::Column>>,
     pub(crate) cached_fks: Vec<(E::Column, String)>,
     pub(crate) related: Vec<Decl<E>>,
+    pub(crate) embeds: Vec<(Result<Path, String>, EmbedCheck)>,
     timeout: Option<Duration>,
     version: Option<u32>,
     invalidation: Option<Invalidation>,
@@ -52,6 +53,7 @@ impl<E: EntityTrait> Default for CacheMeta<E> {
             exists_keys: Vec::new(),
             cached_fks: Vec::new(),
             related: Vec::new(),
+            embeds: Vec::new(),
             timeout: None,
             version: None,
             invalidation: None,
@@ -118,6 +120,24 @@ impl<E: EntityTrait> CacheMeta<E> {
         T::Model: CacheValue,
     {
         self.related_decl::<T>(cols, CacheKind::Queryset, Path::related::<E, T>())
+    }
+    /// Lets instance lookups of `E` embed the row of `T` its foreign key
+    /// points at (`Related<T>`, one hop): `fdb.cache::<E>().select_related::<T>()`
+    /// reads the row and the related row in one cache round trip, each under
+    /// its own key. `T` must declare `get_key` on the column the relation
+    /// joins (its primary key); checked at start-up.
+    pub fn select_related<T>(mut self) -> Self
+    where
+        E: Related<T>,
+        T: EntityTrait,
+        T::Model: CacheValue,
+    {
+        let path = Path::related::<E, T>().and_then(|p| match p.0.len() {
+            1 => Ok(p),
+            _ => Err("select_related embeds a one-hop relation (a foreign key)".into()),
+        });
+        self.embeds.push((path, embed_check::<T>));
+        self
     }
     /// [`Self::related_get`] along a SeaORM `Linked` path of any number of
     /// hops (`checkin -> ticket -> event`). Read with
@@ -199,6 +219,7 @@ impl<E: EntityTrait> CacheMeta<E> {
         }
         self.cached_fks.extend(other.cached_fks);
         self.related.extend(other.related);
+        self.embeds.extend(other.embeds);
         fn one<T>(
             a: Option<T>,
             b: Option<T>,

@@ -5,7 +5,7 @@ use crate::convert::{column_name, model_name, to_value};
 use crate::dialect;
 use crate::meta::CacheMeta;
 use crate::outbox::{resolver, Outbox, OutboxSettings, Resolver};
-use crate::related::{Index, Pending};
+use crate::related::{Index, Pending, PendingEmbed};
 use crate::versions::SqlVersionStore;
 use crate::FlashDb;
 use async_trait::async_trait;
@@ -145,6 +145,8 @@ pub struct Registrar {
     key_fields: HashMap<String, BTreeSet<String>>,
     /// The related classes registered, indexed at build.
     related: Vec<Pending>,
+    /// The `select_related` declarations, checked at build.
+    embeds: Vec<PendingEmbed>,
 }
 
 /// What capture needs of one declared entity.
@@ -174,6 +176,7 @@ impl Registrar {
             tables: Vec::new(),
             key_fields: HashMap::new(),
             related: Vec::new(),
+            embeds: Vec::new(),
         }
     }
 
@@ -337,6 +340,16 @@ impl Registrar {
                 reverse: decl.reverse,
             });
         }
+        for (path, check) in &meta.embeds {
+            let path = path.clone().map_err(|reason| RegistryError::InvalidClass {
+                class: format!("{model} (select_related)"),
+                reason,
+            })?;
+            self.embeds.push(PendingEmbed {
+                path,
+                check: *check,
+            });
+        }
         self.resolvers.insert(model.clone(), resolver::<E>());
         for (col, target) in &meta.cached_fks {
             self.builder
@@ -377,9 +390,11 @@ impl Registrar {
             .iter()
             .map(|t| (t.table.clone(), t.types.clone()))
             .collect();
-        let related = Arc::new(Index::build(self.related, &types)?);
+        let mut related = Index::build(self.related, &types)?;
         // Declarations are checked before anything is installed.
         let flash = self.builder.build().await?;
+        related.add_embeds(&flash, self.embeds)?;
+        let related = Arc::new(related);
         if self.capture && self.install_capture {
             let report = match self.prune_capture {
                 true => capture::install(&self.db, &specs).await,

@@ -8,11 +8,11 @@ mod common;
 
 use common::{fresh_db, unique};
 use flash::config::{cache_backend, cache_url};
-use flash_core::{Error, Outcome, RegistryError};
+use flash_core::{Backend, Error, Outcome, RegistryError};
 use flash_sea_orm::capture::DrainSettings;
 use flash_sea_orm::{by, CacheMeta, FlashDb, Registrar};
 use flash_test_kit::entities::{checkin, event, tag, ticket, user, user_tag};
-use flash_test_kit::schema;
+use flash_test_kit::{schema, Hooked, Op};
 use sea_orm::{ActiveModelTrait, ConnectionTrait, ModelTrait, Set};
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
@@ -22,15 +22,21 @@ use std::time::{Duration, Instant};
 fn declare(reg: &mut Registrar) {
     reg.entity(CacheMeta::<event::Entity>::new().get_key([event::Column::Id]))
         .unwrap();
-    reg.entity(CacheMeta::<user::Entity>::new().related_filter::<tag::Entity>([user::Column::Id]))
-        .unwrap();
+    reg.entity(
+        CacheMeta::<user::Entity>::new()
+            .get_key([user::Column::Id])
+            .related_filter::<tag::Entity>([user::Column::Id]),
+    )
+    .unwrap();
     reg.entity(CacheMeta::<tag::Entity>::new()).unwrap();
     reg.entity(CacheMeta::<user_tag::Entity>::new()).unwrap();
     reg.entity(
         CacheMeta::<ticket::Entity>::new()
             .get_key([ticket::Column::Id])
             .related_get::<event::Entity>([ticket::Column::Id])
-            .related_filter::<event::Entity>([ticket::Column::HolderId]),
+            .related_filter::<event::Entity>([ticket::Column::HolderId])
+            .select_related::<event::Entity>()
+            .select_related::<user::Entity>(),
     )
     .unwrap();
     reg.entity(
@@ -43,29 +49,32 @@ fn declare(reg: &mut Registrar) {
 
 /// A handle on a fresh namespace with the demo and relation tables.
 async fn handle() -> FlashDb {
-    handle_draining(DrainSettings::default()).await
+    handle_draining(DrainSettings::default()).await.0
 }
 
 /// A handle whose drain runs only when the test applies the captured
 /// changes: for tests that count hits and misses (a write's captured record
 /// invalidates its keys a second time when drained).
 async fn quiet_handle() -> FlashDb {
-    handle_draining(common::quiet_drain()).await
+    handle_draining(common::quiet_drain()).await.0
 }
 
-async fn handle_draining(drain: DrainSettings) -> FlashDb {
+/// A handle and its cache, counting calls.
+async fn handle_draining(drain: DrainSettings) -> (FlashDb, Arc<Hooked<Arc<dyn Backend>>>) {
     let db = fresh_db(Arc::new(AtomicU64::new(0))).await;
     schema::create_tables(&db).await.expect("tables");
     schema::create_relation_tables(&db).await.expect("tables");
     let backend = cache_backend(&cache_url())
         .await
         .unwrap_or_else(|e| panic!("cache backend {} unreachable: {e}", cache_url()));
+    let backend = Arc::new(Hooked::new(backend).name("counting"));
     let prefix = unique("rel") + ":";
+    let b2 = backend.clone();
     let mut reg = Registrar::new(db)
-        .configure(|b| b.backend_arc(backend).prefix(prefix))
+        .configure(|b| b.backend_arc(b2).prefix(prefix))
         .drain_settings(drain);
     declare(&mut reg);
-    reg.build().await.expect("build")
+    (reg.build().await.expect("build"), backend)
 }
 
 async fn event(fdb: &FlashDb, slug: &str) -> event::Model {
@@ -469,6 +478,95 @@ async fn undeclared_lookups_and_paths_through_undeclared_tables_are_errors() {
     let err = reg.build().await.unwrap_err();
     assert!(
         matches!(&err, Error::Registry(RegistryError::InvalidClass { reason, .. }) if reason.contains("ticket")),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn select_related_reads_the_row_and_two_relations_in_one_round_trip_and_follows_them() {
+    let (fdb, cache) = handle_draining(common::quiet_drain()).await;
+    let (rock, jazz) = (event(&fdb, "rock").await, event(&fdb, "jazz").await);
+    let ann = user(&fdb, "ann").await;
+    let t = ticket(&fdb, rock.id, ann.id).await;
+    fdb.apply_captured().await.unwrap();
+    let tickets = fdb.cache::<ticket::Entity>();
+    let page = tickets
+        .select_related::<event::Entity>()
+        .and::<user::Entity>();
+    let lk = || by(ticket::Column::Id, t.id);
+    assert_eq!(
+        page.get(lk()).await.unwrap(),
+        (t.clone(), Some(rock.clone()), Some(ann.clone()))
+    );
+    let before = cache.calls(Op::GetMany);
+    assert_eq!(
+        page.get(lk()).await.unwrap(),
+        (t.clone(), Some(rock.clone()), Some(ann.clone()))
+    );
+    assert_eq!(
+        cache.calls(Op::GetMany) - before,
+        1,
+        "a hit of the row and its two relations is one cache round trip"
+    );
+
+    // The embedded row changes: its own key is invalidated, the page follows.
+    retitle(&fdb, &rock, "Rock!").await;
+    let (_, ev, _) = page.get(lk()).await.unwrap();
+    assert_eq!(ev.unwrap().title, "Rock!");
+
+    // The foreign key moves: the row's key is invalidated and the remembered
+    // related key is not used.
+    fdb.update(ticket::ActiveModel {
+        id: Set(t.id),
+        event_id: Set(jazz.id),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let (row, ev, holder) = page.get(lk()).await.unwrap();
+    assert_eq!(
+        (row.event_id, ev, holder),
+        (jazz.id, Some(jazz.clone()), Some(ann.clone()))
+    );
+
+    // One relation, as SeaORM's find_also_related returns it.
+    let (row, ev) = tickets
+        .select_related::<event::Entity>()
+        .get(lk())
+        .await
+        .unwrap();
+    assert_eq!((row.id, ev.map(|e| e.id)), (t.id, Some(jazz.id)));
+
+    // A dangling foreign key embeds nothing; a missing row is NotFound.
+    fdb.delete::<event::Entity>(&jazz).await.unwrap();
+    assert_eq!(page.get(lk()).await.unwrap().1, None);
+    let err = page.get(by(ticket::Column::Id, -1)).await.unwrap_err();
+    assert!(err.is_not_found(), "{err}");
+}
+
+#[tokio::test]
+async fn select_related_must_be_declared_and_its_target_needs_a_primary_key_cache() {
+    let fdb = handle().await;
+    let cache = fdb.cache::<checkin::Entity>();
+    let err = cache
+        .select_related::<ticket::Entity>()
+        .get(by(checkin::Column::Id, 1))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::CacheNotRegistered { .. }), "{err}");
+
+    let db = fresh_db(Arc::new(AtomicU64::new(0))).await;
+    let mut reg = Registrar::new(db);
+    reg.entity(CacheMeta::<event::Entity>::new()).unwrap(); // no get_key on its id
+    reg.entity(
+        CacheMeta::<ticket::Entity>::new()
+            .get_key([ticket::Column::Id])
+            .select_related::<event::Entity>(),
+    )
+    .unwrap();
+    let err = reg.build().await.unwrap_err();
+    assert!(
+        matches!(&err, Error::CacheNotRegistered { model, .. } if model == "event"),
         "{err}"
     );
 }

@@ -86,7 +86,7 @@ pub(crate) fn not_found<E: EntityTrait>(lk: &Lookup<E>) -> Error {
 /// Cached lookups of one entity, by its declared field tuples.
 pub struct ModelCache<'a, E: EntityTrait> {
     pub(super) fdb: &'a FlashDb,
-    _e: PhantomData<E>,
+    pub(super) _e: PhantomData<E>,
 }
 
 impl<E: EntityTrait> ModelCache<'_, E>
@@ -95,7 +95,7 @@ where
 {
     /// The class `lk` reads (the one declared on its fields, of `kind`) and
     /// the lookup's values in the order of the class's key fields.
-    fn class<T: CacheValue>(
+    pub(super) fn class<T: CacheValue>(
         &self,
         kind: CacheKind,
         lk: &Lookup<E>,

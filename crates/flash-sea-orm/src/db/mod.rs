@@ -14,12 +14,14 @@
 mod connection;
 mod lookups;
 mod related;
+mod select;
 mod transaction;
 mod writes;
 
 pub(crate) use lookups::not_found;
 pub use lookups::ModelCache;
 pub use related::RelatedCache;
+pub use select::SelectRelated;
 pub use transaction::FlashTxn;
 pub use writes::Changes;
 

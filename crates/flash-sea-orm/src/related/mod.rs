@@ -34,7 +34,7 @@ pub(crate) use path::Path;
 use sea_orm::sea_query::{ColumnType, Value};
 use sea_orm::{DatabaseConnection, DbErr, EntityTrait, Iterable, ModelTrait, PrimaryKeyToColumn};
 use std::any::Any;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::marker::PhantomData;
 use std::sync::Arc;
 
@@ -240,12 +240,58 @@ impl Seeds {
 type ClassId = (Path, CacheKind, BTreeSet<String>);
 
 /// What a handle knows of its related classes: their handles, for lookups,
-/// and for every table on a path, the classes that depend on its rows.
-#[derive(Default)]
+/// and for every table on a path, the classes that depend on its rows; and
+/// the relations instance lookups may embed (`select_related`), with the
+/// foreign-key values last seen per key.
 pub(crate) struct Index {
     classes: HashMap<ClassId, Arc<dyn Any + Send + Sync>>,
     deps: Vec<Dependent>,
     by_table: HashMap<String, Vec<usize>>,
+    embeds: HashSet<Path>,
+    /// Per instance key read with `select_related`, the foreign-key values
+    /// of the row it held: the related keys are read in the same round trip
+    /// as the row next time. Only a hint (checked against the row read);
+    /// bounded, so a process reading many keys forgets the oldest.
+    hints: moka::future::Cache<String, Arc<[FieldValue]>>,
+}
+
+impl Default for Index {
+    fn default() -> Self {
+        Index {
+            classes: HashMap::new(),
+            deps: Vec::new(),
+            by_table: HashMap::new(),
+            embeds: HashSet::new(),
+            hints: moka::future::Cache::new(HINTS),
+        }
+    }
+}
+
+/// How many keys' foreign-key values a process remembers for
+/// `select_related`.
+const HINTS: u64 = 100_000;
+
+/// Checks at start-up that the target of an embedded relation has the
+/// instance class the embedding reads (on the column the relation joins).
+pub(crate) type EmbedCheck = fn(&Flash, &Path) -> Result<(), flash_core::Error>;
+
+/// A `select_related` declaration, checked at build.
+pub(crate) struct PendingEmbed {
+    pub(crate) path: Path,
+    pub(crate) check: EmbedCheck,
+}
+
+/// The check of an embedding of `T`: its simple instance class on the
+/// joined column.
+pub(crate) fn embed_check<T>(flash: &Flash, path: &Path) -> Result<(), flash_core::Error>
+where
+    T: EntityTrait,
+    T::Model: CacheValue,
+{
+    let hop = &path.0[0];
+    flash
+        .simple_class::<Option<T::Model>, _>(&hop.to_tbl, CacheKind::Instance, &[&hop.to_col])
+        .map(|_| ())
 }
 
 /// A related class registered at declaration time, completed at build.
@@ -306,6 +352,34 @@ impl Index {
                 .insert(((*p.path).clone(), p.spec.kind, fields), p.handle);
         }
         Ok(ix)
+    }
+
+    /// Checks the `select_related` declarations against the built handle
+    /// and records them.
+    pub(crate) fn add_embeds(
+        &mut self,
+        flash: &Flash,
+        pending: Vec<PendingEmbed>,
+    ) -> Result<(), flash_core::Error> {
+        for p in pending {
+            (p.check)(flash, &p.path)?;
+            self.embeds.insert(p.path);
+        }
+        Ok(())
+    }
+
+    /// Is the embedding of `path` declared?
+    pub(crate) fn embeds(&self, path: &Path) -> bool {
+        self.embeds.contains(path)
+    }
+
+    /// The foreign-key values last seen under `key` (see `hints`).
+    pub(crate) async fn hint(&self, key: &str) -> Option<Arc<[FieldValue]>> {
+        self.hints.get(key).await
+    }
+
+    pub(crate) async fn remember(&self, key: String, values: Arc<[FieldValue]>) {
+        self.hints.insert(key, values).await;
     }
 
     /// The class of `path`, `kind` and key `fields`.
