@@ -44,7 +44,7 @@ mod versions;
 pub use convert::{model_name, to_field, to_value, ModelRecord};
 pub use db::{Changes, FlashDb, FlashTxn, ModelCache, RelatedCache, SelectRelated};
 pub use flash_core::{self as core, durations, Error, FieldValue, Invalidation, Outcome};
-pub use lookup::{by, Lookup};
+pub use lookup::{by, by_object, Lookup};
 pub use meta::CacheMeta;
 pub use outbox::{OutboxSettings, OUTBOX_TABLE};
 pub use registrar::{CustomCache, Registrar};

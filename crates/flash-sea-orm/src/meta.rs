@@ -139,6 +139,26 @@ impl<E: EntityTrait> CacheMeta<E> {
         self.embeds.push((path, embed_check::<T>));
         self
     }
+    /// A related instance cache through a generic foreign key (a type
+    /// column and an id column of `E`): the row of `T` whose primary key is
+    /// the id, for rows whose type column holds `T`'s table name (otherwise
+    /// none). Read with `fdb.cache::<E>().generic::<T>(type_col, id_col).get(..)`.
+    /// To look rows of `E` up *by* their generic key, declare
+    /// `filter_key([type_col, id_col])` and use [`crate::by_object`].
+    pub fn generic_get<T>(
+        self,
+        type_col: E::Column,
+        id_col: E::Column,
+        cols: impl IntoIterator<Item = E::Column>,
+    ) -> Self
+    where
+        E::Model: Sync,
+        T: EntityTrait,
+        T::Model: CacheValue,
+    {
+        let path = Path::generic::<E, T>(&type_col, &id_col);
+        self.related_decl::<T>(cols, CacheKind::Instance, path)
+    }
     /// [`Self::related_get`] along a SeaORM `Linked` path of any number of
     /// hops (`checkin -> ticket -> event`). Read with
     /// `fdb.cache::<E>().linked(link).get(..)`.

@@ -30,6 +30,21 @@ where
         }
     }
 
+    /// The related class of `E` through the generic foreign key
+    /// (`type_col`, `id_col`) to `T` (declared with
+    /// [`crate::CacheMeta::generic_get`]).
+    pub fn generic<T: EntityTrait>(
+        &self,
+        type_col: E::Column,
+        id_col: E::Column,
+    ) -> RelatedCache<'a, E, T> {
+        RelatedCache {
+            fdb: self.fdb,
+            path: Path::generic::<E, T>(&type_col, &id_col),
+            _e: PhantomData,
+        }
+    }
+
     /// The related classes of `E` along `link` (declared with
     /// [`crate::CacheMeta::linked_get`] / [`crate::CacheMeta::linked_filter`]).
     pub fn linked<L>(&self, link: L) -> RelatedCache<'a, E, L::ToEntity>

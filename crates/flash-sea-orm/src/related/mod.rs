@@ -344,7 +344,9 @@ impl Index {
                     k,
                     column: hop.to_col.clone(),
                     param,
-                    direct: k == 1 && p.spec.key_fields == [hop.from_col.clone()],
+                    direct: k == 1
+                        && hop.kind.is_none()
+                        && p.spec.key_fields == [hop.from_col.clone()],
                     reverse: p.reverse,
                 });
             }

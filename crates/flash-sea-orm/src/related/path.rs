@@ -4,9 +4,9 @@
 //! fields) and the reverse query (the rows at the start of the path whose
 //! path passes through changed rows).
 
-use crate::convert::{model_name, to_value};
+use crate::convert::{column_name as col_name, model_name, to_value};
 use flash_core::FieldValue;
-use sea_orm::sea_query::{Alias, Expr, JoinType, TableRef, Value};
+use sea_orm::sea_query::{Alias, Condition, Expr, JoinType, TableRef, Value};
 use sea_orm::{
     EntityTrait, Iterable, PrimaryKeyToColumn, QueryOrder, QueryTrait, RelationDef, Select,
 };
@@ -19,6 +19,22 @@ pub(crate) struct Hop {
     pub(crate) from_col: String,
     pub(crate) to_tbl: String,
     pub(crate) to_col: String,
+    /// A generic foreign key's type column of `from_tbl` and the value that
+    /// names `to_tbl`: only rows with that value take the hop.
+    pub(crate) kind: Option<(String, String)>,
+}
+
+impl Hop {
+    /// The condition on `from_tbl` (as `at`) that the hop's generic type
+    /// column names `to_tbl` (always true for a plain foreign key).
+    fn kind_condition(&self, at: Alias) -> Condition {
+        match &self.kind {
+            Some((col, value)) => {
+                Condition::all().add(Expr::col((at, Alias::new(col))).eq(value.as_str()))
+            }
+            None => Condition::all(),
+        }
+    }
 }
 
 /// A relation path of one or more hops: tables `T0 .. Tn`, hop `i` from
@@ -68,6 +84,7 @@ impl Path {
                 from_col: column_name(&d.from_col)?,
                 to_tbl: table_name(&d.to_tbl)?,
                 to_col: column_name(&d.to_col)?,
+                kind: None,
             };
             if let Some(prev) = hops.last() {
                 let prev: &Hop = prev;
@@ -95,6 +112,26 @@ impl Path {
         let mut defs: Vec<RelationDef> = <E as sea_orm::Related<T>>::via().into_iter().collect();
         defs.push(<E as sea_orm::Related<T>>::to());
         Self::checked::<E, T>(Path::from_defs(defs)?)
+    }
+
+    /// The one-hop path of a generic foreign key of `E` to `T`: rows of `E`
+    /// whose `type_col` holds `T`'s table name reach the row of `T` whose
+    /// primary key (one column) equals their `id_col`.
+    pub(crate) fn generic<E: EntityTrait, T: EntityTrait>(
+        type_col: &E::Column,
+        id_col: &E::Column,
+    ) -> Result<Path, String> {
+        let pk: Vec<_> = T::PrimaryKey::iter().map(|p| p.into_column()).collect();
+        let [pk] = pk.as_slice() else {
+            return Err("a generic foreign key points at a one-column primary key".into());
+        };
+        Ok(Path(vec![Hop {
+            from_tbl: model_name::<E>(),
+            from_col: col_name(id_col),
+            to_tbl: model_name::<T>(),
+            to_col: col_name(pk),
+            kind: Some((col_name(type_col), model_name::<T>())),
+        }]))
     }
 
     /// The path of a `Linked`.
@@ -147,6 +184,7 @@ impl Path {
                 false => Expr::col((alias(i), Alias::new(&hop.from_col)))
                     .equals((alias(i + 1), Alias::new(&hop.to_col))),
             };
+            let on = hop.kind_condition(alias(i)).add(on);
             QueryTrait::query(&mut q).join_as(
                 JoinType::InnerJoin,
                 Alias::new(&hop.from_tbl),
@@ -182,6 +220,7 @@ impl Path {
             let hop = &self.0[i - 1];
             let on = Expr::col((at(i - 1), Alias::new(&hop.from_col)))
                 .equals((alias(i), Alias::new(&hop.to_col)));
+            let on = hop.kind_condition(at(i - 1)).add(on);
             QueryTrait::query(&mut q).join_as(
                 JoinType::InnerJoin,
                 Alias::new(&hop.to_tbl),
@@ -191,6 +230,7 @@ impl Path {
         }
         let hop = &self.0[k - 1];
         QueryTrait::query(&mut q)
+            .cond_where(hop.kind_condition(at(k - 1)))
             .and_where(Expr::col((at(k - 1), Alias::new(&hop.from_col))).is_in(values));
         q
     }
