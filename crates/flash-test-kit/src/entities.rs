@@ -69,6 +69,47 @@ pub mod participation {
     pub enum Relation {}
 
     impl ActiveModelBehavior for ActiveModel {}
+
+    // Relations as `Related` only (not `Relation` variants): the tables keep
+    // no foreign-key constraint, as the seed's demo schema has none.
+
+    fn to_event() -> RelationDef {
+        Entity::belongs_to(super::event::Entity)
+            .from(Column::EventId)
+            .to(super::event::Column::Id)
+            .into()
+    }
+
+    /// The event of a participation.
+    impl Related<super::event::Entity> for Entity {
+        fn to() -> RelationDef {
+            to_event()
+        }
+    }
+
+    /// The user of a participation.
+    impl Related<super::user::Entity> for Entity {
+        fn to() -> RelationDef {
+            Entity::belongs_to(super::user::Entity)
+                .from(Column::UserId)
+                .to(super::user::Column::Id)
+                .into()
+        }
+    }
+
+    /// The events of a user, through the participations (many-to-many).
+    impl Related<super::event::Entity> for super::user::Entity {
+        fn to() -> RelationDef {
+            to_event()
+        }
+        fn via() -> Option<RelationDef> {
+            let to_user: RelationDef = Entity::belongs_to(super::user::Entity)
+                .from(Column::UserId)
+                .to(super::user::Column::Id)
+                .into();
+            Some(to_user.rev())
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------

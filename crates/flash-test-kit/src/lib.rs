@@ -21,7 +21,8 @@ pub mod hooked;
 pub mod schema;
 
 pub use declarations::{
-    declare, DemoClasses, EventsInCity, ParticipatedEventIds, ParticipationCount,
+    declare, declare_with_relations, DemoClasses, EventsInCity, ParticipatedEventIds,
+    ParticipationCount,
 };
 pub use hooked::{Call, Hooked, Op};
 pub use schema::DEMO_NAMESPACE;

@@ -147,7 +147,10 @@ pub async fn connect_namespace(
         ConnectOptions::new(format!("sqlite://{}?mode=rwc", path.display()))
     };
     opts.sqlx_logging(false).max_connections(max_connections);
-    sqlite_for_concurrency(&mut opts, url);
+    // For SQLite the namespace is a file whatever `url` says (even
+    // `sqlite::memory:`): shared by tasks like any file.
+    let effective = opts.get_url().to_owned();
+    sqlite_for_concurrency(&mut opts, &effective);
     Database::connect(opts).await.map_err(db_err)
 }
 
