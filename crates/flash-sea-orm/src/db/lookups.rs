@@ -74,13 +74,17 @@ impl FlashDb {
 pub(crate) fn not_found<E: EntityTrait>(lk: &Lookup<E>) -> Error {
     Error::NotFound {
         model: model_name::<E>(),
-        key: lk
-            .pairs
-            .iter()
-            .map(|(c, v)| format!("{}={}", column_name(c), to_field(v)))
-            .collect::<Vec<_>>()
-            .join(", "),
+        key: lookup_text(lk),
     }
+}
+
+/// `col=value, ...` of a lookup, for messages.
+pub(crate) fn lookup_text<E: EntityTrait>(lk: &Lookup<E>) -> String {
+    lk.pairs
+        .iter()
+        .map(|(c, v)| format!("{}={}", column_name(c), to_field(v)))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Cached lookups of one entity, by its declared field tuples.

@@ -104,7 +104,11 @@ where
             .await?
             .ok_or_else(|| Error::NotFound {
                 model: model_name::<T>(),
-                key: format!("related to {}", super::not_found(&lk)),
+                key: format!(
+                    "the relation from {} {}",
+                    model_name::<E>(),
+                    super::lookups::lookup_text(&lk)
+                ),
             })
     }
 

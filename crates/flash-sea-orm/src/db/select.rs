@@ -20,6 +20,7 @@ use flash_core::{
     Batch, BatchResults, CacheKind, CacheValue, Class, Error, FieldValue, Handle, Query, Record,
 };
 use sea_orm::{EntityTrait, Related};
+use std::any::Any;
 use std::marker::PhantomData;
 use std::sync::Arc;
 
@@ -36,15 +37,18 @@ where
         T: EntityTrait,
         T::Model: CacheValue,
     {
-        SelectRelated {
+        let mut s = SelectRelated {
             fdb: self.fdb,
             cache: ModelCache {
                 fdb: self.fdb,
                 _e: PhantomData,
             },
             embeds: vec![Path::related::<E, T>()],
+            slots: Vec::new(),
             _r: PhantomData,
-        }
+        };
+        s.resolve_slot::<T>();
+        s
     }
 }
 
@@ -53,6 +57,9 @@ pub struct SelectRelated<'a, E: EntityTrait, R> {
     fdb: &'a FlashDb,
     cache: ModelCache<'a, E>,
     embeds: Vec<Result<Path, String>>,
+    /// The `Slot<T>` of each embedded relation, found once when the lookup
+    /// is made (`None`: not declared; the lookup then says why).
+    slots: Vec<Option<Arc<dyn Any + Send + Sync>>>,
     _r: PhantomData<fn() -> R>,
 }
 
@@ -111,8 +118,34 @@ impl<'a, E: EntityTrait, R> SelectRelated<'a, E, R>
 where
     E::Model: CacheValue,
 {
+    /// Finds the slot of the relation just added (the last of `embeds`).
+    fn resolve_slot<T>(&mut self)
+    where
+        T: EntityTrait,
+        T::Model: CacheValue,
+    {
+        let slot = self
+            .find_slot::<T>(self.embeds.len() - 1)
+            .ok()
+            .map(|s| Arc::new(s) as Arc<dyn Any + Send + Sync>);
+        self.slots.push(slot);
+    }
+
     /// The slot of the `i`-th embedded relation, to `T`.
-    fn slot<T>(&self, i: usize) -> Result<Slot<T>, Error>
+    fn slot<T>(&self, i: usize) -> Result<&Slot<T>, Error>
+    where
+        T: EntityTrait,
+        T::Model: CacheValue,
+    {
+        match self.slots.get(i).and_then(|s| s.as_ref()) {
+            Some(s) => s.downcast_ref::<Slot<T>>().ok_or(Error::ForeignHandle),
+            // Not found when the lookup was made: the error says why.
+            None => Err(self.find_slot::<T>(i).err().unwrap_or(Error::ForeignHandle)),
+        }
+    }
+
+    /// Looks the slot of the `i`-th embedded relation up.
+    fn find_slot<T>(&self, i: usize) -> Result<Slot<T>, Error>
     where
         T: EntityTrait,
         T::Model: CacheValue,
@@ -178,12 +211,15 @@ where
     {
         let mut embeds = self.embeds;
         embeds.push(Path::related::<E, U>());
-        SelectRelated {
+        let mut s = SelectRelated {
             fdb: self.fdb,
             cache: self.cache,
             embeds,
+            slots: self.slots,
             _r: PhantomData,
-        }
+        };
+        s.resolve_slot::<U>();
+        s
     }
 
     /// The row found by `lk` and the row of `T` it points at;
