@@ -71,6 +71,13 @@ async fn quiet_handle() -> FlashDb {
 
 /// A handle and its cache, counting calls.
 async fn handle_draining(drain: DrainSettings) -> (FlashDb, Arc<Hooked<Arc<dyn Backend>>>) {
+    handle_with(drain, true).await
+}
+
+async fn handle_with(
+    drain: DrainSettings,
+    capture: bool,
+) -> (FlashDb, Arc<Hooked<Arc<dyn Backend>>>) {
     let db = fresh_db(Arc::new(AtomicU64::new(0))).await;
     schema::create_tables(&db).await.expect("tables");
     schema::create_relation_tables(&db).await.expect("tables");
@@ -82,6 +89,7 @@ async fn handle_draining(drain: DrainSettings) -> (FlashDb, Arc<Hooked<Arc<dyn B
     let b2 = backend.clone();
     let mut reg = Registrar::new(db)
         .configure(|b| b.backend_arc(b2).prefix(prefix))
+        .capture(capture)
         .drain_settings(drain);
     declare(&mut reg);
     (reg.build().await.expect("build"), backend)
@@ -663,4 +671,39 @@ async fn generic_foreign_keys_as_key_fields_and_a_generic_class_following_its_ta
             .unwrap(),
         None
     );
+}
+
+#[tokio::test]
+async fn with_capture_off_writes_through_flash_still_reach_related_classes() {
+    let (fdb, _) = handle_with(DrainSettings::default(), false).await;
+    assert!(!fdb.has_capture());
+    let rock = event(&fdb, "rock").await;
+    let t = ticket(&fdb, rock.id, 1).await;
+    let (ann, red) = (user(&fdb, "ann").await, tag(&fdb, "red").await);
+    let cache = fdb.cache::<ticket::Entity>();
+    let ev = cache.related::<event::Entity>();
+    let users = fdb.cache::<user::Entity>();
+    let tags = users.related::<tag::Entity>();
+    assert_eq!(ev.get(by(ticket::Column::Id, t.id)).await.unwrap(), rock);
+    assert!(tags
+        .filter(by(user::Column::Id, ann.id))
+        .await
+        .unwrap()
+        .is_empty());
+    retitle(&fdb, &rock, "Rock!").await;
+    let l = link(&fdb, ann.id, red.id).await;
+    assert_eq!(
+        ev.get(by(ticket::Column::Id, t.id)).await.unwrap().title,
+        "Rock!"
+    );
+    assert_eq!(
+        names(&tags.filter(by(user::Column::Id, ann.id)).await.unwrap()),
+        ["red"]
+    );
+    fdb.delete::<user_tag::Entity>(&l).await.unwrap();
+    assert!(tags
+        .filter(by(user::Column::Id, ann.id))
+        .await
+        .unwrap()
+        .is_empty());
 }
