@@ -316,7 +316,7 @@ async fn orchestrate(args: StressArgs) -> Result<(), BoxError> {
     );
     println!("  outbox rows re-applied at the end: {drained}; captured changes applied at the end: {captured}");
     println!(
-        "  (b) lookups that saw a state older than a returned write through flash: {} ({} of them checked related classes: a many-to-many list and a related instance)",
+        "  (b) lookups that saw a state older than a returned write through flash: {} (related classes checked along: {} many-to-many lists and as many related instances)",
         total.violations, total.related_reads
     );
     let bound_us = FOREIGN_STALENESS_BOUND.as_micros() as i64;
