@@ -449,6 +449,15 @@ async fn related_lookups_batch_in_a_request_and_transactions_invalidate_after_co
         (a.unwrap(), b.unwrap()),
         (Some(rock.clone()), vec![rock.clone()])
     );
+    let rc = req.cache::<ticket::Entity>();
+    let (a, b) = tokio::join!(
+        rc.related_get::<event::Entity>(by(ticket::Column::Id, t.id)),
+        rc.related_filter::<event::Entity>(by(ticket::Column::HolderId, 3)),
+    );
+    assert_eq!(
+        (a.unwrap(), b.unwrap()),
+        (Some(rock.clone()), vec![rock.clone()])
+    );
 
     fdb.transaction(|tx| {
         Box::pin(async move {
