@@ -28,7 +28,9 @@ fn declare(reg: &mut Registrar) {
             .related_filter::<tag::Entity>([user::Column::Id]),
     )
     .unwrap();
-    reg.entity(CacheMeta::<tag::Entity>::new()).unwrap();
+    // The other side of the junction: the users by a tag (the junction as a key).
+    reg.entity(CacheMeta::<tag::Entity>::new().related_filter::<user::Entity>([tag::Column::Id]))
+        .unwrap();
     reg.entity(CacheMeta::<user_tag::Entity>::new()).unwrap();
     reg.entity(
         CacheMeta::<ticket::Entity>::new()
@@ -334,9 +336,19 @@ async fn many_to_many_list_follows_a_link_added_a_link_removed_and_a_member_chan
         ["red", "blue"]
     );
 
+    // The users by a tag follow the same links.
+    let by_tag = fdb.cache::<tag::Entity>();
+    let users = by_tag.related::<user::Entity>();
+    let usernames =
+        |rows: Vec<user::Model>| rows.into_iter().map(|u| u.username).collect::<Vec<_>>();
+    let red_users = users.filter(by(tag::Column::Id, red.id)).await.unwrap();
+    assert_eq!(usernames(red_users), ["ann", "bob"]);
+
     // A link removed.
     fdb.delete::<user_tag::Entity>(&red_link).await.unwrap();
     assert!(tags.filter(of(&ann)).await.unwrap().is_empty());
+    let red_users = users.filter(by(tag::Column::Id, red.id)).await.unwrap();
+    assert_eq!(usernames(red_users), ["bob"]);
     assert_eq!(
         names(&tags.filter(of(&bob)).await.unwrap()),
         ["red", "blue"]
