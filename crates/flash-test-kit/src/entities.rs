@@ -151,6 +151,13 @@ pub mod ticket {
         }
     }
 
+    /// The tickets of an event (the other direction: one to many).
+    impl Related<Entity> for super::event::Entity {
+        fn to() -> RelationDef {
+            <Entity as Related<super::event::Entity>>::to().rev()
+        }
+    }
+
     /// The holder of a ticket.
     impl Related<super::user::Entity> for Entity {
         fn to() -> RelationDef {

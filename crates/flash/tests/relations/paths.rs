@@ -385,3 +385,56 @@ async fn with_capture_off_writes_through_flash_still_reach_related_classes() {
         .unwrap()
         .is_empty());
 }
+
+#[tokio::test]
+async fn one_to_many_list_follows_a_child_moved_to_another_parent_by_flash_and_from_elsewhere() {
+    // The drain runs when the test says: each step shows one path alone.
+    let fdb = quiet_handle().await;
+    let (rock, jazz) = (event(&fdb, "rock").await, event(&fdb, "jazz").await);
+    let (a, b) = (
+        ticket(&fdb, rock.id, 1).await,
+        ticket(&fdb, rock.id, 2).await,
+    );
+    let events = fdb.cache::<event::Entity>();
+    let tickets = events.related::<ticket::Entity>();
+    let ids = |rows: Vec<ticket::Model>| rows.into_iter().map(|t| t.id).collect::<Vec<_>>();
+    let of = |slug: &str| by(event::Column::Slug, slug.to_owned());
+    assert_eq!(ids(tickets.filter(of("rock")).await.unwrap()), [a.id, b.id]);
+    assert!(tickets.filter(of("jazz")).await.unwrap().is_empty());
+
+    // Through flash: the old parent's list and the new one's both follow.
+    fdb.update(ticket::ActiveModel {
+        id: Set(a.id),
+        event_id: Set(jazz.id),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    assert_eq!(ids(tickets.filter(of("rock")).await.unwrap()), [b.id]);
+    assert_eq!(ids(tickets.filter(of("jazz")).await.unwrap()), [a.id]);
+
+    // From elsewhere: capture records the old parent too.
+    let raw = format!(
+        "UPDATE ticket SET event_id = {} WHERE id = {}",
+        jazz.id, b.id
+    );
+    fdb.apply_captured().await.unwrap(); // the earlier writes' records
+    fdb.db().execute_unprepared(&raw).await.unwrap();
+    assert_eq!(fdb.apply_captured().await.unwrap(), 1);
+    assert!(tickets.filter(of("rock")).await.unwrap().is_empty());
+    assert_eq!(ids(tickets.filter(of("jazz")).await.unwrap()), [a.id, b.id]);
+
+    // The parent's own key field changes: the list moves with it.
+    fdb.update(event::ActiveModel {
+        id: Set(jazz.id),
+        slug: Set("jazz-2".into()),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    assert!(tickets.filter(of("jazz")).await.unwrap().is_empty());
+    assert_eq!(
+        ids(tickets.filter(of("jazz-2")).await.unwrap()),
+        [a.id, b.id]
+    );
+}

@@ -15,8 +15,12 @@ use std::time::{Duration, Instant};
 
 /// The declarations of the relations chapter.
 pub(crate) fn declare(reg: &mut Registrar) {
-    reg.entity(CacheMeta::<event::Entity>::new().get_key([event::Column::Id]))
-        .unwrap();
+    reg.entity(
+        CacheMeta::<event::Entity>::new()
+            .get_key([event::Column::Id])
+            .related_filter::<ticket::Entity>([event::Column::Slug]), // one to many
+    )
+    .unwrap();
     reg.entity(
         CacheMeta::<user::Entity>::new()
             .get_key([user::Column::Id])
