@@ -147,10 +147,7 @@ pub async fn connect_namespace(
         ConnectOptions::new(format!("sqlite://{}?mode=rwc", path.display()))
     };
     opts.sqlx_logging(false).max_connections(max_connections);
-    // For SQLite the namespace is a file whatever `url` says (even
-    // `sqlite::memory:`): shared by tasks like any file.
-    let effective = opts.get_url().to_owned();
-    sqlite_for_concurrency(&mut opts, &effective);
+    sqlite_for_concurrency(&mut opts, url);
     Database::connect(opts).await.map_err(db_err)
 }
 

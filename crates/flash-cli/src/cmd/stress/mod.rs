@@ -175,6 +175,13 @@ async fn orchestrate(args: StressArgs) -> Result<(), BoxError> {
     );
 
     let db = connect_namespace(&url, &ns, true, 8).await?;
+    if db.get_database_backend() == sea_orm::DbBackend::Sqlite {
+        // The namespace is a file shared by every task and process: in WAL
+        // mode (kept by the file) readers do not hold back the writers, the
+        // drain's deletes among them (with the rollback journal, the related
+        // classes' reads starved them: capture lag p99 0.77 s).
+        db.execute_unprepared("PRAGMA journal_mode=WAL").await?;
+    }
     schema::create_tables(&db).await?;
     worker::seed(&db).await?;
     let (fdb, classes) = build(
