@@ -43,7 +43,13 @@ pub fn to_field(v: &Value) -> FieldValue {
 
 /// A key-field value as the SeaORM value that compares equal with `col`.
 pub fn to_value<C: ColumnTrait>(col: &C, v: &FieldValue) -> Value {
-    let ty = col.def().get_column_type().clone();
+    value_of_type(col.def().get_column_type(), v)
+}
+
+/// A key-field value as the SeaORM value that compares equal with a column
+/// of type `ty`.
+pub(crate) fn value_of_type(ty: &ColumnType, v: &FieldValue) -> Value {
+    let ty = ty.clone();
     match v {
         FieldValue::Null => Value::String(None),
         FieldValue::Bool(b) => Value::Bool(Some(*b)),

@@ -14,8 +14,12 @@
 //! - `db`: the [`FlashDb`] handle, split by concern:
 //!   - `db/mod.rs`: the handle itself, its construction and accessors;
 //!   - `db/lookups.rs`: cached reads, [`ModelCache`];
+//!   - `db/related.rs`: lookups of related classes, [`RelatedCache`];
+//!   - `db/select.rs`: `select_related` lookups, [`SelectRelated`];
 //!   - `db/writes.rs`: writes that invalidate, [`Changes`];
 //!   - `db/transaction.rs`: [`FlashTxn`], writes invalidated after a commit.
+//! - `related`: related classes: relation paths, their fetch and reverse
+//!   queries, and the index of which tables' writes invalidate them.
 //! - `request`: [`Request`], lookups of one request batched and memoised.
 //! - `lookup`: [`Lookup`] and [`by`], the key-field values of a lookup.
 //! - `outbox`: the durable invalidation outbox, its table ([`OUTBOX_TABLE`])
@@ -33,13 +37,14 @@ mod lookup;
 mod meta;
 mod outbox;
 mod registrar;
+mod related;
 mod request;
 mod versions;
 
 pub use convert::{model_name, to_field, to_value, ModelRecord};
-pub use db::{Changes, FlashDb, FlashTxn, ModelCache};
+pub use db::{Changes, FlashDb, FlashTxn, ModelCache, RelatedCache, SelectRelated};
 pub use flash_core::{self as core, durations, Error, FieldValue, Invalidation, Outcome};
-pub use lookup::{by, Lookup};
+pub use lookup::{by, by_object, Lookup};
 pub use meta::CacheMeta;
 pub use outbox::{OutboxSettings, OUTBOX_TABLE};
 pub use registrar::{CustomCache, Registrar};

@@ -1,9 +1,13 @@
 //! `CacheMeta`: the per-entity declaration of what is cached.
 
 use crate::convert::{column_name, model_name};
-use flash_core::{CacheKind, ClassSpec, Invalidation, RegistryError};
-use sea_orm::EntityTrait;
+use crate::related::{embed_check, Decl, EmbedCheck, Path};
+use flash_core::{CacheKind, CacheValue, ClassSpec, Invalidation, RegistryError};
+use sea_orm::{EntityTrait, Linked, Related};
 use std::time::Duration;
+
+/// A related class's spec, its declaration and its path.
+pub(crate) type RelatedSpec<'a, E> = (ClassSpec, &'a Decl<E>, Path);
 
 /// What flash caches for one entity: instance caches by field tuples
 /// ([`Self::get_key`]), queryset caches ([`Self::filter_key`]), existence
@@ -32,6 +36,8 @@ pub struct CacheMeta<E: EntityTrait> {
     pub(crate) filter_keys: Vec<Vec<E::Column>>,
     pub(crate) exists_keys: Vec<Vec<E::Column>>,
     pub(crate) cached_fks: Vec<(E::Column, String)>,
+    pub(crate) related: Vec<Decl<E>>,
+    pub(crate) embeds: Vec<(Result<Path, String>, EmbedCheck)>,
     timeout: Option<Duration>,
     version: Option<u32>,
     invalidation: Option<Invalidation>,
@@ -46,6 +52,8 @@ impl<E: EntityTrait> Default for CacheMeta<E> {
             filter_keys: Vec::new(),
             exists_keys: Vec::new(),
             cached_fks: Vec::new(),
+            related: Vec::new(),
+            embeds: Vec::new(),
             timeout: None,
             version: None,
             invalidation: None,
@@ -83,6 +91,107 @@ impl<E: EntityTrait> CacheMeta<E> {
     /// (see [`crate::FlashDb::follow`]). `T` must declare `get_key` on its primary key.
     pub fn cached_fk<T: EntityTrait>(mut self, col: E::Column) -> Self {
         self.cached_fks.push((col, model_name::<T>()));
+        self
+    }
+    /// A related instance cache: the row of `T` that the row of `E` found by
+    /// `cols` is related to, through `E`'s `Related<T>` (one hop, or two
+    /// through a junction table with `via`). Read with
+    /// `fdb.cache::<E>().related::<T>().get(..)`. Writes to `E` and to every
+    /// table on the path invalidate it (see the README); every table on
+    /// the path must be declared on the `Registrar`.
+    pub fn related_get<T>(self, cols: impl IntoIterator<Item = E::Column>) -> Self
+    where
+        E: Related<T>,
+        E::Model: Sync,
+        T: EntityTrait,
+        T::Model: CacheValue,
+    {
+        self.related_decl::<T>(cols, CacheKind::Instance, Path::related::<E, T>())
+    }
+    /// A related queryset cache: the rows of `T` that the rows of `E`
+    /// matching `cols` are related to (each once, by primary key), through
+    /// `Related<T>`, for example the tags of a user through a junction
+    /// table. Read with `fdb.cache::<E>().related::<T>().filter(..)`.
+    pub fn related_filter<T>(self, cols: impl IntoIterator<Item = E::Column>) -> Self
+    where
+        E: Related<T>,
+        E::Model: Sync,
+        T: EntityTrait,
+        T::Model: CacheValue,
+    {
+        self.related_decl::<T>(cols, CacheKind::Queryset, Path::related::<E, T>())
+    }
+    /// Lets instance lookups of `E` embed the row of `T` its foreign key
+    /// points at (`Related<T>`, one hop): `fdb.cache::<E>().select_related::<T>()`
+    /// reads the row and the related row in one cache round trip, each under
+    /// its own key. `T` must declare `get_key` on the column the relation
+    /// joins (its primary key); checked at start-up.
+    pub fn select_related<T>(mut self) -> Self
+    where
+        E: Related<T>,
+        T: EntityTrait,
+        T::Model: CacheValue,
+    {
+        let path = Path::related::<E, T>().and_then(|p| match p.0.len() {
+            1 => Ok(p),
+            _ => Err("select_related embeds a one-hop relation (a foreign key)".into()),
+        });
+        self.embeds.push((path, embed_check::<T>));
+        self
+    }
+    /// A related instance cache through a generic foreign key (a type
+    /// column and an id column of `E`): the row of `T` whose primary key is
+    /// the id, for rows whose type column holds `T`'s table name (otherwise
+    /// none). Read with `fdb.cache::<E>().generic::<T>(type_col, id_col).get(..)`.
+    /// To look rows of `E` up *by* their generic key, declare
+    /// `filter_key([type_col, id_col])` and use [`crate::by_object`].
+    pub fn generic_get<T>(
+        self,
+        type_col: E::Column,
+        id_col: E::Column,
+        cols: impl IntoIterator<Item = E::Column>,
+    ) -> Self
+    where
+        E::Model: Sync,
+        T: EntityTrait,
+        T::Model: CacheValue,
+    {
+        let path = Path::generic::<E, T>(&type_col, &id_col);
+        self.related_decl::<T>(cols, CacheKind::Instance, path)
+    }
+    /// [`Self::related_get`] along a SeaORM `Linked` path of any number of
+    /// hops (`checkin -> ticket -> event`). Read with
+    /// `fdb.cache::<E>().linked(link).get(..)`.
+    pub fn linked_get<L>(self, link: L, cols: impl IntoIterator<Item = E::Column>) -> Self
+    where
+        E::Model: Sync,
+        L: Linked<FromEntity = E>,
+        <L::ToEntity as EntityTrait>::Model: CacheValue,
+    {
+        self.related_decl::<L::ToEntity>(cols, CacheKind::Instance, Path::linked(&link))
+    }
+    /// [`Self::related_filter`] along a SeaORM `Linked` path.
+    pub fn linked_filter<L>(self, link: L, cols: impl IntoIterator<Item = E::Column>) -> Self
+    where
+        E::Model: Sync,
+        L: Linked<FromEntity = E>,
+        <L::ToEntity as EntityTrait>::Model: CacheValue,
+    {
+        self.related_decl::<L::ToEntity>(cols, CacheKind::Queryset, Path::linked(&link))
+    }
+    fn related_decl<T>(
+        mut self,
+        cols: impl IntoIterator<Item = E::Column>,
+        kind: CacheKind,
+        path: Result<Path, String>,
+    ) -> Self
+    where
+        E::Model: Sync,
+        T: EntityTrait,
+        T::Model: CacheValue,
+    {
+        self.related
+            .push(Decl::new::<T>(cols.into_iter().collect(), kind, path));
         self
     }
     pub fn timeout(mut self, t: Duration) -> Self {
@@ -129,6 +238,8 @@ impl<E: EntityTrait> CacheMeta<E> {
             }
         }
         self.cached_fks.extend(other.cached_fks);
+        self.related.extend(other.related);
+        self.embeds.extend(other.embeds);
         fn one<T>(
             a: Option<T>,
             b: Option<T>,
@@ -177,20 +288,53 @@ impl<E: EntityTrait> CacheMeta<E> {
                 let fields = names(cols);
                 let refs: Vec<&str> = fields.iter().map(String::as_str).collect();
                 let name = format!("{model}{infix}_by_{}", fields.join("_")).replace("__", "_");
-                let mut spec = match kind {
+                let spec = match kind {
                     CacheKind::Instance => ClassSpec::instance(&name, &model, &refs),
                     CacheKind::Queryset => ClassSpec::queryset(&name, &model, &refs),
                     CacheKind::Exists => ClassSpec::exists(&name, &model, &refs),
                 }
-                .simple(true)
-                .version(self.version.unwrap_or(0))
-                .invalidation(self.invalidation.unwrap_or_default());
-                spec.timeout = self.timeout;
-                spec.allowtime = self.allowtime;
-                spec.compress_above = self.compress_above;
-                out.push((spec, cols.clone()));
+                .simple(true);
+                out.push((self.settings(spec), cols.clone()));
             }
         }
         out
+    }
+
+    /// The declaration's settings on `spec`.
+    fn settings(&self, spec: ClassSpec) -> ClassSpec {
+        let mut spec = spec
+            .version(self.version.unwrap_or(0))
+            .invalidation(self.invalidation.unwrap_or_default());
+        spec.timeout = self.timeout;
+        spec.allowtime = self.allowtime;
+        spec.compress_above = self.compress_above;
+        spec
+    }
+
+    /// The related classes' specs (not simple: reached through
+    /// `ModelCache::related` / `linked`), with their declarations; a path
+    /// that cannot be cached is an error.
+    pub(crate) fn related_specs(&self) -> Result<Vec<RelatedSpec<'_, E>>, RegistryError> {
+        let model = model_name::<E>();
+        self.related
+            .iter()
+            .map(|d| {
+                let fields = names(&d.cols);
+                let path = d
+                    .path
+                    .clone()
+                    .map_err(|reason| RegistryError::InvalidClass {
+                        class: format!("{model} (related, by {})", fields.join(", ")),
+                        reason,
+                    })?;
+                let name = d.name(&path, &fields);
+                let refs: Vec<&str> = fields.iter().map(String::as_str).collect();
+                let spec = match d.kind {
+                    CacheKind::Queryset => ClassSpec::queryset(&name, &model, &refs),
+                    _ => ClassSpec::instance(&name, &model, &refs),
+                };
+                Ok((self.settings(spec), d, path))
+            })
+            .collect()
     }
 }

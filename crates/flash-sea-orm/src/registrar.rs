@@ -5,6 +5,7 @@ use crate::convert::{column_name, model_name, to_value};
 use crate::dialect;
 use crate::meta::CacheMeta;
 use crate::outbox::{resolver, Outbox, OutboxSettings, Resolver};
+use crate::related::{Index, Pending, PendingEmbed};
 use crate::versions::SqlVersionStore;
 use crate::FlashDb;
 use async_trait::async_trait;
@@ -139,8 +140,13 @@ pub struct Registrar {
     drain_settings: DrainSettings,
     /// The entities declared, in order: what capture covers.
     tables: Vec<TableInfo>,
-    /// Per model, the key fields of every class declared on it.
+    /// Per model, the key fields of every class declared on it, and the
+    /// columns related classes join on (capture records them).
     key_fields: HashMap<String, BTreeSet<String>>,
+    /// The related classes registered, indexed at build.
+    related: Vec<Pending>,
+    /// The `select_related` declarations, checked at build.
+    embeds: Vec<PendingEmbed>,
 }
 
 /// What capture needs of one declared entity.
@@ -148,6 +154,8 @@ struct TableInfo {
     table: String,
     pk: Vec<String>,
     columns: Vec<(String, Kind)>,
+    /// The SQL type of every column (to bind the values of reverse queries).
+    types: HashMap<String, sea_orm::sea_query::ColumnType>,
 }
 
 impl Registrar {
@@ -167,6 +175,8 @@ impl Registrar {
             drain_settings: DrainSettings::default(),
             tables: Vec::new(),
             key_fields: HashMap::new(),
+            related: Vec::new(),
+            embeds: Vec::new(),
         }
     }
 
@@ -277,6 +287,9 @@ impl Registrar {
             columns: E::Column::iter()
                 .map(|c| (column_name(&c), Kind::of(c.def().get_column_type())))
                 .collect(),
+            types: E::Column::iter()
+                .map(|c| (column_name(&c), c.def().get_column_type().clone()))
+                .collect(),
         });
         for (spec, cols) in meta.specs() {
             self.key_fields
@@ -300,6 +313,42 @@ impl Registrar {
                     self.builder.register::<bool>(spec, ExistsFetch(fetch))?;
                 }
             }
+        }
+        for (spec, decl, path) in meta.related_specs()? {
+            self.key_fields
+                .entry(model.clone())
+                .or_default()
+                .extend(spec.key_fields.iter().cloned());
+            for hop in &path.0 {
+                self.key_fields
+                    .entry(hop.to_tbl.clone())
+                    .or_default()
+                    .insert(hop.to_col.clone());
+            }
+            let path = Arc::new(path);
+            let handle = (decl.register)(
+                &mut self.builder,
+                self.db.clone(),
+                spec.clone(),
+                decl.cols.clone(),
+                path.clone(),
+            )?;
+            self.related.push(Pending {
+                handle,
+                spec,
+                path,
+                reverse: decl.reverse,
+            });
+        }
+        for (path, check) in &meta.embeds {
+            let path = path.clone().map_err(|reason| RegistryError::InvalidClass {
+                class: format!("{model} (select_related)"),
+                reason,
+            })?;
+            self.embeds.push(PendingEmbed {
+                path,
+                check: *check,
+            });
         }
         self.resolvers.insert(model.clone(), resolver::<E>());
         for (col, target) in &meta.cached_fks {
@@ -336,8 +385,16 @@ impl Registrar {
             true => self.capture_specs()?,
             false => Vec::new(),
         };
+        let types = self
+            .tables
+            .iter()
+            .map(|t| (t.table.clone(), t.types.clone()))
+            .collect();
+        let mut related = Index::build(self.related, &types)?;
         // Declarations are checked before anything is installed.
         let flash = self.builder.build().await?;
+        related.add_embeds(&flash, self.embeds)?;
+        let related = Arc::new(related);
         if self.capture && self.install_capture {
             let report = match self.prune_capture {
                 true => capture::install(&self.db, &specs).await,
@@ -351,7 +408,7 @@ impl Registrar {
         let outbox = self
             .outbox
             .unwrap_or(!self.capture && dialect::outbox_by_default(backend));
-        let mut fdb = FlashDb::new(flash.clone(), self.db.clone());
+        let mut fdb = FlashDb::new(flash.clone(), self.db.clone()).with_related(related.clone());
         if self.capture {
             let decoders = self
                 .tables
@@ -382,6 +439,7 @@ impl Registrar {
                 conn,
                 flash.clone(),
                 decoders,
+                related,
                 self.drain_settings,
             ));
         }

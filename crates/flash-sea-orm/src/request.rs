@@ -6,7 +6,7 @@ use crate::db::not_found;
 use crate::lookup::Lookup;
 use crate::FlashDb;
 use flash_core::{CacheValue, Error, Scope};
-use sea_orm::EntityTrait;
+use sea_orm::{EntityTrait, Related};
 use std::marker::PhantomData;
 
 /// One request's lookups; start one per request with [`FlashDb::request`].
@@ -96,6 +96,32 @@ where
     /// The rows matching `lk`.
     pub async fn filter(self, lk: Lookup<E>) -> Result<Vec<E::Model>, Error> {
         let q = self.req.fdb.cache::<E>().filter_query(&lk)?;
+        self.req.scope.load(q).await
+    }
+
+    /// The row of `T` related to the row found by `lk` (a class of
+    /// [`crate::CacheMeta::related_get`]), or `None`.
+    pub async fn related_get<T>(self, lk: Lookup<E>) -> Result<Option<T::Model>, Error>
+    where
+        E: Related<T>,
+        T: EntityTrait,
+        T::Model: CacheValue,
+    {
+        let cache = self.req.fdb.cache::<E>();
+        let q = cache.related::<T>().get_query(&lk)?;
+        self.req.scope.load(q).await
+    }
+
+    /// The rows of `T` related to the rows matching `lk` (a class of
+    /// [`crate::CacheMeta::related_filter`]).
+    pub async fn related_filter<T>(self, lk: Lookup<E>) -> Result<Vec<T::Model>, Error>
+    where
+        E: Related<T>,
+        T: EntityTrait,
+        T::Model: CacheValue,
+    {
+        let cache = self.req.fdb.cache::<E>();
+        let q = cache.related::<T>().filter_query(&lk)?;
         self.req.scope.load(q).await
     }
 

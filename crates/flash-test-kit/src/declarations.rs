@@ -106,8 +106,31 @@ pub fn declare(
     reg: &mut Registrar,
     allowtime: Duration,
 ) -> Result<DemoClasses, flash_core::RegistryError> {
+    declare_demo(reg, allowtime, false)
+}
+
+/// [`declare`] plus the relations chapter's classes on the demo models (for
+/// the stress test and the benchmarks): the events of a user through the
+/// participations (`user_participation_event_list_by_id`, many-to-many),
+/// the event of a participation (`participation_event_by_id`), and
+/// participations by id, embedding their event and user (`select_related`).
+pub fn declare_with_relations(
+    reg: &mut Registrar,
+    allowtime: Duration,
+) -> Result<DemoClasses, flash_core::RegistryError> {
+    declare_demo(reg, allowtime, true)
+}
+
+fn declare_demo(
+    reg: &mut Registrar,
+    allowtime: Duration,
+    relations: bool,
+) -> Result<DemoClasses, flash_core::RegistryError> {
     // Two declarations of one entity merge (the seed's manager + CacheMeta).
-    let manager = CacheMeta::<user::Entity>::new().get_key([user::Column::Id]);
+    let mut manager = CacheMeta::<user::Entity>::new().get_key([user::Column::Id]);
+    if relations {
+        manager = manager.related_filter::<event::Entity>([user::Column::Id]);
+    }
     let cache_meta = CacheMeta::<user::Entity>::new()
         .get_key([user::Column::Username])
         .timeout(CACHE_TIME_DAY);
@@ -117,8 +140,16 @@ pub fn declare(
             .get_key([event::Column::Id])
             .get_key([event::Column::Slug]),
     )?;
+    let mut participations = CacheMeta::<participation::Entity>::new();
+    if relations {
+        participations = participations
+            .get_key([participation::Column::Id])
+            .related_get::<event::Entity>([participation::Column::Id])
+            .select_related::<event::Entity>()
+            .select_related::<user::Entity>();
+    }
     reg.entity(
-        CacheMeta::<participation::Entity>::new()
+        participations
             .filter_key([participation::Column::UserId])
             .filter_key([participation::Column::EventId])
             .exists_key([participation::Column::EventId])

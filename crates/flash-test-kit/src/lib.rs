@@ -4,7 +4,8 @@
 //! dev-dependency (the `flash` CLI uses it for the demo's models).
 //!
 //! Layout:
-//! - [`entities`]: the seed's SeaORM models (user, event, participation);
+//! - [`entities`]: the seed's SeaORM models (user, event, participation) and
+//!   the relations chapter's (ticket, checkin, tag, user_tag, comment);
 //! - [`schema`]: their tables (create, drop, empty) and the demo's namespace;
 //! - [`declarations`]: the demo's cache declarations ([`declare`]) and its
 //!   user-defined classes ([`EventsInCity`], [`ParticipationCount`],
@@ -20,7 +21,8 @@ pub mod hooked;
 pub mod schema;
 
 pub use declarations::{
-    declare, DemoClasses, EventsInCity, ParticipatedEventIds, ParticipationCount,
+    declare, declare_with_relations, DemoClasses, EventsInCity, ParticipatedEventIds,
+    ParticipationCount,
 };
 pub use hooked::{Call, Hooked, Op};
 pub use schema::DEMO_NAMESPACE;

@@ -1,7 +1,7 @@
 //! Tables of the demo models, created from the entities, and where the demo
 //! keeps them on a server database.
 
-use crate::entities::{event, participation, user};
+use crate::entities::{checkin, comment, event, participation, tag, ticket, user, user_tag};
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbErr, EntityTrait, Schema};
 
 /// Where the demo keeps its tables on a server database: a schema
@@ -43,5 +43,26 @@ pub async fn clear(db: &DatabaseConnection) -> Result<(), DbErr> {
     participation::Entity::delete_many().exec(db).await?;
     event::Entity::delete_many().exec(db).await?;
     user::Entity::delete_many().exec(db).await?;
+    Ok(())
+}
+
+/// The relations chapter's tables: `ticket`, `checkin`, `tag`, `user_tag`
+/// and `comment`, created if missing (no foreign-key constraints).
+pub async fn create_relation_tables(db: &DatabaseConnection) -> Result<(), DbErr> {
+    create(db, ticket::Entity).await?;
+    create(db, checkin::Entity).await?;
+    create(db, tag::Entity).await?;
+    create(db, user_tag::Entity).await?;
+    create(db, comment::Entity).await?;
+    Ok(())
+}
+
+/// Empties the relations chapter's tables.
+pub async fn clear_relations(db: &DatabaseConnection) -> Result<(), DbErr> {
+    checkin::Entity::delete_many().exec(db).await?;
+    ticket::Entity::delete_many().exec(db).await?;
+    user_tag::Entity::delete_many().exec(db).await?;
+    tag::Entity::delete_many().exec(db).await?;
+    comment::Entity::delete_many().exec(db).await?;
     Ok(())
 }

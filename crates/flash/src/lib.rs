@@ -139,8 +139,8 @@ pub use flash_core::resilient::ResilientBackend;
 
 // The SeaORM adapter: declarations per entity, lookups, invalidating writes.
 pub use flash_sea_orm::{
-    by, CacheMeta, Changes, CustomCache, FlashDb, FlashTxn, Lookup, ModelCache, OutboxSettings,
-    Registrar, Request, RequestCache,
+    by, by_object, CacheMeta, Changes, CustomCache, FlashDb, FlashTxn, Lookup, ModelCache,
+    OutboxSettings, Registrar, RelatedCache, Request, RequestCache, SelectRelated,
 };
 // Capture of every write: the triggers, their DDL, the drain's settings.
 pub use flash_sea_orm::capture::{self, DrainSettings};

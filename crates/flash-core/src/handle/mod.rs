@@ -394,7 +394,12 @@ impl Flash {
     /// The key of a lookup of `class` for `values`, in the order of the
     /// class's key fields.
     pub fn key_of<T>(&self, class: &Class<T>, values: &[FieldValue]) -> Result<String, Error> {
-        let spec = &class.spec;
+        self.spec_key(&class.spec, values)
+    }
+
+    /// The key of a lookup of the class declared by `spec` (for adapters
+    /// that compute keys of classes whose value type they do not name).
+    pub fn spec_key(&self, spec: &ClassSpec, values: &[FieldValue]) -> Result<String, Error> {
         if values.len() != spec.key_fields.len() {
             return Err(Error::KeyArity {
                 class: spec.name.clone(),

@@ -21,6 +21,7 @@
 
 use super::values::Kind;
 use super::CHANGES_TABLE;
+use crate::related::{Index, Seeds};
 use flash_core::{FieldValue, Flash, KeySet};
 use sea_orm::{
     ConnectionTrait, DatabaseBackend, DatabaseConnection, DbErr, IsolationLevel, QueryResult,
@@ -122,6 +123,9 @@ pub(crate) struct Drain {
     db: DatabaseConnection,
     flash: Flash,
     tables: HashMap<String, TableDecoder>,
+    /// The related classes: changes to the tables on their paths invalidate
+    /// them through reverse queries.
+    related: Arc<Index>,
     settings: DrainSettings,
     /// Wakes the task early (a notification arrived, or a test asks).
     wake: Notify,
@@ -154,12 +158,14 @@ impl Drain {
         db: DatabaseConnection,
         flash: Flash,
         tables: HashMap<String, TableDecoder>,
+        related: Arc<Index>,
         settings: DrainSettings,
     ) -> Arc<Drain> {
         let drain = Arc::new(Drain {
             db,
             flash,
             tables,
+            related,
             settings,
             wake: Notify::new(),
             task: Mutex::new(None),
@@ -241,12 +247,13 @@ impl Drain {
         Ok((rows.len(), complete))
     }
 
-    /// Invalidates the keys of `rows` (one write per model). The ids applied,
+    /// Invalidates the keys of `rows` (one write per model), those of the
+    /// related classes found by reverse queries included. The ids applied,
     /// and whether that was all of them. A model whose invalidation the cache
-    /// refused keeps its rows, and its keys wait in this process's pending
-    /// set (see `Flash::apply_invalidation`).
+    /// refused (or whose reverse queries failed) keeps its rows, and its keys
+    /// wait in this process's pending set (see `Flash::apply_invalidation`).
     async fn apply(&self, rows: &[Change]) -> (Vec<i64>, bool) {
-        let mut by_model: BTreeMap<&str, (KeySet, Vec<i64>)> = BTreeMap::new();
+        let mut by_model: BTreeMap<&str, (KeySet, Vec<i64>, Seeds)> = BTreeMap::new();
         let mut applied = Vec::new();
         for c in rows {
             let Some(dec) = self.tables.get(&c.table) else {
@@ -274,13 +281,24 @@ impl Drain {
             let entry = by_model.entry(&dec.model).or_default();
             entry.0.extend(keys);
             entry.1.push(c.id);
+            entry.2.extend(self.related.seeds(&dec.model, &dyns));
             metrics::histogram!("flash_invalidation_lag_seconds")
                 .record(c.age_us.max(0) as f64 / 1e6);
         }
         metrics::counter!("flash_captured_rows_total").increment(rows.len() as u64);
         metrics::gauge!("flash_outbox_backlog").set(rows.len() as f64);
         let mut complete = true;
-        for (model, (keys, ids)) in by_model {
+        for (model, (mut keys, ids, seeds)) in by_model {
+            if !seeds.is_empty() {
+                match self.related.resolve(&self.flash, &self.db, &seeds).await {
+                    Ok(more) => keys.extend(more),
+                    Err(e) => {
+                        tracing::debug!(model, error = %e, "reverse query of related classes failed");
+                        complete = false;
+                        continue;
+                    }
+                }
+            }
             if self.flash.apply_invalidation(model, &keys).await.is_err() {
                 complete = false;
                 continue;

@@ -74,19 +74,23 @@ impl FlashDb {
 pub(crate) fn not_found<E: EntityTrait>(lk: &Lookup<E>) -> Error {
     Error::NotFound {
         model: model_name::<E>(),
-        key: lk
-            .pairs
-            .iter()
-            .map(|(c, v)| format!("{}={}", column_name(c), to_field(v)))
-            .collect::<Vec<_>>()
-            .join(", "),
+        key: lookup_text(lk),
     }
+}
+
+/// `col=value, ...` of a lookup, for messages.
+pub(crate) fn lookup_text<E: EntityTrait>(lk: &Lookup<E>) -> String {
+    lk.pairs
+        .iter()
+        .map(|(c, v)| format!("{}={}", column_name(c), to_field(v)))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Cached lookups of one entity, by its declared field tuples.
 pub struct ModelCache<'a, E: EntityTrait> {
-    fdb: &'a FlashDb,
-    _e: PhantomData<E>,
+    pub(super) fdb: &'a FlashDb,
+    pub(super) _e: PhantomData<E>,
 }
 
 impl<E: EntityTrait> ModelCache<'_, E>
@@ -95,7 +99,7 @@ where
 {
     /// The class `lk` reads (the one declared on its fields, of `kind`) and
     /// the lookup's values in the order of the class's key fields.
-    fn class<T: CacheValue>(
+    pub(super) fn class<T: CacheValue>(
         &self,
         kind: CacheKind,
         lk: &Lookup<E>,

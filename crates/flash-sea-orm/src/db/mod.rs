@@ -13,16 +13,21 @@
 
 mod connection;
 mod lookups;
+mod related;
+mod select;
 mod transaction;
 mod writes;
 
 pub(crate) use lookups::not_found;
 pub use lookups::ModelCache;
+pub use related::RelatedCache;
+pub use select::SelectRelated;
 pub use transaction::FlashTxn;
 pub use writes::Changes;
 
 use crate::capture::Drain;
 use crate::outbox::Outbox;
+use crate::related::Index;
 use flash_core::{Error, Flash, SourceError};
 use sea_orm::DatabaseConnection;
 use std::sync::Arc;
@@ -43,6 +48,9 @@ pub struct FlashDb {
     /// The drain of captured changes, when capture is on; shared by clones,
     /// its task stops with the last of them.
     capture: Option<Arc<Drain>>,
+    /// The related classes: their handles, and which tables' writes
+    /// invalidate them by reverse queries.
+    related: Arc<Index>,
 }
 
 impl std::fmt::Debug for FlashDb {
@@ -63,7 +71,13 @@ impl FlashDb {
             db,
             outbox: None,
             capture: None,
+            related: Arc::default(),
         }
+    }
+
+    pub(crate) fn with_related(mut self, related: Arc<Index>) -> Self {
+        self.related = related;
+        self
     }
 
     pub(crate) fn with_capture(mut self, drain: Arc<Drain>) -> Self {

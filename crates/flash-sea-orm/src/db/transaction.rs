@@ -7,11 +7,11 @@
 //! commit is followed by the capture settle, so that their invalidations too
 //! are applied before [`FlashDb::transaction`] returns.
 
-use super::writes::pk_condition;
+use super::writes::{pk_condition, Touched};
 use super::{src, FlashDb};
 use crate::convert::model_name;
 use crate::Changes;
-use flash_core::{Error, KeySet};
+use flash_core::Error;
 use futures::future::BoxFuture;
 use sea_orm::sea_query::Condition;
 use sea_orm::{
@@ -43,7 +43,7 @@ impl FlashDb {
                 let mut ids = Vec::with_capacity(ftx.keys.len());
                 for (model, keys) in &ftx.keys {
                     ids.push(match &self.outbox {
-                        Some(ob) => ob.record(&txn, model, keys).await.map_err(src)?,
+                        Some(ob) => ob.record(&txn, model, &keys.keys).await.map_err(src)?,
                         None => None,
                     });
                 }
@@ -68,7 +68,7 @@ impl FlashDb {
 pub struct FlashTxn {
     fdb: FlashDb,
     txn: Option<DatabaseTransaction>,
-    keys: Vec<(String, KeySet)>,
+    keys: Vec<(String, Touched)>,
     /// A statement that may write ran through the SeaORM connection traits:
     /// settle after the commit.
     wrote: AtomicBool,
@@ -87,7 +87,7 @@ impl FlashTxn {
     pub(super) fn mark_write(&self) {
         self.wrote.store(true, Ordering::Relaxed);
     }
-    fn record(&mut self, model: String, keys: KeySet) {
+    fn record(&mut self, model: String, keys: Touched) {
         self.keys.push((model, keys));
     }
     pub async fn insert<A>(&mut self, am: A) -> Result<<A::Entity as EntityTrait>::Model, Error>

@@ -10,6 +10,7 @@ use super::{src, FlashDb};
 use crate::convert::{column_name, model_name, to_field, ModelRecord};
 use crate::dialect;
 use crate::outbox::{failpoint, now_ms, sql as outbox_sql, Recorded};
+use crate::related::Seeds;
 use flash_core::{Error, FieldValue, KeySet, Record};
 use sea_orm::sea_query::{self, Condition, SimpleExpr};
 use sea_orm::{
@@ -41,7 +42,7 @@ macro_rules! durable_write {
                     let $owned = true;
                     $op.await?
                 };
-                let id = ob.record(&txn, &model, &keys).await.map_err(src)?;
+                let id = ob.record(&txn, &model, &keys.keys).await.map_err(src)?;
                 txn.commit().await.map_err(src)?;
                 $self.finish(&model, &keys, id).await;
                 Ok(out)
@@ -67,6 +68,22 @@ macro_rules! locked_write {
             Ok(out)
         }
     }};
+}
+
+/// What a write changed, for its invalidation: the keys of its rows (old
+/// and new values) and the seeds of the reverse queries of the related
+/// classes whose paths pass through them (run after the commit).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Touched {
+    pub(crate) keys: KeySet,
+    pub(crate) seeds: Seeds,
+}
+
+impl Touched {
+    pub(crate) fn extend(&mut self, other: Touched) {
+        self.keys.extend(other.keys);
+        self.seeds.extend(other.seeds);
+    }
 }
 
 /// Column changes for [`FlashDb::update_many`].
@@ -186,11 +203,14 @@ fn pks_condition<E: EntityTrait>(rows: &[E::Model]) -> Condition {
 
 impl FlashDb {
     /// Names of the fields that some invalidating class of `model` is keyed by.
+    /// Also the columns related classes join on: a write that changes one
+    /// invalidates for its old value too.
     fn key_fields(&self, model: &str) -> BTreeSet<String> {
         self.flash
             .classes()
             .filter(|c| c.model == model && c.invalidation != flash_core::Invalidation::Off)
             .flat_map(|c| c.key_fields.iter().cloned())
+            .chain(self.related.joined_columns(model).map(str::to_owned))
             .collect()
     }
 
@@ -198,8 +218,26 @@ impl FlashDb {
     /// only after this, so the writer reads its own write. A failure leaves
     /// the write's captured record (or its outbox row) for the background
     /// drain.
-    pub(super) async fn finish(&self, model: &str, keys: &KeySet, outbox_id: Option<i64>) {
+    pub(super) async fn finish(&self, model: &str, touched: &Touched, outbox_id: Option<i64>) {
         failpoint("after_commit");
+        let mut related = None;
+        if !touched.seeds.is_empty() {
+            // After the commit: see the related module's documentation.
+            match self
+                .related
+                .resolve(&self.flash, &self.db, &touched.seeds)
+                .await
+            {
+                Ok(more) => {
+                    let mut all = touched.keys.clone();
+                    all.extend(more);
+                    related = Some(all);
+                }
+                Err(e) => tracing::warn!(model, error = %e,
+                    "reverse query of related classes failed (capture's drain repeats it when on)"),
+            }
+        }
+        let keys = related.as_ref().unwrap_or(&touched.keys);
         match self.flash.apply_invalidation(model, keys).await {
             Ok(()) => {
                 if let (Some(ob), Some(id)) = (&self.outbox, outbox_id) {
@@ -221,11 +259,14 @@ impl FlashDb {
         }
     }
 
-    pub(super) fn keys_of<M: ModelTrait + Sync>(&self, rows: &[&M]) -> KeySet {
+    pub(super) fn keys_of<M: ModelTrait + Sync>(&self, rows: &[&M]) -> Touched {
         let model = model_name::<M::Entity>();
         let recs: Vec<ModelRecord<'_, M>> = rows.iter().map(|r| ModelRecord(*r)).collect();
         let dyns: Vec<&dyn Record> = recs.iter().map(|r| r as &dyn Record).collect();
-        self.flash.keys_for_rows(&model, &dyns)
+        Touched {
+            keys: self.flash.keys_for_rows(&model, &dyns),
+            seeds: self.related.seeds(&model, &dyns),
+        }
     }
 
     /// Inserts a row; the keys of its key-field values are invalidated (a
@@ -379,7 +420,14 @@ impl FlashDb {
         E::Model: Sync,
     {
         let rows = E::find().filter(cond).all(&self.db).await.map_err(src)?;
-        let keys = self.keys_of(&rows.iter().collect::<Vec<_>>());
+        let touched = self.keys_of(&rows.iter().collect::<Vec<_>>());
+        let mut keys = touched.keys;
+        keys.extend(
+            self.related
+                .resolve(&self.flash, &self.db, &touched.seeds)
+                .await
+                .map_err(src)?,
+        );
         self.flash
             .apply_invalidation(&model_name::<E>(), &keys)
             .await?;
@@ -390,7 +438,7 @@ impl FlashDb {
         &self,
         conn: &C,
         am: A,
-    ) -> Result<(<A::Entity as EntityTrait>::Model, KeySet), Error>
+    ) -> Result<(<A::Entity as EntityTrait>::Model, Touched), Error>
     where
         C: ConnectionTrait,
         A: ActiveModelTrait + ActiveModelBehavior + Send,
@@ -409,7 +457,7 @@ impl FlashDb {
         conn: &C,
         owned: bool,
         am: A,
-    ) -> Result<(<A::Entity as EntityTrait>::Model, KeySet), Error>
+    ) -> Result<(<A::Entity as EntityTrait>::Model, Touched), Error>
     where
         C: ConnectionTrait + TransactionTrait,
         A: ActiveModelTrait + ActiveModelBehavior + Send,
@@ -436,7 +484,7 @@ impl FlashDb {
         &self,
         txn: &C,
         am: A,
-    ) -> Result<(<A::Entity as EntityTrait>::Model, KeySet), Error>
+    ) -> Result<(<A::Entity as EntityTrait>::Model, Touched), Error>
     where
         C: ConnectionTrait,
         A: ActiveModelTrait + ActiveModelBehavior + Send,
@@ -470,7 +518,7 @@ impl FlashDb {
         owned: bool,
         cond: Condition,
         changes: Changes<E>,
-    ) -> Result<(u64, KeySet), Error>
+    ) -> Result<(u64, Touched), Error>
     where
         E: EntityTrait,
         E::Model: Sync,
@@ -485,14 +533,14 @@ impl FlashDb {
         txn: &C,
         cond: Condition,
         changes: Changes<E>,
-    ) -> Result<(u64, KeySet), Error>
+    ) -> Result<(u64, Touched), Error>
     where
         E: EntityTrait,
         E::Model: Sync,
         C: ConnectionTrait,
     {
         let Some((old, only_old)) = lock_rows::<E, _>(txn, &cond).await? else {
-            return Ok((0, KeySet::default()));
+            return Ok((0, Touched::default()));
         };
         // Only the rows read above are updated, so every updated row's old
         // values are known.
@@ -515,7 +563,7 @@ impl FlashDb {
         conn: &C,
         owned: bool,
         cond: Condition,
-    ) -> Result<(u64, KeySet), Error>
+    ) -> Result<(u64, Touched), Error>
     where
         E: EntityTrait,
         E::Model: Sync,
@@ -524,14 +572,14 @@ impl FlashDb {
         locked_write!(conn, owned, |txn| self.delete_locked::<E, _>(txn, cond))
     }
 
-    async fn delete_locked<E, C>(&self, txn: &C, cond: Condition) -> Result<(u64, KeySet), Error>
+    async fn delete_locked<E, C>(&self, txn: &C, cond: Condition) -> Result<(u64, Touched), Error>
     where
         E: EntityTrait,
         E::Model: Sync,
         C: ConnectionTrait,
     {
         let Some((old, only_old)) = lock_rows::<E, _>(txn, &cond).await? else {
-            return Ok((0, KeySet::default()));
+            return Ok((0, Touched::default()));
         };
         let n = E::delete_many()
             .filter(cond)

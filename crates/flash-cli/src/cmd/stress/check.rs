@@ -4,7 +4,7 @@ use super::worker::slugs_up_to;
 use super::{BoxError, USERS};
 use flash_core::{Outcome, Query};
 use flash_sea_orm::{by, FlashDb};
-use flash_test_kit::entities::{event, participation};
+use flash_test_kit::entities::{event, participation, user};
 use flash_test_kit::DemoClasses;
 use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter};
 
@@ -68,6 +68,7 @@ pub async fn final_state(
         }
     }
     let parts = fdb.cache::<participation::Entity>();
+    related(fdb, db, &mut f, &note).await?;
     for u in 1..=USERS {
         let mut truth = participation::Entity::find()
             .filter(participation::Column::UserId.eq(u))
@@ -118,4 +119,68 @@ pub async fn final_state(
         }
     }
     Ok(f)
+}
+
+/// Check (a) on the related classes: the events of every user through the
+/// participations, and the event of every participation (deleted ones
+/// included: their cached absence must hold).
+async fn related(
+    fdb: &FlashDb,
+    db: &DatabaseConnection,
+    f: &mut Findings,
+    note: &impl Fn(&mut Findings, bool, String),
+) -> Result<(), BoxError> {
+    let users = fdb.cache::<user::Entity>();
+    let events = users.related::<event::Entity>();
+    for u in 1..=USERS {
+        if let Some(cached) = peek(fdb, events.filter_query(&by(user::Column::Id, u))?).await {
+            let mut ids: Vec<i32> = participation::Entity::find()
+                .filter(participation::Column::UserId.eq(u))
+                .all(db)
+                .await?
+                .iter()
+                .map(|p| p.event_id)
+                .collect();
+            ids.sort_unstable();
+            ids.dedup();
+            let truth = event::Entity::find()
+                .filter(event::Column::Id.is_in(ids))
+                .all(db)
+                .await?;
+            let mut truth = truth;
+            truth.sort_by_key(|e| e.id);
+            note(
+                f,
+                cached == truth,
+                format!(
+                    "events of user {u} (many-to-many): cached {} rows, database {}",
+                    cached.len(),
+                    truth.len()
+                ),
+            );
+        }
+    }
+    let parts = fdb.cache::<participation::Entity>();
+    let of = parts.related::<event::Entity>();
+    let max = participation::Entity::find()
+        .all(db)
+        .await?
+        .iter()
+        .map(|p| p.id)
+        .max()
+        .unwrap_or(0);
+    for p in 1..=max {
+        if let Some(cached) = peek(fdb, of.get_query(&by(participation::Column::Id, p))?).await {
+            let truth = match participation::Entity::find_by_id(p).one(db).await? {
+                Some(row) => event::Entity::find_by_id(row.event_id).one(db).await?,
+                None => None,
+            };
+            note(
+                f,
+                cached == truth,
+                format!("event of participation {p}: cached {cached:?}, database {truth:?}"),
+            );
+        }
+    }
+    Ok(())
 }

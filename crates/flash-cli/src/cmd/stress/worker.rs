@@ -29,6 +29,9 @@ pub struct Report {
     pub violations: u64,
     /// Writes that bypassed flash (raw SQL, plain SeaORM): part of `writes`.
     pub foreign: u64,
+    /// Lookups of the related classes checked (b) (a many-to-many list and a
+    /// related instance each).
+    pub related_reads: u64,
     /// Foreign writes (and, with `--partition`, writes of the cut-off
     /// process read elsewhere) seen stale by a reader: (event, revision) → the longest
     /// time, in µs, from the write's return to the start of a stale lookup.
@@ -40,7 +43,7 @@ impl Report {
     /// `STALE id revision µs` line per foreign write seen stale.
     pub fn to_lines(&self) -> String {
         let mut out = format!(
-            "REPORT {} {} {} {} {} {} {} {} {}",
+            "REPORT {} {} {} {} {} {} {} {} {} {}",
             self.reads,
             self.writes,
             self.renames,
@@ -49,7 +52,8 @@ impl Report {
             self.txns,
             self.deletes,
             self.violations,
-            self.foreign
+            self.foreign,
+            self.related_reads
         );
         for ((id, rev), us) in &self.stale_after {
             out.push_str(&format!("\nSTALE {id} {rev} {us}"));
@@ -73,6 +77,7 @@ impl Report {
             deletes: it.next()??,
             violations: it.next()??,
             foreign: it.next()??,
+            related_reads: it.next()??,
             stale_after: HashMap::new(),
         };
         for l in text.lines() {
@@ -101,6 +106,7 @@ impl Report {
             deletes: self.deletes + o.deletes,
             violations: self.violations + o.violations,
             foreign: self.foreign + o.foreign,
+            related_reads: self.related_reads + o.related_reads,
             stale_after: self.stale_after.clone(),
         };
         for (&(id, rev), &us) in &o.stale_after {
@@ -681,6 +687,65 @@ impl Worker {
         Ok(report)
     }
 
+    /// Check (b) on the related classes: the events of user `u` through the
+    /// participations (many-to-many) and the event of a random
+    /// participation must hold every event at a revision no older than the
+    /// one published before the lookup started.
+    async fn check_related(
+        &self,
+        rng: &mut rand::rngs::StdRng,
+        u: i32,
+        report: &mut Report,
+    ) -> Result<(), BoxError> {
+        let rows = self
+            .db
+            .query_all(Statement::from_string(
+                self.db.get_database_backend(),
+                format!("SELECT event_id, revision, written_us FROM {PROGRESS_TABLE}"),
+            ))
+            .await?;
+        let mut published = HashMap::new();
+        for r in rows {
+            let id: i32 = r.try_get("", "event_id")?;
+            let rev: i64 = r.try_get("", "revision")?;
+            let at: i64 = r.try_get("", "written_us")?;
+            published.insert(id, (rev, at));
+        }
+        let started = now_us();
+        let users = self.fdb.cache::<user::Entity>();
+        let mut seen = users
+            .related::<event::Entity>()
+            .filter(by(user::Column::Id, u))
+            .await?;
+        let p = rng.random_range(1..=PARTICIPATIONS);
+        let parts = self.fdb.cache::<participation::Entity>();
+        seen.extend(
+            parts
+                .related::<event::Entity>()
+                .get_or_none(by(participation::Column::Id, p))
+                .await?,
+        );
+        for e in seen {
+            let Some(&(rev0, written_us)) = published.get(&e.id) else {
+                continue;
+            };
+            if e.revision >= rev0 {
+                continue;
+            }
+            if self.foreign_owned(e.id) || self.cut_owned(e.id) {
+                report.note_stale(e.id, rev0, started - written_us);
+            } else {
+                report.violations += 1;
+                eprintln!(
+                    "violation: event {} at revision {} through a related class (user {u} / participation {p}), published revision {rev0}",
+                    e.id, e.revision
+                );
+            }
+        }
+        report.related_reads += 1;
+        Ok(())
+    }
+
     async fn reader(&self, r: u32, budget: Arc<AtomicU64>) -> Result<Report, BoxError> {
         let mut rng =
             rand::rngs::StdRng::seed_from_u64(u64::from(self.id) * 1_000_003 + u64::from(r));
@@ -753,6 +818,10 @@ impl Worker {
                 f.get(&self.classes.participation_count, &[u.into()])
                     .await?;
                 f.get(&self.classes.event_ids, &[u.into()]).await?;
+            }
+            if report.reads % 16 == 0 {
+                let u = rng.random_range(1..=USERS);
+                self.check_related(&mut rng, u, &mut report).await?;
             }
         }
         Ok(report)

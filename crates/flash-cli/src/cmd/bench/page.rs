@@ -1,0 +1,197 @@
+//! Scenario 10, a page: a participation with its event and its user
+//! (`select_related`, two embedded relations), hit, against the same three
+//! rows read by three flash lookups one after the other, a single-row hit,
+//! and SeaORM's `find_also_related` twice (one query with two joins) on each
+//! database. Interleaved rounds, as in `latency`.
+
+use super::stats::{fmt_dur, fmt_ratio, ratio, BenchResult, Report, Samples, Section, Verdict};
+use super::Env;
+use flash_core::Backend;
+use flash_sea_orm::{by, FlashDb, Registrar};
+use flash_test_kit::entities::{event, participation, user};
+use flash_test_kit::{declare_with_relations, Hooked, Op};
+use sea_orm::EntityTrait;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Participations read (ids 1..=PAGES; the seed has more than a thousand).
+const PAGES: i32 = 500;
+
+/// A handle with the relations chapter's declarations on a pair's database
+/// and cache, under a prefix of its own (the pairs' handles do not declare
+/// them: their reverse queries would change the write scenarios).
+async fn page_handle(
+    db: &sea_orm::DatabaseConnection,
+    backend: Arc<dyn Backend>,
+    prefix: String,
+) -> BenchResult<FlashDb> {
+    let mut reg = Registrar::new(db.clone())
+        .configure(|b| b.backend_arc(backend).prefix(prefix))
+        .capture(false)
+        .install_capture(false)
+        .outbox(false);
+    declare_with_relations(&mut reg, Duration::from_secs(60))?;
+    Ok(reg.build().await?)
+}
+
+pub async fn page(env: &Env, report: &mut Report) -> BenchResult<()> {
+    let plan = &env.plan;
+    let per = plan.per_round;
+    let pairs = env.primary_pairs();
+    let mut handles = Vec::new();
+    for p in &pairs {
+        let counting = Arc::new(Hooked::new(env.caches[p.cache].flash_backend.clone()));
+        let fdb = page_handle(
+            &env.dbs[p.db].db,
+            counting.clone(),
+            format!("{}page:", p.prefix),
+        )
+        .await?;
+        // Warm every key, twice (the second read finds the remembered
+        // foreign keys).
+        for _ in 0..2 {
+            for id in 1..=PAGES {
+                fdb.cache::<participation::Entity>()
+                    .select_related::<event::Entity>()
+                    .and::<user::Entity>()
+                    .get(by(participation::Column::Id, id))
+                    .await?;
+            }
+        }
+        handles.push((fdb, counting));
+    }
+    let mut db_s = vec![Samples::default(); env.dbs.len()];
+    let mut page_s = vec![Samples::default(); pairs.len()];
+    let mut three_s = vec![Samples::default(); pairs.len()];
+    let mut one_s = vec![Samples::default(); pairs.len()];
+    let mut trips = vec![(0u64, 0u64); pairs.len()];
+    let id = |i: usize| 1 + (i as i32 % PAGES);
+    for round in 0..=plan.rounds {
+        let mut scratch = Samples::default();
+        let start = round * per;
+        for (d, s) in env.dbs.iter().zip(&mut db_s) {
+            let out = if round == 0 { &mut scratch } else { s };
+            time_loop!(start, per, out, |i| {
+                participation::Entity::find_by_id(id(i))
+                    .find_also_related(event::Entity)
+                    .find_also_related(user::Entity)
+                    .one(&d.db)
+                    .await?
+                    .ok_or("row missing")?
+            });
+        }
+        for (k, (fdb, counting)) in handles.iter().enumerate() {
+            let parts = fdb.cache::<participation::Entity>();
+            let page = parts
+                .select_related::<event::Entity>()
+                .and::<user::Entity>();
+            let out = if round == 0 {
+                &mut scratch
+            } else {
+                &mut page_s[k]
+            };
+            let before = counting.calls(Op::GetMany);
+            time_loop!(start, per, out, |i| {
+                let (_, e, u) = page.get(by(participation::Column::Id, id(i))).await?;
+                if e.is_none() || u.is_none() {
+                    return Err("page without its relations".into());
+                }
+            });
+            if round > 0 {
+                trips[k].0 += counting.calls(Op::GetMany) - before;
+                trips[k].1 += per as u64;
+            }
+            let (events, users) = (fdb.cache::<event::Entity>(), fdb.cache::<user::Entity>());
+            let out = if round == 0 {
+                &mut scratch
+            } else {
+                &mut three_s[k]
+            };
+            time_loop!(start, per, out, |i| {
+                let p = parts.get(by(participation::Column::Id, id(i))).await?;
+                events.get(by(event::Column::Id, p.event_id)).await?;
+                users.get(by(user::Column::Id, p.user_id)).await?;
+            });
+            let out = if round == 0 {
+                &mut scratch
+            } else {
+                &mut one_s[k]
+            };
+            time_loop!(start, per, out, |i| {
+                parts.get(by(participation::Column::Id, id(i))).await?;
+            });
+        }
+    }
+
+    let mut sec = Section::new(
+        "10. A page: a row and two embedded relations (hit)",
+        &format!(
+            "Sequential, {} operations each over {PAGES} participations. *page* is \
+             `fdb.cache::<Participation>().select_related::<Event>().and::<User>().get(by(Id, id))` \
+             (each row under its own key, one `get_many`); *three lookups* reads the participation, \
+             then its event and its user by id, one after the other; *single row* is the \
+             participation alone; the database reads the same page with SeaORM \
+             `find_by_id(id).find_also_related(Event).find_also_related(User)` (one query, two joins).",
+            plan.rounds * per
+        ),
+        &["operation", "target", "median", "p99", "÷ single-row hit", "cache round trips per page"],
+    );
+    for (d, s) in env.dbs.iter().zip(&db_s) {
+        sec.row(vec![
+            "SeaORM `find_also_related` ×2 (join)".into(),
+            d.name.into(),
+            fmt_dur(s.median()),
+            fmt_dur(s.p99()),
+            String::new(),
+            String::new(),
+        ]);
+    }
+    for (k, p) in pairs.iter().enumerate() {
+        let c = &env.caches[p.cache];
+        let per_page = trips[k].0 as f64 / trips[k].1.max(1) as f64;
+        let r = ratio(&page_s[k], &one_s[k]);
+        sec.row(vec![
+            "flash page (`select_related`)".into(),
+            c.name.into(),
+            fmt_dur(page_s[k].median()),
+            fmt_dur(page_s[k].p99()),
+            fmt_ratio(r),
+            format!("{per_page:.2}"),
+        ]);
+        sec.row(vec![
+            "flash, three lookups".into(),
+            c.name.into(),
+            fmt_dur(three_s[k].median()),
+            fmt_dur(three_s[k].p99()),
+            fmt_ratio(ratio(&three_s[k], &one_s[k])),
+            "3".into(),
+        ]);
+        sec.row(vec![
+            "flash, single row".into(),
+            c.name.into(),
+            fmt_dur(one_s[k].median()),
+            fmt_dur(one_s[k].p99()),
+            String::new(),
+            "1".into(),
+        ]);
+        report.check(
+            "page hit: one cache round trip",
+            c.name,
+            format!("{per_page:.2} per page"),
+            Verdict::of(per_page <= 1.0),
+        );
+        report.check(
+            "page hit ≤ 1.3 × single-row hit",
+            c.name,
+            format!(
+                "{} vs {} = {}",
+                fmt_dur(page_s[k].median()),
+                fmt_dur(one_s[k].median()),
+                fmt_ratio(r)
+            ),
+            Verdict::of(r <= 1.3),
+        );
+    }
+    report.sections.push(sec);
+    Ok(())
+}

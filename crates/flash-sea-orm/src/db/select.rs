@@ -1,0 +1,323 @@
+//! `select_related`: an instance lookup that embeds the rows its foreign
+//! keys point at, read in the same cache round trip, each under its own key
+//! (the target's primary-key instance class), and handed back as a tuple,
+//! the way SeaORM's `find_also_related` does.
+//!
+//! The related keys depend on the row's foreign-key values, which are only
+//! known once the row is read. The handle remembers them per key (a hint):
+//! the next read of that key asks the cache for the row and the hinted
+//! related keys together, in one `get_many`. A row whose foreign key changed
+//! since (or the first read of a key in this process) costs a second round
+//! trip for the related rows; a hint never decides what is returned, the row
+//! read does.
+
+use super::lookups::{not_found, ModelCache};
+use super::FlashDb;
+use crate::convert::ModelRecord;
+use crate::lookup::Lookup;
+use crate::related::Path;
+use flash_core::{
+    Batch, BatchResults, CacheKind, CacheValue, Class, Error, FieldValue, Handle, Query, Record,
+};
+use sea_orm::{EntityTrait, Related};
+use std::any::Any;
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+impl<'a, E: EntityTrait> ModelCache<'a, E>
+where
+    E::Model: CacheValue,
+{
+    /// Instance lookups of `E` that also return the row of `T` its foreign
+    /// key points at (declared with [`crate::CacheMeta::select_related`]).
+    /// Add a second relation with [`SelectRelated::and`].
+    pub fn select_related<T>(&self) -> SelectRelated<'a, E, (T,)>
+    where
+        E: Related<T>,
+        T: EntityTrait,
+        T::Model: CacheValue,
+    {
+        let mut s = SelectRelated {
+            fdb: self.fdb,
+            cache: ModelCache {
+                fdb: self.fdb,
+                _e: PhantomData,
+            },
+            embeds: vec![Path::related::<E, T>()],
+            slots: Vec::new(),
+            _r: PhantomData,
+        };
+        s.resolve_slot::<T>();
+        s
+    }
+}
+
+/// An instance lookup of `E` embedding the rows of the entities in `R`.
+pub struct SelectRelated<'a, E: EntityTrait, R> {
+    fdb: &'a FlashDb,
+    cache: ModelCache<'a, E>,
+    embeds: Vec<Result<Path, String>>,
+    /// The `Slot<T>` of each embedded relation, found once when the lookup
+    /// is made (`None`: not declared; the lookup then says why).
+    slots: Vec<Option<Arc<dyn Any + Send + Sync>>>,
+    _r: PhantomData<fn() -> R>,
+}
+
+/// One embedded relation of a lookup: the row's foreign key and the
+/// target's instance class on the column it points at.
+struct Slot<T: EntityTrait> {
+    fk: String,
+    class: Class<Option<T::Model>>,
+}
+
+/// An embedded row: read with the row (the hint was right, or there is no
+/// foreign key) or to be read in a second round trip.
+enum Step<T> {
+    Ready(Option<T>),
+    Later(Handle<Option<T>>),
+}
+
+impl<T: EntityTrait> Slot<T>
+where
+    T::Model: CacheValue,
+{
+    fn add(&self, batch: &mut Batch<'_>, v: &FieldValue) -> Handle<Option<T::Model>> {
+        batch.add(Query::new(&self.class, vec![v.clone()]))
+    }
+
+    /// The embedded row for the foreign-key value `actual`, from the first
+    /// round trip when it read that key, else planned into `second`.
+    fn step(
+        &self,
+        first: &mut BatchResults,
+        read: Option<(Handle<Option<T::Model>>, &FieldValue)>,
+        actual: &FieldValue,
+        second: &mut Batch<'_>,
+    ) -> Result<Step<T::Model>, Error> {
+        if *actual == FieldValue::Null {
+            return Ok(Step::Ready(None));
+        }
+        match read {
+            Some((h, hinted)) if hinted == actual => Ok(Step::Ready(first.take(h)?)),
+            _ => Ok(Step::Later(self.add(second, actual))),
+        }
+    }
+}
+
+fn finish<T>(step: Step<T>, second: &mut Option<BatchResults>) -> Result<Option<T>, Error>
+where
+    T: 'static,
+{
+    match step {
+        Step::Ready(v) => Ok(v),
+        Step::Later(h) => second.as_mut().ok_or(Error::ResultTaken)?.take(h),
+    }
+}
+
+impl<'a, E: EntityTrait, R> SelectRelated<'a, E, R>
+where
+    E::Model: CacheValue,
+{
+    /// Finds the slot of the relation just added (the last of `embeds`).
+    fn resolve_slot<T>(&mut self)
+    where
+        T: EntityTrait,
+        T::Model: CacheValue,
+    {
+        let slot = self
+            .find_slot::<T>(self.embeds.len() - 1)
+            .ok()
+            .map(|s| Arc::new(s) as Arc<dyn Any + Send + Sync>);
+        self.slots.push(slot);
+    }
+
+    /// The slot of the `i`-th embedded relation, to `T`.
+    fn slot<T>(&self, i: usize) -> Result<&Slot<T>, Error>
+    where
+        T: EntityTrait,
+        T::Model: CacheValue,
+    {
+        match self.slots.get(i).and_then(|s| s.as_ref()) {
+            Some(s) => s.downcast_ref::<Slot<T>>().ok_or(Error::ForeignHandle),
+            // Not found when the lookup was made: the error says why.
+            None => Err(self.find_slot::<T>(i).err().unwrap_or(Error::ForeignHandle)),
+        }
+    }
+
+    /// Looks the slot of the `i`-th embedded relation up.
+    fn find_slot<T>(&self, i: usize) -> Result<Slot<T>, Error>
+    where
+        T: EntityTrait,
+        T::Model: CacheValue,
+    {
+        let not_declared = || Error::CacheNotRegistered {
+            model: crate::convert::model_name::<E>(),
+            kind: "select_related",
+            fields: vec![crate::convert::model_name::<T>()],
+        };
+        let path = self.embeds[i].as_ref().map_err(|_| not_declared())?;
+        if !self.fdb.related.embeds(path) {
+            return Err(not_declared());
+        }
+        let hop = &path.0[0];
+        let class = self.fdb.flash.simple_class::<Option<T::Model>, _>(
+            &hop.to_tbl,
+            CacheKind::Instance,
+            &[&hop.to_col],
+        )?;
+        Ok(Slot {
+            fk: hop.from_col.clone(),
+            class,
+        })
+    }
+
+    /// The row's class, its key, the lookup's values and the hint.
+    async fn plan(
+        &self,
+        lk: &Lookup<E>,
+    ) -> Result<
+        (
+            Class<Option<E::Model>>,
+            String,
+            Vec<FieldValue>,
+            Option<Arc<[FieldValue]>>,
+        ),
+        Error,
+    > {
+        let (class, values) = self
+            .cache
+            .class::<Option<E::Model>>(CacheKind::Instance, lk)?;
+        let key = self.fdb.flash.key_of(&class, &values)?;
+        let hint = self.fdb.related.hint(&key).await;
+        Ok((class, key, values, hint))
+    }
+}
+
+fn fk_of<M: sea_orm::ModelTrait + Sync>(row: &M, fk: &str) -> FieldValue {
+    ModelRecord(row).field(fk).unwrap_or(FieldValue::Null)
+}
+
+impl<'a, E: EntityTrait, T: EntityTrait> SelectRelated<'a, E, (T,)>
+where
+    E::Model: CacheValue + Sync,
+    T::Model: CacheValue,
+{
+    /// Also embeds the row of `U` (a second foreign key of `E`).
+    pub fn and<U>(self) -> SelectRelated<'a, E, (T, U)>
+    where
+        E: Related<U>,
+        U: EntityTrait,
+        U::Model: CacheValue,
+    {
+        let mut embeds = self.embeds;
+        embeds.push(Path::related::<E, U>());
+        let mut s = SelectRelated {
+            fdb: self.fdb,
+            cache: self.cache,
+            embeds,
+            slots: self.slots,
+            _r: PhantomData,
+        };
+        s.resolve_slot::<U>();
+        s
+    }
+
+    /// The row found by `lk` and the row of `T` it points at;
+    /// [`Error::NotFound`] when there is no row.
+    pub async fn get(&self, lk: Lookup<E>) -> Result<(E::Model, Option<T::Model>), Error> {
+        self.get_or_none(lk.clone())
+            .await?
+            .ok_or_else(|| not_found(&lk))
+    }
+
+    /// Like [`Self::get`], `None` when there is no row.
+    pub async fn get_or_none(
+        &self,
+        lk: Lookup<E>,
+    ) -> Result<Option<(E::Model, Option<T::Model>)>, Error> {
+        let s1 = self.slot::<T>(0)?;
+        let (class, key, values, hint) = self.plan(&lk).await?;
+        let hinted = |i: usize| {
+            hint.as_ref()
+                .and_then(|h| h.get(i))
+                .filter(|v| **v != FieldValue::Null)
+        };
+        let flash = &self.fdb.flash;
+        let mut batch = flash.batch();
+        let h0 = batch.add(Query::new(&class, values));
+        let h1 = hinted(0).map(|v| (s1.add(&mut batch, v), v));
+        let mut first = batch.run().await;
+        let Some(row) = first.take(h0)? else {
+            return Ok(None);
+        };
+        let actual: Arc<[FieldValue]> = Arc::new([fk_of(&row, &s1.fk)]);
+        let mut second = flash.batch();
+        let st1 = s1.step(&mut first, h1, &actual[0], &mut second)?;
+        let mut second = match matches!(st1, Step::Later(_)) {
+            true => Some(second.run().await),
+            false => None,
+        };
+        let v1 = finish(st1, &mut second)?;
+        if hint.as_deref() != Some(&actual[..]) {
+            self.fdb.related.remember(key, actual).await;
+        }
+        Ok(Some((row, v1)))
+    }
+}
+
+impl<E: EntityTrait, T: EntityTrait, U: EntityTrait> SelectRelated<'_, E, (T, U)>
+where
+    E::Model: CacheValue + Sync,
+    T::Model: CacheValue,
+    U::Model: CacheValue,
+{
+    /// The row found by `lk` and the rows of `T` and `U` it points at;
+    /// [`Error::NotFound`] when there is no row.
+    #[allow(clippy::type_complexity)]
+    pub async fn get(
+        &self,
+        lk: Lookup<E>,
+    ) -> Result<(E::Model, Option<T::Model>, Option<U::Model>), Error> {
+        self.get_or_none(lk.clone())
+            .await?
+            .ok_or_else(|| not_found(&lk))
+    }
+
+    /// Like [`Self::get`], `None` when there is no row.
+    #[allow(clippy::type_complexity)]
+    pub async fn get_or_none(
+        &self,
+        lk: Lookup<E>,
+    ) -> Result<Option<(E::Model, Option<T::Model>, Option<U::Model>)>, Error> {
+        let (s1, s2) = (self.slot::<T>(0)?, self.slot::<U>(1)?);
+        let (class, key, values, hint) = self.plan(&lk).await?;
+        let hinted = |i: usize| {
+            hint.as_ref()
+                .and_then(|h| h.get(i))
+                .filter(|v| **v != FieldValue::Null)
+        };
+        let flash = &self.fdb.flash;
+        let mut batch = flash.batch();
+        let h0 = batch.add(Query::new(&class, values));
+        let h1 = hinted(0).map(|v| (s1.add(&mut batch, v), v));
+        let h2 = hinted(1).map(|v| (s2.add(&mut batch, v), v));
+        let mut first = batch.run().await;
+        let Some(row) = first.take(h0)? else {
+            return Ok(None);
+        };
+        let actual: Arc<[FieldValue]> = Arc::new([fk_of(&row, &s1.fk), fk_of(&row, &s2.fk)]);
+        let mut second = flash.batch();
+        let st1 = s1.step(&mut first, h1, &actual[0], &mut second)?;
+        let st2 = s2.step(&mut first, h2, &actual[1], &mut second)?;
+        let later = matches!(st1, Step::Later(_)) || matches!(st2, Step::Later(_));
+        let mut second = match later {
+            true => Some(second.run().await),
+            false => None,
+        };
+        let (v1, v2) = (finish(st1, &mut second)?, finish(st2, &mut second)?);
+        if hint.as_deref() != Some(&actual[..]) {
+            self.fdb.related.remember(key, actual).await;
+        }
+        Ok(Some((row, v1, v2)))
+    }
+}
