@@ -174,12 +174,29 @@ pub async fn page(env: &Env, report: &mut Report) -> BenchResult<()> {
             String::new(),
             "1".into(),
         ]);
-        report.check(
-            "page hit: one cache round trip",
-            c.name,
-            format!("{per_page:.2} per page"),
-            Verdict::of(per_page <= 1.0),
-        );
+        if c.name == "in-process" {
+            // No round trip to save: the page is three lookups one after the
+            // other, and their cost is its floor.
+            let floor = ratio(&page_s[k], &three_s[k]);
+            report.check(
+                "page hit in process ≤ 1.1 × three lookups (its floor)",
+                c.name,
+                format!(
+                    "{} vs {} = {}",
+                    fmt_dur(page_s[k].median()),
+                    fmt_dur(three_s[k].median()),
+                    fmt_ratio(floor)
+                ),
+                Verdict::of(floor <= 1.1),
+            );
+        } else {
+            report.check(
+                "page hit: one cache round trip",
+                c.name,
+                format!("{per_page:.2} per page"),
+                Verdict::of(per_page <= 1.0),
+            );
+        }
         report.check(
             "page hit ≤ 1.3 × single-row hit",
             c.name,
