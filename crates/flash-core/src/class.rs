@@ -148,6 +148,17 @@ impl ClassSpec {
         self.simple = simple;
         self
     }
+    /// The declaration in words, for error messages: "instance cache on event
+    /// by (slug)", "custom queryset cache on event by (city)".
+    pub fn describe(&self) -> String {
+        format!(
+            "{}{} cache on {} by ({})",
+            if self.simple { "" } else { "custom " },
+            self.kind.label(),
+            self.model,
+            self.key_fields.join(", ")
+        )
+    }
     /// See [`Self::compress_above`](field@Self::compress_above).
     pub fn compress_above(mut self, bytes: usize) -> Self {
         self.compress_above = Some(bytes);

@@ -40,8 +40,12 @@ impl SourceError {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum RegistryError {
-    #[error("cache class name {0:?} is registered twice (class names are part of the key)")]
-    DuplicateClass(String),
+    #[error("cache class name {name:?} is declared twice: by the {first} and by the {second} (class names are part of the key; name one with `named`)")]
+    DuplicateClass {
+        name: String,
+        first: String,
+        second: String,
+    },
     #[error("model {model:?} declares the {kind} key tuple {fields:?} twice")]
     DuplicateKeyTuple {
         model: String,

@@ -37,6 +37,7 @@
 //!   long, invalidated how.
 //! * [`registry`]: the set of classes and models, checked at build.
 //! * [`key`]: cache keys, valid for every server and injective.
+//! * [`naming`]: class names derived from declarations, injective too.
 //! * [`codec`]: what a cache entry holds (value, lease, stale marker) and its
 //!   bytes.
 //! * [`value`]: key-field values and rows, independent of any ORM.
@@ -59,6 +60,7 @@ mod decide;
 pub mod error;
 mod handle;
 pub mod key;
+pub mod naming;
 pub mod registry;
 pub mod stats;
 pub mod value;

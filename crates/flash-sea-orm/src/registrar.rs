@@ -264,6 +264,7 @@ impl Registrar {
         E::Model: CacheValue,
     {
         let model = model_name::<E>();
+        let specs = meta.specs()?;
         let pk: Vec<String> = E::PrimaryKey::iter()
             .map(|p| column_name(&p.into_column()))
             .collect();
@@ -278,7 +279,7 @@ impl Registrar {
                 .map(|c| (column_name(&c), Kind::of(c.def().get_column_type())))
                 .collect(),
         });
-        for (spec, cols) in meta.specs() {
+        for (spec, cols) in specs {
             self.key_fields
                 .entry(model.clone())
                 .or_default()
