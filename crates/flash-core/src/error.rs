@@ -22,6 +22,21 @@ pub enum BackendError {
     BadUrl { url: String, reason: String },
 }
 
+impl BackendError {
+    /// The error's kind, for metrics labels and log summaries (never the
+    /// message: it may name a key).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            BackendError::Unreachable(_) => "unreachable",
+            BackendError::Timeout(_) => "timeout",
+            BackendError::CircuitOpen => "circuit-open",
+            BackendError::TooLarge { .. } => "too-large",
+            BackendError::Protocol(_) => "protocol",
+            BackendError::BadUrl { .. } => "bad-url",
+        }
+    }
+}
+
 /// A failure of the data source behind a cache class (the database).
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]

@@ -73,6 +73,13 @@ pub struct Settings {
     pub version_refresh: Duration,
     /// Database alias per model (part of the key); `"default"` otherwise.
     pub db_alias: HashMap<String, String>,
+    /// Whether lookup spans carry the key (it holds the key values, which
+    /// may be personal data; default off: spans carry the class only).
+    pub log_keys: bool,
+    /// How often, at most, the one-line summary of cache errors (counts by
+    /// operation and kind) is logged while the cache fails (default 10 s;
+    /// the first error after a quiet period is logged at once).
+    pub error_summary_every: Duration,
     /// Test-only: a pause between reading the database and filling the cache,
     /// to widen the race window in stress tests (zero in production).
     #[doc(hidden)]
@@ -91,6 +98,8 @@ impl Default for Settings {
             invalidation_retries: 2,
             version_refresh: Duration::from_secs(5),
             db_alias: HashMap::new(),
+            log_keys: false,
+            error_summary_every: Duration::from_secs(10),
             fill_delay: Duration::ZERO,
         }
     }
@@ -147,6 +156,16 @@ impl FlashBuilder {
     /// See [`Settings::version_refresh`].
     pub fn version_refresh(mut self, t: Duration) -> Self {
         self.settings.version_refresh = t;
+        self
+    }
+    /// See [`Settings::log_keys`].
+    pub fn log_keys(mut self, on: bool) -> Self {
+        self.settings.log_keys = on;
+        self
+    }
+    /// See [`Settings::error_summary_every`].
+    pub fn error_summary_every(mut self, every: Duration) -> Self {
+        self.settings.error_summary_every = every;
         self
     }
     /// Reads go to the database, nothing is written to the cache.
@@ -247,13 +266,15 @@ impl FlashBuilder {
             reason: "no cache backend configured".into(),
         })?;
         let refresh = self.settings.version_refresh;
+        let stats = Stats::default();
+        stats.set_error_summary_every(self.settings.error_summary_every);
         let inner = Arc::new(Inner {
             backend,
             settings: self.settings,
             bypass: AtomicBool::new(self.bypass),
             registry: self.registry,
             versions: Versions::start(self.store, refresh).await?,
-            stats: Stats::default(),
+            stats,
             observer: self.observer,
             leases: self.leases,
             invalidator: Invalidator::default(),

@@ -74,7 +74,10 @@ impl Flash {
         values: &[FieldValue],
     ) -> Result<(T, Outcome), Error> {
         let key = self.key_of(class, values)?;
-        let span = tracing::debug_span!("flash.lookup", class = %class.spec.name, key = %key, outcome = tracing::field::Empty);
+        let span = tracing::debug_span!("flash.lookup", class = %class.spec.name, key = tracing::field::Empty, outcome = tracing::field::Empty);
+        if self.settings().log_keys {
+            span.record("key", key.as_str());
+        }
         async {
             let result = if self.is_bypassed() {
                 self.fetch(class, values)
