@@ -69,7 +69,7 @@ for db in "" "${dbs[@]}"; do
     [ -z "$db" ] && [ "$cache" = "memory://" ] && continue # done above
     step "seed + consistency suites: DATABASE_URL=${db:-sqlite (default)} FLASH_CACHE_URL=$cache"
     if [ -n "$db" ]; then export DATABASE_URL=$db; else unset DATABASE_URL; fi
-    FLASH_CACHE_URL=$cache cargo test -p flash-cache --test seed --test consistency --test compat --test capture --test names
+    FLASH_CACHE_URL=$cache cargo test -p flash-cache --test seed --test consistency --test compat --test capture --test names --test entries
     FLASH_CACHE_URL=$cache cargo test -p flash-cli --test stress --test bump_version
   done
 done

@@ -40,6 +40,8 @@
 //! * [`naming`]: class names derived from declarations, injective too.
 //! * [`codec`]: what a cache entry holds (value, lease, stale marker) and its
 //!   bytes.
+//! * [`seal`]: the tag that binds a shared cache's values to their key (a
+//!   MAC with a secret), and the layout check.
 //! * [`value`]: key-field values and rows, independent of any ORM.
 //! * [`versions`]: dynamic versions and where they persist.
 //! * [`backend`]: the [`Backend`] trait; the in-process backend
@@ -62,6 +64,7 @@ mod handle;
 pub mod key;
 pub mod naming;
 pub mod registry;
+pub mod seal;
 pub mod stats;
 pub mod value;
 pub mod versions;

@@ -124,6 +124,10 @@ pub struct Stats {
     pub backend_errors: AtomicU64,
     /// Polls while waiting for another caller's fill.
     pub lease_waits: AtomicU64,
+    /// Entries read that were not served: another key's or class's bytes,
+    /// corrupted, cut or extended, of another model layout, or unsealed by
+    /// the secret (see [`crate::seal`]); each is refilled like a miss.
+    pub rejected_entries: AtomicU64,
     /// The summary of cache errors logged while the cache fails.
     errors: ErrorLog,
 }
@@ -197,6 +201,8 @@ pub struct StatsSnapshot {
     pub backend_errors: u64,
     /// See [`Stats::lease_waits`].
     pub lease_waits: u64,
+    /// See [`Stats::rejected_entries`].
+    pub rejected_entries: u64,
 }
 
 impl Stats {
@@ -211,6 +217,7 @@ impl Stats {
             invalidated_keys: self.invalidated_keys.load(Relaxed),
             backend_errors: self.backend_errors.load(Relaxed),
             lease_waits: self.lease_waits.load(Relaxed),
+            rejected_entries: self.rejected_entries.load(Relaxed),
         }
     }
 
@@ -225,6 +232,12 @@ impl Stats {
         };
         c.fetch_add(1, Relaxed);
         class.counters.get(&class.name, o).increment(1);
+    }
+
+    pub(crate) fn rejected(&self, class: &crate::class::ClassSpec, why: crate::seal::Reject) {
+        self.rejected_entries.fetch_add(1, Relaxed);
+        metrics::counter!("flash_rejected_entries_total", "class" => class.name.clone(), "reason" => why.label())
+            .increment(1);
     }
 
     /// How often, at most, the summary of cache errors is logged while the

@@ -3,7 +3,7 @@
 use crate::convert::{column_name, model_name};
 use flash_core::naming::derived_name;
 use flash_core::{CacheKind, ClassSpec, Invalidation, RegistryError};
-use sea_orm::EntityTrait;
+use sea_orm::{ColumnTrait, EntityTrait, Iterable};
 use std::time::Duration;
 
 /// What flash caches for one entity: instance caches by field tuples
@@ -208,6 +208,16 @@ impl<E: EntityTrait> CacheMeta<E> {
                 reason: format!("named on {model} but no key tuple follows the name"),
             });
         }
+        // The model's layout: what postcard's encoding of a row depends on.
+        let layout = flash_core::seal::fingerprint(E::Column::iter().map(|c| {
+            let def = c.def();
+            format!(
+                "{}:{:?}:{}",
+                column_name(&c),
+                def.get_column_type(),
+                def.is_null()
+            )
+        }));
         let mut out = Vec::new();
         let kinds = [
             (&self.get_keys, CacheKind::Instance),
@@ -229,7 +239,8 @@ impl<E: EntityTrait> CacheMeta<E> {
                 }
                 .simple(true)
                 .version(self.version.unwrap_or(0))
-                .invalidation(self.invalidation.unwrap_or_default());
+                .invalidation(self.invalidation.unwrap_or_default())
+                .layout(layout);
                 spec.timeout = self.timeout;
                 spec.allowtime = self.allowtime;
                 spec.compress_above = self.compress_above;

@@ -36,6 +36,7 @@ use crate::class::{durations::CACHE_TIME_WEEK, CacheKind, CacheValue, Class, Cla
 use crate::error::{Error, RegistryError};
 use crate::key::{build_key, is_plain_name, is_valid_prefix};
 use crate::registry::{CachedForeignKey, ModelInfo, Registry};
+use crate::seal::Sealer;
 use crate::stats::{FlashEvent, Observer, Stats};
 use crate::value::FieldValue;
 use crate::versions::{NoVersionStore, VersionStore};
@@ -115,6 +116,7 @@ pub struct FlashBuilder {
     store: Arc<dyn VersionStore>,
     observer: Option<Observer>,
     leases: bool,
+    secret: Option<Vec<u8>>,
 }
 
 impl FlashBuilder {
@@ -156,6 +158,15 @@ impl FlashBuilder {
     /// See [`Settings::version_refresh`].
     pub fn version_refresh(mut self, t: Duration) -> Self {
         self.settings.version_refresh = t;
+        self
+    }
+    /// The secret of the values' tags: with it, a value in a shared cache
+    /// is served only if its tag is a keyed MAC by the same secret, so a
+    /// client that can write to the cache server but does not hold the
+    /// secret cannot plant a row (its values are misses). Every process
+    /// sharing the cache needs the same secret. See [`crate::seal`].
+    pub fn entry_secret(mut self, secret: impl Into<Vec<u8>>) -> Self {
+        self.secret = Some(secret.into());
         self
     }
     /// See [`Settings::log_keys`].
@@ -267,6 +278,10 @@ impl FlashBuilder {
         })?;
         let refresh = self.settings.version_refresh;
         let stats = Stats::default();
+        let sealer = backend.shared().then(|| match &self.secret {
+            Some(s) => Sealer::with_secret(s),
+            None => Sealer::unkeyed(),
+        });
         stats.set_error_summary_every(self.settings.error_summary_every);
         let inner = Arc::new(Inner {
             backend,
@@ -277,6 +292,7 @@ impl FlashBuilder {
             stats,
             observer: self.observer,
             leases: self.leases,
+            sealer,
             invalidator: Invalidator::default(),
             waits: Waits::default(),
             claims: Claims::default(),
@@ -315,6 +331,8 @@ pub(crate) struct Inner {
     observer: Option<Observer>,
     /// Fill under leases (always, except in the stress test that shows why).
     leases: bool,
+    /// Seals values for a shared backend; `None` for the in-process store.
+    sealer: Option<Sealer>,
     /// Invalidations the cache refused, kept until it takes them, and the
     /// task that retries them.
     invalidator: Invalidator,
@@ -353,6 +371,7 @@ impl Flash {
             store: Arc::new(NoVersionStore),
             observer: None,
             leases: true,
+            secret: None,
         }
     }
 
@@ -363,6 +382,10 @@ impl Flash {
     /// The cache backend.
     pub fn backend(&self) -> &Arc<dyn Backend> {
         &self.inner.backend
+    }
+    /// The sealer of values, when the backend is shared.
+    pub(crate) fn sealer(&self) -> Option<&Sealer> {
+        self.inner.sealer.as_ref()
     }
     /// The in-process counters.
     pub fn stats(&self) -> &Stats {

@@ -235,6 +235,10 @@ impl<B: Backend> Backend for ResilientBackend<B> {
     fn coalesce_reads(&self) -> bool {
         self.inner.coalesce_reads()
     }
+
+    fn shared(&self) -> bool {
+        self.inner.shared()
+    }
 }
 
 #[cfg(test)]
