@@ -117,6 +117,7 @@ pub struct FlashBuilder {
     observer: Option<Observer>,
     leases: bool,
     secret: Option<Vec<u8>>,
+    unsealed: bool,
 }
 
 impl FlashBuilder {
@@ -208,6 +209,13 @@ impl FlashBuilder {
         self.settings.fill_delay = d;
         self
     }
+    /// Bench-only switch: values in a shared cache carry no seal and none is
+    /// checked (the format before seals, to measure what they cost).
+    #[doc(hidden)]
+    pub fn unsafe_unsealed_entries(mut self) -> Self {
+        self.unsealed = true;
+        self
+    }
     /// Test-only switch: fill without leases (plain set). Exists so that the
     /// stress test can show it detects stale entries.
     #[doc(hidden)]
@@ -278,7 +286,7 @@ impl FlashBuilder {
         })?;
         let refresh = self.settings.version_refresh;
         let stats = Stats::default();
-        let sealer = backend.shared().then(|| match &self.secret {
+        let sealer = (backend.shared() && !self.unsealed).then(|| match &self.secret {
             Some(s) => Sealer::with_secret(s),
             None => Sealer::unkeyed(),
         });
@@ -372,6 +380,7 @@ impl Flash {
             observer: None,
             leases: true,
             secret: None,
+            unsealed: false,
         }
     }
 

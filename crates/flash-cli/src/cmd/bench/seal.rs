@@ -1,0 +1,97 @@
+//! 10. What seals cost: a hit on a server cache with values sealed (the
+//! default: a BLAKE3 tag of key and bytes), sealed with a secret (a keyed
+//! MAC), and unsealed (the format before seals), interleaved round by round.
+
+use super::setup::flash_db_with;
+use super::stats::{fmt_dur, fmt_ratio, ratio, BenchResult, Report, Samples, Section, Verdict};
+use super::Env;
+use flash_core::Outcome;
+use flash_sea_orm::{by, FlashDb};
+use flash_test_kit::entities::event;
+
+const VARIANTS: [&str; 3] = ["unsealed (before)", "sealed", "sealed with a secret"];
+
+pub async fn seal_cost(env: &Env, report: &mut Report) -> BenchResult<()> {
+    let plan = &env.plan;
+    let ids: Vec<i32> = (1..=plan.hot).collect();
+    let mut sec = Section::new(
+        "10. Entry seals: hit cost",
+        &format!(
+            "Sequential `get_with_outcome(by(Id, id))` hits over {} operations per variant, \
+             {} hot keys, on one database and backend; the three handles differ only in \
+             `unsafe_unsealed_entries()` / `entry_secret(..)` and their key prefix.",
+            plan.rounds * plan.per_round,
+            ids.len()
+        ),
+        &["cache", "variant", "median", "p99", "÷ unsealed"],
+    );
+    for p in env.primary_pairs() {
+        let c = &env.caches[p.cache];
+        if !c.flash_backend.shared() {
+            continue; // the in-process store carries no seal
+        }
+        let db = &env.dbs[p.db].db;
+        let mut handles: Vec<FlashDb> = Vec::new();
+        for (v, _) in VARIANTS.iter().enumerate() {
+            let prefix = format!("{}s{v}:", p.prefix);
+            let fdb = flash_db_with(db, c.flash_backend.clone(), prefix, |b| match v {
+                0 => b.unsafe_unsealed_entries(),
+                1 => b,
+                _ => b.entry_secret(b"bench secret".to_vec()),
+            })
+            .await?;
+            for id in &ids {
+                fdb.cache::<event::Entity>()
+                    .get(by(event::Column::Id, *id))
+                    .await?;
+            }
+            handles.push(fdb);
+        }
+        let mut samples = vec![Samples::default(); VARIANTS.len()];
+        let per = plan.per_round;
+        for round in 0..=plan.rounds {
+            let mut scratch = Samples::default();
+            for (v, fdb) in handles.iter().enumerate() {
+                let out = if round == 0 {
+                    &mut scratch
+                } else {
+                    &mut samples[v]
+                };
+                let cache = fdb.cache::<event::Entity>();
+                time_loop!(round * per, per, out, |i| {
+                    let (row, o) = cache
+                        .get_with_outcome(by(event::Column::Id, ids[i % ids.len()]))
+                        .await?;
+                    if row.is_none() || !matches!(o, Outcome::Hit | Outcome::Degraded) {
+                        return Err(format!("expected a hit, got {o:?}").into());
+                    }
+                });
+            }
+        }
+        for (v, name) in VARIANTS.iter().enumerate() {
+            let r = ratio(&samples[v], &samples[0]);
+            sec.row(vec![
+                c.name.into(),
+                (*name).into(),
+                fmt_dur(samples[v].median()),
+                fmt_dur(samples[v].p99()),
+                if v == 0 { String::new() } else { fmt_ratio(r) },
+            ]);
+            if v > 0 {
+                report.check(
+                    &format!("{name} hit ≤ 1.05 × unsealed"),
+                    c.name,
+                    format!(
+                        "{} vs {} = {}",
+                        fmt_dur(samples[v].median()),
+                        fmt_dur(samples[0].median()),
+                        fmt_ratio(r)
+                    ),
+                    Verdict::of(r <= 1.05),
+                );
+            }
+        }
+    }
+    report.sections.push(sec);
+    Ok(())
+}
