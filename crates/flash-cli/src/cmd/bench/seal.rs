@@ -1,6 +1,7 @@
-//! 10. What seals cost: a hit on a server cache with values sealed (the
-//! default: a BLAKE3 tag of key and bytes), sealed with a secret (a keyed
-//! MAC), and unsealed (the format before seals), interleaved round by round.
+//! Scenario 10, what seals cost: a hit on a server cache with values sealed
+//! (the default: a BLAKE3 tag of key and bytes), sealed with a secret (a
+//! keyed MAC), and unsealed (the format before seals), interleaved round by
+//! round.
 
 use super::setup::flash_db_with;
 use super::stats::{fmt_dur, fmt_ratio, ratio, BenchResult, Report, Samples, Section, Verdict};
