@@ -70,7 +70,7 @@ for db in "" "${dbs[@]}"; do
     step "seed + consistency suites: DATABASE_URL=${db:-sqlite (default)} FLASH_CACHE_URL=$cache"
     if [ -n "$db" ]; then export DATABASE_URL=$db; else unset DATABASE_URL; fi
     FLASH_CACHE_URL=$cache cargo test -p flash-cache --test seed --test consistency --test compat --test capture --test names --test entries
-    FLASH_CACHE_URL=$cache cargo test -p flash-cli --test stress --test bump_version
+    FLASH_CACHE_URL=$cache cargo test -p flash-cli --test stress --test ops
   done
 done
 unset DATABASE_URL

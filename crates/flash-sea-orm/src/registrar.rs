@@ -326,7 +326,8 @@ impl Registrar {
         )
     }
 
-    /// Checks the declarations, creates the versions table, loads versions.
+    /// Checks the declarations, creates the versions table, loads versions,
+    /// records the classes in the catalog ([`crate::catalog`]).
     pub async fn build(self) -> Result<FlashDb, Error> {
         SqlVersionStore::new(self.db.clone())
             .create_table()
@@ -339,6 +340,17 @@ impl Registrar {
         };
         // Declarations are checked before anything is installed.
         let flash = self.builder.build().await?;
+        // The catalog, for operators' tools (the `flash` command).
+        crate::catalog::create_table(&self.db)
+            .await
+            .map_err(SourceError::new)?;
+        let entries: Vec<_> = flash
+            .classes()
+            .map(crate::catalog::CatalogEntry::of)
+            .collect();
+        crate::catalog::record(&self.db, &entries)
+            .await
+            .map_err(SourceError::new)?;
         if self.capture && self.install_capture {
             let report = match self.prune_capture {
                 true => capture::install(&self.db, &specs).await,
