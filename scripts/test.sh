@@ -59,6 +59,8 @@ rm -f "${TMPDIR:-/tmp}"/flash_t*.db* "${TMPDIR:-/tmp}"/flash_cli*.db* 2>/dev/nul
 
 step "workspace tests on SQLite + in-process"
 env -u DATABASE_URL -u FLASH_CACHE_URL cargo test --workspace
+# The example service's HTTP test ran above on Redis (FLASH_TEST_REDIS_URL); once more on memcached.
+FLASH_CACHE_URL=$FLASH_TEST_MEMCACHE_URL cargo test -p flash-example-axum --test http
 
 caches=("memory://" "$FLASH_TEST_REDIS_URL" "$FLASH_TEST_REDIS_CLUSTER_URL" "$FLASH_TEST_MEMCACHE_URL")
 dbs=()
