@@ -59,6 +59,8 @@ rm -f "${TMPDIR:-/tmp}"/flash_t*.db* "${TMPDIR:-/tmp}"/flash_cli*.db* 2>/dev/nul
 
 step "workspace tests on SQLite + in-process"
 env -u DATABASE_URL -u FLASH_CACHE_URL cargo test --workspace
+# The example service's HTTP test ran above on Redis (FLASH_TEST_REDIS_URL); once more on memcached.
+FLASH_CACHE_URL=$FLASH_TEST_MEMCACHE_URL cargo test -p flash-example-axum --test http
 
 caches=("memory://" "$FLASH_TEST_REDIS_URL" "$FLASH_TEST_REDIS_CLUSTER_URL" "$FLASH_TEST_MEMCACHE_URL")
 dbs=()
@@ -69,8 +71,8 @@ for db in "" "${dbs[@]}"; do
     [ -z "$db" ] && [ "$cache" = "memory://" ] && continue # done above
     step "seed + consistency suites: DATABASE_URL=${db:-sqlite (default)} FLASH_CACHE_URL=$cache"
     if [ -n "$db" ]; then export DATABASE_URL=$db; else unset DATABASE_URL; fi
-    FLASH_CACHE_URL=$cache cargo test -p flash-cache --test seed --test consistency --test compat --test capture --test relations
-    FLASH_CACHE_URL=$cache cargo test -p flash-cli --test stress --test bump_version
+    FLASH_CACHE_URL=$cache cargo test -p flash-cache --test seed --test consistency --test compat --test capture --test relations --test names --test entries
+    FLASH_CACHE_URL=$cache cargo test -p flash-cli --test stress --test ops
   done
 done
 unset DATABASE_URL

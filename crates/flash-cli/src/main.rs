@@ -1,5 +1,7 @@
-//! The `flash` command: the demo walkthrough, dynamic-version bumps, the
-//! consistency stress test and the benchmarks, one module each under `cmd/`.
+//! The `flash` command: the demo walkthrough, the operator commands
+//! (`bump-version`, `invalidate`, `inspect`, `stats`: the library's
+//! `flash_cli::ops`), the consistency stress test and the benchmarks, one
+//! module each under `cmd/`.
 //! `flash stress` runs its worker processes as `flash stress --worker <n>`
 //! (this same executable).
 
@@ -22,12 +24,9 @@ struct Cli {
 enum Command {
     /// The seed's walkthrough (users, events, participations) on DATABASE_URL and FLASH_CACHE_URL.
     Demo,
-    /// Bumps the dynamic version of every cache class of a model (after a schema change).
-    BumpVersion {
-        /// The model's table name, e.g. `event`.
-        #[arg(long)]
-        model: String,
-    },
+    /// Operator commands on DATABASE_URL and FLASH_CACHE_URL (any application).
+    #[command(flatten)]
+    Ops(flash_cli::ops::OpsCommand),
     /// Benchmarks: flash against the database and the raw cache client.
     Bench(cmd::bench::BenchArgs),
     /// The consistency stress test (several processes, writers, readers, faults).
@@ -46,7 +45,7 @@ async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Demo => cmd::demo::run().await,
-        Command::BumpVersion { model } => cmd::bump_version::run(&model).await,
+        Command::Ops(ops) => cmd::ops::run(ops).await,
         Command::Bench(args) => cmd::bench::run(args).await,
         Command::Stress(args) => cmd::stress::run(args).await,
     };

@@ -89,6 +89,13 @@ pub struct ClassSpec {
     pub simple: bool,
     /// Compress payloads above this many bytes (none when `None`).
     pub compress_above: Option<usize>,
+    /// A fingerprint of the layout of the class's value (for a model's
+    /// classes: its column names and types, set by the ORM adapter at
+    /// start-up). Stored in every value and checked on every read: a value
+    /// filled by code with another layout is a miss. 0 for custom classes
+    /// unless they set one (bump it, or the static version, when the value
+    /// type changes).
+    pub layout: u64,
     /// This class's lookup counters (metrics facade).
     #[doc(hidden)]
     pub counters: crate::stats::ClassCounters,
@@ -107,6 +114,7 @@ impl ClassSpec {
             allowtime: None,
             simple: false,
             compress_above: None,
+            layout: 0,
             counters: Default::default(),
         }
     }
@@ -146,6 +154,22 @@ impl ClassSpec {
     /// See [`Self::simple`](field@Self::simple).
     pub fn simple(mut self, simple: bool) -> Self {
         self.simple = simple;
+        self
+    }
+    /// The declaration in words, for error messages: "instance cache on event
+    /// by (slug)", "custom queryset cache on event by (city)".
+    pub fn describe(&self) -> String {
+        format!(
+            "{}{} cache on {} by ({})",
+            if self.simple { "" } else { "custom " },
+            self.kind.label(),
+            self.model,
+            self.key_fields.join(", ")
+        )
+    }
+    /// See [`Self::layout`](field@Self::layout).
+    pub fn layout(mut self, fingerprint: u64) -> Self {
+        self.layout = fingerprint;
         self
     }
     /// See [`Self::compress_above`](field@Self::compress_above).

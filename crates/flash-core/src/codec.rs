@@ -1,14 +1,16 @@
 //! What a cache entry holds, and its bytes.
 //!
-//! Layout: a magic byte, a layout version byte, then the [`Entry`] in postcard.
-//! Bytes that do not decode (garbage, truncation, an older layout) are
-//! [`Decoded::Garbage`]: the read path treats them as a miss and refills.
+//! Layout: a magic byte, a layout version byte, then the [`Entry`] in postcard,
+//! which must take every remaining byte. A value in a shared store is
+//! followed by its seal ([`crate::seal`]). Bytes that do not decode (garbage,
+//! truncation, trailing bytes, an older layout) are [`Decoded::Garbage`]: the
+//! read path treats them as a miss and refills.
 
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 const MAGIC: u8 = 0xF1;
-const LAYOUT: u8 = 1;
+const LAYOUT: u8 = 2;
 
 /// One cache entry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -20,6 +22,9 @@ pub enum Entry {
         version: i64,
         /// When the value was filled, in ms since the Unix epoch.
         filled_ms: u64,
+        /// The fingerprint of the class's value layout
+        /// ([`crate::ClassSpec::layout`]) in the process that filled it.
+        layout: u64,
         /// Is `payload` lz4-compressed?
         compressed: bool,
         /// The class's result, encoded by [`encode_payload`].
@@ -63,6 +68,7 @@ pub enum EntryRef<'a> {
     Value {
         version: i64,
         filled_ms: u64,
+        layout: u64,
         compressed: bool,
         #[serde(borrow)]
         payload: &'a [u8],
@@ -98,12 +104,24 @@ pub fn marks_stale(marker: Option<&[u8]>, value: &[u8]) -> bool {
     }
 }
 
-/// Decodes without copying the payload; `None` for garbage.
+/// Decodes without copying the payload; `None` for garbage (trailing bytes
+/// included).
 pub fn decode_entry_ref(bytes: &[u8]) -> Option<EntryRef<'_>> {
     match bytes {
-        [MAGIC, LAYOUT, rest @ ..] => postcard::from_bytes::<EntryRef<'_>>(rest).ok(),
+        [MAGIC, LAYOUT, rest @ ..] => match postcard::take_from_bytes::<EntryRef<'_>>(rest) {
+            Ok((e, [])) => Some(e),
+            _ => None,
+        },
         _ => None,
     }
+}
+
+/// Whether `bytes` may hold an [`Entry::Value`] (sealed or not): they do
+/// not start like a lease or a marker of this format. Lets the read path tell
+/// the values it must check from the entries that are not values at all.
+pub fn may_be_value(bytes: &[u8]) -> bool {
+    // The third byte is postcard's variant index; `Value` is the first.
+    !matches!(bytes, [MAGIC, LAYOUT, v, ..] if *v != 0)
 }
 
 /// The result of decoding raw cache bytes.
@@ -134,9 +152,9 @@ pub fn encode_entry(e: &Entry) -> Vec<u8> {
 /// Decodes cache bytes, copying the payload (see [`decode_entry_ref`]).
 pub fn decode_entry(bytes: &[u8]) -> Decoded {
     match bytes {
-        [MAGIC, LAYOUT, rest @ ..] => match postcard::from_bytes::<Entry>(rest) {
-            Ok(e) => Decoded::Entry(e),
-            Err(_) => Decoded::Garbage,
+        [MAGIC, LAYOUT, rest @ ..] => match postcard::take_from_bytes::<Entry>(rest) {
+            Ok((e, [])) => Decoded::Entry(e),
+            _ => Decoded::Garbage,
         },
         _ => Decoded::Garbage,
     }
@@ -181,6 +199,7 @@ mod tests {
         let e = Entry::Value {
             version: 3,
             filled_ms: 17,
+            layout: 9,
             compressed: false,
             payload: encode_payload(&("a", 1u32)).unwrap(),
         };
@@ -197,6 +216,7 @@ mod tests {
         let e = Entry::Value {
             version: -2,
             filled_ms: 99,
+            layout: 5,
             compressed: true,
             payload: payload.clone(),
         };
@@ -204,6 +224,7 @@ mod tests {
             Some(EntryRef::Value {
                 version,
                 filled_ms,
+                layout: 5,
                 compressed,
                 payload: p,
             }) => {
@@ -227,10 +248,15 @@ mod tests {
         let e = Entry::Value {
             version: 3,
             filled_ms: 17,
+            layout: 1,
             compressed: false,
             payload: vec![1; 40],
         };
         let bytes = encode_entry(&e);
+        let mut trailing = bytes.clone();
+        trailing.push(0);
+        assert!(matches!(decode_entry(&trailing), Decoded::Garbage));
+        assert!(decode_entry_ref(&trailing).is_none());
         for cut in 0..bytes.len() {
             assert!(
                 matches!(decode_entry(&bytes[..cut]), Decoded::Garbage),

@@ -22,6 +22,21 @@ pub enum BackendError {
     BadUrl { url: String, reason: String },
 }
 
+impl BackendError {
+    /// The error's kind, for metrics labels and log summaries (never the
+    /// message: it may name a key).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            BackendError::Unreachable(_) => "unreachable",
+            BackendError::Timeout(_) => "timeout",
+            BackendError::CircuitOpen => "circuit-open",
+            BackendError::TooLarge { .. } => "too-large",
+            BackendError::Protocol(_) => "protocol",
+            BackendError::BadUrl { .. } => "bad-url",
+        }
+    }
+}
+
 /// A failure of the data source behind a cache class (the database).
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -40,8 +55,12 @@ impl SourceError {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum RegistryError {
-    #[error("cache class name {0:?} is registered twice (class names are part of the key)")]
-    DuplicateClass(String),
+    #[error("cache class name {name:?} is declared twice: by the {first} and by the {second} (class names are part of the key; name one with `named`)")]
+    DuplicateClass {
+        name: String,
+        first: String,
+        second: String,
+    },
     #[error("model {model:?} declares the {kind} key tuple {fields:?} twice")]
     DuplicateKeyTuple {
         model: String,

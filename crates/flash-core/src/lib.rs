@@ -37,8 +37,11 @@
 //!   long, invalidated how.
 //! * [`registry`]: the set of classes and models, checked at build.
 //! * [`key`]: cache keys, valid for every server and injective.
+//! * [`naming`]: class names derived from declarations, injective too.
 //! * [`codec`]: what a cache entry holds (value, lease, stale marker) and its
 //!   bytes.
+//! * [`seal`]: the tag that binds a shared cache's values to their key (a
+//!   MAC with a secret), and the layout check.
 //! * [`value`]: key-field values and rows, independent of any ORM.
 //! * [`versions`]: dynamic versions and where they persist.
 //! * [`backend`]: the [`Backend`] trait; the in-process backend
@@ -59,7 +62,9 @@ mod decide;
 pub mod error;
 mod handle;
 pub mod key;
+pub mod naming;
 pub mod registry;
+pub mod seal;
 pub mod stats;
 pub mod value;
 pub mod versions;

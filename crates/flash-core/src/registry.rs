@@ -67,8 +67,12 @@ impl Registry {
                 reason: "class names are 1 to 64 of [A-Za-z0-9_] without \"__\"",
             });
         }
-        if self.names.contains_key(&spec.name) {
-            return Err(RegistryError::DuplicateClass(spec.name.clone()));
+        if let Some(&i) = self.names.get(&spec.name) {
+            return Err(RegistryError::DuplicateClass {
+                name: spec.name.clone(),
+                first: self.classes[i].describe(),
+                second: spec.describe(),
+            });
         }
         if spec.key_fields.is_empty() {
             return Err(RegistryError::InvalidClass {

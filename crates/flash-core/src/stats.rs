@@ -1,8 +1,10 @@
 //! Counters and the event hook: every lookup and invalidation is counted (in
 //! process, and through the `metrics` facade) and can be observed.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 /// How a lookup was answered.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -122,6 +124,62 @@ pub struct Stats {
     pub backend_errors: AtomicU64,
     /// Polls while waiting for another caller's fill.
     pub lease_waits: AtomicU64,
+    /// Entries read that were not served: another key's or class's bytes,
+    /// corrupted, cut or extended, of another model layout, or unsealed by
+    /// the secret (see [`crate::seal`]); each is refilled like a miss.
+    pub rejected_entries: AtomicU64,
+    /// The summary of cache errors logged while the cache fails.
+    errors: ErrorLog,
+}
+
+/// Cache errors counted by operation and kind, logged as one line at most
+/// every `every` (the first error after a quiet period at once): an outage
+/// is a few lines, not one per lookup.
+#[derive(Debug)]
+struct ErrorLog {
+    every_ms: AtomicU64,
+    state: Mutex<ErrorCounts>,
+}
+
+#[derive(Debug, Default)]
+struct ErrorCounts {
+    last_line: Option<Instant>,
+    counts: BTreeMap<(&'static str, &'static str), u64>,
+}
+
+impl Default for ErrorLog {
+    fn default() -> Self {
+        ErrorLog {
+            every_ms: AtomicU64::new(10_000),
+            state: Mutex::default(),
+        }
+    }
+}
+
+impl ErrorLog {
+    fn record(&self, op: &'static str, kind: &'static str) {
+        let every = Duration::from_millis(self.every_ms.load(Relaxed));
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        *s.counts.entry((op, kind)).or_default() += 1;
+        let due = s.last_line.is_none_or(|t| t.elapsed() >= every);
+        if !due {
+            return;
+        }
+        let counts = std::mem::take(&mut s.counts);
+        s.last_line = Some(Instant::now());
+        drop(s);
+        let total: u64 = counts.values().sum();
+        let by_op: Vec<String> = counts
+            .iter()
+            .map(|((op, kind), n)| format!("{op}/{kind}={n}"))
+            .collect();
+        tracing::warn!(
+            errors = total,
+            by_op = %by_op.join(" "),
+            next_summary_in = ?every,
+            "cache errors; lookups are served from the database"
+        );
+    }
 }
 
 /// A copy of the counters at one moment.
@@ -143,6 +201,8 @@ pub struct StatsSnapshot {
     pub backend_errors: u64,
     /// See [`Stats::lease_waits`].
     pub lease_waits: u64,
+    /// See [`Stats::rejected_entries`].
+    pub rejected_entries: u64,
 }
 
 impl Stats {
@@ -157,6 +217,7 @@ impl Stats {
             invalidated_keys: self.invalidated_keys.load(Relaxed),
             backend_errors: self.backend_errors.load(Relaxed),
             lease_waits: self.lease_waits.load(Relaxed),
+            rejected_entries: self.rejected_entries.load(Relaxed),
         }
     }
 
@@ -173,9 +234,25 @@ impl Stats {
         class.counters.get(&class.name, o).increment(1);
     }
 
+    pub(crate) fn rejected(&self, class: &crate::class::ClassSpec, why: crate::seal::Reject) {
+        self.rejected_entries.fetch_add(1, Relaxed);
+        metrics::counter!("flash_rejected_entries_total", "class" => class.name.clone(), "reason" => why.label())
+            .increment(1);
+    }
+
+    /// How often, at most, the summary of cache errors is logged while the
+    /// cache fails (default 10 s; see [`crate::FlashBuilder::error_summary_every`]).
+    pub(crate) fn set_error_summary_every(&self, every: Duration) {
+        self.errors
+            .every_ms
+            .store(every.as_millis().try_into().unwrap_or(u64::MAX), Relaxed);
+    }
+
     pub(crate) fn backend_error(&self, op: &'static str, e: &crate::error::BackendError) {
         self.backend_errors.fetch_add(1, Relaxed);
-        metrics::counter!("flash_cache_errors_total", "op" => op).increment(1);
-        tracing::warn!(op, error = %e, "cache backend error; serving from the database");
+        let kind = e.kind();
+        metrics::counter!("flash_cache_errors_total", "op" => op, "error" => kind).increment(1);
+        tracing::debug!(op, error = %e, "cache backend error; serving from the database");
+        self.errors.record(op, kind);
     }
 }

@@ -43,11 +43,11 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// guarantees that nothing hangs forever on a server that stopped answering.
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Idle connections kept per server. Each operation takes a connection for
-/// itself (memcached answers in order, so a connection is not shared while a
-/// request is in flight); more concurrent operations open more connections,
-/// and those beyond this many are closed when returned.
-const MAX_IDLE_PER_SERVER: usize = 16;
+/// Connections per server, by default ([`MemcacheBackend::with_pool_size`]).
+/// Each operation takes a connection for itself (memcached answers in order,
+/// so a connection is not shared while a request is in flight); more
+/// concurrent operations wait for one.
+pub const DEFAULT_POOL_SIZE: usize = 16;
 
 /// Why a memcache URL was refused (reported as [`BackendError::BadUrl`]).
 #[derive(Debug, thiserror::Error)]
@@ -147,6 +147,8 @@ fn exptime(ttl: Duration) -> u64 {
 struct Server {
     addr: String,
     idle: Mutex<Vec<Client>>,
+    /// Connections kept (and open at once) at most.
+    pool_size: usize,
     /// Bounds the connections open at once: a burst of requests queues for a
     /// connection instead of opening hundreds (slow, and near memcached's
     /// own connection limit).
@@ -183,7 +185,7 @@ impl Server {
             return;
         }
         let mut idle = self.idle();
-        if idle.len() < MAX_IDLE_PER_SERVER {
+        if idle.len() < self.pool_size {
             idle.push(client);
         }
     }
@@ -268,6 +270,13 @@ impl MemcacheBackend {
     /// Parses the URL; connections are made on first use. Only a malformed URL
     /// is an error.
     pub fn new(url: &str) -> Result<Self, BackendError> {
+        Self::with_pool_size(url, DEFAULT_POOL_SIZE)
+    }
+
+    /// Like [`Self::new`], with at most `pool_size` connections per server
+    /// (at least 1).
+    pub fn with_pool_size(url: &str, pool_size: usize) -> Result<Self, BackendError> {
+        let pool_size = pool_size.max(1);
         let addrs = parse_url(url).map_err(|e| BackendError::BadUrl {
             url: url.to_owned(),
             reason: e.to_string(),
@@ -278,7 +287,8 @@ impl MemcacheBackend {
             .map(|addr| Server {
                 addr,
                 idle: Mutex::new(Vec::new()),
-                open: tokio::sync::Semaphore::new(MAX_IDLE_PER_SERVER),
+                pool_size,
+                open: tokio::sync::Semaphore::new(pool_size),
             })
             .collect();
         Ok(MemcacheBackend {

@@ -25,11 +25,14 @@
 //! - `outbox`: the durable invalidation outbox, its table ([`OUTBOX_TABLE`])
 //!   and background drain; `outbox/sql.rs` holds its SQL text.
 //! - `versions`: [`SqlVersionStore`], dynamic versions in [`VERSIONS_TABLE`].
+//! - [`catalog`]: the classes of every model, in `flash_cache_classes`, for
+//!   operators' tools.
 //! - `dialect`: every difference between PostgreSQL, MySQL and SQLite (one
 //!   file per database); no other module matches on the database.
 //! - `convert`: between SeaORM values and flash's field values.
 
 pub mod capture;
+pub mod catalog;
 mod convert;
 mod db;
 mod dialect;

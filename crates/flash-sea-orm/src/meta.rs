@@ -2,8 +2,9 @@
 
 use crate::convert::{column_name, model_name};
 use crate::related::{embed_check, Decl, EmbedCheck, Path};
+use flash_core::naming::derived_name;
 use flash_core::{CacheKind, CacheValue, ClassSpec, Invalidation, RegistryError};
-use sea_orm::{EntityTrait, Linked, Related};
+use sea_orm::{ColumnTrait, EntityTrait, Iterable, Linked, Related};
 use std::time::Duration;
 
 /// A related class's spec, its declaration and its path.
@@ -32,9 +33,11 @@ pub(crate) type RelatedSpec<'a, E> = (ClassSpec, &'a Decl<E>, Path);
 /// ```
 #[derive(Debug)]
 pub struct CacheMeta<E: EntityTrait> {
-    pub(crate) get_keys: Vec<Vec<E::Column>>,
-    pub(crate) filter_keys: Vec<Vec<E::Column>>,
-    pub(crate) exists_keys: Vec<Vec<E::Column>>,
+    pub(crate) get_keys: Vec<(Vec<E::Column>, Option<String>)>,
+    pub(crate) filter_keys: Vec<(Vec<E::Column>, Option<String>)>,
+    pub(crate) exists_keys: Vec<(Vec<E::Column>, Option<String>)>,
+    /// The name [`Self::named`] gave the next key tuple.
+    pending_name: Option<String>,
     pub(crate) cached_fks: Vec<(E::Column, String)>,
     pub(crate) related: Vec<Decl<E>>,
     pub(crate) embeds: Vec<(Result<Path, String>, EmbedCheck)>,
@@ -51,6 +54,7 @@ impl<E: EntityTrait> Default for CacheMeta<E> {
             get_keys: Vec::new(),
             filter_keys: Vec::new(),
             exists_keys: Vec::new(),
+            pending_name: None,
             cached_fks: Vec::new(),
             related: Vec::new(),
             embeds: Vec::new(),
@@ -63,6 +67,9 @@ impl<E: EntityTrait> Default for CacheMeta<E> {
     }
 }
 
+/// A class this declaration makes, and the columns of its key.
+pub(crate) type ClassOf<E> = (ClassSpec, Vec<<E as EntityTrait>::Column>);
+
 fn names<C: sea_orm::Iden>(cols: &[C]) -> Vec<String> {
     cols.iter().map(column_name).collect()
 }
@@ -71,20 +78,46 @@ impl<E: EntityTrait> CacheMeta<E> {
     pub fn new() -> Self {
         Self::default()
     }
+    /// Names the class of the next [`Self::get_key`], [`Self::filter_key`]
+    /// or [`Self::exists_key`] instead of deriving its name (see
+    /// [`flash_core::naming`]). A class name is part of every key of the
+    /// class: 1 to 64 of `[A-Za-z0-9_]` without `__`, unique in the service.
+    ///
+    /// ```
+    /// # use sea_orm::entity::prelude::*;
+    /// # mod event {
+    /// #     use sea_orm::entity::prelude::*;
+    /// #     #[derive(Clone, Debug, PartialEq, DeriveEntityModel, serde::Serialize, serde::Deserialize)]
+    /// #     #[sea_orm(table_name = "event")]
+    /// #     pub struct Model { #[sea_orm(primary_key)] pub id: i32, pub slug: String }
+    /// #     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)] pub enum Relation {}
+    /// #     impl ActiveModelBehavior for ActiveModel {}
+    /// # }
+    /// let meta = flash_sea_orm::CacheMeta::<event::Entity>::new()
+    ///     .named("EventOnSlug")
+    ///     .get_key([event::Column::Slug]);
+    /// ```
+    pub fn named(mut self, name: impl Into<String>) -> Self {
+        self.pending_name = Some(name.into());
+        self
+    }
     /// An instance cache: the row found by these columns (`Model.cache.get`).
     pub fn get_key(mut self, cols: impl IntoIterator<Item = E::Column>) -> Self {
-        self.get_keys.push(cols.into_iter().collect());
+        let name = self.pending_name.take();
+        self.get_keys.push((cols.into_iter().collect(), name));
         self
     }
     /// A queryset cache: the rows matching these columns (`Model.cache.filter`).
     pub fn filter_key(mut self, cols: impl IntoIterator<Item = E::Column>) -> Self {
-        self.filter_keys.push(cols.into_iter().collect());
+        let name = self.pending_name.take();
+        self.filter_keys.push((cols.into_iter().collect(), name));
         self
     }
     /// An existence cache: whether any row matches these columns
     /// ([`crate::ModelCache::exists`]; the original's `QuerysetExistsCache`).
     pub fn exists_key(mut self, cols: impl IntoIterator<Item = E::Column>) -> Self {
-        self.exists_keys.push(cols.into_iter().collect());
+        let name = self.pending_name.take();
+        self.exists_keys.push((cols.into_iter().collect(), name));
         self
     }
     /// Reads the row `col` points at through `T`'s primary-key instance cache
@@ -226,8 +259,8 @@ impl<E: EntityTrait> CacheMeta<E> {
             (&mut self.exists_keys, other.exists_keys, "exists"),
         ] {
             for t in theirs {
-                let n = names(&t);
-                if mine.iter().any(|m| names(m) == n) {
+                let n = names(&t.0);
+                if mine.iter().any(|m| names(&m.0) == n) {
                     return Err(RegistryError::DuplicateKeyTuple {
                         model: model.clone(),
                         kind,
@@ -240,6 +273,8 @@ impl<E: EntityTrait> CacheMeta<E> {
         self.cached_fks.extend(other.cached_fks);
         self.related.extend(other.related);
         self.embeds.extend(other.embeds);
+        // A dangling `named` in either is reported by `specs`.
+        self.pending_name = self.pending_name.take().or(other.pending_name);
         fn one<T>(
             a: Option<T>,
             b: Option<T>,
@@ -272,32 +307,53 @@ impl<E: EntityTrait> CacheMeta<E> {
         Ok(self)
     }
 
-    /// The class specs this declaration makes (names derived from the table and
-    /// fields: `event_by_slug`, `participation_list_by_user_id`,
-    /// `participation_exists_by_user_id`).
-    pub(crate) fn specs(&self) -> Vec<(ClassSpec, Vec<E::Column>)> {
+    /// The class specs this declaration makes, named by [`Self::named`] or
+    /// else by [`flash_core::naming::derived_name`] (`event_by_slug`,
+    /// `participation_list_by_user_id`, `event_by2_city_slug`). A
+    /// [`Self::named`] not followed by a key tuple is an error.
+    pub(crate) fn specs(&self) -> Result<Vec<ClassOf<E>>, RegistryError> {
         let model = model_name::<E>();
+        if let Some(name) = &self.pending_name {
+            return Err(RegistryError::InvalidClass {
+                class: name.clone(),
+                reason: format!("named on {model} but no key tuple follows the name"),
+            });
+        }
+        // The model's layout: what postcard's encoding of a row depends on.
+        let layout = flash_core::seal::fingerprint(E::Column::iter().map(|c| {
+            let def = c.def();
+            format!(
+                "{}:{:?}:{}",
+                column_name(&c),
+                def.get_column_type(),
+                def.is_null()
+            )
+        }));
         let mut out = Vec::new();
         let kinds = [
-            (&self.get_keys, CacheKind::Instance, ""),
-            (&self.filter_keys, CacheKind::Queryset, "_list"),
-            (&self.exists_keys, CacheKind::Exists, "_exists"),
+            (&self.get_keys, CacheKind::Instance),
+            (&self.filter_keys, CacheKind::Queryset),
+            (&self.exists_keys, CacheKind::Exists),
         ];
-        for (tuples, kind, infix) in kinds {
-            for cols in tuples {
+        for (tuples, kind) in kinds {
+            for (cols, given) in tuples {
                 let fields = names(cols);
                 let refs: Vec<&str> = fields.iter().map(String::as_str).collect();
-                let name = format!("{model}{infix}_by_{}", fields.join("_")).replace("__", "_");
+                let name = match given {
+                    Some(n) => n.clone(),
+                    None => derived_name(&model, kind, &refs),
+                };
                 let spec = match kind {
                     CacheKind::Instance => ClassSpec::instance(&name, &model, &refs),
                     CacheKind::Queryset => ClassSpec::queryset(&name, &model, &refs),
                     CacheKind::Exists => ClassSpec::exists(&name, &model, &refs),
                 }
-                .simple(true);
+                .simple(true)
+                .layout(layout);
                 out.push((self.settings(spec), cols.clone()));
             }
         }
-        out
+        Ok(out)
     }
 
     /// The declaration's settings on `spec`.

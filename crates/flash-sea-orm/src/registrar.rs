@@ -274,6 +274,7 @@ impl Registrar {
         E::Model: CacheValue,
     {
         let model = model_name::<E>();
+        let specs = meta.specs()?;
         let pk: Vec<String> = E::PrimaryKey::iter()
             .map(|p| column_name(&p.into_column()))
             .collect();
@@ -291,7 +292,7 @@ impl Registrar {
                 .map(|c| (column_name(&c), c.def().get_column_type().clone()))
                 .collect(),
         });
-        for (spec, cols) in meta.specs() {
+        for (spec, cols) in specs {
             self.key_fields
                 .entry(model.clone())
                 .or_default()
@@ -374,7 +375,8 @@ impl Registrar {
         )
     }
 
-    /// Checks the declarations, creates the versions table, loads versions.
+    /// Checks the declarations, creates the versions table, loads versions,
+    /// records the classes in the catalog ([`crate::catalog`]).
     pub async fn build(self) -> Result<FlashDb, Error> {
         SqlVersionStore::new(self.db.clone())
             .create_table()
@@ -395,6 +397,17 @@ impl Registrar {
         let flash = self.builder.build().await?;
         related.add_embeds(&flash, self.embeds)?;
         let related = Arc::new(related);
+        // The catalog, for operators' tools (the `flash` command).
+        crate::catalog::create_table(&self.db)
+            .await
+            .map_err(SourceError::new)?;
+        let entries: Vec<_> = flash
+            .classes()
+            .map(crate::catalog::CatalogEntry::of)
+            .collect();
+        crate::catalog::record(&self.db, &entries)
+            .await
+            .map_err(SourceError::new)?;
         if self.capture && self.install_capture {
             let report = match self.prune_capture {
                 true => capture::install(&self.db, &specs).await,

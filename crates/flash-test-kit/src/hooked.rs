@@ -316,4 +316,8 @@ impl<B: Backend> Backend for Hooked<B> {
         self.coalesce_reads
             .unwrap_or_else(|| self.inner.coalesce_reads())
     }
+
+    fn shared(&self) -> bool {
+        self.inner.shared()
+    }
 }

@@ -1,11 +1,15 @@
 //! Configuration by URL from the environment: `DATABASE_URL` and
 //! `FLASH_CACHE_URL`. Unset means SQLite in memory and the in-process cache.
+//! A cache URL's query sets the client's timeout, retries, breaker and pool
+//! ([`CacheOptions`], keys and defaults in [`QUERY_KEYS`]).
 
 use flash_core::resilient::ResilientBackend;
 use flash_core::{Backend, BackendError, MemoryBackend};
 use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbErr};
 use std::sync::Arc;
 use std::time::Duration;
+
+pub use crate::options::{CacheOptions, OptionError, QUERY_KEYS};
 
 /// The database used when `DATABASE_URL` is unset.
 pub const DEFAULT_DATABASE_URL: &str = "sqlite::memory:";
@@ -20,6 +24,8 @@ pub enum ConfigError {
     Cache(#[from] BackendError),
     #[error("cache URL scheme of {0:?} is not supported by this build (enable the feature)")]
     UnsupportedCache(String),
+    #[error(transparent)]
+    CacheOption(#[from] OptionError),
 }
 
 /// `DATABASE_URL`, or the in-memory SQLite default.
@@ -57,44 +63,62 @@ pub async fn connect_database(url: &str) -> Result<DatabaseConnection, ConfigErr
         })
 }
 
-/// Per-operation timeout of a cache server: an unreachable cache costs at most
-/// this, then the circuit breaker stops paying it.
+/// Per-operation timeout of a cache server by default: an unreachable cache
+/// costs at most this, then the circuit breaker stops paying it.
 pub const CACHE_OP_TIMEOUT: Duration = Duration::from_millis(50);
 
 /// The cache backend for a URL: `memory://`, `redis://`, `rediss://`,
-/// `redis+cluster://`, `memcache://`. Server backends are wrapped in a
-/// timeout and a circuit breaker, so an outage degrades to the database.
+/// `redis+cluster://`, `memcache://`, with the default [`CacheOptions`] and
+/// those of the URL's query. Server backends are wrapped in a timeout and a
+/// circuit breaker, so an outage degrades to the database.
 pub async fn cache_backend(url: &str) -> Result<Arc<dyn Backend>, ConfigError> {
-    let scheme = url.split("://").next().unwrap_or_default();
-    match scheme {
+    cache_backend_with(url, CacheOptions::default()).await
+}
+
+/// [`cache_backend`] starting from `options` (the URL's query, when it sets
+/// something, wins).
+pub async fn cache_backend_with(
+    url: &str,
+    options: CacheOptions,
+) -> Result<Arc<dyn Backend>, ConfigError> {
+    let scheme = url.split("://").next().unwrap_or_default().to_owned();
+    let (o, url) = options.apply_url(url)?;
+    let url = url.as_str();
+    if o.pool_size.is_some() && scheme != "memcache" {
+        // Redis clients multiplex one connection; the in-process store has none.
+        return Err(OptionError::NotApplicable {
+            key: "pool_size".into(),
+            scheme,
+        }
+        .into());
+    }
+    fn wrap<B: Backend>(b: B, o: &CacheOptions) -> Arc<dyn Backend> {
+        Arc::new(
+            ResilientBackend::builder(b)
+                .timeout(o.timeout)
+                .retries(o.retries)
+                .failure_threshold(o.breaker_failures)
+                .cool_down(o.breaker_cool_down)
+                .build(),
+        )
+    }
+    match scheme.as_str() {
         "memory" => Ok(Arc::new(MemoryBackend::default())),
         #[cfg(feature = "redis")]
-        "redis" | "rediss" => {
-            let b = flash_redis::RedisBackend::connect_lazy(url)?;
-            Ok(Arc::new(
-                ResilientBackend::builder(b)
-                    .timeout(CACHE_OP_TIMEOUT)
-                    .build(),
-            ))
-        }
+        "redis" | "rediss" => Ok(wrap(flash_redis::RedisBackend::connect_lazy(url)?, &o)),
         #[cfg(feature = "redis")]
-        "redis+cluster" => {
-            let b = flash_redis::RedisClusterBackend::connect(url).await?;
-            Ok(Arc::new(
-                ResilientBackend::builder(b)
-                    .timeout(CACHE_OP_TIMEOUT)
-                    .build(),
-            ))
-        }
+        "redis+cluster" => Ok(wrap(
+            flash_redis::RedisClusterBackend::connect(url).await?,
+            &o,
+        )),
         #[cfg(feature = "memcache")]
         "memcache" => {
             // Lazy: a service must start while its cache is down.
-            let b = flash_memcache::MemcacheBackend::new(url)?;
-            Ok(Arc::new(
-                ResilientBackend::builder(b)
-                    .timeout(CACHE_OP_TIMEOUT)
-                    .build(),
-            ))
+            let b = match o.pool_size {
+                Some(n) => flash_memcache::MemcacheBackend::with_pool_size(url, n)?,
+                None => flash_memcache::MemcacheBackend::new(url)?,
+            };
+            Ok(wrap(b, &o))
         }
         _ => Err(ConfigError::UnsupportedCache(url.into())),
     }

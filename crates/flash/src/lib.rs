@@ -121,6 +121,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod config;
+mod options;
 
 pub use flash_core as core;
 pub use flash_sea_orm as sea_orm_adapter;

@@ -107,6 +107,18 @@ async fn raw(h: &Harness, key: &str) -> Option<Vec<u8>> {
 /// time, uncompressed payload) is exactly `entry_len` bytes.
 fn random_blob_len_for_entry(h: &Harness, class: &str, entry_len: usize) -> usize {
     let version = h.fdb.flash().dynamic_version(class);
+    let layout = h
+        .fdb
+        .flash()
+        .classes()
+        .find(|c| c.name == class)
+        .map_or(0, |c| c.layout);
+    // A shared backend's values end with their tag.
+    let seal = if h.fdb.flash().backend().shared() {
+        flash_core::seal::TAG_LEN
+    } else {
+        0
+    };
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -115,10 +127,12 @@ fn random_blob_len_for_entry(h: &Harness, class: &str, entry_len: usize) -> usiz
         encode_entry(&Entry::Value {
             version,
             filled_ms: now_ms,
+            layout,
             compressed: false,
             payload: encode_payload(&vec![0u8; n]).unwrap(),
         })
         .len()
+            + seal
     };
     let mut n = entry_len;
     while len(n) > entry_len {

@@ -3,6 +3,6 @@
 //! `main`, which prints them and sets the exit code.
 
 pub mod bench;
-pub mod bump_version;
 pub mod demo;
+pub mod ops;
 pub mod stress;

@@ -173,6 +173,11 @@ impl Backend for MemoryBackend {
     fn coalesce_reads(&self) -> bool {
         false
     }
+
+    /// Only this process writes it: values need no seal.
+    fn shared(&self) -> bool {
+        false
+    }
 }
 
 #[cfg(test)]

@@ -68,6 +68,15 @@ pub trait Backend: Send + Sync + 'static {
     fn coalesce_reads(&self) -> bool {
         true
     }
+
+    /// Can anything but this process write the store (another process,
+    /// another client of the server)? Then flash seals each value with a tag
+    /// of its key and a checksum (a keyed MAC with a secret) and checks it on
+    /// every read (see [`crate::seal`]). Yes by default; the in-process
+    /// store says no.
+    fn shared(&self) -> bool {
+        true
+    }
 }
 
 #[async_trait]
@@ -108,5 +117,8 @@ impl<B: Backend + ?Sized> Backend for std::sync::Arc<B> {
     }
     fn coalesce_reads(&self) -> bool {
         (**self).coalesce_reads()
+    }
+    fn shared(&self) -> bool {
+        (**self).shared()
     }
 }

@@ -36,6 +36,7 @@ use crate::class::{durations::CACHE_TIME_WEEK, CacheKind, CacheValue, Class, Cla
 use crate::error::{Error, RegistryError};
 use crate::key::{build_key, is_plain_name, is_valid_prefix};
 use crate::registry::{CachedForeignKey, ModelInfo, Registry};
+use crate::seal::Sealer;
 use crate::stats::{FlashEvent, Observer, Stats};
 use crate::value::FieldValue;
 use crate::versions::{NoVersionStore, VersionStore};
@@ -73,6 +74,13 @@ pub struct Settings {
     pub version_refresh: Duration,
     /// Database alias per model (part of the key); `"default"` otherwise.
     pub db_alias: HashMap<String, String>,
+    /// Whether lookup spans carry the key (it holds the key values, which
+    /// may be personal data; default off: spans carry the class only).
+    pub log_keys: bool,
+    /// How often, at most, the one-line summary of cache errors (counts by
+    /// operation and kind) is logged while the cache fails (default 10 s;
+    /// the first error after a quiet period is logged at once).
+    pub error_summary_every: Duration,
     /// Test-only: a pause between reading the database and filling the cache,
     /// to widen the race window in stress tests (zero in production).
     #[doc(hidden)]
@@ -91,6 +99,8 @@ impl Default for Settings {
             invalidation_retries: 2,
             version_refresh: Duration::from_secs(5),
             db_alias: HashMap::new(),
+            log_keys: false,
+            error_summary_every: Duration::from_secs(10),
             fill_delay: Duration::ZERO,
         }
     }
@@ -106,6 +116,8 @@ pub struct FlashBuilder {
     store: Arc<dyn VersionStore>,
     observer: Option<Observer>,
     leases: bool,
+    secret: Option<Vec<u8>>,
+    unsealed: bool,
 }
 
 impl FlashBuilder {
@@ -149,6 +161,25 @@ impl FlashBuilder {
         self.settings.version_refresh = t;
         self
     }
+    /// The secret of the values' tags: with it, a value in a shared cache
+    /// is served only if its tag is a keyed MAC by the same secret, so a
+    /// client that can write to the cache server but does not hold the
+    /// secret cannot plant a row (its values are misses). Every process
+    /// sharing the cache needs the same secret. See [`crate::seal`].
+    pub fn entry_secret(mut self, secret: impl Into<Vec<u8>>) -> Self {
+        self.secret = Some(secret.into());
+        self
+    }
+    /// See [`Settings::log_keys`].
+    pub fn log_keys(mut self, on: bool) -> Self {
+        self.settings.log_keys = on;
+        self
+    }
+    /// See [`Settings::error_summary_every`].
+    pub fn error_summary_every(mut self, every: Duration) -> Self {
+        self.settings.error_summary_every = every;
+        self
+    }
     /// Reads go to the database, nothing is written to the cache.
     pub fn bypass(mut self, on: bool) -> Self {
         self.bypass = on;
@@ -176,6 +207,13 @@ impl FlashBuilder {
     #[doc(hidden)]
     pub fn unsafe_fill_delay(mut self, d: Duration) -> Self {
         self.settings.fill_delay = d;
+        self
+    }
+    /// Bench-only switch: values in a shared cache carry no seal and none is
+    /// checked (the format before seals, to measure what they cost).
+    #[doc(hidden)]
+    pub fn unsafe_unsealed_entries(mut self) -> Self {
+        self.unsealed = true;
         self
     }
     /// Test-only switch: fill without leases (plain set). Exists so that the
@@ -247,15 +285,22 @@ impl FlashBuilder {
             reason: "no cache backend configured".into(),
         })?;
         let refresh = self.settings.version_refresh;
+        let stats = Stats::default();
+        let sealer = (backend.shared() && !self.unsealed).then(|| match &self.secret {
+            Some(s) => Sealer::with_secret(s),
+            None => Sealer::unkeyed(),
+        });
+        stats.set_error_summary_every(self.settings.error_summary_every);
         let inner = Arc::new(Inner {
             backend,
             settings: self.settings,
             bypass: AtomicBool::new(self.bypass),
             registry: self.registry,
             versions: Versions::start(self.store, refresh).await?,
-            stats: Stats::default(),
+            stats,
             observer: self.observer,
             leases: self.leases,
+            sealer,
             invalidator: Invalidator::default(),
             waits: Waits::default(),
             claims: Claims::default(),
@@ -294,6 +339,8 @@ pub(crate) struct Inner {
     observer: Option<Observer>,
     /// Fill under leases (always, except in the stress test that shows why).
     leases: bool,
+    /// Seals values for a shared backend; `None` for the in-process store.
+    sealer: Option<Sealer>,
     /// Invalidations the cache refused, kept until it takes them, and the
     /// task that retries them.
     invalidator: Invalidator,
@@ -332,6 +379,8 @@ impl Flash {
             store: Arc::new(NoVersionStore),
             observer: None,
             leases: true,
+            secret: None,
+            unsealed: false,
         }
     }
 
@@ -342,6 +391,10 @@ impl Flash {
     /// The cache backend.
     pub fn backend(&self) -> &Arc<dyn Backend> {
         &self.inner.backend
+    }
+    /// The sealer of values, when the backend is shared.
+    pub(crate) fn sealer(&self) -> Option<&Sealer> {
+        self.inner.sealer.as_ref()
     }
     /// The in-process counters.
     pub fn stats(&self) -> &Stats {

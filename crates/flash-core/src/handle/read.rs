@@ -16,6 +16,7 @@ use crate::codec::{self, decode_entry, encode_entry, now_ms, Decoded, Entry, Ent
 use crate::decide::{decide, Action};
 use crate::error::{BackendError, Error};
 use crate::key::{lock_key, stale_key};
+use crate::seal::{Reject, Sealer};
 use crate::stats::{FlashEvent, Outcome};
 use crate::value::FieldValue;
 use std::sync::atomic::Ordering::Relaxed;
@@ -29,26 +30,47 @@ struct Found<T> {
     filled_ms: u64,
 }
 
-fn decode_value<T: CacheValue>(bytes: &[u8]) -> Option<Found<T>> {
-    match codec::decode_entry_ref(bytes)? {
-        EntryRef::Value {
+/// The value in `bytes` read under `key`: `Ok(None)` when they hold no
+/// value (a lease, a marker), `Err` when they hold one that must not be
+/// served (see [`crate::seal`]).
+fn open_value<T: CacheValue>(
+    sealer: Option<&Sealer>,
+    layout: u64,
+    key: &str,
+    bytes: &[u8],
+) -> Result<Option<Found<T>>, Reject> {
+    if !codec::may_be_value(bytes) {
+        return Ok(None);
+    }
+    let body = match sealer {
+        Some(s) => s.open(key, bytes)?,
+        None => bytes,
+    };
+    match codec::decode_entry_ref(body) {
+        Some(EntryRef::Value {
             version,
             filled_ms,
+            layout: filled_layout,
             compressed,
             payload,
-        } => {
+        }) => {
+            if filled_layout != layout {
+                return Err(Reject::Layout);
+            }
             let value = if compressed {
-                codec::decode_payload(&codec::decompress(payload)?)
+                codec::decompress(payload).and_then(|p| codec::decode_payload(&p))
             } else {
                 codec::decode_payload(payload)
-            }?;
-            Some(Found {
+            }
+            .ok_or(Reject::Garbage)?;
+            Ok(Some(Found {
                 value,
                 version,
                 filled_ms,
-            })
+            }))
         }
-        _ => None,
+        Some(_) => Ok(None),
+        None => Err(Reject::Garbage),
     }
 }
 
@@ -74,7 +96,10 @@ impl Flash {
         values: &[FieldValue],
     ) -> Result<(T, Outcome), Error> {
         let key = self.key_of(class, values)?;
-        let span = tracing::debug_span!("flash.lookup", class = %class.spec.name, key = %key, outcome = tracing::field::Empty);
+        let span = tracing::debug_span!("flash.lookup", class = %class.spec.name, key = tracing::field::Empty, outcome = tracing::field::Empty);
+        if self.settings().log_keys {
+            span.record("key", key.as_str());
+        }
         async {
             let result = if self.is_bypassed() {
                 self.fetch(class, values)
@@ -106,6 +131,23 @@ impl Flash {
         }
         .instrument(span)
         .await
+    }
+
+    /// The value `bytes` read under `key` hold, if they may be served; a
+    /// rejected entry is counted (and then refilled like a miss).
+    fn decode_value<T: CacheValue>(
+        &self,
+        spec: &ClassSpec,
+        key: &str,
+        bytes: &[u8],
+    ) -> Option<Found<T>> {
+        match open_value(self.sealer(), spec.layout, key, bytes) {
+            Ok(found) => found,
+            Err(why) => {
+                self.stats().rejected(spec, why);
+                None
+            }
+        }
     }
 
     /// Note this before a cache read and pass it to `resolve` / `try_serve`:
@@ -156,7 +198,7 @@ impl Flash {
         if self.invalidator().untrusted(key, epoch) {
             return None;
         }
-        let found = decode_value::<T>(raw.first()?.as_deref()?)?;
+        let found = self.decode_value::<T>(spec, key, raw.first()?.as_deref()?)?;
         let bytes = raw.first()?.as_deref()?;
         let marker = codec::marks_stale(raw.get(1).and_then(|m| m.as_deref()), bytes);
         (self.action_for(spec, &found, marker) == Action::Serve).then_some(found.value)
@@ -194,7 +236,10 @@ impl Flash {
         let mut raw = raw.into_iter();
         let observed = raw.next().flatten();
         let marker = raw.next().flatten();
-        if let Some(found) = observed.as_deref().and_then(decode_value::<T>) {
+        if let Some(found) = observed
+            .as_deref()
+            .and_then(|b| self.decode_value::<T>(spec, key, b))
+        {
             let marked =
                 codec::marks_stale(marker.as_deref(), observed.as_deref().unwrap_or_default());
             match self.action_for(spec, &found, marked) {
@@ -262,7 +307,7 @@ impl Flash {
                         c.as_slice() != observed && !codec::marks_stale(marker_now.as_deref(), c)
                     });
                     if let Some(current) = current {
-                        if let Some(found) = decode_value::<T>(&current) {
+                        if let Some(found) = self.decode_value::<T>(spec, key, &current) {
                             let _ = backend
                                 .compare_and_swap(&lock, &token, None, Duration::ZERO)
                                 .await;
@@ -391,7 +436,7 @@ impl Flash {
             };
             // Another's fill: served unless a write marked it since (DYNAMIC).
             if let Some(bytes) = observed.as_deref() {
-                if let Some(found) = decode_value::<T>(bytes) {
+                if let Some(found) = self.decode_value::<T>(spec, key, bytes) {
                     if found.version == self.dynamic_version(&spec.name)
                         && !codec::marks_stale(marker_now.as_deref(), bytes)
                     {
@@ -440,7 +485,7 @@ impl Flash {
         if !self.settings().fill_delay.is_zero() {
             tokio::time::sleep(self.settings().fill_delay).await;
         }
-        let bytes = match self.encode_value(spec, v) {
+        let bytes = match self.encode_value(spec, key, v) {
             Ok(b) => b,
             Err(e) => {
                 tracing::warn!(class = %spec.name, error = %e, "value not cacheable");
@@ -490,19 +535,29 @@ impl Flash {
             .await;
     }
 
-    fn encode_value<T: CacheValue>(&self, spec: &ClassSpec, v: &T) -> Result<Vec<u8>, Error> {
+    fn encode_value<T: CacheValue>(
+        &self,
+        spec: &ClassSpec,
+        key: &str,
+        v: &T,
+    ) -> Result<Vec<u8>, Error> {
         let payload = codec::encode_payload(v).map_err(|e| Error::Encode(e.to_string()))?;
         let (compressed, payload) = match spec.compress_above {
             Some(limit) if payload.len() > limit => (true, codec::compress(&payload)),
             _ => (false, payload),
         };
         let version = self.dynamic_version(&spec.name);
-        Ok(encode_entry(&Entry::Value {
+        let entry = encode_entry(&Entry::Value {
             version,
             filled_ms: now_ms(),
+            layout: spec.layout,
             compressed,
             payload,
-        }))
+        });
+        Ok(match self.sealer() {
+            Some(s) => s.seal(key, entry),
+            None => entry,
+        })
     }
 }
 

@@ -244,8 +244,9 @@ impl FlashDb {
                     ob.applied(id);
                 }
             }
+            // The refusal is in the cache-error summary; the outbox keeps the keys.
             Err(e) if outbox_id.is_some() => {
-                tracing::warn!(model, error = %e, "invalidation deferred to the outbox")
+                tracing::debug!(model, error = %e, "invalidation deferred to the outbox")
             }
             // The keys wait in this process's pending set, and the write's
             // captured record in the changes table: nothing is lost, and the

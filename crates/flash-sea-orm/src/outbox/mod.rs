@@ -151,11 +151,23 @@ impl Outbox {
         });
         let weak: Weak<Outbox> = Arc::downgrade(&outbox);
         let task = tokio::spawn(async move {
+            // One line when draining starts failing and one when it works
+            // again, not one per round.
+            let mut failing = false;
             loop {
                 tokio::time::sleep(settings.interval).await;
                 let Some(o) = weak.upgrade() else { return };
-                if let Err(e) = o.drain(false).await {
-                    tracing::warn!(error = %e, "outbox drain failed; will retry");
+                match o.drain(false).await {
+                    Err(e) if !failing => {
+                        failing = true;
+                        tracing::warn!(error = %e, "outbox drain failed; will retry");
+                    }
+                    Err(e) => tracing::debug!(error = %e, "outbox drain failed again"),
+                    Ok(_) if failing => {
+                        failing = false;
+                        tracing::info!("outbox drain works again");
+                    }
+                    Ok(_) => {}
                 }
             }
         });

@@ -9,7 +9,8 @@
 //! the sequential scenarios (1–4), `load` the concurrent ones and memory
 //! (5, 6, 8), `writes` the updates (7), `capture` the lag of a foreign
 //! write and the triggers' cost (9), `page` a row with two embedded
-//! relations (10), `stats` medians and the report,
+//! relations (10), `seal` what entry seals cost a hit (11), `stats`
+//! medians and the report,
 //! `wire` a hand-written GET for the wire floor.
 
 /// Times each of `n` operations (`|i|` from `start`) on its own; the body is
@@ -28,6 +29,7 @@ mod capture;
 mod latency;
 mod load;
 mod page;
+mod seal;
 mod setup;
 mod stats;
 mod wire;
@@ -44,9 +46,9 @@ pub struct BenchArgs {
     /// A small, CI-sized run (seconds, not minutes).
     #[arg(long)]
     pub quick: bool,
-    /// Run only the scenarios whose numbers are given (1-10; repeatable,
+    /// Run only the scenarios whose numbers are given (1-11; repeatable,
     /// e.g. `--only 2 --only 7`). All by default.
-    #[arg(long, value_parser = clap::value_parser!(u8).range(1..=10))]
+    #[arg(long, value_parser = clap::value_parser!(u8).range(1..=11))]
     pub only: Vec<u8>,
 }
 
@@ -263,7 +265,7 @@ async fn measure(env: &mut Env, only: &[u8]) -> BenchResult<Report> {
     };
     type Step =
         for<'a> fn(&'a Env, &'a mut Report) -> futures::future::BoxFuture<'a, BenchResult<()>>;
-    let steps: [(&str, Step); 10] = [
+    let steps: [(&str, Step); 11] = [
         ("1. one lookup", |e, r| Box::pin(latency::one_lookup(e, r))),
         ("2. batch of 100", |e, r| Box::pin(latency::batch(e, r))),
         ("3. filter list", |e, r| {
@@ -276,6 +278,7 @@ async fn measure(env: &mut Env, only: &[u8]) -> BenchResult<Report> {
         ("8. memory", |e, r| Box::pin(load::memory(e, r))),
         ("9. capture", |e, r| Box::pin(capture::capture(e, r))),
         ("10. page", |e, r| Box::pin(page::page(e, r))),
+        ("11. entry seals", |e, r| Box::pin(seal::seal_cost(e, r))),
     ];
     for (n, (name, step)) in (1u8..).zip(steps) {
         if !only.is_empty() && !only.contains(&n) {

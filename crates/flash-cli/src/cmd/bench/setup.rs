@@ -282,3 +282,20 @@ pub async fn flash_db(
     declare(&mut reg, Duration::from_secs(60))?;
     Ok(reg.build().await?)
 }
+
+/// A [`FlashDb`] like [`flash_db`] (no outbox, no capture), its builder
+/// finished by `configure`.
+pub async fn flash_db_with(
+    db: &DatabaseConnection,
+    backend: Arc<dyn Backend>,
+    prefix: String,
+    configure: impl FnOnce(flash_core::FlashBuilder) -> flash_core::FlashBuilder,
+) -> BenchResult<FlashDb> {
+    let mut reg = Registrar::new(db.clone())
+        .configure(|b| configure(b.backend_arc(backend).prefix(prefix)))
+        .capture(false)
+        .install_capture(false)
+        .outbox(false);
+    declare(&mut reg, Duration::from_secs(60))?;
+    Ok(reg.build().await?)
+}

@@ -164,16 +164,26 @@ impl Permit<'_> {
             State::Open { .. } => false,
         };
         if trip {
+            // One line per outage: re-opening after a failed probe (every
+            // cool-down while the server stays down) is not news.
+            let was_closed = matches!(b.state, State::Closed);
             b.state = State::Open {
                 until: Instant::now() + breaker.cool_down,
             };
             metrics::gauge!("flash_breaker_open", "backend" => name).set(1.0);
-            tracing::warn!(
-                backend = name,
-                failures = b.consecutive_failures,
-                cool_down = ?breaker.cool_down,
-                "cache circuit breaker opened"
-            );
+            if was_closed {
+                tracing::warn!(
+                    backend = name,
+                    failures = b.consecutive_failures,
+                    cool_down = ?breaker.cool_down,
+                    "cache circuit breaker opened"
+                );
+            } else {
+                tracing::debug!(
+                    backend = name,
+                    "cache circuit breaker probe failed; open again"
+                );
+            }
         }
     }
 }

@@ -38,9 +38,22 @@ pub struct ResilientBuilder<B> {
     timeout: Duration,
     failure_threshold: u32,
     cool_down: Duration,
+    retries: u32,
 }
 
 impl<B: Backend> ResilientBuilder<B> {
+    /// Extra attempts of a read ([`Backend::get_many`]) or an invalidation
+    /// ([`Backend::set_many`]) that failed with [`BackendError::Unreachable`]
+    /// or [`BackendError::Protocol`] (default 0). Both are idempotent; a
+    /// client reconnecting to a restarted server needs one. Timeouts are not
+    /// retried (a hung server would cost each retry a deadline), nor are
+    /// leases and compare-and-swaps (an attempt that reached the server and
+    /// lost its answer must not be repeated).
+    pub fn retries(mut self, n: u32) -> Self {
+        self.retries = n;
+        self
+    }
+
     /// Deadline of each operation (default 50 ms).
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
@@ -64,6 +77,7 @@ impl<B: Backend> ResilientBuilder<B> {
         ResilientBackend {
             inner: self.inner,
             timeout: self.timeout,
+            retries: self.retries,
             breaker: Breaker::new(self.failure_threshold, self.cool_down),
         }
     }
@@ -76,6 +90,7 @@ impl<B: Backend> ResilientBuilder<B> {
 pub struct ResilientBackend<B> {
     inner: B,
     timeout: Duration,
+    retries: u32,
     breaker: Breaker,
 }
 
@@ -92,6 +107,7 @@ impl<B: Backend> ResilientBackend<B> {
             timeout: Duration::from_millis(50),
             failure_threshold: 5,
             cool_down: Duration::from_secs(1),
+            retries: 0,
         }
     }
 
@@ -154,6 +170,11 @@ fn is_server_failure(e: &BackendError) -> bool {
     }
 }
 
+/// Whether a failed idempotent operation is worth another attempt at once.
+fn is_retryable(e: &BackendError) -> bool {
+    matches!(e, BackendError::Unreachable(_) | BackendError::Protocol(_))
+}
+
 #[async_trait]
 impl<B: Backend> Backend for ResilientBackend<B> {
     fn name(&self) -> &'static str {
@@ -161,7 +182,13 @@ impl<B: Backend> Backend for ResilientBackend<B> {
     }
 
     async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, BackendError> {
-        self.guard(self.inner.get_many(keys)).await
+        let mut left = self.retries;
+        loop {
+            match self.guard(self.inner.get_many(keys)).await {
+                Err(e) if left > 0 && is_retryable(&e) => left -= 1,
+                r => return r,
+            }
+        }
     }
 
     async fn set(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), BackendError> {
@@ -192,7 +219,13 @@ impl<B: Backend> Backend for ResilientBackend<B> {
         items: &[(String, Vec<u8>)],
         ttl: Duration,
     ) -> Result<(), BackendError> {
-        self.forced(self.inner.set_many(items, ttl)).await
+        let mut left = self.retries;
+        loop {
+            match self.forced(self.inner.set_many(items, ttl)).await {
+                Err(e) if left > 0 && is_retryable(&e) => left -= 1,
+                r => return r,
+            }
+        }
     }
 
     fn max_value_size(&self) -> usize {
@@ -201,6 +234,10 @@ impl<B: Backend> Backend for ResilientBackend<B> {
 
     fn coalesce_reads(&self) -> bool {
         self.inner.coalesce_reads()
+    }
+
+    fn shared(&self) -> bool {
+        self.inner.shared()
     }
 }
 
@@ -423,5 +460,26 @@ mod tests {
         let b = ResilientBackend::new(Flaky::default());
         assert_eq!(b.name(), "flaky");
         assert_eq!(b.state(), BreakerState::Closed);
+    }
+
+    #[tokio::test]
+    async fn reads_and_invalidations_are_retried_leases_are_not() {
+        let b = ResilientBackend::builder(Flaky::default())
+            .failure_threshold(100)
+            .retries(2)
+            .build();
+        b.inner().failing.store(true, Ordering::SeqCst);
+        b.get_many(&["k".into()]).await.unwrap_err();
+        assert_eq!(calls(&b), 3, "one read, two retries");
+        b.set_many(&[("k".into(), b"m".to_vec())], Duration::ZERO)
+            .await
+            .unwrap_err();
+        assert_eq!(calls(&b), 6, "one invalidation, two retries");
+        b.add("k", b"lease", Duration::ZERO).await.unwrap_err();
+        assert_eq!(calls(&b), 7, "a lease is not retried");
+        let no_retry = wrapped(Duration::from_secs(60));
+        no_retry.inner().failing.store(true, Ordering::SeqCst);
+        no_retry.get_many(&["k".into()]).await.unwrap_err();
+        assert_eq!(calls(&no_retry), 1, "no retries by default");
     }
 }

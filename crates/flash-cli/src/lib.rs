@@ -1,0 +1,4 @@
+//! The library half of `flash-cli`: the operator commands ([`ops`]), which an
+//! application can mount in its own binary.
+
+pub mod ops;
