@@ -122,6 +122,12 @@ pub struct Stats {
     pub backend_errors: AtomicU64,
     /// Polls while waiting for another caller's fill.
     pub lease_waits: AtomicU64,
+    /// Misses whose first read took the lease, then queried the database.
+    pub leased_misses: AtomicU64,
+    /// Cache requests those misses waited for before their query (one each
+    /// when the backend reads and leases in one request): the cache's share
+    /// of a miss's latency is `leased_round_trips / leased_misses` requests.
+    pub leased_round_trips: AtomicU64,
 }
 
 /// A copy of the counters at one moment.
@@ -143,6 +149,10 @@ pub struct StatsSnapshot {
     pub backend_errors: u64,
     /// See [`Stats::lease_waits`].
     pub lease_waits: u64,
+    /// See [`Stats::leased_misses`].
+    pub leased_misses: u64,
+    /// See [`Stats::leased_round_trips`].
+    pub leased_round_trips: u64,
 }
 
 impl Stats {
@@ -157,6 +167,8 @@ impl Stats {
             invalidated_keys: self.invalidated_keys.load(Relaxed),
             backend_errors: self.backend_errors.load(Relaxed),
             lease_waits: self.lease_waits.load(Relaxed),
+            leased_misses: self.leased_misses.load(Relaxed),
+            leased_round_trips: self.leased_round_trips.load(Relaxed),
         }
     }
 
@@ -171,6 +183,13 @@ impl Stats {
         };
         c.fetch_add(1, Relaxed);
         class.counters.get(&class.name, o).increment(1);
+    }
+
+    pub(crate) fn leased_miss(&self, round_trips: u32) {
+        self.leased_misses.fetch_add(1, Relaxed);
+        self.leased_round_trips
+            .fetch_add(u64::from(round_trips), Relaxed);
+        metrics::histogram!("flash_miss_cache_round_trips").record(f64::from(round_trips));
     }
 
     pub(crate) fn backend_error(&self, op: &'static str, e: &crate::error::BackendError) {

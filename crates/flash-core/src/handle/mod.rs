@@ -8,6 +8,7 @@
 //! * `read`: one lookup, following the decision table, and the fill protocol
 //!   with leases;
 //! * `wait`: lookups of one key in this process sharing their reads;
+//! * `pending`: fills running in the background, and waiting for them;
 //! * `invalidate`: from changed rows to the keys they affect, and the markers
 //!   written over them;
 //! * `invalidator`: invalidations the cache refused, kept and retried in the
@@ -23,6 +24,7 @@
 pub mod batch;
 mod invalidate;
 mod invalidator;
+mod pending;
 mod read;
 pub(crate) mod scope;
 mod task;
@@ -40,6 +42,7 @@ use crate::stats::{FlashEvent, Observer, Stats};
 use crate::value::FieldValue;
 use crate::versions::{NoVersionStore, VersionStore};
 use invalidator::Invalidator;
+use pending::Pending;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -73,6 +76,12 @@ pub struct Settings {
     pub version_refresh: Duration,
     /// Database alias per model (part of the key); `"default"` otherwise.
     pub db_alias: HashMap<String, String>,
+    /// Whether a miss that took its lease in its first read fills the cache
+    /// in the background (default: yes). The caller then has its row after
+    /// one cache request and the query; the lease makes the others wait for
+    /// this fill and keeps a late one harmless. [`Flash::settled`] waits for
+    /// the fills in flight.
+    pub background_fills: bool,
     /// Test-only: a pause between reading the database and filling the cache,
     /// to widen the race window in stress tests (zero in production).
     #[doc(hidden)]
@@ -91,6 +100,7 @@ impl Default for Settings {
             invalidation_retries: 2,
             version_refresh: Duration::from_secs(5),
             db_alias: HashMap::new(),
+            background_fills: true,
             fill_delay: Duration::ZERO,
         }
     }
@@ -147,6 +157,11 @@ impl FlashBuilder {
     /// See [`Settings::version_refresh`].
     pub fn version_refresh(mut self, t: Duration) -> Self {
         self.settings.version_refresh = t;
+        self
+    }
+    /// See [`Settings::background_fills`].
+    pub fn background_fills(mut self, on: bool) -> Self {
+        self.settings.background_fills = on;
         self
     }
     /// Reads go to the database, nothing is written to the cache.
@@ -259,6 +274,7 @@ impl FlashBuilder {
             invalidator: Invalidator::default(),
             waits: Waits::default(),
             claims: Claims::default(),
+            pending: Pending::default(),
         });
         // The retry task needs the handle (it writes markers through it), so
         // it starts once the handle exists.
@@ -301,6 +317,8 @@ pub(crate) struct Inner {
     waits: Waits,
     /// Keys whose lease a task of this process is taking or holds.
     claims: Claims,
+    /// Fills running in the background.
+    pending: Pending,
 }
 
 /// The handle services keep: lookups, invalidation, versions. Cloning is cheap
@@ -350,6 +368,11 @@ impl Flash {
     /// Do lookups go straight to the database?
     pub fn is_bypassed(&self) -> bool {
         self.inner.bypass.load(Ordering::Relaxed)
+    }
+    /// Returns once every fill this handle started in the background has
+    /// stored its value or given up (see [`Settings::background_fills`]).
+    pub async fn settled(&self) {
+        self.pending_fills().settled().await;
     }
     /// Turns the bypass switch on or off at run time.
     pub fn set_bypass(&self, on: bool) {
@@ -453,6 +476,11 @@ impl Flash {
     /// Which keys a task of this process is filling.
     fn fill_claims(&self) -> &Claims {
         &self.inner.claims
+    }
+
+    /// Fills running in the background.
+    fn pending_fills(&self) -> &Pending {
+        &self.inner.pending
     }
 
     /// Refused invalidations, kept for the retry task.

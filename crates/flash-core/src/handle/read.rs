@@ -11,6 +11,7 @@
 
 use super::wait::Pace;
 use super::Flash;
+use crate::backend::{Lease, LeaseRead};
 use crate::class::{CacheValue, Class, ClassSpec, Invalidation};
 use crate::codec::{self, decode_entry, encode_entry, now_ms, Decoded, Entry, EntryRef};
 use crate::decide::{decide, Action};
@@ -52,8 +53,29 @@ fn decode_value<T: CacheValue>(bytes: &[u8]) -> Option<Found<T>> {
     }
 }
 
+/// Does the key hold a fill lease? An empty value is one too: the
+/// placeholder memcached vivifies for the winner of an `mg … N` (flash never
+/// stores empty bytes otherwise).
 fn is_lease(bytes: &[u8]) -> bool {
-    matches!(decode_entry(bytes), Decoded::Entry(Entry::Lease { .. }))
+    bytes.is_empty() || matches!(decode_entry(bytes), Decoded::Entry(Entry::Lease { .. }))
+}
+
+/// A fresh lease entry: a random token, so that a fill can tell its own
+/// lease from another's (and from one taken after its own expired).
+fn new_lease() -> Vec<u8> {
+    encode_entry(&Entry::Lease {
+        token: rand::random(),
+        at_ms: now_ms(),
+    })
+}
+
+/// A lease taken by a lookup's first read, with what the fill needs.
+struct Leased {
+    lease: Lease,
+    /// The stale marker read with it (DYNAMIC), to clear after the fill.
+    marker: Option<Vec<u8>>,
+    /// Cache requests the caller waited for before its query.
+    round_trips: u32,
 }
 
 impl Flash {
@@ -80,6 +102,34 @@ impl Flash {
                 self.fetch(class, values)
                     .await
                     .map(|v| (v, Outcome::Bypass))
+            } else if self.leases_in_first_read() {
+                let keys = read_keys(&class.spec, &key);
+                let epoch = self.read_epoch();
+                let lease = new_lease();
+                match self.read_or_lease(&keys, &lease).await {
+                    Ok(LeaseRead {
+                        values: raw,
+                        lease: Some(lease),
+                        round_trips,
+                    }) => {
+                        let leased = Leased {
+                            lease,
+                            marker: raw.into_iter().nth(1).flatten(),
+                            round_trips,
+                        };
+                        self.fill_leased(class, values, &key, leased, epoch).await
+                    }
+                    Ok(read) => {
+                        self.resolve(class, values, &key, read.values, epoch, false)
+                            .await
+                    }
+                    Err(e) => {
+                        self.stats().backend_error("get", &e);
+                        self.fetch(class, values)
+                            .await
+                            .map(|v| (v, Outcome::Degraded))
+                    }
+                }
             } else {
                 let keys = read_keys(&class.spec, &key);
                 let epoch = self.read_epoch();
@@ -131,6 +181,143 @@ impl Flash {
         {
             Some(r) => r,
             None => Err(BackendError::Timeout(self.settings().lease_wait)),
+        }
+    }
+
+    /// Does a lookup's first read also take the lease on a miss? With leases,
+    /// for a cache server: a miss then costs the caller one request before
+    /// the query instead of two. The in-process store answers the read and
+    /// the `add` in well under a microsecond, and a lease entry built for
+    /// every read would cost its hits more than that saves.
+    fn leases_in_first_read(&self) -> bool {
+        self.uses_leases() && self.backend().coalesce_reads()
+    }
+
+    /// [`Self::read`] that, on a miss, also takes the lease (one request
+    /// where the backend can: [`crate::Backend::get_or_lease`]).
+    async fn read_or_lease(
+        &self,
+        keys: &[String],
+        lease: &[u8],
+    ) -> Result<LeaseRead, BackendError> {
+        let deadline = tokio::time::Instant::now() + self.settings().lease_wait;
+        let ttl = self.settings().lease_ttl;
+        match self
+            .shared_reads()
+            .next_read_or_lease(
+                self.backend(),
+                keys,
+                Pace::Now,
+                Some((lease, ttl)),
+                deadline,
+            )
+            .await
+        {
+            Some(r) => r,
+            None => Err(BackendError::Timeout(self.settings().lease_wait)),
+        }
+    }
+
+    /// The miss whose first read took the lease: the query, then the fill,
+    /// which (with [`crate::Settings::background_fills`]) runs in the
+    /// background so that the caller has its row after one cache request.
+    /// The lease keeps a late fill harmless (an invalidation overwrites it)
+    /// and makes the others wait for this fill, not query themselves.
+    async fn fill_leased<T: CacheValue>(
+        &self,
+        class: &Class<T>,
+        values: &[FieldValue],
+        key: &str,
+        leased: Leased,
+        epoch: u64,
+    ) -> Result<(T, Outcome), Error> {
+        let spec = &class.spec;
+        let claim = self.fill_claims().try_claim(key);
+        if self.invalidator().untrusted(key, epoch) {
+            self.release_lease(key, &leased.lease).await;
+            return self
+                .fetch(class, values)
+                .await
+                .map(|v| (v, Outcome::Degraded));
+        }
+        let fetched = match self.fetch(class, values).await {
+            Ok(v) => v,
+            Err(e) => {
+                self.release_lease(key, &leased.lease).await;
+                return Err(e);
+            }
+        };
+        self.stats().leased_miss(leased.round_trips);
+        let Some(bytes) = self.cacheable_bytes(spec, &fetched) else {
+            // Not cached: the lease goes now, or the next lookups would wait for it.
+            self.release_lease(key, &leased.lease).await;
+            return Ok((fetched, Outcome::MissNoFill));
+        };
+        if !self.settings().background_fills {
+            let filled = self.store_leased(spec, key, &leased, &bytes).await;
+            return Ok((
+                fetched,
+                if filled {
+                    Outcome::Miss
+                } else {
+                    Outcome::MissNoFill
+                },
+            ));
+        }
+        let this = self.clone();
+        let spec = class.spec.clone();
+        let key = key.to_owned();
+        let pending = self.pending_fills().start();
+        tokio::spawn(async move {
+            let _claim = claim;
+            let _pending = pending;
+            this.store_leased(&spec, &key, &leased, &bytes).await;
+        });
+        Ok((fetched, Outcome::Miss))
+    }
+
+    /// Stores `bytes` over the lease if it is still there (the end of
+    /// [`Self::fill_leased`]); `true` when it was.
+    async fn store_leased(
+        &self,
+        spec: &ClassSpec,
+        key: &str,
+        leased: &Leased,
+        bytes: &[u8],
+    ) -> bool {
+        if !self.settings().fill_delay.is_zero() {
+            tokio::time::sleep(self.settings().fill_delay).await;
+        }
+        let ttl = spec.timeout.unwrap_or(self.settings().default_timeout);
+        match self
+            .backend()
+            .swap_lease(key, &leased.lease, Some(bytes), ttl)
+            .await
+        {
+            Ok(true) => {
+                self.stats().fills.fetch_add(1, Relaxed);
+                metrics::counter!("flash_fills_total").increment(1);
+                if let Some(m) = &leased.marker {
+                    self.clear_marker(spec, key, m, bytes).await;
+                }
+                true
+            }
+            Ok(false) => false,
+            Err(e) => {
+                self.stats().backend_error("fill", &e);
+                false
+            }
+        }
+    }
+
+    /// Gives a lease back (the key is left empty), if it is still there.
+    async fn release_lease(&self, key: &str, lease: &Lease) {
+        if let Err(e) = self
+            .backend()
+            .swap_lease(key, lease, None, Duration::ZERO)
+            .await
+        {
+            self.stats().backend_error("lease", &e);
         }
     }
 
@@ -328,10 +515,7 @@ impl Flash {
                 },
             ));
         }
-        let lease = encode_entry(&Entry::Lease {
-            token: rand::random(),
-            at_ms: now_ms(),
-        });
+        let lease = new_lease();
         let deadline = Instant::now() + settings.lease_wait;
         let mut _claim = None;
         loop {
@@ -440,24 +624,15 @@ impl Flash {
         if !self.settings().fill_delay.is_zero() {
             tokio::time::sleep(self.settings().fill_delay).await;
         }
-        let bytes = match self.encode_value(spec, v) {
-            Ok(b) => b,
-            Err(e) => {
-                tracing::warn!(class = %spec.name, error = %e, "value not cacheable");
-                return None;
-            }
-        };
         let ttl = spec.timeout.unwrap_or(self.settings().default_timeout);
-        if bytes.len() > backend.max_value_size() {
-            tracing::warn!(class = %spec.name, size = bytes.len(), limit = backend.max_value_size(), "value over the backend's item limit: served, not cached");
-            metrics::counter!("flash_too_large_total", "class" => spec.name.clone()).increment(1);
+        let Some(bytes) = self.cacheable_bytes(spec, v) else {
             if let Some(e) = expected {
                 if is_lease(e) {
                     let _ = backend.compare_and_swap(key, e, None, Duration::ZERO).await;
                 }
             }
             return None;
-        }
+        };
         let stored = match expected {
             Some(e) => backend.compare_and_swap(key, e, Some(&bytes), ttl).await,
             None => backend.set(key, &bytes, ttl).await.map(|()| true),
@@ -488,6 +663,25 @@ impl Flash {
             .backend()
             .compare_and_swap(&stale_key(key), marker, Some(&fresh), ttl)
             .await;
+    }
+
+    /// The bytes a fill would store, or `None` when the value cannot be
+    /// cached (it does not encode, or is over the backend's item limit).
+    fn cacheable_bytes<T: CacheValue>(&self, spec: &ClassSpec, v: &T) -> Option<Vec<u8>> {
+        let backend = self.backend();
+        let bytes = match self.encode_value(spec, v) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::warn!(class = %spec.name, error = %e, "value not cacheable");
+                return None;
+            }
+        };
+        if bytes.len() > backend.max_value_size() {
+            tracing::warn!(class = %spec.name, size = bytes.len(), limit = backend.max_value_size(), "value over the backend's item limit: served, not cached");
+            metrics::counter!("flash_too_large_total", "class" => spec.name.clone()).increment(1);
+            return None;
+        }
+        Some(bytes)
     }
 
     fn encode_value<T: CacheValue>(&self, spec: &ClassSpec, v: &T) -> Result<Vec<u8>, Error> {
