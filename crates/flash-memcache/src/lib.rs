@@ -470,11 +470,14 @@ impl Backend for MemcacheBackend {
     /// (vivify) and answers the first such reader with `W` (won) and the
     /// item's CAS value, every other with `Z`: the lease in the read's one
     /// request. The other keys (a stale marker) are read concurrently, so
-    /// the caller still waits for one round trip.
+    /// the caller still waits for one round trip. A key that holds an
+    /// invalidation's marker takes a second request (`ms` over it with its
+    /// CAS value): vivify acts on misses only.
     async fn get_or_lease(
         &self,
         keys: &[String],
-        _lease: &[u8],
+        lease: &[u8],
+        over: &[u8],
         ttl: Duration,
     ) -> Result<LeaseRead, BackendError> {
         let Some((first, rest)) = keys.split_first() else {
@@ -500,6 +503,7 @@ impl Backend for MemcacheBackend {
             what: "mg with N answered a miss".into(),
         })?;
         let mut values = Vec::with_capacity(keys.len());
+        let mut round_trips = 1;
         let lease = match (item.is_recache_winner, item.cas) {
             (Some(true), Some(cas)) => {
                 values.push(None);
@@ -512,6 +516,27 @@ impl Backend for MemcacheBackend {
                 }
                 .into())
             }
+            // An invalidation's marker: replaced by the lease if nobody wrote
+            // since (`C<cas>`), a second request (vivify works on misses only).
+            (_, Some(cas))
+                if !over.is_empty()
+                    && item.data.as_deref().is_some_and(|d| d.starts_with(over)) =>
+            {
+                let c_flag = format!("C{cas}");
+                let t = format!("T{}", exptime(ttl));
+                let took = self
+                    .server(first)
+                    .with_conn(async |c: &mut Client| {
+                        refused_is_false(
+                            c.meta_set(first, lease, false, None, Some(&[&c_flag, &t]))
+                                .await,
+                        )
+                    })
+                    .await?;
+                round_trips = 2;
+                values.push(item.data);
+                took.then(|| Lease::Bytes(lease.to_vec()))
+            }
             // The client reports a zero-length value (a placeholder) as no data.
             _ => {
                 values.push(Some(item.data.unwrap_or_default()));
@@ -522,7 +547,7 @@ impl Backend for MemcacheBackend {
         Ok(LeaseRead {
             values,
             lease,
-            round_trips: 1,
+            round_trips,
         })
     }
 

@@ -242,13 +242,14 @@ impl_backend!(RedisClusterBackend {
         &self,
         keys: &[String],
         lease: &[u8],
+        over: &[u8],
         ttl: Duration,
     ) -> Result<LeaseRead, BackendError> {
         if keys.len() <= 1 {
-            return self.inner.get_or_lease(keys, lease, ttl).await;
+            return self.inner.get_or_lease(keys, lease, over, ttl).await;
         }
         let (first, others) = futures::join!(
-            self.inner.get_or_lease(&keys[..1], lease, ttl),
+            self.inner.get_or_lease(&keys[..1], lease, over, ttl),
             self.get_many(&keys[1..])
         );
         let mut read = first?;

@@ -41,8 +41,9 @@ end
 return 1
 "#;
 
-/// Read-or-lease: when `KEYS[1]` holds nothing it is set to the lease
-/// `ARGV[1]` (for `ARGV[2]` milliseconds, none when 0). Answers the won flag
+/// Read-or-lease: when `KEYS[1]` holds nothing, or a value that starts with
+/// `ARGV[3]` (an invalidation's marker; when not empty), it is set to the
+/// lease `ARGV[1]` (for `ARGV[2]` milliseconds, none when 0). Answers the won flag
 /// (`"1"` or `"0"`) then the value of every key as it was before: one
 /// request for a miss and its lease. All replies are bulk strings (a missing
 /// key `false`, which Redis turns into nil), so they decode as one list.
@@ -51,7 +52,7 @@ local out = {'0'}
 for i = 1, #KEYS do
   out[i + 1] = redis.call('GET', KEYS[i])
 end
-if out[2] == false then
+if out[2] == false or (#ARGV[3] > 0 and string.sub(out[2], 1, #ARGV[3]) == ARGV[3]) then
   local ttl = tonumber(ARGV[2])
   if ttl > 0 then
     redis.call('SET', KEYS[1], ARGV[1], 'PX', ttl)
@@ -229,6 +230,7 @@ impl<C: ConnectionLike + Clone + Send + Sync> Conn<C> {
         &self,
         keys: &[String],
         lease: &[u8],
+        over: &[u8],
         ttl: Duration,
     ) -> Result<LeaseRead, BackendError> {
         if keys.is_empty() {
@@ -239,7 +241,10 @@ impl<C: ConnectionLike + Clone + Send + Sync> Conn<C> {
             });
         }
         let mut invocation = self.get_or_lease.key(keys);
-        invocation.arg(lease).arg(ttl_millis(ttl).unwrap_or(0));
+        invocation
+            .arg(lease)
+            .arg(ttl_millis(ttl).unwrap_or(0))
+            .arg(over);
         let mut reply: Vec<Option<Vec<u8>>> = invocation
             .invoke_async(&mut self.conn.clone())
             .await

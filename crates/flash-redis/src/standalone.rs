@@ -84,9 +84,10 @@ impl_backend!(RedisBackend {
         &self,
         keys: &[String],
         lease: &[u8],
+        over: &[u8],
         ttl: Duration,
     ) -> Result<LeaseRead, BackendError> {
-        self.inner.get_or_lease(keys, lease, ttl).await
+        self.inner.get_or_lease(keys, lease, over, ttl).await
     }
 
     /// One pipeline of `SET`s: one round trip.

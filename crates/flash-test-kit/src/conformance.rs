@@ -140,7 +140,7 @@ pub async fn get_or_lease<B: Backend>(b: &B, ns: &str) {
     let marker = format!("{ns}:gol__stale");
     b.set(&marker, b"marker", TTL).await.unwrap();
     let keys = [k.clone(), marker.clone()];
-    let first = b.get_or_lease(&keys, b"lease-1", TTL).await.unwrap();
+    let first = b.get_or_lease(&keys, b"lease-1", b"", TTL).await.unwrap();
     let lease = first
         .lease
         .clone()
@@ -155,7 +155,7 @@ pub async fn get_or_lease<B: Backend>(b: &B, ns: &str) {
         "{name}: {} requests for a miss with its lease",
         first.round_trips
     );
-    let second = b.get_or_lease(&keys, b"lease-2", TTL).await.unwrap();
+    let second = b.get_or_lease(&keys, b"lease-2", b"", TTL).await.unwrap();
     assert_eq!(second.lease, None, "{name}: one lease at a time");
     let held = second.values[0].clone();
     match &lease {
@@ -178,16 +178,42 @@ pub async fn get_or_lease<B: Backend>(b: &B, ns: &str) {
         !b.swap_lease(&k, &lease, Some(b"again"), TTL).await.unwrap(),
         "{name}: a lease fills once"
     );
-    let hit = b.get_or_lease(&keys, b"lease-3", TTL).await.unwrap();
+    let hit = b.get_or_lease(&keys, b"lease-3", b"", TTL).await.unwrap();
     assert_eq!(
         (hit.values[0].as_deref(), hit.lease),
         (Some(&b"value"[..]), None),
         "{name}: a hit takes no lease"
     );
 
+    // A marker (a value that starts with `over`) is leased over too.
+    b.set(&k, b"STALE-1", TTL).await.unwrap();
+    let read = b
+        .get_or_lease(&keys, b"lease-m", b"STALE", TTL)
+        .await
+        .unwrap();
+    let lease = read.lease.expect("a lease over a marker");
+    assert!(
+        read.round_trips <= 2,
+        "{name}: {} requests",
+        read.round_trips
+    );
+    assert!(b.swap_lease(&k, &lease, Some(b"value"), TTL).await.unwrap());
+    let read = b
+        .get_or_lease(&keys, b"lease-n", b"STALE", TTL)
+        .await
+        .unwrap();
+    assert_eq!(
+        (read.values[0].as_deref(), read.lease),
+        (Some(&b"value"[..]), None),
+        "{name}: a value that is not a marker stays"
+    );
+
     // A write over the lease (an invalidation) wins over the late fill.
     b.delete(&k).await.unwrap();
-    let read = b.get_or_lease(&keys[..1], b"lease-4", TTL).await.unwrap();
+    let read = b
+        .get_or_lease(&keys[..1], b"lease-4", b"", TTL)
+        .await
+        .unwrap();
     let lease = read.lease.expect("lease after delete");
     b.set(&k, b"invalidated", TTL).await.unwrap();
     assert!(
@@ -203,7 +229,7 @@ pub async fn get_or_lease<B: Backend>(b: &B, ns: &str) {
     // A released lease leaves nothing behind, and the next miss wins again.
     b.delete(&k).await.unwrap();
     let lease = b
-        .get_or_lease(&keys[..1], b"lease-5", TTL)
+        .get_or_lease(&keys[..1], b"lease-5", b"", TTL)
         .await
         .unwrap()
         .lease
@@ -218,7 +244,7 @@ pub async fn get_or_lease<B: Backend>(b: &B, ns: &str) {
         "{name}: nothing left after a release"
     );
     assert!(
-        b.get_or_lease(&keys[..1], b"lease-6", TTL)
+        b.get_or_lease(&keys[..1], b"lease-6", b"", TTL)
             .await
             .unwrap()
             .lease
@@ -299,7 +325,7 @@ pub async fn expiry<B: Backend>(b: &B, ns: &str) {
     let leased = [format!("{ns}:ttl-lease")];
     let short = Duration::from_secs(1);
     assert!(b
-        .get_or_lease(&leased, b"l", short)
+        .get_or_lease(&leased, b"l", b"", short)
         .await
         .unwrap()
         .lease
@@ -321,7 +347,7 @@ pub async fn expiry<B: Backend>(b: &B, ns: &str) {
         b.name()
     );
     assert!(
-        b.get_or_lease(&leased, b"l2", TTL)
+        b.get_or_lease(&leased, b"l2", b"", TTL)
             .await
             .unwrap()
             .lease

@@ -176,6 +176,7 @@ impl Backend for MemoryBackend {
         &self,
         keys: &[String],
         lease: &[u8],
+        over: &[u8],
         ttl: Duration,
     ) -> Result<LeaseRead, BackendError> {
         let Some(first) = keys.first() else {
@@ -186,7 +187,9 @@ impl Backend for MemoryBackend {
             });
         };
         let mut values = Vec::with_capacity(keys.len());
-        if let Some(hit) = self.cache.get(first).await {
+        let replaceable = |v: &[u8]| !over.is_empty() && v.starts_with(over);
+        let hit = self.cache.get(first).await;
+        if let Some(hit) = hit.filter(|h| !replaceable(&h.bytes)) {
             // A hit needs no write: the plain read, without the entry's key copy.
             values.push(Some(hit.bytes.clone()));
             for k in &keys[1..] {
@@ -203,14 +206,15 @@ impl Backend for MemoryBackend {
             .entry(first.clone())
             .and_compute_with(|current| {
                 std::future::ready(match current {
-                    Some(_) => Op::Nop,
-                    None => Op::Put(item(lease, ttl)),
+                    Some(e) if !replaceable(&e.value().bytes) => Op::Nop,
+                    _ => Op::Put(item(lease, ttl)),
                 })
             })
             .await;
         use moka::ops::compute::CompResult;
         let (first, took) = match result {
             CompResult::Inserted(_) => (None, true),
+            CompResult::ReplacedWith(_) => (None, true),
             CompResult::Unchanged(e) => (Some(e.into_value().bytes.clone()), false),
             // Nop on a present key leaves it unchanged; anything else is absent.
             _ => (None, false),

@@ -84,33 +84,39 @@ pub trait Backend: Send + Sync + 'static {
         Ok(())
     }
 
-    /// Reads `keys` and, when the first holds nothing, makes it hold a lease
-    /// for `ttl` (`lease`, or the server's own placeholder): a miss and its
-    /// lease in one request where the server can (a Redis script, memcached's
-    /// `mg` with vivify-on-miss). The default reads, then `add`s the lease
-    /// (two requests on a miss); a lost `add` is no lease and a `None` value.
+    /// Reads `keys` and, when the first holds nothing or a value that starts
+    /// with `over` (an invalidation's marker; empty `over`: only nothing),
+    /// makes it hold a lease for `ttl` (`lease`, or the server's own
+    /// placeholder): a miss and its lease in one request where the server can
+    /// (a Redis script, memcached's `mg` with vivify-on-miss). The default
+    /// reads, then `add`s the lease or swaps it over the marker (two requests
+    /// on a miss); a lost race is no lease.
     async fn get_or_lease(
         &self,
         keys: &[String],
         lease: &[u8],
+        over: &[u8],
         ttl: Duration,
     ) -> Result<LeaseRead, BackendError> {
         let values = self.get_many(keys).await?;
-        match (keys.first(), values.first()) {
-            (Some(key), Some(None)) => {
-                let took = self.add(key, lease, ttl).await?;
-                Ok(LeaseRead {
+        let took = match (keys.first(), values.first()) {
+            (Some(key), Some(None)) => self.add(key, lease, ttl).await?,
+            (Some(key), Some(Some(v))) if !over.is_empty() && v.starts_with(over) => {
+                self.compare_and_swap(key, v, Some(lease), ttl).await?
+            }
+            _ => {
+                return Ok(LeaseRead {
                     values,
-                    lease: took.then(|| Lease::Bytes(lease.to_vec())),
-                    round_trips: 2,
+                    lease: None,
+                    round_trips: 1,
                 })
             }
-            _ => Ok(LeaseRead {
-                values,
-                lease: None,
-                round_trips: 1,
-            }),
-        }
+        };
+        Ok(LeaseRead {
+            values,
+            lease: took.then(|| Lease::Bytes(lease.to_vec())),
+            round_trips: 2,
+        })
     }
 
     /// Replaces the value of `key` with `new` (or deletes it when `new` is
@@ -182,9 +188,10 @@ impl<B: Backend + ?Sized> Backend for std::sync::Arc<B> {
         &self,
         keys: &[String],
         lease: &[u8],
+        over: &[u8],
         ttl: Duration,
     ) -> Result<LeaseRead, BackendError> {
-        (**self).get_or_lease(keys, lease, ttl).await
+        (**self).get_or_lease(keys, lease, over, ttl).await
     }
     async fn swap_lease(
         &self,

@@ -208,7 +208,7 @@ impl Flash {
                 self.backend(),
                 keys,
                 Pace::Now,
-                Some((lease, ttl)),
+                Some((lease, codec::stale_prefix(), ttl)),
                 deadline,
             )
             .await
@@ -543,6 +543,23 @@ impl Flash {
                 }
             }
             if Instant::now() >= deadline {
+                // An empty value still there after the wait is not a
+                // placeholder on its way to a value (a fill takes
+                // milliseconds) but bytes someone stored: take it over like
+                // any other garbage, so that the key does not stay unfilled.
+                let claim = match observed.as_deref() {
+                    Some([]) => self.fill_claims().try_claim(key),
+                    _ => None,
+                };
+                if let Some(claim) = claim {
+                    if let Ok(true) = backend
+                        .compare_and_swap(key, &[], Some(&lease), settings.lease_ttl)
+                        .await
+                    {
+                        _claim = Some(claim);
+                        break;
+                    }
+                }
                 return self
                     .fetch(class, values)
                     .await
@@ -566,6 +583,8 @@ impl Flash {
                         .await
                         .map(|v| (v, Outcome::Degraded));
                 }
+                // The wait is over; an empty value gets the check above.
+                None if observed.as_deref() == Some(&[][..]) => continue,
                 None => {
                     return self
                         .fetch(class, values)

@@ -62,7 +62,8 @@ impl Waits {
             .map(|r| r.map(|r| r.values))
     }
 
-    /// Like [`Self::next_read`]; with `lease` (the lease entry and its TTL),
+    /// Like [`Self::next_read`]; with `lease` (the lease entry, the marker
+    /// prefix it may replace and its TTL),
     /// a caller that reads itself reads with [`Backend::get_or_lease`] and
     /// may come back holding the lease. Those who shared its read see the
     /// lease in the key, as a read after it would, and wait for the fill.
@@ -71,7 +72,7 @@ impl Waits {
         backend: &Arc<dyn Backend>,
         keys: &[String],
         pace: Pace,
-        lease: Option<(&[u8], Duration)>,
+        lease: Option<(&[u8], &[u8], Duration)>,
         deadline: Instant,
     ) -> Option<Result<LeaseRead, BackendError>> {
         let joined = Instant::now();
@@ -97,7 +98,7 @@ impl Waits {
                 // threads on the common, uncontended path) and hands over to a
                 // reader task only if others joined while it read.
                 let result = match lease {
-                    Some((lease, ttl)) => backend.get_or_lease(keys, lease, ttl).await,
+                    Some((lease, over, ttl)) => backend.get_or_lease(keys, lease, over, ttl).await,
                     None => backend.get_many(keys).await.map(|values| LeaseRead {
                         values,
                         lease: None,

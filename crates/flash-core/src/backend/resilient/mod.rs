@@ -191,9 +191,11 @@ impl<B: Backend> Backend for ResilientBackend<B> {
         &self,
         keys: &[String],
         lease: &[u8],
+        over: &[u8],
         ttl: Duration,
     ) -> Result<LeaseRead, BackendError> {
-        self.guard(self.inner.get_or_lease(keys, lease, ttl)).await
+        self.guard(self.inner.get_or_lease(keys, lease, over, ttl))
+            .await
     }
 
     async fn swap_lease(
