@@ -4,7 +4,7 @@
 #   1. every crate's tests on the embedded default (SQLite + in-process cache),
 #      including the backend conformance, outage and large-value tests against
 #      real Redis, Redis Cluster and memcached servers;
-#   2. the seed and consistency suites on PostgreSQL and MySQL, with each cache
+#   2. the seed, consistency and miss-path suites on PostgreSQL and MySQL, with each cache
 #      (in-process, Redis, Redis Cluster, memcached);
 #   3. the demo on SQLite + in-process, PostgreSQL + Redis, MySQL + memcached;
 #   4. the consistency stress test (several processes, faults, the lease-less
@@ -69,7 +69,7 @@ for db in "" "${dbs[@]}"; do
     [ -z "$db" ] && [ "$cache" = "memory://" ] && continue # done above
     step "seed + consistency suites: DATABASE_URL=${db:-sqlite (default)} FLASH_CACHE_URL=$cache"
     if [ -n "$db" ]; then export DATABASE_URL=$db; else unset DATABASE_URL; fi
-    FLASH_CACHE_URL=$cache cargo test -p flash-cache --test seed --test consistency --test compat --test capture
+    FLASH_CACHE_URL=$cache cargo test -p flash-cache --test seed --test consistency --test compat --test capture --test miss_path
     FLASH_CACHE_URL=$cache cargo test -p flash-cli --test stress --test bump_version
   done
 done
