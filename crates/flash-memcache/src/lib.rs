@@ -382,9 +382,17 @@ impl Backend for MemcacheBackend {
                     by_key.insert(k, hit.data.unwrap_or_default());
                 }
                 let mut found = found.lock().unwrap_or_else(|e| e.into_inner());
+                // Values are moved out, not copied; a key asked for twice
+                // copies the value its first position took.
+                let mut taken: HashMap<&str, usize> = HashMap::new();
                 for p in positions {
-                    if let Some(v) = by_key.get(keys[p].as_bytes()) {
-                        found.push((p, v.clone()));
+                    let key = keys[p].as_str();
+                    if let Some(v) = by_key.remove(key.as_bytes()) {
+                        taken.insert(key, found.len());
+                        found.push((p, v));
+                    } else if let Some(&i) = taken.get(key) {
+                        let v = found[i].1.clone();
+                        found.push((p, v));
                     }
                 }
                 Ok(())

@@ -267,6 +267,21 @@ pub async fn get_many_in_order<B: Backend>(b: &B, ns: &str) {
         assert_eq!(v, want, "{}: get_many position {i}", b.name());
     }
     assert!(b.get_many(&[]).await.unwrap().is_empty());
+    // A key asked for twice answers twice (a value moved out for the first
+    // position must still be there for the second).
+    let dup = vec![
+        keys[1].clone(),
+        keys[0].clone(),
+        keys[1].clone(),
+        keys[1].clone(),
+    ];
+    let v1 = Some(b"v1".to_vec());
+    assert_eq!(
+        b.get_many(&dup).await.unwrap(),
+        vec![v1.clone(), None, v1.clone(), v1],
+        "{}: duplicate keys",
+        b.name()
+    );
 }
 
 pub async fn set_many<B: Backend>(b: &B, ns: &str) {

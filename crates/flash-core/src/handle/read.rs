@@ -95,7 +95,9 @@ impl Flash {
         class: &Class<T>,
         values: &[FieldValue],
     ) -> Result<(T, Outcome), Error> {
-        let key = self.key_of(class, values)?;
+        // Built once: the read, the decision and the events all use these.
+        let keys = read_keys_owned(&class.spec, self.key_of(class, values)?);
+        let key = keys[0].as_str();
         let span = tracing::debug_span!("flash.lookup", class = %class.spec.name, key = %key, outcome = tracing::field::Empty);
         async {
             let result = if self.is_bypassed() {
@@ -103,7 +105,6 @@ impl Flash {
                     .await
                     .map(|v| (v, Outcome::Bypass))
             } else if self.leases_in_first_read() {
-                let keys = read_keys(&class.spec, &key);
                 let epoch = self.read_epoch();
                 let lease = new_lease();
                 match self.read_or_lease(&keys, &lease).await {
@@ -117,10 +118,10 @@ impl Flash {
                             marker: raw.into_iter().nth(1).flatten(),
                             round_trips,
                         };
-                        self.fill_leased(class, values, &key, leased, epoch).await
+                        self.fill_leased(class, values, key, leased, epoch).await
                     }
                     Ok(read) => {
-                        self.resolve(class, values, &key, read.values, epoch, false)
+                        self.resolve(class, values, key, read.values, epoch, false)
                             .await
                     }
                     Err(e) => {
@@ -131,10 +132,9 @@ impl Flash {
                     }
                 }
             } else {
-                let keys = read_keys(&class.spec, &key);
                 let epoch = self.read_epoch();
                 match self.read(&keys).await {
-                    Ok(raw) => self.resolve(class, values, &key, raw, epoch, false).await,
+                    Ok(raw) => self.resolve(class, values, key, raw, epoch, false).await,
                     Err(e) => {
                         self.stats().backend_error("get", &e);
                         self.fetch(class, values)
@@ -148,7 +148,7 @@ impl Flash {
                 self.stats().outcome(&class.spec, *o);
                 self.emit(FlashEvent::Lookup {
                     class: &class.spec.name,
-                    key: &key,
+                    key,
                     outcome: *o,
                 });
             }
@@ -716,6 +716,16 @@ impl Flash {
             compressed,
             payload,
         }))
+    }
+}
+
+/// [`read_keys`] taking the key it was built with (no copy of it).
+pub(super) fn read_keys_owned(spec: &ClassSpec, key: String) -> Vec<String> {
+    if spec.invalidation == Invalidation::Dynamic {
+        let stale = stale_key(&key);
+        vec![key, stale]
+    } else {
+        vec![key]
     }
 }
 
