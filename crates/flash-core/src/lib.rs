@@ -59,6 +59,7 @@ mod decide;
 pub mod error;
 mod handle;
 pub mod key;
+pub mod near;
 pub mod registry;
 pub mod stats;
 pub mod value;
@@ -76,6 +77,7 @@ pub use handle::scope::Scope;
 pub use handle::{Flash, FlashBuilder, KeySet, Settings};
 #[cfg(feature = "memory")]
 pub use memory::MemoryBackend;
+pub use near::{NearBus, NearConfig, NearStats};
 pub use registry::{CachedForeignKey, ModelInfo};
 pub use stats::{FlashEvent, Outcome, Stats, StatsSnapshot};
 pub use value::{FieldValue, Record};

@@ -27,7 +27,7 @@ mod invalidator;
 mod pending;
 mod read;
 pub(crate) mod scope;
-mod task;
+pub(crate) mod task;
 mod versions;
 mod wait;
 
@@ -37,6 +37,7 @@ use crate::backend::Backend;
 use crate::class::{durations::CACHE_TIME_WEEK, CacheKind, CacheValue, Class, ClassSpec, Fetch};
 use crate::error::{Error, RegistryError};
 use crate::key::{build_key, is_plain_name, is_valid_prefix};
+use crate::near::{Near, NearBus, NearConfig, NearStats, NearTier};
 use crate::registry::{CachedForeignKey, ModelInfo, Registry};
 use crate::stats::{FlashEvent, Observer, Stats};
 use crate::value::FieldValue;
@@ -116,9 +117,16 @@ pub struct FlashBuilder {
     store: Arc<dyn VersionStore>,
     observer: Option<Observer>,
     leases: bool,
+    near: Option<(NearConfig, Arc<dyn NearBus>)>,
 }
 
 impl FlashBuilder {
+    /// Puts a near tier (in-process, see [`crate::near`]) in front of the
+    /// backend for the classes of `config`, kept coherent over `bus`.
+    pub fn near_cache(mut self, config: NearConfig, bus: Arc<dyn NearBus>) -> Self {
+        self.near = Some((config, bus));
+        self
+    }
     /// The cache backend (default: the in-process [`crate::MemoryBackend`]).
     pub fn backend(mut self, b: impl Backend) -> Self {
         self.backend = Some(Arc::new(b));
@@ -275,6 +283,7 @@ impl FlashBuilder {
             waits: Waits::default(),
             claims: Claims::default(),
             pending: Pending::default(),
+            near: self.near.map(|(config, bus)| Near::start(config, bus)),
         });
         // The retry task needs the handle (it writes markers through it), so
         // it starts once the handle exists.
@@ -319,6 +328,8 @@ pub(crate) struct Inner {
     claims: Claims,
     /// Fills running in the background.
     pending: Pending,
+    /// The near tier, when configured.
+    near: Option<Near>,
 }
 
 /// The handle services keep: lookups, invalidation, versions. Cloning is cheap
@@ -350,6 +361,7 @@ impl Flash {
             store: Arc::new(NoVersionStore),
             observer: None,
             leases: true,
+            near: None,
         }
     }
 
@@ -373,6 +385,15 @@ impl Flash {
     /// stored its value or given up (see [`Settings::background_fills`]).
     pub async fn settled(&self) {
         self.pending_fills().settled().await;
+    }
+    /// The near tier's counters, when there is one.
+    pub fn near_stats(&self) -> Option<&NearStats> {
+        self.near().map(|n| &n.stats)
+    }
+    /// Is the near tier's invalidation channel healthy (its entries served)?
+    /// `false` without a near tier.
+    pub fn near_healthy(&self) -> bool {
+        self.near().is_some_and(|n| n.healthy())
     }
     /// Turns the bypass switch on or off at run time.
     pub fn set_bypass(&self, on: bool) {
@@ -476,6 +497,21 @@ impl Flash {
     /// Which keys a task of this process is filling.
     fn fill_claims(&self) -> &Claims {
         &self.inner.claims
+    }
+
+    /// The near tier of `spec`'s class, if it has one.
+    fn near_for(&self, spec: &ClassSpec) -> Option<&NearTier> {
+        let near = &self.inner.near.as_ref()?.tier;
+        near.covers(
+            &spec.name,
+            spec.invalidation == crate::class::Invalidation::Dynamic,
+        )
+        .then_some(&**near)
+    }
+
+    /// The near tier, if there is one.
+    fn near(&self) -> Option<&NearTier> {
+        self.inner.near.as_ref().map(|n| &*n.tier)
     }
 
     /// Fills running in the background.

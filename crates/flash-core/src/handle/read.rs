@@ -17,6 +17,7 @@ use crate::codec::{self, decode_entry, encode_entry, now_ms, Decoded, Entry, Ent
 use crate::decide::{decide, Action};
 use crate::error::{BackendError, Error};
 use crate::key::{lock_key, stale_key};
+use crate::near::Token;
 use crate::stats::{FlashEvent, Outcome};
 use crate::value::FieldValue;
 use std::sync::atomic::Ordering::Relaxed;
@@ -104,7 +105,10 @@ impl Flash {
                 self.fetch(class, values)
                     .await
                     .map(|v| (v, Outcome::Bypass))
+            } else if let Some(v) = self.near_hit(&class.spec, key) {
+                Ok((v, Outcome::Hit))
             } else if self.leases_in_first_read() {
+                let token = self.near_for(&class.spec).map(|n| n.token(key));
                 let epoch = self.read_epoch();
                 let lease = new_lease();
                 match self.read_or_lease(&keys, &lease).await {
@@ -121,7 +125,7 @@ impl Flash {
                         self.fill_leased(class, values, key, leased, epoch).await
                     }
                     Ok(read) => {
-                        self.resolve(class, values, key, read.values, epoch, false)
+                        self.resolve_first(class, values, key, read.values, epoch, token)
                             .await
                     }
                     Err(e) => {
@@ -132,9 +136,13 @@ impl Flash {
                     }
                 }
             } else {
+                let token = self.near_for(&class.spec).map(|n| n.token(key));
                 let epoch = self.read_epoch();
                 match self.read(&keys).await {
-                    Ok(raw) => self.resolve(class, values, key, raw, epoch, false).await,
+                    Ok(raw) => {
+                        self.resolve_first(class, values, key, raw, epoch, token)
+                            .await
+                    }
                     Err(e) => {
                         self.stats().backend_error("get", &e);
                         self.fetch(class, values)
@@ -340,13 +348,57 @@ impl Flash {
         raw: &[Option<Vec<u8>>],
         epoch: u64,
     ) -> Option<T> {
+        let marker = raw.get(1).and_then(|m| m.as_deref());
+        self.serve_bytes(spec, key, raw.first()?.as_deref()?, marker, epoch)
+    }
+
+    /// [`Self::try_serve`] on the bytes of the key and of its stale marker.
+    fn serve_bytes<T: CacheValue>(
+        &self,
+        spec: &ClassSpec,
+        key: &str,
+        bytes: &[u8],
+        marker: Option<&[u8]>,
+        epoch: u64,
+    ) -> Option<T> {
         if self.invalidator().untrusted(key, epoch) {
             return None;
         }
-        let found = decode_value::<T>(raw.first()?.as_deref()?)?;
-        let bytes = raw.first()?.as_deref()?;
-        let marker = codec::marks_stale(raw.get(1).and_then(|m| m.as_deref()), bytes);
+        let found = decode_value::<T>(bytes)?;
+        let marker = codec::marks_stale(marker, bytes);
         (self.action_for(spec, &found, marker) == Action::Serve).then_some(found.value)
+    }
+
+    /// The value of `key` from the near tier, if the class has one, the
+    /// channel is healthy and the entry is servable as is.
+    fn near_hit<T: CacheValue>(&self, spec: &ClassSpec, key: &str) -> Option<T> {
+        let near = self.near_for(spec)?;
+        let bytes = near.get(key)?;
+        let v = self.serve_bytes(spec, key, &bytes, None, self.read_epoch())?;
+        near.stats.hits.fetch_add(1, Relaxed);
+        Some(v)
+    }
+
+    /// [`Self::resolve`] of a first read; a hit also fills the near tier
+    /// (guarded by `token`, taken before the read).
+    async fn resolve_first<T: CacheValue>(
+        &self,
+        class: &Class<T>,
+        values: &[FieldValue],
+        key: &str,
+        raw: Vec<Option<Vec<u8>>>,
+        epoch: u64,
+        token: Option<Token>,
+    ) -> Result<(T, Outcome), Error> {
+        if let (Some(token), Some(near)) = (token, self.near_for(&class.spec)) {
+            if let Some(v) = self.try_serve::<T>(&class.spec, key, &raw, epoch) {
+                if let Some(Some(bytes)) = raw.first() {
+                    near.fill(key, bytes, token);
+                }
+                return Ok((v, Outcome::Hit));
+            }
+        }
+        self.resolve(class, values, key, raw, epoch, false).await
     }
 
     /// The decision table applied to a decoded value (its age, its dynamic
