@@ -26,6 +26,7 @@ macro_rules! time_loop {
 mod capture;
 mod latency;
 mod load;
+mod near;
 mod setup;
 mod stats;
 mod wire;
@@ -42,9 +43,9 @@ pub struct BenchArgs {
     /// A small, CI-sized run (seconds, not minutes).
     #[arg(long)]
     pub quick: bool,
-    /// Run only the scenarios whose numbers are given (1-9; repeatable,
+    /// Run only the scenarios whose numbers are given (1-10; repeatable,
     /// e.g. `--only 2 --only 7`). All by default.
-    #[arg(long, value_parser = clap::value_parser!(u8).range(1..=9))]
+    #[arg(long, value_parser = clap::value_parser!(u8).range(1..=10))]
     pub only: Vec<u8>,
 }
 
@@ -261,7 +262,7 @@ async fn measure(env: &mut Env, only: &[u8]) -> BenchResult<Report> {
     };
     type Step =
         for<'a> fn(&'a Env, &'a mut Report) -> futures::future::BoxFuture<'a, BenchResult<()>>;
-    let steps: [(&str, Step); 9] = [
+    let steps: [(&str, Step); 10] = [
         ("1. one lookup", |e, r| Box::pin(latency::one_lookup(e, r))),
         ("2. batch of 100", |e, r| Box::pin(latency::batch(e, r))),
         ("3. filter list", |e, r| {
@@ -273,6 +274,7 @@ async fn measure(env: &mut Env, only: &[u8]) -> BenchResult<Report> {
         ("7. writes", |e, r| Box::pin(writes::writes(e, r))),
         ("8. memory", |e, r| Box::pin(load::memory(e, r))),
         ("9. capture", |e, r| Box::pin(capture::capture(e, r))),
+        ("10. near tier", |e, r| Box::pin(near::near(e, r))),
     ];
     for (n, (name, step)) in (1u8..).zip(steps) {
         if !only.is_empty() && !only.contains(&n) {
