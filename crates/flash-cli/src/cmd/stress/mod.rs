@@ -69,6 +69,11 @@ pub struct StressArgs {
     /// plain SeaORM on the participations): only capture invalidates them.
     #[arg(long, default_value_t = 1)]
     pub foreign_writers: u32,
+    /// A near tier in every process (Redis pub/sub on Redis, PostgreSQL
+    /// LISTEN/NOTIFY on memcached; bound [`NEAR_BOUND`]): reads of rows other
+    /// processes write may then be stale for up to the bound, measured as (d).
+    #[arg(long)]
+    pub near: bool,
     /// Turn the capture of every write off (`Registrar::capture(false)`):
     /// with foreign writers, stale entries expected (use with --expect-stale).
     #[arg(long)]
@@ -94,6 +99,9 @@ pub struct StressArgs {
 /// loaded 2-core machine and the cache server's restart under --kill-cache.
 pub(crate) const FOREIGN_STALENESS_BOUND: Duration = Duration::from_secs(1);
 
+/// The near tier's bound in the stress test (`--near`).
+pub(crate) const NEAR_BOUND: Duration = Duration::from_millis(500);
+
 /// The data set.
 pub(crate) const EVENTS: i32 = 120;
 /// The hot events: most reads and writes go to these, so that races happen.
@@ -112,10 +120,20 @@ pub(crate) async fn build(
     no_leases: bool,
     capture: bool,
     fill_delay: Duration,
+    near: bool,
 ) -> Result<(FlashDb, flash_test_kit::DemoClasses), BoxError> {
     let backend = cache_backend(cache).await?;
+    let bus = if near {
+        Some(near_bus(&db, cache, prefix)?)
+    } else {
+        None
+    };
     let prefix = prefix.to_owned();
     let mut reg = Registrar::new(db).capture(capture).configure(|b| {
+        let b = match bus {
+            Some(bus) => b.near_cache(flash_core::NearConfig::default().bound(NEAR_BOUND), bus),
+            None => b,
+        };
         let b = b
             .backend_arc(backend)
             .prefix(prefix)
@@ -129,6 +147,36 @@ pub(crate) async fn build(
     });
     let classes = declare(&mut reg, Duration::from_secs(60)).map_err(|e| e.to_string())?;
     Ok((reg.build().await.map_err(|e| e.to_string())?, classes))
+}
+
+/// The near tier's channel for `cache`: its own pub/sub on Redis (a
+/// cluster's first node), PostgreSQL's notifications on memcached.
+fn near_bus(
+    db: &DatabaseConnection,
+    cache: &str,
+    prefix: &str,
+) -> Result<std::sync::Arc<dyn flash_core::NearBus>, BoxError> {
+    let channel = format!("{}near", prefix.replace(':', "_"));
+    if let Some(rest) = cache.strip_prefix("redis+cluster://") {
+        let first = rest.split([',', '/']).next().unwrap_or_default();
+        return Ok(std::sync::Arc::new(flash_redis::RedisBus::new(
+            &format!("redis://{first}"),
+            &channel,
+        )?));
+    }
+    if cache.starts_with("redis://") || cache.starts_with("rediss://") {
+        return Ok(std::sync::Arc::new(flash_redis::RedisBus::new(
+            cache, &channel,
+        )?));
+    }
+    if cache.starts_with("memcache://")
+        && db.get_database_backend() == sea_orm::DatabaseBackend::Postgres
+    {
+        return Ok(std::sync::Arc::new(flash_sea_orm::PgBus::new(
+            db, &channel,
+        )?));
+    }
+    Err(format!("--near: no invalidation channel for {cache} on this database (Redis, or memcached with PostgreSQL)").into())
 }
 
 /// Runs the stress test (or, with the hidden `--worker`, one worker process).
@@ -172,6 +220,9 @@ async fn orchestrate(args: StressArgs) -> Result<(), BoxError> {
         if args.kill_cache { ", cache server killed mid-run" } else { "" },
         if args.kill_writer { ", a writer aborted after commit" } else { "" },
     );
+    if args.near {
+        println!("  near tier on in every process (bound {NEAR_BOUND:?})");
+    }
 
     let db = connect_namespace(&url, &ns, true, 8).await?;
     schema::create_tables(&db).await?;
@@ -183,6 +234,7 @@ async fn orchestrate(args: StressArgs) -> Result<(), BoxError> {
         args.no_leases,
         !args.no_capture,
         Duration::from_millis(args.fill_delay_ms),
+        args.near,
     )
     .await?;
 
@@ -199,7 +251,8 @@ async fn orchestrate(args: StressArgs) -> Result<(), BoxError> {
             (args.readers, args.writers, args.foreign_writers),
             slots,
             db.clone(),
-        );
+        )
+        .near(args.near);
         reports.push(w.run(per_process).await?);
     } else {
         let exe = std::env::current_exe()?;
@@ -241,6 +294,9 @@ async fn orchestrate(args: StressArgs) -> Result<(), BoxError> {
             }
             if args.no_capture {
                 c.arg("--no-capture");
+            }
+            if args.near {
+                c.arg("--near");
             }
             if let Some(fp) = failpoint {
                 c.env("FLASH_FAILPOINT", fp)
@@ -315,7 +371,12 @@ async fn orchestrate(args: StressArgs) -> Result<(), BoxError> {
     );
     println!("  outbox rows re-applied at the end: {drained}; captured changes applied at the end: {captured}");
     println!(
-        "  (b) lookups that saw a state older than a returned write through flash: {}",
+        "  (b) lookups that saw a state older than a returned write through flash{}: {}",
+        if args.near {
+            " of their own process (near tier on)"
+        } else {
+            ""
+        },
         total.violations
     );
     let bound_us = FOREIGN_STALENESS_BOUND.as_micros() as i64;
@@ -327,8 +388,9 @@ async fn orchestrate(args: StressArgs) -> Result<(), BoxError> {
         .unwrap_or(0);
     let over = lags.iter().filter(|l| **l > bound_us).count() as u64;
     println!(
-        "  (d) foreign writes (raw SQL, plain SeaORM): {}; seen stale by a reader: {}; staleness after the write returned: max {:.1} ms, p99 {:.1} ms (bound {} ms): {over} over the bound",
+        "  (d) foreign writes (raw SQL, plain SeaORM): {}{}; seen stale by a reader: {}; staleness after the write returned: max {:.1} ms, p99 {:.1} ms (bound {} ms): {over} over the bound",
         total.foreign,
+        if args.near { ", and other processes' writes through flash (near tier on)" } else { "" },
         lags.len(),
         lags.last().copied().unwrap_or(0) as f64 / 1e3,
         p99 as f64 / 1e3,

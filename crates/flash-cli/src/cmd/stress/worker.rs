@@ -228,6 +228,7 @@ pub async fn run_process(args: &StressArgs, id: u32) -> Result<Report, BoxError>
         args.no_leases,
         !args.no_capture,
         delay,
+        args.near,
     )
     .await?;
     let w = Worker::new(
@@ -237,7 +238,8 @@ pub async fn run_process(args: &StressArgs, id: u32) -> Result<Report, BoxError>
         (args.readers, args.writers, args.foreign_writers),
         args.slots.unwrap_or(args.writers),
         db,
-    );
+    )
+    .near(args.near);
     let report = w.run(args.worker_ops.unwrap_or(10_000)).await?;
     // Delete the outbox rows this process applied, so that what is left is
     // only what was never applied.
@@ -256,9 +258,22 @@ pub struct Worker {
     foreign: u32,
     slots: u32,
     db: DatabaseConnection,
+    /// A near tier is on: other processes' writes may be seen late (d).
+    near: bool,
 }
 
 impl Worker {
+    /// With a near tier: reads of rows other processes write are measured
+    /// as (d), within the near tier's bound, not counted as violations.
+    pub fn near(mut self, on: bool) -> Self {
+        self.near = on;
+        self
+    }
+
+    /// Does a writer of this process own event `id`?
+    fn own_process(&self, id: i32) -> bool {
+        (id as u32 % self.slots) / self.writers == self.id
+    }
     /// `tasks`: readers, writers, and how many of the writers are foreign.
     pub fn new(
         fdb: FlashDb,
@@ -278,6 +293,7 @@ impl Worker {
             foreign: foreign.min(writers.max(1)),
             slots: slots.max(1),
             db,
+            near: false,
         }
     }
 
@@ -718,7 +734,7 @@ impl Worker {
             };
             if by_id.is_none() && by_slug.is_none() {
                 // Fresh.
-            } else if self.foreign_owned(id) {
+            } else if self.foreign_owned(id) || (self.near && !self.own_process(id)) {
                 let at = if by_slug.is_some() { slug_at } else { id_at };
                 report.note_stale(id, rev0, at - written_us);
             } else {
