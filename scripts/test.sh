@@ -7,7 +7,7 @@
 #   2. the seed, consistency and miss-path suites on PostgreSQL and MySQL, with each cache
 #      (in-process, Redis, Redis Cluster, memcached);
 #   3. the demo on SQLite + in-process, PostgreSQL + Redis, MySQL + memcached;
-#   4. the consistency stress test (several processes, faults, the lease-less
+#   4. the consistency stress test (several processes, faults, the near tier, the lease-less
 #      variant that must find stale entries);
 #   5. a CI-sized benchmark run, so that the benchmark never rots.
 #
@@ -97,6 +97,10 @@ if [ "$have_pg" = 1 ]; then
   FLASH_CACHE_URL=$FLASH_TEST_REDIS_URL ./target/release/flash stress --kill-writer --kill-cache
   FLASH_CACHE_URL=$FLASH_TEST_MEMCACHE_URL ./target/release/flash stress --quick --kill-cache --kill-writer
   FLASH_CACHE_URL=$FLASH_TEST_REDIS_CLUSTER_URL ./target/release/flash stress --quick
+  # The near tier on in every process (Redis pub/sub; memcached: PostgreSQL
+  # LISTEN/NOTIFY), both faults.
+  FLASH_CACHE_URL=$FLASH_TEST_REDIS_URL ./target/release/flash stress --quick --near --kill-cache --kill-writer
+  FLASH_CACHE_URL=$FLASH_TEST_MEMCACHE_URL ./target/release/flash stress --quick --near --kill-cache --kill-writer
   FLASH_CACHE_URL=$FLASH_TEST_REDIS_URL ./target/release/flash stress --quick --no-leases --expect-stale 2>/dev/null
   # Foreign writers with capture off: raw writes must be found stale.
   FLASH_CACHE_URL=$FLASH_TEST_REDIS_URL ./target/release/flash stress --quick --no-capture --expect-stale 2>/dev/null
