@@ -17,7 +17,7 @@
 //! * A near fill must not outlive an invalidation that arrived while its
 //!   remote read was in flight (the read may have returned the bytes the
 //!   write replaced): the fill notes the key's generation before the read
-//!   ([`NearTier::token`]) and is dropped if an invalidation of the key (or a
+//!   and is dropped if an invalidation of the key (or a
 //!   clear) changed it by the time it is stored.
 //! * Every near entry expires after [`NearConfig::ttl`], whatever happens:
 //!   the bound when a publish is lost while the channel stays healthy.

@@ -1,6 +1,6 @@
-//! 10. The near tier: 64 tasks over Zipf keys with the near tier off and on
-//! (and the raw client with 64 tasks as the reference), per server cache;
-//! and a near hit against an in-process hit, interleaved.
+//! Scenario 10, the near tier: 64 tasks over Zipf keys with the near tier
+//! off and on (and the raw client with 64 tasks as the reference), per
+//! server cache; and a near hit against an in-process hit, interleaved.
 
 use super::load::{SplitMix, Zipf};
 use super::setup::{flash_db, flash_db_near};
