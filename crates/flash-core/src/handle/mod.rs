@@ -7,6 +7,8 @@
 //!
 //! * `read`: one lookup, following the decision table, and the fill protocol
 //!   with leases;
+//! * `leased`: the miss whose first read took the lease (one request), its
+//!   background fill, and the near tier's hits and fills;
 //! * `wait`: lookups of one key in this process sharing their reads;
 //! * `pending`: fills running in the background, and waiting for them;
 //! * `invalidate`: from changed rows to the keys they affect, and the markers
@@ -24,6 +26,7 @@
 pub mod batch;
 mod invalidate;
 mod invalidator;
+mod leased;
 mod pending;
 mod read;
 pub(crate) mod scope;
