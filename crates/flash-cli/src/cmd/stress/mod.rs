@@ -370,6 +370,9 @@ async fn orchestrate(args: StressArgs) -> Result<(), BoxError> {
         }
     );
     println!("  outbox rows re-applied at the end: {drained}; captured changes applied at the end: {captured}");
+    if args.near {
+        println!("  lookups served by the near tier: {}", total.near_hits);
+    }
     println!(
         "  (b) lookups that saw a state older than a returned write through flash{}: {}",
         if args.near {

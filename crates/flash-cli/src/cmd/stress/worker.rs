@@ -29,6 +29,8 @@ pub struct Report {
     pub violations: u64,
     /// Writes that bypassed flash (raw SQL, plain SeaORM): part of `writes`.
     pub foreign: u64,
+    /// Lookups served by the near tier (with `--near`).
+    pub near_hits: u64,
     /// Foreign writes seen stale by a reader: (event, revision) → the longest
     /// time, in µs, from the write's return to the start of a stale lookup.
     pub stale_after: HashMap<(i32, i64), i64>,
@@ -39,7 +41,7 @@ impl Report {
     /// `STALE id revision µs` line per foreign write seen stale.
     pub fn to_lines(&self) -> String {
         let mut out = format!(
-            "REPORT {} {} {} {} {} {} {} {} {}",
+            "REPORT {} {} {} {} {} {} {} {} {} {}",
             self.reads,
             self.writes,
             self.renames,
@@ -48,7 +50,8 @@ impl Report {
             self.txns,
             self.deletes,
             self.violations,
-            self.foreign
+            self.foreign,
+            self.near_hits
         );
         for ((id, rev), us) in &self.stale_after {
             out.push_str(&format!("\nSTALE {id} {rev} {us}"));
@@ -72,6 +75,7 @@ impl Report {
             deletes: it.next()??,
             violations: it.next()??,
             foreign: it.next()??,
+            near_hits: it.next()??,
             stale_after: HashMap::new(),
         };
         for l in text.lines() {
@@ -100,6 +104,7 @@ impl Report {
             deletes: self.deletes + o.deletes,
             violations: self.violations + o.violations,
             foreign: self.foreign + o.foreign,
+            near_hits: self.near_hits + o.near_hits,
             stale_after: self.stale_after.clone(),
         };
         for (&(id, rev), &us) in &o.stale_after {
@@ -240,7 +245,11 @@ pub async fn run_process(args: &StressArgs, id: u32) -> Result<Report, BoxError>
         db,
     )
     .near(args.near);
-    let report = w.run(args.worker_ops.unwrap_or(10_000)).await?;
+    let mut report = w.run(args.worker_ops.unwrap_or(10_000)).await?;
+    report.near_hits = fdb
+        .flash()
+        .near_stats()
+        .map_or(0, |n| n.hits.load(Ordering::Relaxed));
     // Delete the outbox rows this process applied, so that what is left is
     // only what was never applied.
     fdb.flush_outbox().await?;
