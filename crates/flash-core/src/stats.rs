@@ -12,7 +12,10 @@ pub enum Outcome {
     /// Served from the cache although stale, within allowtime or while another
     /// caller refreshes.
     StaleHit,
-    /// Not in the cache (or invalidated): fetched from the database and filled.
+    /// Not in the cache (or invalidated): fetched from the database and filled
+    /// (with [`crate::Settings::background_fills`], the fill under this
+    /// lookup's lease was started and lands after it returned, unless a write
+    /// replaced the lease meanwhile).
     Miss,
     /// Fetched from the database without filling (lost a lease, value too large,
     /// fill raced with an invalidation).
