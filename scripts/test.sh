@@ -4,10 +4,10 @@
 #   1. every crate's tests on the embedded default (SQLite + in-process cache),
 #      including the backend conformance, outage and large-value tests against
 #      real Redis, Redis Cluster and memcached servers;
-#   2. the seed and consistency suites on PostgreSQL and MySQL, with each cache
+#   2. the seed, consistency and miss-path suites on PostgreSQL and MySQL, with each cache
 #      (in-process, Redis, Redis Cluster, memcached);
 #   3. the demo on SQLite + in-process, PostgreSQL + Redis, MySQL + memcached;
-#   4. the consistency stress test (several processes, faults, the lease-less
+#   4. the consistency stress test (several processes, faults, the near tier, the lease-less
 #      variant that must find stale entries);
 #   5. a CI-sized benchmark run, so that the benchmark never rots.
 #
@@ -71,7 +71,7 @@ for db in "" "${dbs[@]}"; do
     [ -z "$db" ] && [ "$cache" = "memory://" ] && continue # done above
     step "seed + consistency suites: DATABASE_URL=${db:-sqlite (default)} FLASH_CACHE_URL=$cache"
     if [ -n "$db" ]; then export DATABASE_URL=$db; else unset DATABASE_URL; fi
-    FLASH_CACHE_URL=$cache cargo test -p flash-cache --test seed --test consistency --test compat --test capture --test relations --test names --test entries
+    FLASH_CACHE_URL=$cache cargo test -p flash-cache --test seed --test consistency --test compat --test capture --test relations --test names --test entries --test miss_path
     FLASH_CACHE_URL=$cache cargo test -p flash-cli --test stress --test ops
   done
 done
@@ -100,6 +100,10 @@ if [ "$have_pg" = 1 ]; then
   FLASH_CACHE_URL=$FLASH_TEST_MEMCACHE_URL ./target/release/flash stress --quick --kill-cache --kill-writer
   FLASH_CACHE_URL=$FLASH_TEST_REDIS_CLUSTER_URL ./target/release/flash stress --quick
   FLASH_CACHE_URL=$FLASH_TEST_REDIS_URL ./target/release/flash stress --quick --no-leases --no-capture --foreign-writers 0 --expect-stale 2>/dev/null
+  # The near tier on in every process (Redis pub/sub; memcached: PostgreSQL
+  # LISTEN/NOTIFY), both faults.
+  FLASH_CACHE_URL=$FLASH_TEST_REDIS_URL ./target/release/flash stress --quick --near --kill-cache --kill-writer
+  FLASH_CACHE_URL=$FLASH_TEST_MEMCACHE_URL ./target/release/flash stress --quick --near --kill-cache --kill-writer
   # Foreign writers with capture off: raw writes must be found stale.
   FLASH_CACHE_URL=$FLASH_TEST_REDIS_URL ./target/release/flash stress --quick --no-capture --expect-stale 2>/dev/null
   # One process cut off from the cache at times (a paused proxy): the others

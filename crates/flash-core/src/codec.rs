@@ -104,6 +104,13 @@ pub fn marks_stale(marker: Option<&[u8]>, value: &[u8]) -> bool {
     }
 }
 
+/// The first bytes of every [`Entry::Stale`] (the format's header and the
+/// variant): what a lookup's first read may replace with its lease.
+pub fn stale_prefix() -> &'static [u8] {
+    static PREFIX: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    PREFIX.get_or_init(|| encode_entry(&Entry::Stale { at_ms: 0, nonce: 0 })[..3].to_vec())
+}
+
 /// Decodes without copying the payload; `None` for garbage (trailing bytes
 /// included).
 pub fn decode_entry_ref(bytes: &[u8]) -> Option<EntryRef<'_>> {

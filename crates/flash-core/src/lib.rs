@@ -63,6 +63,7 @@ pub mod error;
 mod handle;
 pub mod key;
 pub mod naming;
+pub mod near;
 pub mod registry;
 pub mod seal;
 pub mod stats;
@@ -72,7 +73,7 @@ pub mod versions;
 #[cfg(feature = "memory")]
 pub use backend::memory;
 pub use backend::resilient;
-pub use backend::Backend;
+pub use backend::{Backend, Lease, LeaseRead};
 pub use class::{durations, CacheKind, CacheValue, Class, ClassSpec, Fetch, FetchFn, Invalidation};
 pub use decide::{decide, Action};
 pub use error::{BackendError, Error, RegistryError, SourceError};
@@ -81,6 +82,7 @@ pub use handle::scope::Scope;
 pub use handle::{Flash, FlashBuilder, KeySet, Settings};
 #[cfg(feature = "memory")]
 pub use memory::MemoryBackend;
+pub use near::{NearBus, NearConfig, NearStats};
 pub use registry::{CachedForeignKey, ModelInfo};
 pub use stats::{FlashEvent, Outcome, Stats, StatsSnapshot};
 pub use value::{FieldValue, Record};

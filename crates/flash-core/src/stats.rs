@@ -14,7 +14,10 @@ pub enum Outcome {
     /// Served from the cache although stale, within allowtime or while another
     /// caller refreshes.
     StaleHit,
-    /// Not in the cache (or invalidated): fetched from the database and filled.
+    /// Not in the cache (or invalidated): fetched from the database and filled
+    /// (with [`crate::Settings::background_fills`], the fill under this
+    /// lookup's lease was started and lands after it returned, unless a write
+    /// replaced the lease meanwhile).
     Miss,
     /// Fetched from the database without filling (lost a lease, value too large,
     /// fill raced with an invalidation).
@@ -124,6 +127,12 @@ pub struct Stats {
     pub backend_errors: AtomicU64,
     /// Polls while waiting for another caller's fill.
     pub lease_waits: AtomicU64,
+    /// Misses whose first read took the lease, then queried the database.
+    pub leased_misses: AtomicU64,
+    /// Cache requests those misses waited for before their query (one each
+    /// when the backend reads and leases in one request): the cache's share
+    /// of a miss's latency is `leased_round_trips / leased_misses` requests.
+    pub leased_round_trips: AtomicU64,
     /// Entries read that were not served: another key's or class's bytes,
     /// corrupted, cut or extended, of another model layout, or unsealed by
     /// the secret (see [`crate::seal`]); each is refilled like a miss.
@@ -203,6 +212,10 @@ pub struct StatsSnapshot {
     pub lease_waits: u64,
     /// See [`Stats::rejected_entries`].
     pub rejected_entries: u64,
+    /// See [`Stats::leased_misses`].
+    pub leased_misses: u64,
+    /// See [`Stats::leased_round_trips`].
+    pub leased_round_trips: u64,
 }
 
 impl Stats {
@@ -218,6 +231,8 @@ impl Stats {
             backend_errors: self.backend_errors.load(Relaxed),
             lease_waits: self.lease_waits.load(Relaxed),
             rejected_entries: self.rejected_entries.load(Relaxed),
+            leased_misses: self.leased_misses.load(Relaxed),
+            leased_round_trips: self.leased_round_trips.load(Relaxed),
         }
     }
 
@@ -232,6 +247,13 @@ impl Stats {
         };
         c.fetch_add(1, Relaxed);
         class.counters.get(&class.name, o).increment(1);
+    }
+
+    pub(crate) fn leased_miss(&self, round_trips: u32) {
+        self.leased_misses.fetch_add(1, Relaxed);
+        self.leased_round_trips
+            .fetch_add(u64::from(round_trips), Relaxed);
+        metrics::histogram!("flash_miss_cache_round_trips").record(f64::from(round_trips));
     }
 
     pub(crate) fn rejected(&self, class: &crate::class::ClassSpec, why: crate::seal::Reject) {

@@ -12,16 +12,19 @@
 //! # Layout
 //!
 //! - `ring`: the ketama ring that maps a key to its server ([`Ring`]).
+//! - `lease`: a miss and its lease in one `mg` (vivify-on-miss), and the
+//!   fill over the won placeholder by its CAS value.
 //! - this file: [`MemcacheBackend`]: the per-server connection pools, the meta
 //!   commands, and multi-gets as one pipelined batch per server.
 
+mod lease;
 mod ring;
 
 pub use ring::{Ring, POINTS_PER_SERVER};
 
 use async_memcached::{Client, MetaProtocol, MetaValue, Status};
 use async_trait::async_trait;
-use flash_core::{Backend, BackendError};
+use flash_core::{Backend, BackendError, Lease, LeaseRead};
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
@@ -392,9 +395,17 @@ impl Backend for MemcacheBackend {
                     by_key.insert(k, hit.data.unwrap_or_default());
                 }
                 let mut found = found.lock().unwrap_or_else(|e| e.into_inner());
+                // Values are moved out, not copied; a key asked for twice
+                // copies the value its first position took.
+                let mut taken: HashMap<&str, usize> = HashMap::new();
                 for p in positions {
-                    if let Some(v) = by_key.get(keys[p].as_bytes()) {
-                        found.push((p, v.clone()));
+                    let key = keys[p].as_str();
+                    if let Some(v) = by_key.remove(key.as_bytes()) {
+                        taken.insert(key, found.len());
+                        found.push((p, v));
+                    } else if let Some(&i) = taken.get(key) {
+                        let v = found[i].1.clone();
+                        found.push((p, v));
                     }
                 }
                 Ok(())
@@ -474,6 +485,31 @@ impl Backend for MemcacheBackend {
             })
             .await?;
         Ok(swapped)
+    }
+
+    /// See `lease.rs`: `mg` with vivify-on-miss.
+    async fn get_or_lease(
+        &self,
+        keys: &[String],
+        lease: &[u8],
+        over: &[u8],
+        ttl: Duration,
+    ) -> Result<LeaseRead, BackendError> {
+        self.read_or_lease(keys, lease, over, ttl).await
+    }
+
+    /// See `lease.rs`: `ms`/`md` with the won CAS value.
+    async fn swap_lease(
+        &self,
+        key: &str,
+        lease: &Lease,
+        new: Option<&[u8]>,
+        ttl: Duration,
+    ) -> Result<bool, BackendError> {
+        match lease {
+            Lease::Token(cas) => self.swap_token(key, *cas, new, ttl).await,
+            Lease::Bytes(b) => self.compare_and_swap(key, b, new, ttl).await,
+        }
     }
 
     async fn delete(&self, key: &str) -> Result<(), BackendError> {

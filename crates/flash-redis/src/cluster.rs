@@ -4,7 +4,7 @@ use crate::conn::{
     bad_url, impl_backend, map_err, set_cmd, Conn, UrlError, CONNECT_TIMEOUT, RESPONSE_TIMEOUT,
 };
 use crate::slots::{is_topology_error, SlotMap};
-use flash_core::BackendError;
+use flash_core::{BackendError, LeaseRead};
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
 use redis::{RedisError, Script};
@@ -234,6 +234,27 @@ impl_backend!(RedisClusterBackend {
         }
         self.refresh_slots(seen).await;
         self.inner.get_many(keys).await
+    }
+
+    /// The script on the first key's node, the other keys (a stale marker,
+    /// in another slot) read at the same time: one round trip of waiting.
+    async fn get_or_lease(
+        &self,
+        keys: &[String],
+        lease: &[u8],
+        over: &[u8],
+        ttl: Duration,
+    ) -> Result<LeaseRead, BackendError> {
+        if keys.len() <= 1 {
+            return self.inner.get_or_lease(keys, lease, over, ttl).await;
+        }
+        let (first, others) = futures::join!(
+            self.inner.get_or_lease(&keys[..1], lease, over, ttl),
+            self.get_many(&keys[1..])
+        );
+        let mut read = first?;
+        read.values.extend(others?);
+        Ok(read)
     }
 
     /// All `SET`s at once: a cluster pipeline must stay within one slot, so

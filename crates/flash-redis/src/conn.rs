@@ -2,7 +2,7 @@
 //! key, the compare-and-swap script, the mapping of client errors, and the
 //! limits and timeouts.
 
-use flash_core::BackendError;
+use flash_core::{BackendError, Lease, LeaseRead};
 use redis::aio::ConnectionLike;
 use redis::{Cmd, RedisError, Script};
 use std::sync::Arc;
@@ -39,6 +39,29 @@ else
   redis.call('DEL', KEYS[1])
 end
 return 1
+"#;
+
+/// Read-or-lease: when `KEYS[1]` holds nothing, or a value that starts with
+/// `ARGV[3]` (an invalidation's marker; when not empty), it is set to the
+/// lease `ARGV[1]` (for `ARGV[2]` milliseconds, none when 0). Answers the won flag
+/// (`"1"` or `"0"`) then the value of every key as it was before: one
+/// request for a miss and its lease. All replies are bulk strings (a missing
+/// key `false`, which Redis turns into nil), so they decode as one list.
+pub(crate) const GET_OR_LEASE_SCRIPT: &str = r#"
+local out = {'0'}
+for i = 1, #KEYS do
+  out[i + 1] = redis.call('GET', KEYS[i])
+end
+if out[2] == false or (#ARGV[3] > 0 and string.sub(out[2], 1, #ARGV[3]) == ARGV[3]) then
+  local ttl = tonumber(ARGV[2])
+  if ttl > 0 then
+    redis.call('SET', KEYS[1], ARGV[1], 'PX', ttl)
+  else
+    redis.call('SET', KEYS[1], ARGV[1])
+  end
+  out[1] = '1'
+end
+return out
 "#;
 
 /// Why a cache URL was refused (reported as [`BackendError::BadUrl`]).
@@ -128,6 +151,7 @@ pub(crate) fn check_len(
 pub(crate) struct Conn<C> {
     pub(crate) conn: C,
     cas: Arc<Script>,
+    get_or_lease: Arc<Script>,
 }
 
 impl<C: ConnectionLike + Clone + Send + Sync> Conn<C> {
@@ -135,6 +159,7 @@ impl<C: ConnectionLike + Clone + Send + Sync> Conn<C> {
         Conn {
             conn,
             cas: Arc::new(Script::new(CAS_SCRIPT)),
+            get_or_lease: Arc::new(Script::new(GET_OR_LEASE_SCRIPT)),
         }
     }
 
@@ -197,6 +222,46 @@ impl<C: ConnectionLike + Clone + Send + Sync> Conn<C> {
             .await
             .map_err(map_err)?;
         Ok(swapped == 1)
+    }
+
+    /// One `EVALSHA` of [`GET_OR_LEASE_SCRIPT`] over `keys` (which must share
+    /// a slot on a cluster).
+    pub(crate) async fn get_or_lease(
+        &self,
+        keys: &[String],
+        lease: &[u8],
+        over: &[u8],
+        ttl: Duration,
+    ) -> Result<LeaseRead, BackendError> {
+        if keys.is_empty() {
+            return Ok(LeaseRead {
+                values: Vec::new(),
+                lease: None,
+                round_trips: 1,
+            });
+        }
+        let mut invocation = self.get_or_lease.key(keys);
+        invocation
+            .arg(lease)
+            .arg(ttl_millis(ttl).unwrap_or(0))
+            .arg(over);
+        let mut reply: Vec<Option<Vec<u8>>> = invocation
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(map_err)?;
+        if reply.len() != keys.len() + 1 {
+            return Err(BackendError::Protocol(format!(
+                "read-or-lease of {} keys answered {} values",
+                keys.len(),
+                reply.len()
+            )));
+        }
+        let won = reply.remove(0).as_deref() == Some(b"1");
+        Ok(LeaseRead {
+            values: reply,
+            lease: won.then(|| Lease::Bytes(lease.to_vec())),
+            round_trips: 1,
+        })
     }
 
     pub(crate) async fn delete(&self, key: &str) -> Result<(), BackendError> {

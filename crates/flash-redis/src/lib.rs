@@ -15,12 +15,15 @@
 //! - `standalone`: [`RedisBackend`].
 //! - `cluster`: [`RedisClusterBackend`], its multi-get script and URLs.
 //! - `slots`: hash slots and the slot map that groups keys by master.
+//! - `bus`: [`RedisBus`], the near tier's invalidation channel (pub/sub).
 
+mod bus;
 mod cluster;
 mod conn;
 mod slots;
 mod standalone;
 
+pub use bus::RedisBus;
 pub use cluster::RedisClusterBackend;
 pub use standalone::RedisBackend;
 

@@ -3,7 +3,7 @@
 use crate::conn::{
     bad_url, impl_backend, map_err, set_cmd, Conn, CONNECT_TIMEOUT, RESPONSE_TIMEOUT,
 };
-use flash_core::BackendError;
+use flash_core::{BackendError, LeaseRead};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use std::time::Duration;
 
@@ -77,6 +77,17 @@ impl_backend!(RedisBackend {
     /// One `MGET`: one round trip.
     async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, BackendError> {
         self.inner.get_many(keys).await
+    }
+
+    /// One script call that reads every key and leases the first on a miss.
+    async fn get_or_lease(
+        &self,
+        keys: &[String],
+        lease: &[u8],
+        over: &[u8],
+        ttl: Duration,
+    ) -> Result<LeaseRead, BackendError> {
+        self.inner.get_or_lease(keys, lease, over, ttl).await
     }
 
     /// One pipeline of `SET`s: one round trip.

@@ -30,6 +30,8 @@
 //! - `dialect`: every difference between PostgreSQL, MySQL and SQLite (one
 //!   file per database); no other module matches on the database.
 //! - `convert`: between SeaORM values and flash's field values.
+//! - `near_bus`: [`PgBus`], the near tier's invalidation channel on
+//!   PostgreSQL `LISTEN`/`NOTIFY` (for memcached, which has no pub/sub).
 
 pub mod capture;
 pub mod catalog;
@@ -38,6 +40,7 @@ mod db;
 mod dialect;
 mod lookup;
 mod meta;
+mod near_bus;
 mod outbox;
 mod registrar;
 mod related;
@@ -49,6 +52,7 @@ pub use db::{Changes, FlashDb, FlashTxn, ModelCache, RelatedCache, SelectRelated
 pub use flash_core::{self as core, durations, Error, FieldValue, Invalidation, Outcome};
 pub use lookup::{by, by_object, Lookup};
 pub use meta::CacheMeta;
+pub use near_bus::PgBus;
 pub use outbox::{OutboxSettings, OUTBOX_TABLE};
 pub use registrar::{CustomCache, Registrar};
 pub use request::{Request, RequestCache};

@@ -5,7 +5,7 @@
 //! Each check panics with a message naming the backend and what broke. Keys are
 //! made unique per run with `ns`, so servers shared between runs do not interfere.
 
-use flash_core::Backend;
+use flash_core::{Backend, Lease};
 use std::time::Duration;
 
 const TTL: Duration = Duration::from_secs(60);
@@ -16,6 +16,7 @@ pub async fn run_all<B: Backend>(b: &B, ns: &str, item_limit: usize) {
     get_set_delete(b, ns).await;
     add_only_when_absent(b, ns).await;
     compare_and_swap(b, ns).await;
+    get_or_lease(b, ns).await;
     get_many_in_order(b, ns).await;
     set_many(b, ns).await;
     binary_values_and_odd_keys(b, ns).await;
@@ -119,6 +120,139 @@ pub async fn compare_and_swap<B: Backend>(b: &B, ns: &str) {
     );
 }
 
+/// Requests a miss with its lease may take: one for the backends that read
+/// and lease in one request, two for the trait's default.
+fn lease_round_trips<B: Backend>(b: &B) -> u32 {
+    match b.name() {
+        "memory" | "redis" | "redis-cluster" | "memcache" => 1,
+        _ => 2,
+    }
+}
+
+/// `get_or_lease` and `swap_lease`: a miss takes the lease (and reads the
+/// other keys) in one request; a second reader gets no lease and sees the
+/// lease (or the server's empty placeholder) in the key; the fill lands only
+/// over its own lease, never over a write that replaced it; a released
+/// lease leaves the key empty.
+pub async fn get_or_lease<B: Backend>(b: &B, ns: &str) {
+    let name = b.name();
+    let k = format!("{ns}:gol");
+    let marker = format!("{ns}:gol__stale");
+    b.set(&marker, b"marker", TTL).await.unwrap();
+    let keys = [k.clone(), marker.clone()];
+    let first = b.get_or_lease(&keys, b"lease-1", b"", TTL).await.unwrap();
+    let lease = first
+        .lease
+        .clone()
+        .unwrap_or_else(|| panic!("{name}: a miss takes the lease"));
+    assert_eq!(
+        first.values,
+        vec![None, Some(b"marker".to_vec())],
+        "{name}: the miss and the other key"
+    );
+    assert!(
+        first.round_trips <= lease_round_trips(b),
+        "{name}: {} requests for a miss with its lease",
+        first.round_trips
+    );
+    let second = b.get_or_lease(&keys, b"lease-2", b"", TTL).await.unwrap();
+    assert_eq!(second.lease, None, "{name}: one lease at a time");
+    let held = second.values[0].clone();
+    match &lease {
+        Lease::Bytes(l) => {
+            assert_eq!(l.as_slice(), b"lease-1", "{name}: the caller's lease");
+            assert_eq!(
+                held.as_deref(),
+                Some(&b"lease-1"[..]),
+                "{name}: the lease is seen"
+            );
+        }
+        Lease::Token(_) => assert_eq!(held, Some(Vec::new()), "{name}: the placeholder is seen"),
+    }
+    assert_eq!(second.round_trips, 1, "{name}: a hit is one request");
+    assert!(
+        b.swap_lease(&k, &lease, Some(b"value"), TTL).await.unwrap(),
+        "{name}: the fill over its own lease"
+    );
+    assert!(
+        !b.swap_lease(&k, &lease, Some(b"again"), TTL).await.unwrap(),
+        "{name}: a lease fills once"
+    );
+    let hit = b.get_or_lease(&keys, b"lease-3", b"", TTL).await.unwrap();
+    assert_eq!(
+        (hit.values[0].as_deref(), hit.lease),
+        (Some(&b"value"[..]), None),
+        "{name}: a hit takes no lease"
+    );
+
+    // A marker (a value that starts with `over`) is leased over too.
+    b.set(&k, b"STALE-1", TTL).await.unwrap();
+    let read = b
+        .get_or_lease(&keys, b"lease-m", b"STALE", TTL)
+        .await
+        .unwrap();
+    let lease = read.lease.expect("a lease over a marker");
+    assert!(
+        read.round_trips <= 2,
+        "{name}: {} requests",
+        read.round_trips
+    );
+    assert!(b.swap_lease(&k, &lease, Some(b"value"), TTL).await.unwrap());
+    let read = b
+        .get_or_lease(&keys, b"lease-n", b"STALE", TTL)
+        .await
+        .unwrap();
+    assert_eq!(
+        (read.values[0].as_deref(), read.lease),
+        (Some(&b"value"[..]), None),
+        "{name}: a value that is not a marker stays"
+    );
+
+    // A write over the lease (an invalidation) wins over the late fill.
+    b.delete(&k).await.unwrap();
+    let read = b
+        .get_or_lease(&keys[..1], b"lease-4", b"", TTL)
+        .await
+        .unwrap();
+    let lease = read.lease.expect("lease after delete");
+    b.set(&k, b"invalidated", TTL).await.unwrap();
+    assert!(
+        !b.swap_lease(&k, &lease, Some(b"stale"), TTL).await.unwrap(),
+        "{name}: a fill after an invalidation"
+    );
+    assert_eq!(
+        b.get_many(std::slice::from_ref(&k)).await.unwrap(),
+        vec![Some(b"invalidated".to_vec())],
+        "{name}: the invalidation stays"
+    );
+
+    // A released lease leaves nothing behind, and the next miss wins again.
+    b.delete(&k).await.unwrap();
+    let lease = b
+        .get_or_lease(&keys[..1], b"lease-5", b"", TTL)
+        .await
+        .unwrap()
+        .lease
+        .expect("lease after delete");
+    assert!(
+        b.swap_lease(&k, &lease, None, TTL).await.unwrap(),
+        "{name}: release"
+    );
+    assert_eq!(
+        b.get_many(std::slice::from_ref(&k)).await.unwrap(),
+        vec![None],
+        "{name}: nothing left after a release"
+    );
+    assert!(
+        b.get_or_lease(&keys[..1], b"lease-6", b"", TTL)
+            .await
+            .unwrap()
+            .lease
+            .is_some(),
+        "{name}: a new lease after a release"
+    );
+}
+
 pub async fn get_many_in_order<B: Backend>(b: &B, ns: &str) {
     let keys: Vec<String> = (0..300).map(|i| format!("{ns}:many:{i}")).collect();
     for (i, k) in keys.iter().enumerate() {
@@ -133,6 +267,21 @@ pub async fn get_many_in_order<B: Backend>(b: &B, ns: &str) {
         assert_eq!(v, want, "{}: get_many position {i}", b.name());
     }
     assert!(b.get_many(&[]).await.unwrap().is_empty());
+    // A key asked for twice answers twice (a value moved out for the first
+    // position must still be there for the second).
+    let dup = vec![
+        keys[1].clone(),
+        keys[0].clone(),
+        keys[1].clone(),
+        keys[1].clone(),
+    ];
+    let v1 = Some(b"v1".to_vec());
+    assert_eq!(
+        b.get_many(&dup).await.unwrap(),
+        vec![v1.clone(), None, v1.clone(), v1],
+        "{}: duplicate keys",
+        b.name()
+    );
 }
 
 pub async fn set_many<B: Backend>(b: &B, ns: &str) {
@@ -188,6 +337,14 @@ pub async fn expiry<B: Backend>(b: &B, ns: &str) {
     b.set(&forever, b"long", Duration::ZERO).await.unwrap();
     let lease = format!("{ns}:ttl-add");
     assert!(b.add(&lease, b"l", Duration::from_secs(1)).await.unwrap());
+    let leased = [format!("{ns}:ttl-lease")];
+    let short = Duration::from_secs(1);
+    assert!(b
+        .get_or_lease(&leased, b"l", b"", short)
+        .await
+        .unwrap()
+        .lease
+        .is_some());
     assert_eq!(
         b.get_many(std::slice::from_ref(&k)).await.unwrap(),
         vec![Some(b"short".to_vec())]
@@ -202,6 +359,15 @@ pub async fn expiry<B: Backend>(b: &B, ns: &str) {
     assert!(
         b.add(&lease, b"l2", TTL).await.unwrap(),
         "{}: add after expiry",
+        b.name()
+    );
+    assert!(
+        b.get_or_lease(&leased, b"l2", b"", TTL)
+            .await
+            .unwrap()
+            .lease
+            .is_some(),
+        "{}: a lease expires with its TTL",
         b.name()
     );
     assert_eq!(

@@ -22,7 +22,7 @@
 //! ```
 
 use async_trait::async_trait;
-use flash_core::{Backend, BackendError};
+use flash_core::{Backend, BackendError, Lease, LeaseRead};
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
 use std::time::Duration;
@@ -79,6 +79,10 @@ pub struct Hooked<B> {
     reply_delays: [Duration; OPS],
     /// Pause between the keys of a multi-get (`None`: one inner call).
     split_reads: Option<Duration>,
+    /// Forward `get_or_lease` and `swap_lease` to the inner backend (else
+    /// the trait's defaults, made of the hooked `get_many`, `add` and
+    /// `compare_and_swap`).
+    native_leases: bool,
     before: Option<Before>,
     after: Option<After>,
     /// Calls per operation, [`Op`] as the index.
@@ -96,6 +100,7 @@ impl<B: Backend> Hooked<B> {
             delays: [Duration::ZERO; OPS],
             reply_delays: [Duration::ZERO; OPS],
             split_reads: None,
+            native_leases: false,
             before: None,
             after: None,
             calls: Default::default(),
@@ -140,6 +145,15 @@ impl<B: Backend> Hooked<B> {
     /// several servers), its window widened so that writes land inside it.
     pub fn split_reads(mut self, pause: Duration) -> Self {
         self.split_reads = Some(pause);
+        self
+    }
+
+    /// Forwards `get_or_lease` (counted and hooked as a [`Op::GetMany`]: it
+    /// is the lookup's read) and `swap_lease` (as a [`Op::CompareAndSwap`])
+    /// to the inner backend, so that its one-request miss is what runs.
+    /// Without it they are the trait's defaults over the hooked operations.
+    pub fn native_leases(mut self, yes: bool) -> Self {
+        self.native_leases = yes;
         self
     }
 
@@ -305,6 +319,65 @@ impl<B: Backend> Backend for Hooked<B> {
         };
         self.around(Op::SetMany, call, self.inner.set_many(items, ttl))
             .await
+    }
+
+    async fn get_or_lease(
+        &self,
+        keys: &[String],
+        lease: &[u8],
+        over: &[u8],
+        ttl: Duration,
+    ) -> Result<LeaseRead, BackendError> {
+        if !self.native_leases || self.split_reads.is_some() {
+            // The trait's default, through the hooks of each operation.
+            let values = self.get_many(keys).await?;
+            let took = match (keys.first(), values.first()) {
+                (Some(key), Some(None)) => self.add(key, lease, ttl).await?,
+                (Some(key), Some(Some(v))) if !over.is_empty() && v.starts_with(over) => {
+                    self.compare_and_swap(key, v, Some(lease), ttl).await?
+                }
+                _ => {
+                    return Ok(LeaseRead {
+                        values,
+                        lease: None,
+                        round_trips: 1,
+                    })
+                }
+            };
+            return Ok(LeaseRead {
+                values,
+                lease: took.then(|| Lease::Bytes(lease.to_vec())),
+                round_trips: 2,
+            });
+        }
+        let call = || Call {
+            op: Op::GetMany,
+            keys: keys.iter().map(String::as_str).collect(),
+            values: Vec::new(),
+        };
+        let forward = self.inner.get_or_lease(keys, lease, over, ttl);
+        self.around(Op::GetMany, call, forward).await
+    }
+
+    async fn swap_lease(
+        &self,
+        key: &str,
+        lease: &Lease,
+        new: Option<&[u8]>,
+        ttl: Duration,
+    ) -> Result<bool, BackendError> {
+        match lease {
+            Lease::Bytes(b) if !self.native_leases => self.compare_and_swap(key, b, new, ttl).await,
+            _ => {
+                let call = || Call {
+                    op: Op::CompareAndSwap,
+                    keys: vec![key],
+                    values: new.into_iter().collect(),
+                };
+                let forward = self.inner.swap_lease(key, lease, new, ttl);
+                self.around(Op::CompareAndSwap, call, forward).await
+            }
+        }
     }
 
     fn max_value_size(&self) -> usize {

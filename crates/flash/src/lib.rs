@@ -130,8 +130,8 @@ pub use flash_sea_orm as sea_orm_adapter;
 pub use flash_core::{
     durations, Backend, BackendError, Batch, BatchMode, BatchResults, CacheKind, CacheValue, Class,
     ClassSpec, Error, Fetch, FetchFn, FieldValue, Flash, FlashBuilder, FlashEvent, Handle,
-    Invalidation, MemoryBackend, NoVersionStore, Outcome, Query, Record, RegistryError, Scope,
-    Settings, SourceError, Stats, StatsSnapshot, VersionStore,
+    Invalidation, MemoryBackend, NearBus, NearConfig, NearStats, NoVersionStore, Outcome, Query,
+    Record, RegistryError, Scope, Settings, SourceError, Stats, StatsSnapshot, VersionStore,
 };
 
 /// The timeout and circuit breaker [`config::cache_backend`] puts around a
@@ -141,7 +141,7 @@ pub use flash_core::resilient::ResilientBackend;
 // The SeaORM adapter: declarations per entity, lookups, invalidating writes.
 pub use flash_sea_orm::{
     by, by_object, CacheMeta, Changes, CustomCache, FlashDb, FlashTxn, Lookup, ModelCache,
-    OutboxSettings, Registrar, RelatedCache, Request, RequestCache, SelectRelated,
+    OutboxSettings, PgBus, Registrar, RelatedCache, Request, RequestCache, SelectRelated,
 };
 // Capture of every write: the triggers, their DDL, the drain's settings.
 pub use flash_sea_orm::capture::{self, DrainSettings};
@@ -152,7 +152,7 @@ pub use flash_sea_orm::capture::{self, DrainSettings};
 pub use flash_memcache::MemcacheBackend;
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
-pub use flash_redis::{RedisBackend, RedisClusterBackend};
+pub use flash_redis::{RedisBackend, RedisBus, RedisClusterBackend};
 
 /// The README's examples, compiled and run as doctests.
 #[cfg(doctest)]

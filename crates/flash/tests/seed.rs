@@ -884,6 +884,8 @@ async fn corrupt_cache_bytes_are_a_miss_and_get_refilled() {
     let key = events.cache_key(&by(event::Column::Id, e.id)).unwrap();
     let good = {
         events.get(by(event::Column::Id, e.id)).await.unwrap();
+        // The fill runs after the lookup returned.
+        h.fdb.flash().settled().await;
         h.backend
             .inner()
             .get_many(std::slice::from_ref(&key))

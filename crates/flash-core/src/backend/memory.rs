@@ -1,7 +1,7 @@
 //! The in-process backend, the embedded default: a moka cache of byte values with
 //! per-entry TTL, bounded by total bytes.
 
-use crate::backend::Backend;
+use crate::backend::{Backend, Lease, LeaseRead};
 use crate::error::BackendError;
 use async_trait::async_trait;
 use moka::future::Cache;
@@ -168,6 +168,66 @@ impl Backend for MemoryBackend {
             .and_compute_with(|_| std::future::ready(Op::<Arc<Item>>::Remove))
             .await;
         Ok(())
+    }
+
+    /// The lease is an `add` under moka's per-key compute (atomic against
+    /// every other write of the key), the other keys plain reads.
+    async fn get_or_lease(
+        &self,
+        keys: &[String],
+        lease: &[u8],
+        over: &[u8],
+        ttl: Duration,
+    ) -> Result<LeaseRead, BackendError> {
+        let Some(first) = keys.first() else {
+            return Ok(LeaseRead {
+                values: Vec::new(),
+                lease: None,
+                round_trips: 1,
+            });
+        };
+        let mut values = Vec::with_capacity(keys.len());
+        let replaceable = |v: &[u8]| !over.is_empty() && v.starts_with(over);
+        let hit = self.cache.get(first).await;
+        if let Some(hit) = hit.filter(|h| !replaceable(&h.bytes)) {
+            // A hit needs no write: the plain read, without the entry's key copy.
+            values.push(Some(hit.bytes.clone()));
+            for k in &keys[1..] {
+                values.push(self.cache.get(k).await.map(|i| i.bytes.clone()));
+            }
+            return Ok(LeaseRead {
+                values,
+                lease: None,
+                round_trips: 1,
+            });
+        }
+        let result = self
+            .cache
+            .entry(first.clone())
+            .and_compute_with(|current| {
+                std::future::ready(match current {
+                    Some(e) if !replaceable(&e.value().bytes) => Op::Nop,
+                    _ => Op::Put(item(lease, ttl)),
+                })
+            })
+            .await;
+        use moka::ops::compute::CompResult;
+        let (first, took) = match result {
+            CompResult::Inserted(_) => (None, true),
+            CompResult::ReplacedWith(_) => (None, true),
+            CompResult::Unchanged(e) => (Some(e.into_value().bytes.clone()), false),
+            // Nop on a present key leaves it unchanged; anything else is absent.
+            _ => (None, false),
+        };
+        values.push(first);
+        for k in &keys[1..] {
+            values.push(self.cache.get(k).await.map(|i| i.bytes.clone()));
+        }
+        Ok(LeaseRead {
+            values,
+            lease: took.then(|| Lease::Bytes(lease.to_vec())),
+            round_trips: 1,
+        })
     }
 
     fn coalesce_reads(&self) -> bool {

@@ -10,6 +10,33 @@ use crate::error::BackendError;
 use async_trait::async_trait;
 use std::time::Duration;
 
+/// A fill lease taken by [`Backend::get_or_lease`]: how the key is known to
+/// still be the caller's when its value is stored ([`Backend::swap_lease`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Lease {
+    /// The key holds exactly these bytes: the lease entry the caller passed.
+    Bytes(Vec<u8>),
+    /// The key holds the server's own empty placeholder, known by its
+    /// compare-and-swap token (memcached's `mg … N`: the item it vivified and
+    /// the `W` flag that made this caller the winner). Readers see an empty
+    /// value while it is there.
+    Token(u64),
+}
+
+/// What [`Backend::get_or_lease`] read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeaseRead {
+    /// The values of the keys, in order. When `lease` is taken, the first is
+    /// `None` (the key held nothing before the lease).
+    pub values: Vec<Option<Vec<u8>>>,
+    /// The lease, when the first key held nothing and now holds the caller's.
+    pub lease: Option<Lease>,
+    /// Requests the caller waited for, one after the other (1 when the backend
+    /// reads and leases in one request; the default implementation needs 2 on
+    /// a miss).
+    pub round_trips: u32,
+}
+
 /// A cache server, seen as bytes in and bytes out.
 ///
 /// `ttl` of [`Duration::ZERO`] means "no expiry". Keys are at most 250 bytes of
@@ -55,6 +82,60 @@ pub trait Backend: Send + Sync + 'static {
             self.set(k, v, ttl).await?;
         }
         Ok(())
+    }
+
+    /// Reads `keys` and, when the first holds nothing or a value that starts
+    /// with `over` (an invalidation's marker; empty `over`: only nothing),
+    /// makes it hold a lease for `ttl` (`lease`, or the server's own
+    /// placeholder): a miss and its lease in one request where the server can
+    /// (a Redis script, memcached's `mg` with vivify-on-miss). The default
+    /// reads, then `add`s the lease or swaps it over the marker (two requests
+    /// on a miss); a lost race is no lease.
+    async fn get_or_lease(
+        &self,
+        keys: &[String],
+        lease: &[u8],
+        over: &[u8],
+        ttl: Duration,
+    ) -> Result<LeaseRead, BackendError> {
+        let values = self.get_many(keys).await?;
+        let took = match (keys.first(), values.first()) {
+            (Some(key), Some(None)) => self.add(key, lease, ttl).await?,
+            (Some(key), Some(Some(v))) if !over.is_empty() && v.starts_with(over) => {
+                self.compare_and_swap(key, v, Some(lease), ttl).await?
+            }
+            _ => {
+                return Ok(LeaseRead {
+                    values,
+                    lease: None,
+                    round_trips: 1,
+                })
+            }
+        };
+        Ok(LeaseRead {
+            values,
+            lease: took.then(|| Lease::Bytes(lease.to_vec())),
+            round_trips: 2,
+        })
+    }
+
+    /// Replaces the value of `key` with `new` (or deletes it when `new` is
+    /// `None`) only if it still holds `lease`; `true` when it did. The default
+    /// compares bytes ([`Self::compare_and_swap`]); a backend that issues
+    /// [`Lease::Token`] overrides it.
+    async fn swap_lease(
+        &self,
+        key: &str,
+        lease: &Lease,
+        new: Option<&[u8]>,
+        ttl: Duration,
+    ) -> Result<bool, BackendError> {
+        match lease {
+            Lease::Bytes(b) => self.compare_and_swap(key, b, new, ttl).await,
+            Lease::Token(_) => Err(BackendError::Protocol(
+                "a lease token from another backend".into(),
+            )),
+        }
     }
 
     /// The largest value the backend stores; larger values are served but not cached.
@@ -111,6 +192,24 @@ impl<B: Backend + ?Sized> Backend for std::sync::Arc<B> {
         ttl: Duration,
     ) -> Result<(), BackendError> {
         (**self).set_many(items, ttl).await
+    }
+    async fn get_or_lease(
+        &self,
+        keys: &[String],
+        lease: &[u8],
+        over: &[u8],
+        ttl: Duration,
+    ) -> Result<LeaseRead, BackendError> {
+        (**self).get_or_lease(keys, lease, over, ttl).await
+    }
+    async fn swap_lease(
+        &self,
+        key: &str,
+        lease: &Lease,
+        new: Option<&[u8]>,
+        ttl: Duration,
+    ) -> Result<bool, BackendError> {
+        (**self).swap_lease(key, lease, new, ttl).await
     }
     fn max_value_size(&self) -> usize {
         (**self).max_value_size()

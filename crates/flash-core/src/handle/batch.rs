@@ -1,7 +1,7 @@
 //! Batches: many lazy lookups of different classes resolved with one
 //! `get_many`, each falling back to the database on its own.
 
-use super::read::read_keys;
+use super::read::read_keys_owned;
 use super::Flash;
 use crate::class::{CacheValue, Class, ClassSpec};
 use crate::error::Error;
@@ -53,7 +53,9 @@ type Resolved = Result<(Box<dyn Any + Send>, Outcome), Error>;
 
 trait Pending: Send + Sync {
     fn spec(&self) -> &ClassSpec;
-    fn keys(&self, flash: &Flash) -> Result<(String, Vec<String>), Error>;
+    /// The keys the query reads, its own first (built once: the batch's
+    /// multi-get and the decision both use these).
+    fn keys(&self, flash: &Flash) -> Result<Vec<String>, Error>;
     /// The answer when the cache holds a value to serve as is: decided
     /// without a future (most of a warm batch).
     fn try_hit(
@@ -88,10 +90,9 @@ impl<T: CacheValue> Pending for Query<T> {
         let v = flash.try_serve::<T>(&self.class.spec, key, raw, epoch)?;
         Some(Ok((Box::new(v) as Box<dyn Any + Send>, Outcome::Hit)))
     }
-    fn keys(&self, flash: &Flash) -> Result<(String, Vec<String>), Error> {
+    fn keys(&self, flash: &Flash) -> Result<Vec<String>, Error> {
         let key = flash.key_of(&self.class, &self.values)?;
-        let keys = read_keys(&self.class.spec, &key);
-        Ok((key, keys))
+        Ok(read_keys_owned(&self.class.spec, key))
     }
     fn resolve<'a>(
         &'a self,
@@ -172,18 +173,24 @@ impl<'f> Batch<'f> {
     pub async fn run(self) -> BatchResults {
         let flash = self.flash;
         let cache_only = self.mode == BatchMode::CacheOnly;
-        let planned: Vec<Result<(String, Vec<String>), Error>> =
-            self.queries.iter().map(|q| q.keys(flash)).collect();
-        let all_keys: Vec<String> = planned
+        // Every query's keys moved into one list; a query keeps its range.
+        let mut all_keys: Vec<String> = Vec::with_capacity(self.queries.len());
+        let planned: Vec<Result<(usize, usize), Error>> = self
+            .queries
             .iter()
-            .flatten()
-            .flat_map(|(_, ks)| ks.iter().cloned())
+            .map(|q| {
+                let ks = q.keys(flash)?;
+                let start = all_keys.len();
+                all_keys.extend(ks);
+                Ok((start, all_keys.len() - start))
+            })
             .collect();
+        let all_keys = &all_keys;
         let epoch = flash.read_epoch();
         let fetched = if flash.is_bypassed() || all_keys.is_empty() {
             None
         } else {
-            match flash.backend().get_many(&all_keys).await {
+            match flash.backend().get_many(all_keys).await {
                 Ok(r) => Some(r),
                 Err(e) => {
                     flash.stats().backend_error("get_many", &e);
@@ -198,23 +205,26 @@ impl<'f> Batch<'f> {
         for (i, (q, plan)) in self.queries.iter().zip(planned).enumerate() {
             match plan {
                 Err(e) => results.push(Some(Err(e))),
-                Ok((key, keys)) => match raw.as_mut() {
+                Ok((start, len)) => match raw.as_mut() {
                     Some(it) => {
-                        let mine: Vec<Option<Vec<u8>>> = it.by_ref().take(keys.len()).collect();
-                        match q.try_hit(flash, &key, &mine, epoch) {
+                        let key = all_keys[start].as_str();
+                        let mine: Vec<Option<Vec<u8>>> = it.by_ref().take(len).collect();
+                        match q.try_hit(flash, key, &mine, epoch) {
                             Some(hit) => results.push(Some(hit)),
                             None => {
                                 results.push(None);
                                 futures.push((
                                     i,
                                     Box::pin(async move {
-                                        q.resolve(flash, &key, mine, epoch, cache_only).await
+                                        q.resolve(flash, key, mine, epoch, cache_only).await
                                     }),
                                 ));
                             }
                         }
                     }
-                    None if cache_only => results.push(Some(Err(Error::NotCached(key)))),
+                    None if cache_only => {
+                        results.push(Some(Err(Error::NotCached(all_keys[start].clone()))))
+                    }
                     None => {
                         results.push(None);
                         futures.push((i, q.fetch(flash)));

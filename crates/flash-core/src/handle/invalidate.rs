@@ -76,6 +76,12 @@ impl Flash {
     /// the cache takes them; meanwhile lookups of those keys go to the
     /// database, so this process never serves what the write replaced.
     pub async fn apply_invalidation(&self, model: &str, keys: &KeySet) -> Result<(), BackendError> {
+        // This process's near entries go first, so that no lookup here
+        // serves them once the write call returned; the other processes'
+        // go when the keys reach them on the channel, after the markers.
+        if let Some(near) = self.near() {
+            near.invalidate(keys.unset.iter().chain(&keys.dynamic).map(String::as_str));
+        }
         let mut result = self.write_markers(model, keys).await;
         let mut pause = Duration::from_millis(2);
         for _ in 0..self.settings().invalidation_retries {
@@ -92,7 +98,22 @@ impl Flash {
         if result.is_err() {
             self.invalidator().defer(keys);
         }
+        self.publish_near(keys).await;
         result
+    }
+
+    /// Sends `keys` to the other processes' near tiers (sent even when the
+    /// cache refused the markers: dropping a near entry is always safe).
+    async fn publish_near(&self, keys: &KeySet) {
+        if let Some(near) = self.near() {
+            let all: Vec<&str> = keys
+                .unset
+                .iter()
+                .chain(&keys.dynamic)
+                .map(String::as_str)
+                .collect();
+            near.publish(&all).await;
+        }
     }
 
     /// Re-applies the pending invalidations (the retry task calls this).
@@ -102,6 +123,7 @@ impl Flash {
         };
         self.write_markers("(retry)", &keys).await?;
         self.invalidator().applied(&keys);
+        self.publish_near(&keys).await;
         tracing::info!(keys = keys.len(), "pending invalidations applied");
         Ok(keys.len())
     }

@@ -7,7 +7,10 @@
 //!
 //! * `read`: one lookup, following the decision table, and the fill protocol
 //!   with leases;
+//! * `leased`: the miss whose first read took the lease (one request), its
+//!   background fill, and the near tier's hits and fills;
 //! * `wait`: lookups of one key in this process sharing their reads;
+//! * `pending`: fills running in the background, and waiting for them;
 //! * `invalidate`: from changed rows to the keys they affect, and the markers
 //!   written over them;
 //! * `invalidator`: invalidations the cache refused, kept and retried in the
@@ -23,9 +26,11 @@
 pub mod batch;
 mod invalidate;
 mod invalidator;
+mod leased;
+mod pending;
 mod read;
 pub(crate) mod scope;
-mod task;
+pub(crate) mod task;
 mod versions;
 mod wait;
 
@@ -35,12 +40,14 @@ use crate::backend::Backend;
 use crate::class::{durations::CACHE_TIME_WEEK, CacheKind, CacheValue, Class, ClassSpec, Fetch};
 use crate::error::{Error, RegistryError};
 use crate::key::{build_key, is_plain_name, is_valid_prefix};
+use crate::near::{Near, NearBus, NearConfig, NearStats, NearTier};
 use crate::registry::{CachedForeignKey, ModelInfo, Registry};
 use crate::seal::Sealer;
 use crate::stats::{FlashEvent, Observer, Stats};
 use crate::value::FieldValue;
 use crate::versions::{NoVersionStore, VersionStore};
 use invalidator::Invalidator;
+use pending::Pending;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -81,6 +88,12 @@ pub struct Settings {
     /// operation and kind) is logged while the cache fails (default 10 s;
     /// the first error after a quiet period is logged at once).
     pub error_summary_every: Duration,
+    /// Whether a miss that took its lease in its first read fills the cache
+    /// in the background (default: yes). The caller then has its row after
+    /// one cache request and the query; the lease makes the others wait for
+    /// this fill and keeps a late one harmless. [`Flash::settled`] waits for
+    /// the fills in flight.
+    pub background_fills: bool,
     /// Test-only: a pause between reading the database and filling the cache,
     /// to widen the race window in stress tests (zero in production).
     #[doc(hidden)]
@@ -101,6 +114,7 @@ impl Default for Settings {
             db_alias: HashMap::new(),
             log_keys: false,
             error_summary_every: Duration::from_secs(10),
+            background_fills: true,
             fill_delay: Duration::ZERO,
         }
     }
@@ -118,9 +132,16 @@ pub struct FlashBuilder {
     leases: bool,
     secret: Option<Vec<u8>>,
     unsealed: bool,
+    near: Option<(NearConfig, Arc<dyn NearBus>)>,
 }
 
 impl FlashBuilder {
+    /// Puts a near tier (in-process, see [`crate::near`]) in front of the
+    /// backend for the classes of `config`, kept coherent over `bus`.
+    pub fn near_cache(mut self, config: NearConfig, bus: Arc<dyn NearBus>) -> Self {
+        self.near = Some((config, bus));
+        self
+    }
     /// The cache backend (default: the in-process [`crate::MemoryBackend`]).
     pub fn backend(mut self, b: impl Backend) -> Self {
         self.backend = Some(Arc::new(b));
@@ -178,6 +199,11 @@ impl FlashBuilder {
     /// See [`Settings::error_summary_every`].
     pub fn error_summary_every(mut self, every: Duration) -> Self {
         self.settings.error_summary_every = every;
+        self
+    }
+    /// See [`Settings::background_fills`].
+    pub fn background_fills(mut self, on: bool) -> Self {
+        self.settings.background_fills = on;
         self
     }
     /// Reads go to the database, nothing is written to the cache.
@@ -304,6 +330,8 @@ impl FlashBuilder {
             invalidator: Invalidator::default(),
             waits: Waits::default(),
             claims: Claims::default(),
+            pending: Pending::default(),
+            near: self.near.map(|(config, bus)| Near::start(config, bus)),
         });
         // The retry task needs the handle (it writes markers through it), so
         // it starts once the handle exists.
@@ -348,6 +376,10 @@ pub(crate) struct Inner {
     waits: Waits,
     /// Keys whose lease a task of this process is taking or holds.
     claims: Claims,
+    /// Fills running in the background.
+    pending: Pending,
+    /// The near tier, when configured.
+    near: Option<Near>,
 }
 
 /// The handle services keep: lookups, invalidation, versions. Cloning is cheap
@@ -381,6 +413,7 @@ impl Flash {
             leases: true,
             secret: None,
             unsealed: false,
+            near: None,
         }
     }
 
@@ -403,6 +436,20 @@ impl Flash {
     /// Do lookups go straight to the database?
     pub fn is_bypassed(&self) -> bool {
         self.inner.bypass.load(Ordering::Relaxed)
+    }
+    /// Returns once every fill this handle started in the background has
+    /// stored its value or given up (see [`Settings::background_fills`]).
+    pub async fn settled(&self) {
+        self.pending_fills().settled().await;
+    }
+    /// The near tier's counters, when there is one.
+    pub fn near_stats(&self) -> Option<&NearStats> {
+        self.near().map(|n| &n.stats)
+    }
+    /// Is the near tier's invalidation channel healthy (its entries served)?
+    /// `false` without a near tier.
+    pub fn near_healthy(&self) -> bool {
+        self.near().is_some_and(|n| n.healthy())
     }
     /// Turns the bypass switch on or off at run time.
     pub fn set_bypass(&self, on: bool) {
@@ -511,6 +558,26 @@ impl Flash {
     /// Which keys a task of this process is filling.
     fn fill_claims(&self) -> &Claims {
         &self.inner.claims
+    }
+
+    /// The near tier of `spec`'s class, if it has one.
+    fn near_for(&self, spec: &ClassSpec) -> Option<&NearTier> {
+        let near = &self.inner.near.as_ref()?.tier;
+        near.covers(
+            &spec.name,
+            spec.invalidation == crate::class::Invalidation::Dynamic,
+        )
+        .then_some(&**near)
+    }
+
+    /// The near tier, if there is one.
+    fn near(&self) -> Option<&NearTier> {
+        self.inner.near.as_ref().map(|n| &*n.tier)
+    }
+
+    /// Fills running in the background.
+    fn pending_fills(&self) -> &Pending {
+        &self.inner.pending
     }
 
     /// Refused invalidations, kept for the retry task.

@@ -9,8 +9,10 @@
 //! invalidation. Callers that lose the lease wait briefly for the winner's
 //! value, then read the database themselves without filling.
 
+use super::leased::Leased;
 use super::wait::Pace;
 use super::Flash;
+use crate::backend::LeaseRead;
 use crate::class::{CacheValue, Class, ClassSpec, Invalidation};
 use crate::codec::{self, decode_entry, encode_entry, now_ms, Decoded, Entry, EntryRef};
 use crate::decide::{decide, Action};
@@ -74,8 +76,20 @@ fn open_value<T: CacheValue>(
     }
 }
 
+/// Does the key hold a fill lease? An empty value is one too: the
+/// placeholder memcached vivifies for the winner of an `mg … N` (flash never
+/// stores empty bytes otherwise).
 fn is_lease(bytes: &[u8]) -> bool {
-    matches!(decode_entry(bytes), Decoded::Entry(Entry::Lease { .. }))
+    bytes.is_empty() || matches!(decode_entry(bytes), Decoded::Entry(Entry::Lease { .. }))
+}
+
+/// A fresh lease entry: a random token, so that a fill can tell its own
+/// lease from another's (and from one taken after its own expired).
+fn new_lease() -> Vec<u8> {
+    encode_entry(&Entry::Lease {
+        token: rand::random(),
+        at_ms: now_ms(),
+    })
 }
 
 impl Flash {
@@ -95,21 +109,56 @@ impl Flash {
         class: &Class<T>,
         values: &[FieldValue],
     ) -> Result<(T, Outcome), Error> {
-        let key = self.key_of(class, values)?;
+        // Built once: the read, the decision and the events all use these.
+        let keys = read_keys_owned(&class.spec, self.key_of(class, values)?);
+        let key = keys[0].as_str();
         let span = tracing::debug_span!("flash.lookup", class = %class.spec.name, key = tracing::field::Empty, outcome = tracing::field::Empty);
         if self.settings().log_keys {
-            span.record("key", key.as_str());
+            span.record("key", key);
         }
         async {
             let result = if self.is_bypassed() {
                 self.fetch(class, values)
                     .await
                     .map(|v| (v, Outcome::Bypass))
+            } else if let Some(v) = self.near_hit(&class.spec, key) {
+                Ok((v, Outcome::Hit))
+            } else if self.leases_in_first_read() {
+                let token = self.near_for(&class.spec).map(|n| n.token(key));
+                let epoch = self.read_epoch();
+                let lease = new_lease();
+                match self.read_or_lease(&keys, &lease).await {
+                    Ok(LeaseRead {
+                        values: raw,
+                        lease: Some(lease),
+                        round_trips,
+                    }) => {
+                        let leased = Leased {
+                            lease,
+                            marker: raw.into_iter().nth(1).flatten(),
+                            round_trips,
+                        };
+                        self.fill_leased(class, values, key, leased, epoch).await
+                    }
+                    Ok(read) => {
+                        self.resolve_first(class, values, key, read.values, epoch, token)
+                            .await
+                    }
+                    Err(e) => {
+                        self.stats().backend_error("get", &e);
+                        self.fetch(class, values)
+                            .await
+                            .map(|v| (v, Outcome::Degraded))
+                    }
+                }
             } else {
-                let keys = read_keys(&class.spec, &key);
+                let token = self.near_for(&class.spec).map(|n| n.token(key));
                 let epoch = self.read_epoch();
                 match self.read(&keys).await {
-                    Ok(raw) => self.resolve(class, values, &key, raw, epoch, false).await,
+                    Ok(raw) => {
+                        self.resolve_first(class, values, key, raw, epoch, token)
+                            .await
+                    }
                     Err(e) => {
                         self.stats().backend_error("get", &e);
                         self.fetch(class, values)
@@ -123,7 +172,7 @@ impl Flash {
                 self.stats().outcome(&class.spec, *o);
                 self.emit(FlashEvent::Lookup {
                     class: &class.spec.name,
-                    key: &key,
+                    key,
                     outcome: *o,
                 });
             }
@@ -195,12 +244,24 @@ impl Flash {
         raw: &[Option<Vec<u8>>],
         epoch: u64,
     ) -> Option<T> {
+        let marker = raw.get(1).and_then(|m| m.as_deref());
+        self.serve_bytes(spec, key, raw.first()?.as_deref()?, marker, epoch)
+    }
+
+    /// [`Self::try_serve`] on the bytes of the key and of its stale marker.
+    pub(super) fn serve_bytes<T: CacheValue>(
+        &self,
+        spec: &ClassSpec,
+        key: &str,
+        bytes: &[u8],
+        marker: Option<&[u8]>,
+        epoch: u64,
+    ) -> Option<T> {
         if self.invalidator().untrusted(key, epoch) {
             return None;
         }
-        let found = self.decode_value::<T>(spec, key, raw.first()?.as_deref()?)?;
-        let bytes = raw.first()?.as_deref()?;
-        let marker = codec::marks_stale(raw.get(1).and_then(|m| m.as_deref()), bytes);
+        let found = self.decode_value::<T>(spec, key, bytes)?;
+        let marker = codec::marks_stale(marker, bytes);
         (self.action_for(spec, &found, marker) == Action::Serve).then_some(found.value)
     }
 
@@ -373,10 +434,7 @@ impl Flash {
                 },
             ));
         }
-        let lease = encode_entry(&Entry::Lease {
-            token: rand::random(),
-            at_ms: now_ms(),
-        });
+        let lease = new_lease();
         let deadline = Instant::now() + settings.lease_wait;
         let mut _claim = None;
         loop {
@@ -404,6 +462,23 @@ impl Flash {
                 }
             }
             if Instant::now() >= deadline {
+                // An empty value still there after the wait is not a
+                // placeholder on its way to a value (a fill takes
+                // milliseconds) but bytes someone stored: take it over like
+                // any other garbage, so that the key does not stay unfilled.
+                let claim = match observed.as_deref() {
+                    Some([]) => self.fill_claims().try_claim(key),
+                    _ => None,
+                };
+                if let Some(claim) = claim {
+                    if let Ok(true) = backend
+                        .compare_and_swap(key, &[], Some(&lease), settings.lease_ttl)
+                        .await
+                    {
+                        _claim = Some(claim);
+                        break;
+                    }
+                }
                 return self
                     .fetch(class, values)
                     .await
@@ -427,6 +502,8 @@ impl Flash {
                         .await
                         .map(|v| (v, Outcome::Degraded));
                 }
+                // The wait is over; an empty value gets the check above.
+                None if observed.as_deref() == Some(&[][..]) => continue,
                 None => {
                     return self
                         .fetch(class, values)
@@ -485,24 +562,15 @@ impl Flash {
         if !self.settings().fill_delay.is_zero() {
             tokio::time::sleep(self.settings().fill_delay).await;
         }
-        let bytes = match self.encode_value(spec, key, v) {
-            Ok(b) => b,
-            Err(e) => {
-                tracing::warn!(class = %spec.name, error = %e, "value not cacheable");
-                return None;
-            }
-        };
         let ttl = spec.timeout.unwrap_or(self.settings().default_timeout);
-        if bytes.len() > backend.max_value_size() {
-            tracing::warn!(class = %spec.name, size = bytes.len(), limit = backend.max_value_size(), "value over the backend's item limit: served, not cached");
-            metrics::counter!("flash_too_large_total", "class" => spec.name.clone()).increment(1);
+        let Some(bytes) = self.cacheable_bytes(spec, key, v) else {
             if let Some(e) = expected {
                 if is_lease(e) {
                     let _ = backend.compare_and_swap(key, e, None, Duration::ZERO).await;
                 }
             }
             return None;
-        }
+        };
         let stored = match expected {
             Some(e) => backend.compare_and_swap(key, e, Some(&bytes), ttl).await,
             None => backend.set(key, &bytes, ttl).await.map(|()| true),
@@ -524,7 +592,13 @@ impl Flash {
     /// After a refresh stored `stored` over a value marked stale by `marker`:
     /// replaces that very marker (compare-and-swap: a newer one stays) with
     /// one that names the stored bytes as fresh.
-    async fn clear_marker(&self, spec: &ClassSpec, key: &str, marker: &[u8], stored: &[u8]) {
+    pub(super) async fn clear_marker(
+        &self,
+        spec: &ClassSpec,
+        key: &str,
+        marker: &[u8],
+        stored: &[u8],
+    ) {
         let fresh = encode_entry(&Entry::Fresh {
             value_hash: codec::value_hash(stored),
         });
@@ -533,6 +607,30 @@ impl Flash {
             .backend()
             .compare_and_swap(&stale_key(key), marker, Some(&fresh), ttl)
             .await;
+    }
+
+    /// The bytes a fill would store, or `None` when the value cannot be
+    /// cached (it does not encode, or is over the backend's item limit).
+    pub(super) fn cacheable_bytes<T: CacheValue>(
+        &self,
+        spec: &ClassSpec,
+        key: &str,
+        v: &T,
+    ) -> Option<Vec<u8>> {
+        let backend = self.backend();
+        let bytes = match self.encode_value(spec, key, v) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::warn!(class = %spec.name, error = %e, "value not cacheable");
+                return None;
+            }
+        };
+        if bytes.len() > backend.max_value_size() {
+            tracing::warn!(class = %spec.name, size = bytes.len(), limit = backend.max_value_size(), "value over the backend's item limit: served, not cached");
+            metrics::counter!("flash_too_large_total", "class" => spec.name.clone()).increment(1);
+            return None;
+        }
+        Some(bytes)
     }
 
     fn encode_value<T: CacheValue>(
@@ -558,6 +656,16 @@ impl Flash {
             Some(s) => s.seal(key, entry),
             None => entry,
         })
+    }
+}
+
+/// [`read_keys`] taking the key it was built with (no copy of it).
+pub(super) fn read_keys_owned(spec: &ClassSpec, key: String) -> Vec<String> {
+    if spec.invalidation == Invalidation::Dynamic {
+        let stale = stale_key(&key);
+        vec![key, stale]
+    } else {
+        vec![key]
     }
 }
 

@@ -8,7 +8,7 @@
 //! its own read would have returned (a value filled under a valid lease), never
 //! an older answer.
 
-use crate::backend::Backend;
+use crate::backend::{Backend, Lease, LeaseRead};
 use crate::error::BackendError;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -57,6 +57,24 @@ impl Waits {
         pace: Pace,
         deadline: Instant,
     ) -> Option<Result<Vec<Option<Vec<u8>>>, BackendError>> {
+        self.next_read_or_lease(backend, keys, pace, None, deadline)
+            .await
+            .map(|r| r.map(|r| r.values))
+    }
+
+    /// Like [`Self::next_read`]; with `lease` (the lease entry, the marker
+    /// prefix it may replace and its TTL),
+    /// a caller that reads itself reads with [`Backend::get_or_lease`] and
+    /// may come back holding the lease. Those who shared its read see the
+    /// lease in the key, as a read after it would, and wait for the fill.
+    pub(super) async fn next_read_or_lease(
+        &self,
+        backend: &Arc<dyn Backend>,
+        keys: &[String],
+        pace: Pace,
+        lease: Option<(&[u8], &[u8], Duration)>,
+        deadline: Instant,
+    ) -> Option<Result<LeaseRead, BackendError>> {
         let joined = Instant::now();
         let id = format!(
             "{}{}",
@@ -79,10 +97,26 @@ impl Waits {
                 // The first caller reads itself (no task, no hop between
                 // threads on the common, uncontended path) and hands over to a
                 // reader task only if others joined while it read.
-                let result = backend.get_many(keys).await;
+                let result = match lease {
+                    Some((lease, over, ttl)) => backend.get_or_lease(keys, lease, over, ttl).await,
+                    None => backend.get_many(keys).await.map(|values| LeaseRead {
+                        values,
+                        lease: None,
+                        round_trips: 1,
+                    }),
+                };
+                let shared = result.as_ref().map(|r| {
+                    let mut values = r.values.clone();
+                    match (&r.lease, values.first_mut()) {
+                        (Some(Lease::Bytes(b)), Some(v)) => *v = Some(b.clone()),
+                        (Some(Lease::Token(_)), Some(v)) => *v = Some(Vec::new()),
+                        _ => {}
+                    }
+                    values
+                });
                 let _ = tx.send(Some(Read {
                     started: joined,
-                    result: result.clone(),
+                    result: shared.map_err(Clone::clone),
                 }));
                 drop(rx);
                 let mut map = lock(&self.readers);
@@ -122,13 +156,18 @@ impl Waits {
                             map.remove(&id);
                         }
                     }
-                    return Box::pin(self.next_read(backend, keys, pace, deadline)).await;
+                    return Box::pin(self.next_read_or_lease(backend, keys, pace, lease, deadline))
+                        .await;
                 }
                 Err(_) => return None,
             }
             if let Some(r) = rx.borrow_and_update().as_ref() {
                 if r.started >= joined {
-                    return Some(r.result.clone());
+                    return Some(r.result.clone().map(|values| LeaseRead {
+                        values,
+                        lease: None,
+                        round_trips: 1,
+                    }));
                 }
             }
         }

@@ -191,12 +191,29 @@ pub async fn harness_draining<X>(
     extra: impl FnOnce(&mut Registrar) -> X,
     drain: DrainSettings,
 ) -> (Harness, X) {
+    harness_leasing(backend, configure, extra, drain, false).await
+}
+
+/// [`harness_draining`]; with `native_leases`, the counting wrapper forwards
+/// the backend's own one-request read-or-lease (see `Hooked::native_leases`).
+pub async fn harness_leasing<X>(
+    backend: Arc<dyn Backend>,
+    configure: impl FnOnce(FlashBuilder) -> FlashBuilder,
+    extra: impl FnOnce(&mut Registrar) -> X,
+    drain: DrainSettings,
+    native_leases: bool,
+) -> (Harness, X) {
     let queries = Arc::new(AtomicU64::new(0));
     let db = fresh_db(queries.clone()).await;
     schema::create_tables(&db).await.expect("tables");
     // Named, and coalescing reads whatever it wraps, as the counting wrapper
     // it replaces was.
-    let backend = Arc::new(Hooked::new(backend).name("counting").coalesce_reads(true));
+    let backend = Arc::new(
+        Hooked::new(backend)
+            .name("counting")
+            .coalesce_reads(true)
+            .native_leases(native_leases),
+    );
     let prefix = unique("t") + ":";
     let b2 = backend.clone();
     let mut reg = Registrar::new(db.clone())

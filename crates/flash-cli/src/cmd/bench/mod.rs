@@ -28,6 +28,7 @@ macro_rules! time_loop {
 mod capture;
 mod latency;
 mod load;
+mod near;
 mod page;
 mod seal;
 mod setup;
@@ -46,9 +47,9 @@ pub struct BenchArgs {
     /// A small, CI-sized run (seconds, not minutes).
     #[arg(long)]
     pub quick: bool,
-    /// Run only the scenarios whose numbers are given (1-11; repeatable,
+    /// Run only the scenarios whose numbers are given (1-12; repeatable,
     /// e.g. `--only 2 --only 7`). All by default.
-    #[arg(long, value_parser = clap::value_parser!(u8).range(1..=11))]
+    #[arg(long, value_parser = clap::value_parser!(u8).range(1..=12))]
     pub only: Vec<u8>,
 }
 
@@ -265,7 +266,7 @@ async fn measure(env: &mut Env, only: &[u8]) -> BenchResult<Report> {
     };
     type Step =
         for<'a> fn(&'a Env, &'a mut Report) -> futures::future::BoxFuture<'a, BenchResult<()>>;
-    let steps: [(&str, Step); 11] = [
+    let steps: [(&str, Step); 12] = [
         ("1. one lookup", |e, r| Box::pin(latency::one_lookup(e, r))),
         ("2. batch of 100", |e, r| Box::pin(latency::batch(e, r))),
         ("3. filter list", |e, r| {
@@ -279,6 +280,7 @@ async fn measure(env: &mut Env, only: &[u8]) -> BenchResult<Report> {
         ("9. capture", |e, r| Box::pin(capture::capture(e, r))),
         ("10. page", |e, r| Box::pin(page::page(e, r))),
         ("11. entry seals", |e, r| Box::pin(seal::seal_cost(e, r))),
+        ("12. near tier", |e, r| Box::pin(near::near(e, r))),
     ];
     for (n, (name, step)) in (1u8..).zip(steps) {
         if !only.is_empty() && !only.contains(&n) {

@@ -267,6 +267,22 @@ fn host_port(url: &str, scheme: &str) -> Option<String> {
 /// A [`FlashDb`] with the demo declarations on `db`, keys under `prefix`;
 /// with `capture`, a drain runs (the triggers are installed by the caller:
 /// see `capture::ddl`).
+/// [`flash_db`] with a near tier in front of `backend`.
+pub async fn flash_db_near(
+    db: &DatabaseConnection,
+    backend: Arc<dyn Backend>,
+    prefix: String,
+    near: flash_core::NearConfig,
+    bus: Arc<dyn flash_core::NearBus>,
+) -> BenchResult<FlashDb> {
+    let mut reg = Registrar::new(db.clone())
+        .configure(|b| b.backend_arc(backend).prefix(prefix).near_cache(near, bus))
+        .capture(false)
+        .install_capture(false);
+    declare(&mut reg, Duration::from_secs(60))?;
+    Ok(reg.build().await?)
+}
+
 pub async fn flash_db(
     db: &DatabaseConnection,
     backend: Arc<dyn Backend>,

@@ -74,6 +74,11 @@ pub struct StressArgs {
     /// plain SeaORM on the participations): only capture invalidates them.
     #[arg(long, default_value_t = 1)]
     pub foreign_writers: u32,
+    /// A near tier in every process (Redis pub/sub on Redis, PostgreSQL
+    /// LISTEN/NOTIFY on memcached; bound [`NEAR_BOUND`]): reads of rows other
+    /// processes write may then be stale for up to the bound, measured as (d).
+    #[arg(long)]
+    pub near: bool,
     /// Turn the capture of every write off (`Registrar::capture(false)`):
     /// with foreign writers, stale entries expected (use with --expect-stale).
     #[arg(long)]
@@ -132,6 +137,9 @@ fn cut_schedule(args: &StressArgs) -> (Duration, Duration) {
     )
 }
 
+/// The near tier's bound in the stress test (`--near`).
+pub(crate) const NEAR_BOUND: Duration = Duration::from_millis(500);
+
 /// The data set.
 pub(crate) const EVENTS: i32 = 120;
 /// The hot events: most reads and writes go to these, so that races happen.
@@ -150,10 +158,20 @@ pub(crate) async fn build(
     no_leases: bool,
     capture: bool,
     fill_delay: Duration,
+    near: bool,
 ) -> Result<(FlashDb, flash_test_kit::DemoClasses), BoxError> {
     let backend = cache_backend(cache).await?;
+    let bus = if near {
+        Some(near_bus(&db, cache, prefix)?)
+    } else {
+        None
+    };
     let prefix = prefix.to_owned();
     let mut reg = Registrar::new(db).capture(capture).configure(|b| {
+        let b = match bus {
+            Some(bus) => b.near_cache(flash_core::NearConfig::default().bound(NEAR_BOUND), bus),
+            None => b,
+        };
         let b = b
             .backend_arc(backend)
             .prefix(prefix)
@@ -189,6 +207,36 @@ fn staleness(lags: impl Iterator<Item = i64>) -> (String, u64) {
         FOREIGN_STALENESS_BOUND.as_millis(),
     );
     (text, over)
+}
+
+/// The near tier's channel for `cache`: its own pub/sub on Redis (a
+/// cluster's first node), PostgreSQL's notifications on memcached.
+fn near_bus(
+    db: &DatabaseConnection,
+    cache: &str,
+    prefix: &str,
+) -> Result<std::sync::Arc<dyn flash_core::NearBus>, BoxError> {
+    let channel = format!("{}near", prefix.replace(':', "_"));
+    if let Some(rest) = cache.strip_prefix("redis+cluster://") {
+        let first = rest.split([',', '/']).next().unwrap_or_default();
+        return Ok(std::sync::Arc::new(flash_redis::RedisBus::new(
+            &format!("redis://{first}"),
+            &channel,
+        )?));
+    }
+    if cache.starts_with("redis://") || cache.starts_with("rediss://") {
+        return Ok(std::sync::Arc::new(flash_redis::RedisBus::new(
+            cache, &channel,
+        )?));
+    }
+    if cache.starts_with("memcache://")
+        && db.get_database_backend() == sea_orm::DatabaseBackend::Postgres
+    {
+        return Ok(std::sync::Arc::new(flash_sea_orm::PgBus::new(
+            db, &channel,
+        )?));
+    }
+    Err(format!("--near: no invalidation channel for {cache} on this database (Redis, or memcached with PostgreSQL)").into())
 }
 
 /// Runs the stress test (or, with the hidden `--worker`, one worker process).
@@ -243,6 +291,9 @@ async fn orchestrate(args: StressArgs) -> Result<(), BoxError> {
         if args.kill_writer { ", a writer aborted after commit" } else { "" },
         if args.partition { ", process 0 cut off from the cache at times" } else { "" },
     );
+    if args.near {
+        println!("  near tier on in every process (bound {NEAR_BOUND:?})");
+    }
 
     let db = connect_namespace(&url, &ns, true, 8).await?;
     if db.get_database_backend() == sea_orm::DbBackend::Sqlite {
@@ -261,6 +312,7 @@ async fn orchestrate(args: StressArgs) -> Result<(), BoxError> {
         args.no_leases,
         !args.no_capture,
         Duration::from_millis(args.fill_delay_ms),
+        args.near,
     )
     .await?;
 
@@ -277,7 +329,8 @@ async fn orchestrate(args: StressArgs) -> Result<(), BoxError> {
             (args.readers, args.writers, args.foreign_writers),
             slots,
             db.clone(),
-        );
+        )
+        .near(args.near);
         reports.push(w.run(per_process).await?);
     } else {
         let exe = std::env::current_exe()?;
@@ -326,6 +379,9 @@ async fn orchestrate(args: StressArgs) -> Result<(), BoxError> {
             }
             if args.partition {
                 c.arg("--partition");
+            }
+            if args.near {
+                c.arg("--near");
             }
             if let Some(fp) = failpoint {
                 c.env("FLASH_FAILPOINT", fp)
@@ -424,20 +480,34 @@ async fn orchestrate(args: StressArgs) -> Result<(), BoxError> {
         }
     );
     println!("  outbox rows re-applied at the end: {drained}; captured changes applied at the end: {captured}");
+    if args.near {
+        println!("  lookups served by the near tier: {}", total.near_hits);
+    }
     println!(
-        "  (b) lookups that saw a state older than a returned write through flash: {} (related classes checked along: {} many-to-many lists and as many related instances)",
-        total.violations, total.related_reads
+        "  (b) lookups that saw a state older than a returned write through flash{}: {} (related classes checked along: {} many-to-many lists and as many related instances)",
+        if args.near {
+            " of their own process (near tier on)"
+        } else {
+            ""
+        },
+        total.violations,
+        total.related_reads
     );
     let writers = args.writers.max(1);
     let foreign = args.foreign_writers.min(writers);
     let (foreign_lags, cut_lags): (Vec<_>, Vec<_>) = total
         .stale_after
         .iter()
-        .partition(|((id, _), _)| owner(*id, slots, writers).1 < foreign);
+        .partition(|((id, _), _)| !args.partition || owner(*id, slots, writers).1 < foreign);
     let (lags, mut over) = staleness(foreign_lags.into_iter().map(|(_, us)| *us));
     println!(
-        "  (d) foreign writes (raw SQL, plain SeaORM): {}; seen stale by a reader: {lags}",
+        "  (d) foreign writes (raw SQL, plain SeaORM): {}{}; seen stale by a reader: {lags}",
         total.foreign,
+        if args.near {
+            ", and other processes' writes through flash (near tier on)"
+        } else {
+            ""
+        },
     );
     if args.partition {
         let (lags, o) = staleness(cut_lags.into_iter().map(|(_, us)| *us));

@@ -32,8 +32,10 @@ pub struct Report {
     /// Lookups of the related classes checked (b) (a many-to-many list and a
     /// related instance each).
     pub related_reads: u64,
+    /// Lookups served by the near tier (with `--near`).
+    pub near_hits: u64,
     /// Foreign writes (and, with `--partition`, writes of the cut-off
-    /// process read elsewhere) seen stale by a reader: (event, revision) → the longest
+    /// process, with `--near` other processes' writes, read elsewhere) seen stale by a reader: (event, revision) → the longest
     /// time, in µs, from the write's return to the start of a stale lookup.
     pub stale_after: HashMap<(i32, i64), i64>,
 }
@@ -43,7 +45,7 @@ impl Report {
     /// `STALE id revision µs` line per foreign write seen stale.
     pub fn to_lines(&self) -> String {
         let mut out = format!(
-            "REPORT {} {} {} {} {} {} {} {} {} {}",
+            "REPORT {} {} {} {} {} {} {} {} {} {} {}",
             self.reads,
             self.writes,
             self.renames,
@@ -53,7 +55,8 @@ impl Report {
             self.deletes,
             self.violations,
             self.foreign,
-            self.related_reads
+            self.related_reads,
+            self.near_hits
         );
         for ((id, rev), us) in &self.stale_after {
             out.push_str(&format!("\nSTALE {id} {rev} {us}"));
@@ -78,6 +81,7 @@ impl Report {
             violations: it.next()??,
             foreign: it.next()??,
             related_reads: it.next()??,
+            near_hits: it.next()??,
             stale_after: HashMap::new(),
         };
         for l in text.lines() {
@@ -107,6 +111,7 @@ impl Report {
             violations: self.violations + o.violations,
             foreign: self.foreign + o.foreign,
             related_reads: self.related_reads + o.related_reads,
+            near_hits: self.near_hits + o.near_hits,
             stale_after: self.stale_after.clone(),
         };
         for (&(id, rev), &us) in &o.stale_after {
@@ -235,6 +240,7 @@ pub async fn run_process(args: &StressArgs, id: u32) -> Result<Report, BoxError>
         args.no_leases,
         !args.no_capture,
         delay,
+        args.near,
     )
     .await?;
     let w = Worker::new(
@@ -245,8 +251,13 @@ pub async fn run_process(args: &StressArgs, id: u32) -> Result<Report, BoxError>
         args.slots.unwrap_or(args.writers),
         db,
     )
-    .with_cut_process(args.partition.then_some(0));
-    let report = w.run(args.worker_ops.unwrap_or(10_000)).await?;
+    .with_cut_process(args.partition.then_some(0))
+    .near(args.near);
+    let mut report = w.run(args.worker_ops.unwrap_or(10_000)).await?;
+    report.near_hits = fdb
+        .flash()
+        .near_stats()
+        .map_or(0, |n| n.hits.load(Ordering::Relaxed));
     // Delete the outbox rows this process applied, so that what is left is
     // only what was never applied.
     fdb.flush_outbox().await?;
@@ -268,9 +279,22 @@ pub struct Worker {
     /// Its writes through flash reach the other processes through capture,
     /// so their readers may see them stale within the lag bound (e).
     cut_process: Option<u32>,
+    /// A near tier is on: other processes' writes may be seen late (d).
+    near: bool,
 }
 
 impl Worker {
+    /// With a near tier: reads of rows other processes write are measured
+    /// as (d), within the near tier's bound, not counted as violations.
+    pub fn near(mut self, on: bool) -> Self {
+        self.near = on;
+        self
+    }
+
+    /// Does a writer of this process own event `id`?
+    fn own_process(&self, id: i32) -> bool {
+        (id as u32 % self.slots) / self.writers == self.id
+    }
     /// `tasks`: readers, writers, and how many of the writers are foreign.
     pub fn new(
         fdb: FlashDb,
@@ -291,6 +315,7 @@ impl Worker {
             slots: slots.max(1),
             db,
             cut_process: None,
+            near: false,
         }
     }
 
@@ -732,7 +757,10 @@ impl Worker {
             if e.revision >= rev0 {
                 continue;
             }
-            if self.foreign_owned(e.id) || self.cut_owned(e.id) {
+            if self.foreign_owned(e.id)
+                || self.cut_owned(e.id)
+                || (self.near && !self.own_process(e.id))
+            {
                 report.note_stale(e.id, rev0, started - written_us);
             } else {
                 report.violations += 1;
@@ -803,7 +831,10 @@ impl Worker {
             };
             if by_id.is_none() && by_slug.is_none() {
                 // Fresh.
-            } else if self.foreign_owned(id) || self.cut_owned(id) {
+            } else if self.foreign_owned(id)
+                || self.cut_owned(id)
+                || (self.near && !self.own_process(id))
+            {
                 let at = if by_slug.is_some() { slug_at } else { id_at };
                 report.note_stale(id, rev0, at - written_us);
             } else {

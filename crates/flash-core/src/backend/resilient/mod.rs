@@ -24,7 +24,7 @@ mod breaker;
 
 pub use breaker::BreakerState;
 
-use crate::backend::Backend;
+use crate::backend::{Backend, Lease, LeaseRead};
 use crate::error::BackendError;
 use async_trait::async_trait;
 use breaker::{Breaker, Permit};
@@ -212,6 +212,28 @@ impl<B: Backend> Backend for ResilientBackend<B> {
 
     async fn delete(&self, key: &str) -> Result<(), BackendError> {
         self.guard(self.inner.delete(key)).await
+    }
+
+    async fn get_or_lease(
+        &self,
+        keys: &[String],
+        lease: &[u8],
+        over: &[u8],
+        ttl: Duration,
+    ) -> Result<LeaseRead, BackendError> {
+        self.guard(self.inner.get_or_lease(keys, lease, over, ttl))
+            .await
+    }
+
+    async fn swap_lease(
+        &self,
+        key: &str,
+        lease: &Lease,
+        new: Option<&[u8]>,
+        ttl: Duration,
+    ) -> Result<bool, BackendError> {
+        self.guard(self.inner.swap_lease(key, lease, new, ttl))
+            .await
     }
 
     async fn set_many(
