@@ -71,6 +71,7 @@ async fn refilled(h: &Harness, e: &event::Model, what: &str) {
         .unwrap();
     assert_eq!((row.as_ref(), o), (Some(e), Outcome::Miss), "{what}");
     assert_eq!(rejected(&h.fdb), before + 1, "{what}: counted");
+    h.fdb.flash().settled().await;
     let (row, o) = events
         .get_with_outcome(by(event::Column::Id, e.id))
         .await
@@ -94,6 +95,8 @@ async fn wrong_bytes_are_misses_and_are_refilled() {
     let key_b = events.cache_key(&by(event::Column::Id, b.id)).unwrap();
     events.get(by(event::Column::Id, a.id)).await.unwrap();
     events.get(by(event::Column::Id, b.id)).await.unwrap();
+    // The fills land in the background: read the bytes once they are stored.
+    h.fdb.flash().settled().await;
     let good_a = raw(&h, &key_a).await;
     let good_b = raw(&h, &key_b).await;
 
