@@ -30,6 +30,7 @@ mod leased;
 mod pending;
 mod read;
 pub(crate) mod scope;
+mod store;
 pub(crate) mod task;
 mod versions;
 mod wait;
