@@ -1,4 +1,4 @@
-//! Unit tests of the URL parsing and the TTL conversion.
+//! Unit tests: URL parsing, TTL conversion, and values over the item limit.
 
 use super::*;
 
