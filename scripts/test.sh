@@ -71,7 +71,7 @@ for db in "" "${dbs[@]}"; do
     [ -z "$db" ] && [ "$cache" = "memory://" ] && continue # done above
     step "seed + consistency suites: DATABASE_URL=${db:-sqlite (default)} FLASH_CACHE_URL=$cache"
     if [ -n "$db" ]; then export DATABASE_URL=$db; else unset DATABASE_URL; fi
-    FLASH_CACHE_URL=$cache cargo test -p flash-cache --test seed --test consistency --test compat --test capture --test relations --test names --test entries --test miss_path
+    FLASH_CACHE_URL=$cache cargo test -p flash-cache --test seed --test consistency --test compat --test capture --test capture_own --test relations --test names --test entries --test miss_path
     FLASH_CACHE_URL=$cache cargo test -p flash-cli --test stress --test ops
   done
 done

@@ -521,10 +521,16 @@ async fn postgres_notifies_at_commit() {
     .await
     .unwrap();
     // Nothing before the commit.
+    // Payload: the table, a space, the writing transaction's id.
+    let ours = |n: &sea_orm::sqlx::postgres::PgNotification| {
+        n.payload()
+            .rsplit_once(' ')
+            .is_some_and(|(t, id)| t == table && id.parse::<i64>().is_ok())
+    };
     let early = tokio::time::timeout(std::time::Duration::from_millis(300), async {
         loop {
             let n = listener.recv().await.unwrap();
-            if n.payload() == table {
+            if ours(&n) {
                 return n;
             }
         }
@@ -535,7 +541,7 @@ async fn postgres_notifies_at_commit() {
     let n = tokio::time::timeout(std::time::Duration::from_secs(5), async {
         loop {
             let n = listener.recv().await.unwrap();
-            if n.payload() == table {
+            if ours(&n) {
                 return n;
             }
         }

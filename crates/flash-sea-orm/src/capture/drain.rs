@@ -129,6 +129,13 @@ pub(crate) struct Drain {
     settings: DrainSettings,
     /// Wakes the task early (a notification arrived, or a test asks).
     wake: Notify,
+    /// The transaction ids of the notifications since the last round
+    /// (`None`: a notification without one). std Mutex: never held across
+    /// an await.
+    notified: Mutex<Vec<Option<i64>>>,
+    /// Writes through flash in this process that applied their own
+    /// invalidation, by transaction id (PostgreSQL): see [`Drain::applied_by_writer`].
+    by_writer: Mutex<HashMap<i64, WriterApplied>>,
     /// The background task; aborted when the drain is dropped. std Mutex:
     /// set once at start, never held across an await.
     task: Mutex<Option<tokio::task::JoinHandle<()>>>,
@@ -142,6 +149,19 @@ impl Drop for Drain {
     }
 }
 
+/// What a write through flash invalidated itself: per model, the keys and
+/// the seeds of the reverse queries it ran, and when.
+struct WriterApplied {
+    at: Instant,
+    models: BTreeMap<String, (KeySet, Seeds)>,
+}
+
+/// How many writers' transactions a drain remembers, and for how long: a
+/// record not found here (taken by another process's drain, or older) is
+/// applied again, which is harmless.
+const WRITERS_REMEMBERED: usize = 4096;
+const WRITER_MEMORY: Duration = Duration::from_secs(10);
+
 /// One row of the changes table as read.
 struct Change {
     id: i64,
@@ -150,6 +170,8 @@ struct Change {
     new: Option<String>,
     /// Microseconds from the write's record to now, by the database's clock.
     age_us: i64,
+    /// The writing transaction's id (PostgreSQL).
+    txid: Option<i64>,
 }
 
 impl Drain {
@@ -168,6 +190,8 @@ impl Drain {
             related,
             settings,
             wake: Notify::new(),
+            notified: Mutex::new(Vec::new()),
+            by_writer: Mutex::new(HashMap::new()),
             task: Mutex::new(None),
         });
         let task = tokio::spawn(run(Arc::downgrade(&drain)));
@@ -175,6 +199,63 @@ impl Drain {
             *t = Some(task);
         }
         drain
+    }
+
+    /// A write through flash in transaction `txid` applied the invalidation
+    /// of `keys` (its related keys included, found from `seeds`) of `model`
+    /// itself: the records of that transaction whose keys and seeds it
+    /// covers are deleted by this drain without being applied again, and
+    /// their notification wakes no round (the next poll deletes them). A
+    /// record of the same transaction that it does not cover (a cascade, a
+    /// raw statement in the same transaction) is applied as any other.
+    pub(crate) fn applied_by_writer(&self, txid: i64, model: &str, keys: &KeySet, seeds: &Seeds) {
+        let Ok(mut w) = self.by_writer.lock() else {
+            return;
+        };
+        if w.len() >= WRITERS_REMEMBERED {
+            w.retain(|_, a| a.at.elapsed() < WRITER_MEMORY);
+            if w.len() >= WRITERS_REMEMBERED {
+                w.clear();
+            }
+        }
+        let a = w.entry(txid).or_insert_with(|| WriterApplied {
+            at: Instant::now(),
+            models: BTreeMap::new(),
+        });
+        let (k, s) = a.models.entry(model.to_owned()).or_default();
+        k.extend(keys.clone());
+        s.extend(seeds.clone());
+    }
+
+    /// Did a write through flash of transaction `txid` already apply `keys`
+    /// and `seeds` of `model`?
+    fn covered(&self, txid: Option<i64>, model: &str, keys: &KeySet, seeds: &Seeds) -> bool {
+        let (Some(txid), Ok(w)) = (txid, self.by_writer.lock()) else {
+            return false;
+        };
+        w.get(&txid)
+            .and_then(|a| a.models.get(model))
+            .is_some_and(|(k, s)| {
+                keys.unset.is_subset(&k.unset)
+                    && keys.dynamic.is_subset(&k.dynamic)
+                    && seeds.is_subset(s)
+            })
+    }
+
+    /// Were all the notifications since the last round for transactions
+    /// whose writers applied their invalidation themselves?
+    fn woken_only_by_writers(&self) -> bool {
+        let notified = match self.notified.lock() {
+            Ok(mut n) => std::mem::take(&mut *n),
+            Err(_) => return false,
+        };
+        let Ok(w) = self.by_writer.lock() else {
+            return false;
+        };
+        !notified.is_empty()
+            && notified
+                .iter()
+                .all(|t| t.is_some_and(|t| w.contains_key(&t)))
     }
 
     /// Applies every change visible now, whoever else is draining it, and
@@ -255,6 +336,7 @@ impl Drain {
     async fn apply(&self, rows: &[Change]) -> (Vec<i64>, bool) {
         let mut by_model: BTreeMap<&str, (KeySet, Vec<i64>, Seeds)> = BTreeMap::new();
         let mut applied = Vec::new();
+        let mut by_writer = 0u64;
         for c in rows {
             let Some(dec) = self.tables.get(&c.table) else {
                 // A table no longer cached: nothing to invalidate.
@@ -278,14 +360,22 @@ impl Drain {
                 .map(|r| r as &dyn flash_core::Record)
                 .collect();
             let keys = self.flash.keys_for_rows(&dec.model, &dyns);
+            let seeds = self.related.seeds(&dec.model, &dyns);
+            if self.covered(c.txid, &dec.model, &keys, &seeds) {
+                // Its writer applied it before its call returned.
+                applied.push(c.id);
+                by_writer += 1;
+                continue;
+            }
             let entry = by_model.entry(&dec.model).or_default();
             entry.0.extend(keys);
             entry.1.push(c.id);
-            entry.2.extend(self.related.seeds(&dec.model, &dyns));
+            entry.2.extend(seeds);
             metrics::histogram!("flash_invalidation_lag_seconds")
                 .record(c.age_us.max(0) as f64 / 1e6);
         }
         metrics::counter!("flash_captured_rows_total").increment(rows.len() as u64);
+        metrics::counter!("flash_captured_rows_applied_by_writer_total").increment(by_writer);
         metrics::gauge!("flash_outbox_backlog").set(rows.len() as f64);
         let mut complete = true;
         for (model, (mut keys, ids, seeds)) in by_model {
@@ -335,6 +425,7 @@ async fn run(drain: Weak<Drain>) {
         tokio::spawn(listen(drain.clone(), listen_db));
     }
     let mut failing = false;
+    let mut last_round = Instant::now();
     loop {
         let Some(d) = drain.upgrade() else { return };
         let every = match backend {
@@ -346,7 +437,13 @@ async fn run(drain: Weak<Drain>) {
             // join this round, so that a burst of writes costs the database
             // one drain round, not one per write.
             tokio::time::sleep(d.settings.gather).await;
+            // Only this process's own writes, already applied: their
+            // records wait for the next poll, which deletes them in bulk.
+            if !failing && d.woken_only_by_writers() && last_round.elapsed() < every {
+                continue;
+            }
         }
+        last_round = Instant::now();
         let started = Instant::now();
         let mut taken = 0;
         let result = loop {
@@ -411,7 +508,17 @@ async fn listen(drain: Weak<Drain>, db: DatabaseConnection) {
         let got = listener.recv().await;
         let Some(d) = drain.upgrade() else { return };
         match got {
-            Ok(_) => d.wake.notify_one(),
+            Ok(n) => {
+                // Payload: "<table> <txid>" (see `postgres::install`).
+                let txid = n
+                    .payload()
+                    .rsplit_once(' ')
+                    .and_then(|(_, t)| t.parse::<i64>().ok());
+                if let Ok(mut v) = d.notified.lock() {
+                    v.push(txid);
+                }
+                d.wake.notify_one()
+            }
             Err(e) => {
                 tracing::debug!(error = %e, "LISTEN connection lost; reconnecting");
                 tokio::time::sleep(Duration::from_millis(100)).await;
@@ -449,6 +556,8 @@ fn change(r: &QueryResult) -> Result<Change, DbErr> {
         old: r.try_get("", "old_keys")?,
         new: r.try_get("", "new_keys")?,
         age_us: r.try_get::<Option<i64>>("", "age_us")?.unwrap_or(0),
+        // PostgreSQL only (see `postgres::DRAIN_COLUMNS`).
+        txid: r.try_get::<Option<i64>>("", "txid").ok().flatten(),
     })
 }
 

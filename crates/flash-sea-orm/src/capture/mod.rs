@@ -126,7 +126,8 @@ use ddl::{dq, lit};
 
 /// The table the triggers write to.
 pub const CHANGES_TABLE: &str = "flash_changes";
-/// The `LISTEN` channel notified on PostgreSQL (payload: the table name).
+/// The `LISTEN` channel notified on PostgreSQL (payload: the table name, a
+/// space, and the writing transaction's id, `txid_current()`).
 pub const NOTIFY_CHANNEL: &str = "flash_changes";
 /// Every trigger (and PostgreSQL function) installed here starts with this.
 pub const TRIGGER_PREFIX: &str = "flash_capture_";
@@ -135,7 +136,7 @@ pub const TRIGGER_PREFIX: &str = "flash_capture_";
 /// an older flash. Bump it with any change of the generated trigger text or of
 /// what the triggers record. The changes table is not covered (a trigger names
 /// the columns it fills; [`install`] creates the table only when it is absent).
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 /// The name of the lock serializing [`install`]s (MySQL/MariaDB:
 /// `GET_LOCK('flash_capture.<database>')`).
 pub const INSTALL_LOCK: &str = "flash_capture";

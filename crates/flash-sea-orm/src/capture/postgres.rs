@@ -9,7 +9,8 @@ pub(super) const CHANGES_EXISTS: &str = "SELECT 1 WHERE to_regclass('flash_chang
 /// What the drain selects besides the id and the table: the recorded keys as
 /// text, and the record's age in µs by the database's clock (`created_at` is
 /// the writing transaction's start).
-pub(super) const DRAIN_COLUMNS: &str = "old_keys::text AS old_keys, new_keys::text AS new_keys, \
+pub(super) const DRAIN_COLUMNS: &str =
+    "old_keys::text AS old_keys, new_keys::text AS new_keys, txid, \
      CAST(EXTRACT(EPOCH FROM (clock_timestamp() - created_at)) * 1000000 AS BIGINT) AS age_us";
 
 /// Wakes every listening drain (a drain hands back rows it could not apply).
@@ -31,8 +32,15 @@ pub(super) fn changes_table() -> Vec<String> {
          table_name TEXT NOT NULL, \
          old_keys JSON, \
          new_keys JSON, \
-         created_at TIMESTAMPTZ NOT NULL DEFAULT now())"
+         created_at TIMESTAMPTZ NOT NULL DEFAULT now(), \
+         txid BIGINT)"
     )];
+    // The writing transaction's id: a write through flash that applied its
+    // own invalidation knows it, and its process's drain then only deletes
+    // the record. Added to tables created by an older flash.
+    out.push(format!(
+        "ALTER TABLE {CHANGES_TABLE} ADD COLUMN IF NOT EXISTS txid BIGINT"
+    ));
     // A 1 000-row statement records ~30 KB of JSON per column, which TOAST
     // compresses: lz4 (PostgreSQL 14+, when built with it) costs a write a
     // fraction of the default pglz. Elsewhere this is a no-op.
@@ -122,8 +130,8 @@ pub(super) fn install(spec: &CaptureSpec) -> Vec<String> {
          \x20 SELECT {old} INTO flash_old FROM o;\n\
          \x20 IF flash_old IS NULL THEN RETURN NULL; END IF;\n\
          END IF;\n\
-         INSERT INTO {changes} (table_name, old_keys, new_keys) VALUES ({name}, flash_old, flash_new);\n\
-         PERFORM pg_notify({channel}, {name});\n\
+         INSERT INTO {changes} (table_name, old_keys, new_keys, txid) VALUES ({name}, flash_old, flash_new, txid_current());\n\
+         PERFORM pg_notify({channel}, {name} || ' ' || txid_current());\n\
          RETURN NULL;\n\
          END",
         channel = lit(NOTIFY_CHANNEL),

@@ -325,7 +325,7 @@ mod tests {
         assert_eq!(s.columns(), ["id", "slug", "city"]);
         let v = s.version();
         assert_eq!(v.len(), 10);
-        assert!(v.starts_with("v1"));
+        assert!(v.starts_with(&format!("v{}", super::super::FORMAT_VERSION)));
         let s2 = CaptureSpec::new("event", ["id"], ["slug"]).unwrap();
         assert_ne!(s2.version(), v);
         assert_eq!(

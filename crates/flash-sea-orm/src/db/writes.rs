@@ -77,12 +77,17 @@ macro_rules! locked_write {
 pub(crate) struct Touched {
     pub(crate) keys: KeySet,
     pub(crate) seeds: Seeds,
+    /// The writing transaction's id, when the statement returned it
+    /// (PostgreSQL with capture): the drain then knows the write's captured
+    /// record, and only deletes it once the write applied its invalidation.
+    pub(crate) txid: Option<i64>,
 }
 
 impl Touched {
     pub(crate) fn extend(&mut self, other: Touched) {
         self.keys.extend(other.keys);
         self.seeds.extend(other.seeds);
+        self.txid = self.txid.or(other.txid);
     }
 }
 
@@ -132,6 +137,7 @@ async fn update_returning_old<A, C>(
     (
         <A::Entity as EntityTrait>::Model,
         Option<<A::Entity as EntityTrait>::Model>,
+        Option<i64>,
     ),
     Error,
 >
@@ -153,8 +159,44 @@ where
     type Model<A> = <<A as ActiveModelTrait>::Entity as EntityTrait>::Model;
     let new = Model::<A>::from_query_result(&row, "").map_err(src)?;
     let old = Model::<A>::from_query_result(&row, dialect::OLD_PREFIX).map_err(src)?;
+    let txid = row.try_get::<i64>("", dialect::TXID_COLUMN).ok();
     let new = A::after_save(new, conn, false).await.map_err(src)?;
-    Ok((new, Some(old)))
+    Ok((new, Some(old), txid))
+}
+
+/// SeaORM's update of one row (`before_save`, the update, `after_save`),
+/// also returning the writing transaction's id (PostgreSQL).
+async fn update_returning_txid<A, C>(
+    conn: &C,
+    am: A,
+) -> Result<(<A::Entity as EntityTrait>::Model, Option<i64>), Error>
+where
+    C: ConnectionTrait,
+    A: ActiveModelTrait + ActiveModelBehavior + Send,
+    <A::Entity as EntityTrait>::Model: IntoActiveModel<A> + Sync,
+{
+    let backend = conn.get_database_backend();
+    let am = ActiveModelBehavior::before_save(am, conn, false)
+        .await
+        .map_err(src)?;
+    let mut update = <A::Entity as EntityTrait>::update(am).into_query();
+    update.returning(
+        sea_query::Query::returning().exprs(
+            <A::Entity as EntityTrait>::Column::iter()
+                .map(|c| c.select_as(c.into_returning_expr(backend)))
+                .chain([dialect::txid_expr()]),
+        ),
+    );
+    let row = conn
+        .query_one(backend.build(&update))
+        .await
+        .map_err(src)?
+        .ok_or_else(|| src(DbErr::RecordNotUpdated))?;
+    let m = <<A::Entity as EntityTrait>::Model as FromQueryResult>::from_query_result(&row, "")
+        .map_err(src)?;
+    let txid = row.try_get::<i64>("", dialect::TXID_COLUMN).ok();
+    let m = A::after_save(m, conn, false).await.map_err(src)?;
+    Ok((m, txid))
 }
 
 /// The rows of `E` matching `cond`, locked until the transaction `txn` ends
@@ -237,11 +279,17 @@ impl FlashDb {
                     "reverse query of related classes failed (capture's drain repeats it when on)"),
             }
         }
+        let resolved = touched.seeds.is_empty() || related.is_some();
         let keys = related.as_ref().unwrap_or(&touched.keys);
         match self.flash.apply_invalidation(model, keys).await {
             Ok(()) => {
                 if let (Some(ob), Some(id)) = (&self.outbox, outbox_id) {
                     ob.applied(id);
+                }
+                // The write's captured record needs no second application
+                // (its reverse queries included) by this process's drain.
+                if let (Some(drain), Some(txid), true) = (&self.capture, touched.txid, resolved) {
+                    drain.applied_by_writer(txid, model, keys, &touched.seeds);
                 }
             }
             // The refusal is in the cache-error summary; the outbox keeps the keys.
@@ -267,6 +315,7 @@ impl FlashDb {
         Touched {
             keys: self.flash.keys_for_rows(&model, &dyns),
             seeds: self.related.seeds(&model, &dyns),
+            txid: None,
         }
     }
 
@@ -469,6 +518,15 @@ impl FlashDb {
         if !self.touches_key(&am) {
             // Key values cannot change: the new row's keys are all there is to
             // invalidate, and one statement does it.
+            if self.has_capture()
+                && dialect::returns_txid(conn.get_database_backend())
+                && sets_a_column(&am)
+            {
+                let (m, txid) = update_returning_txid(conn, am).await?;
+                let mut keys = self.keys_of(&[&m]);
+                keys.txid = txid;
+                return Ok((m, keys));
+            }
             let m = am.update(conn).await.map_err(src)?;
             let keys = self.keys_of(&[&m]);
             return Ok((m, keys));
@@ -498,18 +556,20 @@ impl FlashDb {
                 None => c,
             }
         });
-        let (m, old) = if dialect::updates_returning_old::<A::Entity>(txn.get_database_backend()) {
-            update_returning_old(txn, am, pk).await?
-        } else {
-            let old = read_locked::<A::Entity, _>(txn, pk)
-                .await?
-                .into_iter()
-                .next();
-            (am.update(txn).await.map_err(src)?, old)
-        };
+        let (m, old, txid) =
+            if dialect::updates_returning_old::<A::Entity>(txn.get_database_backend()) {
+                update_returning_old(txn, am, pk).await?
+            } else {
+                let old = read_locked::<A::Entity, _>(txn, pk)
+                    .await?
+                    .into_iter()
+                    .next();
+                (am.update(txn).await.map_err(src)?, old, None)
+            };
         let mut rows = vec![&m];
         rows.extend(old.as_ref());
-        let keys = self.keys_of(&rows);
+        let mut keys = self.keys_of(&rows);
+        keys.txid = txid;
         Ok((m, keys))
     }
 

@@ -18,7 +18,7 @@ use sea_orm::{
     ConnectionTrait, DatabaseBackend, DbErr, EntityTrait, QueryFilter, QuerySelect, Statement,
 };
 
-pub(crate) use postgres::{update_returning_old, OLD_PREFIX};
+pub(crate) use postgres::{txid_expr, update_returning_old, OLD_PREFIX, TXID_COLUMN};
 
 /// The `n`-th (from 1) bind placeholder: `$n` on PostgreSQL, `?` elsewhere.
 pub(crate) fn placeholder(backend: DatabaseBackend, n: usize) -> String {
@@ -85,6 +85,16 @@ pub(crate) fn outbox_by_default(backend: DatabaseBackend) -> bool {
 pub(crate) fn updates_returning_old<E: EntityTrait>(backend: DatabaseBackend) -> bool {
     match backend {
         DatabaseBackend::Postgres => !postgres::has_cast_columns::<E>(),
+        DatabaseBackend::MySql | DatabaseBackend::Sqlite => false,
+    }
+}
+
+/// Can a write's statement also return the writing transaction's id
+/// (`RETURNING ..., txid_current()`)? The capture triggers record it with
+/// each change, so that a write through flash knows its own record.
+pub(crate) fn returns_txid(backend: DatabaseBackend) -> bool {
+    match backend {
+        DatabaseBackend::Postgres => true,
         DatabaseBackend::MySql | DatabaseBackend::Sqlite => false,
     }
 }

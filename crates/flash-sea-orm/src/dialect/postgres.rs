@@ -16,6 +16,11 @@ const OLD: &str = "flash_old";
 /// returns (`FromQueryResult::from_query_result(&row, OLD_PREFIX)` reads them).
 pub(crate) const OLD_PREFIX: &str = "flash_old_";
 
+/// The column of the writing transaction's id (`txid_current()`) in the row
+/// [`update_returning_old`] returns (and [`txid_expr`] names): what the
+/// capture triggers record, so that the drain knows the write's record.
+pub(crate) const TXID_COLUMN: &str = "flash_txid";
+
 /// Does some column of `E` read through a cast (a database enum)? Such
 /// columns cannot be returned under another name as they are.
 pub(super) fn has_cast_columns<E: EntityTrait>() -> bool {
@@ -68,7 +73,16 @@ pub(crate) fn update_returning_old<E: EntityTrait>(
         .join(", ");
     let built = DatabaseBackend::Postgres.build(&update);
     Statement {
-        sql: format!("{} RETURNING {returning}", built.sql),
+        sql: format!(
+            "{} RETURNING {returning}, txid_current() AS {}",
+            built.sql,
+            quoted(TXID_COLUMN)
+        ),
         ..built
     }
+}
+
+/// `txid_current() AS flash_txid`, to return after a row's columns.
+pub(crate) fn txid_expr() -> SimpleExpr {
+    Expr::cust(format!("txid_current() AS {}", quoted(TXID_COLUMN)))
 }

@@ -234,6 +234,12 @@ impl Seeds {
             self.0.entry(i).or_default().extend(v);
         }
     }
+    /// Is every seed of `self` in `other`?
+    pub(crate) fn is_subset(&self, other: &Seeds) -> bool {
+        self.0
+            .iter()
+            .all(|(i, v)| other.0.get(i).is_some_and(|o| v.is_subset(o)))
+    }
 }
 
 /// The identity of a related class, as a lookup names it.
