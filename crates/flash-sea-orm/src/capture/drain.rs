@@ -289,11 +289,15 @@ impl Drain {
         }
         // READ COMMITTED: on MySQL, REPEATABLE READ's locking read would also
         // lock the gap after the last row and hold back every trigger insert
-        // until this transaction commits.
-        let txn = self
-            .db
-            .begin_with_config(Some(IsolationLevel::ReadCommitted), None)
-            .await?;
+        // until this transaction commits. (PostgreSQL: the drain's own pool
+        // sets it as its sessions' default, which saves a statement a round.)
+        let txn = if backend == DatabaseBackend::Postgres {
+            self.db.begin().await?
+        } else {
+            self.db
+                .begin_with_config(Some(IsolationLevel::ReadCommitted), None)
+                .await?
+        };
         if backend != DatabaseBackend::Postgres {
             let rows = read(&txn, self.settings.batch, true).await?;
             let (applied, complete) = self.apply(&rows).await;

@@ -167,8 +167,16 @@ pub(super) fn take_rows(limit: usize) -> String {
     )
 }
 
+/// `v` as a value of the startup packet's `options` (`-c name=value`,
+/// separated by spaces): a space or backslash in it is escaped with a
+/// backslash (PostgreSQL's default search path, `"$user", public`, has one).
+#[cfg(feature = "postgres")]
+fn startup_value(v: &str) -> String {
+    v.replace('\\', "\\\\").replace(' ', "\\ ")
+}
+
 /// The drain's own pool: the application's connect options and search path,
-/// with asynchronous commit. A drain's commit only deletes applied records;
+/// with asynchronous commit and READ COMMITTED transactions. A drain's commit only deletes applied records;
 /// losing it in a server crash means applying them again, which is harmless,
 /// and not waiting for the WAL flush keeps the drain from doubling the
 /// writers' fsyncs.
@@ -189,9 +197,17 @@ pub(super) async fn drain_pool(
         None => String::new(),
     };
     let mut options = (*db.get_postgres_connection_pool().connect_options()).clone();
-    options = options.options([("synchronous_commit", "off")]);
+    options = options.options([
+        ("synchronous_commit", "off"),
+        // The drain's isolation (see `Drain::drain_once`), whatever the
+        // database's default: a round's BEGIN then needs no SET TRANSACTION.
+        (
+            "default_transaction_isolation",
+            startup_value("read committed").as_str(),
+        ),
+    ]);
     if !path.is_empty() {
-        options = options.options([("search_path", path.as_str())]);
+        options = options.options([("search_path", startup_value(&path))]);
     }
     let pool = sea_orm::sqlx::postgres::PgPoolOptions::new()
         .max_connections(max_connections)
