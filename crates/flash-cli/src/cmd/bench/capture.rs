@@ -3,7 +3,10 @@
 //! from its return to the first lookup through flash that sees it, polled in
 //! a tight loop; (ii) what the capture triggers cost a raw single-row update
 //! and a raw 1 000-row update, against the same statements on the table
-//! without triggers (they are removed and installed again around each round).
+//! without triggers (they are removed and installed again around each
+//! round) and, on PostgreSQL, against the floor of any statement-level
+//! capture (a trigger with transition tables that does nothing); (iii) the
+//! same with a drain applying the records on the same machine.
 
 use super::setup::flash_db;
 use super::stats::{fmt_dur, fmt_ratio, ratio, BenchResult, Report, Samples, Section, Verdict};
@@ -115,6 +118,56 @@ async fn one_lag(
     }
 }
 
+/// PostgreSQL: installs (`on`) or removes the floor's trigger on `event`: a
+/// statement-level `AFTER UPDATE` trigger with both transition tables whose
+/// function does nothing. Elsewhere a no-op.
+async fn floor(db: &DatabaseConnection, on: bool) -> BenchResult<()> {
+    if db.get_database_backend() != sea_orm::DatabaseBackend::Postgres {
+        return Ok(());
+    }
+    let sql = if on {
+        "CREATE OR REPLACE FUNCTION flash_bench_floor() RETURNS trigger LANGUAGE plpgsql AS \
+         $f$ BEGIN RETURN NULL; END $f$; \
+         CREATE TRIGGER flash_bench_floor AFTER UPDATE ON event \
+         REFERENCING OLD TABLE AS o NEW TABLE AS n FOR EACH STATEMENT \
+         EXECUTE FUNCTION flash_bench_floor()"
+    } else {
+        "DROP TRIGGER IF EXISTS flash_bench_floor ON event"
+    };
+    db.execute_unprepared(sql).await?;
+    Ok(())
+}
+
+/// One round's statements: `plan.capture_single` single-row updates into
+/// `out[0]`, `plan.capture_bulk` 1 000-row ones into `out[1]`.
+async fn writes(
+    db: &DatabaseConnection,
+    plan: &super::Plan,
+    single_ids: &[i32],
+    bulk_lo: i32,
+    round: usize,
+    serial: &mut usize,
+    out: &mut [Samples; 2],
+) -> BenchResult<()> {
+    time_loop!(0, plan.capture_single, out[0], |i| {
+        *serial += 1;
+        let id = single_ids[(round * plan.capture_single + i) % single_ids.len()];
+        db.execute_unprepared(&format!(
+            "UPDATE event SET title = 'Captured {serial}' WHERE id = {id}"
+        ))
+        .await?
+    });
+    time_loop!(0, plan.capture_bulk, out[1], |_i| {
+        *serial += 1;
+        db.execute_unprepared(&format!(
+            "UPDATE event SET title = 'Bulk {serial}' WHERE id BETWEEN {bulk_lo} AND {}",
+            bulk_lo + 999
+        ))
+        .await?
+    });
+    Ok(())
+}
+
 pub async fn capture(env: &Env, report: &mut Report) -> BenchResult<()> {
     let plan = &env.plan;
     let mut lag_sec = Section::new(
@@ -131,8 +184,11 @@ pub async fn capture(env: &Env, report: &mut Report) -> BenchResult<()> {
     let mut cost_sec = Section::new(
         "9b. Write cost of capture (raw SQL, through the plain connection)",
         &format!(
-            "Median per statement, {} rounds alternating without triggers / with the capture \
-             triggers installed (and one drain running). Single row: `UPDATE event SET title = ... \
+            "Median per statement, {} rounds alternating without triggers / (PostgreSQL) a \
+             statement trigger with transition tables that does nothing, the floor of any \
+             statement-level capture / the capture triggers, with no drain running; then the same \
+             rounds without triggers / with the capture triggers while one drain (in-process cache) \
+             applies the records on the same machine. Single row: `UPDATE event SET title = ... \
              WHERE id = ...` ({} per round); 1 000 rows: `UPDATE event SET title = ... WHERE id \
              BETWEEN a AND a + 999` ({} per round).",
             plan.capture_rounds, plan.capture_single, plan.capture_bulk
@@ -141,7 +197,12 @@ pub async fn capture(env: &Env, report: &mut Report) -> BenchResult<()> {
             "database",
             "statement",
             "without capture",
+            "floor: transition tables only",
+            "ratio",
             "with capture",
+            "ratio",
+            "without capture, drain running",
+            "with capture, drain running",
             "ratio",
         ],
     );
@@ -197,7 +258,33 @@ pub async fn capture(env: &Env, report: &mut Report) -> BenchResult<()> {
                 );
             }
         }
-        // (ii) with one drain (in-process cache) while the triggers are on.
+        // (ii) The statements alone, rounds alternating: no triggers; on
+        // PostgreSQL the floor (a statement trigger with transition tables
+        // that does nothing: what the database costs to hand a trigger the
+        // changed rows); the capture triggers with no drain running.
+        let pg = d.name == "PostgreSQL";
+        let variants = if pg { 3 } else { 2 };
+        let mut alone = vec![[Samples::default(), Samples::default()]; variants];
+        for round in 0..=plan.capture_rounds {
+            for (v, out) in alone.iter_mut().enumerate() {
+                remove(db).await?;
+                floor(db, false).await?;
+                let captured = v == variants - 1;
+                if captured {
+                    install(db, &ddl).await?;
+                } else if v == 1 {
+                    floor(db, true).await?;
+                }
+                let mut scratch = [Samples::default(), Samples::default()];
+                let out = if round == 0 { &mut scratch } else { out };
+                writes(db, plan, &single_ids, bulk_lo, round, &mut serial, out).await?;
+            }
+        }
+        floor(db, false).await?;
+        db.execute_unprepared(&format!("DELETE FROM {}", capture::CHANGES_TABLE))
+            .await?;
+        // (iii) The same with one drain (in-process cache) applying the
+        // records, on the same 2 cores: its rounds slow the next statements.
         let fdb = flash_db(
             db,
             env.caches[0].flash_backend.clone(),
@@ -206,34 +293,17 @@ pub async fn capture(env: &Env, report: &mut Report) -> BenchResult<()> {
             true,
         )
         .await?;
-        // single off, bulk off, single on, bulk on
-        let mut s = vec![Samples::default(); 4];
+        let mut drained = vec![[Samples::default(), Samples::default()]; 2];
         for round in 0..=plan.capture_rounds {
-            let mut scratch = vec![Samples::default(); 4];
-            let out = if round == 0 { &mut scratch } else { &mut s };
-            for on in [false, true] {
-                if on {
+            for (v, out) in drained.iter_mut().enumerate() {
+                if v == 1 {
                     install(db, &ddl).await?;
                 } else {
                     remove(db).await?;
                 }
-                let base = if on { 2 } else { 0 };
-                time_loop!(0, plan.capture_single, out[base], |i| {
-                    serial += 1;
-                    let id = single_ids[(round * plan.capture_single + i) % single_ids.len()];
-                    db.execute_unprepared(&format!(
-                        "UPDATE event SET title = 'Captured {serial}' WHERE id = {id}"
-                    ))
-                    .await?
-                });
-                time_loop!(0, plan.capture_bulk, out[base + 1], |_i| {
-                    serial += 1;
-                    db.execute_unprepared(&format!(
-                        "UPDATE event SET title = 'Bulk {serial}' WHERE id BETWEEN {bulk_lo} AND {}",
-                        bulk_lo + 999
-                    ))
-                    .await?
-                });
+                let mut scratch = [Samples::default(), Samples::default()];
+                let out = if round == 0 { &mut scratch } else { out };
+                writes(db, plan, &single_ids, bulk_lo, round, &mut serial, out).await?;
             }
         }
         retire(fdb, db).await;
@@ -253,15 +323,25 @@ pub async fn capture(env: &Env, report: &mut Report) -> BenchResult<()> {
         .into_iter()
         .enumerate()
         {
-            let (off, on) = (&s[k], &s[k + 2]);
+            let (off, on) = (&alone[0][k], &alone[variants - 1][k]);
             let r = ratio(on, off);
-            cost_sec.row(vec![
-                d.name.into(),
-                what.into(),
-                fmt_dur(off.median()),
+            let floor_cells = if pg {
+                let f = &alone[1][k];
+                vec![fmt_dur(f.median()), fmt_ratio(ratio(f, off))]
+            } else {
+                vec!["—".into(), "—".into()]
+            };
+            let (doff, don) = (&drained[0][k], &drained[1][k]);
+            let mut row = vec![d.name.into(), what.into(), fmt_dur(off.median())];
+            row.extend(floor_cells);
+            row.extend([
                 fmt_dur(on.median()),
                 fmt_ratio(r),
+                fmt_dur(doff.median()),
+                fmt_dur(don.median()),
+                fmt_ratio(ratio(don, doff)),
             ]);
+            cost_sec.row(row);
             report.check(
                 goal,
                 d.name,
