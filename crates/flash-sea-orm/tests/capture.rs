@@ -684,6 +684,72 @@ async fn mysql_set_null_is_captured() {
     }
 }
 
+/// MySQL/MariaDB fire no trigger for `ON UPDATE CASCADE` / `SET NULL`
+/// either: the parent's `BEFORE UPDATE` trigger records the child rows that
+/// a key change reaches, before and after.
+#[tokio::test]
+async fn mysql_on_update_actions_are_captured() {
+    for t in databases().await {
+        if t.backend != DatabaseBackend::MySql {
+            t.finish().await;
+            continue;
+        }
+        t.run("CREATE TABLE a (id INTEGER NOT NULL PRIMARY KEY, note TEXT) ENGINE=InnoDB")
+            .await;
+        t.run(
+            "CREATE TABLE b (id INTEGER NOT NULL PRIMARY KEY, a_id INTEGER NULL, \
+             FOREIGN KEY (a_id) REFERENCES a (id) ON UPDATE CASCADE) ENGINE=InnoDB",
+        )
+        .await;
+        t.run(
+            "CREATE TABLE c (id INTEGER NOT NULL PRIMARY KEY, a_id INTEGER NULL, \
+             FOREIGN KEY (a_id) REFERENCES a (id) ON UPDATE SET NULL) ENGINE=InnoDB",
+        )
+        .await;
+        let specs = [
+            CaptureSpec::new("b", ["id"], ["a_id"]).unwrap(),
+            CaptureSpec::new("c", ["id"], ["a_id"]).unwrap(),
+        ];
+        let r = capture::install(&t.db, &specs).await.unwrap();
+        assert!(r.installed.iter().any(|t| t == "a"), "{r:?}");
+        t.run("INSERT INTO a VALUES (1, 'x'), (2, 'y')").await;
+        t.run("INSERT INTO b VALUES (10, 1), (11, 1), (12, 2)")
+            .await;
+        t.run("INSERT INTO c VALUES (20, 1), (21, 2)").await;
+        clear(&t).await;
+        // Not a key change: nothing reached, nothing recorded.
+        t.run("UPDATE a SET note = 'z' WHERE id = 1").await;
+        assert!(changes(&t).await.is_empty());
+        t.run("UPDATE a SET id = 5 WHERE id = 1").await;
+        let ch = changes(&t).await;
+        assert_eq!(
+            rows_of(&ch, "b"),
+            (
+                vec![json!([10, 1]), json!([11, 1])],
+                vec![json!([10, 5]), json!([11, 5])]
+            )
+        );
+        assert_eq!(
+            rows_of(&ch, "c"),
+            (vec![json!([20, 1])], vec![json!([20, null])])
+        );
+        // What the database did is what was recorded.
+        let moved =
+            t.db.query_all(Statement::from_string(
+                t.backend,
+                "SELECT a_id FROM b WHERE id IN (10, 11)".to_owned(),
+            ))
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.try_get_by_index::<i32>(0).unwrap())
+            .collect::<Vec<_>>();
+        assert_eq!(moved, [5, 5]);
+        capture::install(&t.db, &[]).await.unwrap();
+        t.finish().await;
+    }
+}
+
 /// Every process of a service installs at startup: 8 installs at once, each on
 /// a pool of its own, all succeed; one installs, the others find its triggers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -357,39 +357,49 @@ async fn add_cascades<C: ConnectionTrait>(
             DatabaseBackend::MySql,
             "SELECT CAST(k.TABLE_NAME AS CHAR), CAST(k.CONSTRAINT_NAME AS CHAR), \
              CAST(k.COLUMN_NAME AS CHAR), CAST(k.REFERENCED_TABLE_NAME AS CHAR), \
-             CAST(k.REFERENCED_COLUMN_NAME AS CHAR), CAST(r.DELETE_RULE AS CHAR) \
+             CAST(k.REFERENCED_COLUMN_NAME AS CHAR), CAST(r.DELETE_RULE AS CHAR), \
+             CAST(r.UPDATE_RULE AS CHAR) \
              FROM information_schema.KEY_COLUMN_USAGE k \
              JOIN information_schema.REFERENTIAL_CONSTRAINTS r \
              ON r.CONSTRAINT_SCHEMA = k.CONSTRAINT_SCHEMA AND r.CONSTRAINT_NAME = k.CONSTRAINT_NAME \
              AND r.TABLE_NAME = k.TABLE_NAME \
              WHERE k.TABLE_SCHEMA = DATABASE() AND k.REFERENCED_TABLE_SCHEMA = DATABASE() \
-             AND r.DELETE_RULE IN ('CASCADE', 'SET NULL') \
+             AND (r.DELETE_RULE IN ('CASCADE', 'SET NULL') \
+                  OR r.UPDATE_RULE IN ('CASCADE', 'SET NULL')) \
              ORDER BY k.TABLE_NAME, k.CONSTRAINT_NAME, k.ORDINAL_POSITION"
                 .to_owned(),
         ))
         .await?;
-    // (child, constraint) → the foreign key and whether it sets NULL.
-    let mut fks: BTreeMap<(String, String), (ForeignKey, bool)> = BTreeMap::new();
+    // (child, constraint) → the foreign key and its delete and update rules.
+    let mut all: BTreeMap<(String, String), (ForeignKey, String, String)> = BTreeMap::new();
     for r in rows {
         let child: String = r.try_get_by_index(0)?;
         let name: String = r.try_get_by_index(1)?;
         let col: String = r.try_get_by_index(2)?;
         let parent: String = r.try_get_by_index(3)?;
         let rcol: String = r.try_get_by_index(4)?;
-        let rule: String = r.try_get_by_index(5)?;
-        let (fk, _) = fks.entry((child.clone(), name)).or_insert((
+        let on_delete: String = r.try_get_by_index(5)?;
+        let on_update: String = r.try_get_by_index(6)?;
+        let (fk, _, _) = all.entry((child.clone(), name)).or_insert((
             ForeignKey {
                 child,
                 columns: Vec::new(),
                 parent,
                 references: Vec::new(),
             },
-            rule == "SET NULL",
+            on_delete,
+            on_update,
         ));
         fk.columns.push(col);
         fk.references.push(rcol);
     }
-    let fks: Vec<(ForeignKey, bool)> = fks.into_values().collect();
+    let acts = |rule: &str| rule == "CASCADE" || rule == "SET NULL";
+    // The delete actions: the foreign key and whether it sets NULL.
+    let fks: Vec<(ForeignKey, bool)> = all
+        .values()
+        .filter(|(_, d, _)| acts(d))
+        .map(|(f, d, _)| (f.clone(), d == "SET NULL"))
+        .collect();
     let mut found: BTreeMap<String, Vec<CascadeCapture>> = BTreeMap::new();
     for spec in specs.iter().filter(|s| s.captures_rows()) {
         // Paths upwards from the captured table, as lists of hops bottom-up.
@@ -408,6 +418,7 @@ async fn add_cascades<C: ConnectionTrait>(
                 columns: spec.columns().to_vec(),
                 hex: spec.hex_columns().map(str::to_owned).collect(),
                 set_null,
+                on_update: false,
             });
             if up.len() < 4 {
                 let cascades = fks.iter().filter(|(_, null)| !null).map(|(f, _)| f);
@@ -419,6 +430,25 @@ async fn add_cascades<C: ConnectionTrait>(
                         stack.push((next, set_null));
                     }
                 }
+            }
+        }
+    }
+    // The update actions, one hop: a captured table's foreign-key columns
+    // changed by its parent's key change. (A further hop would need those
+    // columns to be referenced in turn, with an update action.)
+    for spec in specs.iter().filter(|s| s.captures_rows()) {
+        for (f, _, rule) in all.values() {
+            if f.child == spec.table() && f.parent != f.child && acts(rule) {
+                found
+                    .entry(f.parent.clone())
+                    .or_default()
+                    .push(CascadeCapture {
+                        path: vec![f.clone()],
+                        columns: spec.columns().to_vec(),
+                        hex: spec.hex_columns().map(str::to_owned).collect(),
+                        set_null: rule == "SET NULL",
+                        on_update: true,
+                    });
             }
         }
     }

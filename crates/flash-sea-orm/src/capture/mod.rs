@@ -57,12 +57,13 @@
 //! (up to 4 keys deep, the last hop possibly setting NULL) to a captured
 //! table, cached or not, recording the rows about to be deleted as
 //! `old_keys`, or, for rows about to be set NULL, their keys before as
-//! `old_keys` and after as `new_keys`.
-//! Still not captured on MySQL: `ON UPDATE CASCADE` / `SET NULL` (a child row
-//! whose captured foreign key is rewritten when the parent's key changes).
+//! `old_keys` and after as `new_keys`. Likewise for `ON UPDATE CASCADE` /
+//! `SET NULL` of a captured table's foreign key (one hop): a `BEFORE UPDATE`
+//! trigger on the parent records, when a referenced column changes, the
+//! child rows referencing the old values, before and after the action.
 //! Re-run [`install`] after a migration that changes foreign keys.
 //!
-//! PostgreSQL also calls `pg_notify('flash_changes', <table_name>)` per
+//! PostgreSQL also calls `pg_notify('flash_changes', '<table_name> <txid>')` per
 //! capturing statement, delivered at commit, so a drain may `LISTEN` instead of
 //! polling (notifications are best effort: poll as well).
 //!

@@ -84,10 +84,13 @@ pub(super) fn install(spec: &CaptureSpec) -> Vec<String> {
     let (own, cascades) = names.split_at(if spec.captures_rows() { 3 } else { 0 });
     for (trigger, cascade) in cascades.iter().zip(spec.cascades()) {
         out.push(drop_trigger(trigger));
+        let (event, insert) = match cascade.on_update {
+            true => ("UPDATE", update_action_insert(cascade)),
+            false => ("DELETE", cascade_insert(cascade)),
+        };
         out.push(format!(
-            "CREATE TRIGGER {} BEFORE DELETE ON {table} FOR EACH ROW {}",
+            "CREATE TRIGGER {} BEFORE {event} ON {table} FOR EACH ROW {insert}",
             bq(trigger),
-            cascade_insert(cascade)
         ));
     }
     for (trigger, (event, cols, values)) in own.iter().zip([
@@ -178,6 +181,65 @@ fn cascade_insert(c: &CascadeCapture) -> String {
          FROM {from} WHERE {} HAVING COUNT(*) > 0",
         lit(c.table()),
         cond.join(" AND ")
+    )
+}
+
+/// `INSERT ... SELECT` of the rows of the child of `c`'s one hop whose
+/// foreign key references the parent's `OLD` values, when the update changes
+/// them: their captured columns before, and after the `ON UPDATE` action
+/// (the foreign-key columns become the `NEW` values, or NULL).
+fn update_action_insert(c: &CascadeCapture) -> String {
+    let Some(fk) = c.path.first() else {
+        return String::new();
+    };
+    let cell = |col: &String, v: String| {
+        if c.hex.contains(col) {
+            format!("HEX({v})")
+        } else {
+            v
+        }
+    };
+    let before = c
+        .columns
+        .iter()
+        .map(|col| cell(col, format!("t1.{}", bq(col))))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let after = c
+        .columns
+        .iter()
+        .map(|col| match fk.columns.iter().position(|f| f == col) {
+            Some(_) if c.set_null => "NULL".to_owned(),
+            Some(i) => cell(col, format!("NEW.{}", bq(&fk.references[i]))),
+            None => cell(col, format!("t1.{}", bq(col))),
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    let matches = fk
+        .columns
+        .iter()
+        .zip(&fk.references)
+        .map(|(col, r)| format!("t1.{} = OLD.{}", bq(col), bq(r)))
+        .collect::<Vec<_>>()
+        .join(" AND ");
+    // Compared as binary strings, as `old_unless_same` does.
+    let same = fk
+        .references
+        .iter()
+        .map(|r| {
+            format!(
+                "CAST(OLD.{r} AS BINARY) <=> CAST(NEW.{r} AS BINARY)",
+                r = bq(r)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(" AND ");
+    format!(
+        "INSERT INTO {CHANGES_TABLE} (table_name, old_keys, new_keys) SELECT {}, \
+         JSON_ARRAYAGG(JSON_ARRAY({before})), JSON_ARRAYAGG(JSON_ARRAY({after})) \
+         FROM {} t1 WHERE {matches} AND NOT ({same}) HAVING COUNT(*) > 0",
+        lit(c.table()),
+        bq(&fk.child),
     )
 }
 

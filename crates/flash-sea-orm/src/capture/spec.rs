@@ -35,6 +35,12 @@ pub struct ForeignKey {
 /// `ON DELETE CASCADE`, except that the last may be `ON DELETE SET NULL`
 /// (`set_null`): those rows stay, with the last hop's columns set to NULL,
 /// which is recorded as their `new_keys`.
+///
+/// With `on_update`, the action is the foreign key's `ON UPDATE` one
+/// (`path` is then one hop): a `BEFORE UPDATE` trigger on the parent records,
+/// when a referenced column changes, the child rows that reference the old
+/// values, before (`old_keys`) and after the action (`new_keys`: the
+/// foreign-key columns set to the new values, or to NULL with `set_null`).
 /// [`install`](super::install) finds these from `information_schema` itself.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct CascadeCapture {
@@ -42,6 +48,7 @@ pub struct CascadeCapture {
     pub columns: Vec<String>,
     pub hex: Vec<String>,
     pub set_null: bool,
+    pub on_update: bool,
 }
 
 impl CascadeCapture {
@@ -206,6 +213,9 @@ impl CaptureSpec {
             h.field(c);
         }
         for c in &self.cascades {
+            if c.on_update {
+                h.write(b"|on-update");
+            }
             h.write(if c.set_null {
                 b"|set-null".as_slice()
             } else {
