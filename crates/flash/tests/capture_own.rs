@@ -13,10 +13,12 @@ mod common;
 use common::unique;
 use flash_core::{Backend, Outcome};
 use flash_sea_orm::capture::{DrainSettings, CHANGES_TABLE};
-use flash_sea_orm::{by, FlashDb, Registrar};
+use flash_sea_orm::{by, Changes, FlashDb, Registrar};
 use flash_test_kit::entities::event;
 use flash_test_kit::{declare, Hooked, Op};
-use sea_orm::{ConnectionTrait, DatabaseBackend, DatabaseConnection, Set};
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, DatabaseBackend, DatabaseConnection, EntityTrait, Set,
+};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -179,8 +181,46 @@ async fn a_write_through_flash_is_not_invalidated_twice() {
         "the foreign record was not applied"
     );
     assert_eq!(title_of(&fdb, "own-2").await, "foreign");
+
+    // update_many and delete (in the transaction flash opens to lock the
+    // rows they change) return their transaction's id too.
+    let marks = hooked.calls(Op::SetMany);
+    let n = fdb
+        .update_many::<event::Entity>(
+            sea_orm::Condition::all().add(event::Column::Id.eq(1)),
+            Changes::new().set(event::Column::Title, "many"),
+        )
+        .await
+        .expect("update_many");
+    assert_eq!(n, 1);
+    applied_once(&fdb, &hooked, marks, pg, "update_many").await;
+    let row = event::Entity::find_by_id(1)
+        .one(&db)
+        .await
+        .expect("read")
+        .expect("the event");
+    let marks = hooked.calls(Op::SetMany);
+    assert_eq!(fdb.delete::<event::Entity>(&row).await.expect("delete"), 1);
+    applied_once(&fdb, &hooked, marks, pg, "delete").await;
     let _ = other.close().await;
     let _ = flash::config::drop_namespace(&flash::config::database_url(), &ns).await;
+}
+
+/// The write after `marks` wrote its markers, and its record is deleted by
+/// the drain without writing them again on PostgreSQL (again elsewhere).
+async fn applied_once(
+    fdb: &FlashDb,
+    hooked: &Hooked<Arc<dyn Backend>>,
+    marks: u64,
+    pg: bool,
+    what: &str,
+) {
+    let written = hooked.calls(Op::SetMany);
+    assert!(written > marks, "{what}: no markers written");
+    let applied = fdb.apply_captured().await.expect("drain");
+    assert!(applied >= 1, "{what}: {applied} records");
+    let again = hooked.calls(Op::SetMany) - written;
+    assert_eq!(again == 0, pg, "{what}: applied again: {again} writes");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

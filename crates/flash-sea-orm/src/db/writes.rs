@@ -223,6 +223,19 @@ async fn lock_rows<E: EntityTrait, C: ConnectionTrait>(
     Ok(Some((old, only_old)))
 }
 
+/// Runs `stmt`, a write `RETURNING` [`dialect::txid_expr`] for each row:
+/// the rows written and the transaction's id.
+async fn counted_with_txid<C: ConnectionTrait>(
+    conn: &C,
+    stmt: Statement,
+) -> Result<(u64, Option<i64>), Error> {
+    let rows = conn.query_all(stmt).await.map_err(src)?;
+    let txid = rows
+        .first()
+        .and_then(|r| r.try_get::<i64>("", dialect::TXID_COLUMN).ok());
+    Ok((rows.len() as u64, txid))
+}
+
 /// Does `am` set a column other than its primary key (else SeaORM's update
 /// is a read, and there is nothing to record)?
 fn sets_a_column<A: ActiveModelTrait>(am: &A) -> bool {
@@ -244,6 +257,12 @@ fn pks_condition<E: EntityTrait>(rows: &[E::Model]) -> Condition {
 }
 
 impl FlashDb {
+    /// Should a write on `conn` return its transaction's id (capture on, on
+    /// PostgreSQL)? See `Touched::txid`.
+    fn returns_txid<C: ConnectionTrait>(&self, conn: &C) -> bool {
+        self.has_capture() && dialect::returns_txid(conn.get_database_backend())
+    }
+
     /// Names of the fields that some invalidating class of `model` is keyed by.
     /// Also the columns related classes join on: a write that changes one
     /// invalidates for its old value too.
@@ -518,10 +537,7 @@ impl FlashDb {
         if !self.touches_key(&am) {
             // Key values cannot change: the new row's keys are all there is to
             // invalidate, and one statement does it.
-            if self.has_capture()
-                && dialect::returns_txid(conn.get_database_backend())
-                && sets_a_column(&am)
-            {
+            if self.returns_txid(conn) && sets_a_column(&am) {
                 let (m, txid) = update_returning_txid(conn, am).await?;
                 let mut keys = self.keys_of(&[&m]);
                 keys.txid = txid;
@@ -609,14 +625,22 @@ impl FlashDb {
         for (col, expr) in changes.sets {
             q = q.col_expr(col, expr);
         }
-        let n = q.exec(txn).await.map_err(src)?.rows_affected;
+        let (n, txid) = if self.returns_txid(txn) {
+            let mut stmt = q.into_query();
+            stmt.returning(sea_query::Query::returning().expr(dialect::txid_expr()));
+            counted_with_txid(txn, txn.get_database_backend().build(&stmt)).await?
+        } else {
+            (q.exec(txn).await.map_err(src)?.rows_affected, None)
+        };
         let new = E::find()
             .filter(pks_condition::<E>(&old))
             .all(txn)
             .await
             .map_err(src)?;
         let rows: Vec<&E::Model> = old.iter().chain(new.iter()).collect();
-        Ok((n, self.keys_of(&rows)))
+        let mut touched = self.keys_of(&rows);
+        touched.txid = txid;
+        Ok((n, touched))
     }
 
     pub(super) async fn delete_on<E, C>(
@@ -642,13 +666,16 @@ impl FlashDb {
         let Some((old, only_old)) = lock_rows::<E, _>(txn, &cond).await? else {
             return Ok((0, Touched::default()));
         };
-        let n = E::delete_many()
-            .filter(cond)
-            .filter(only_old)
-            .exec(txn)
-            .await
-            .map_err(src)?
-            .rows_affected;
-        Ok((n, self.keys_of(&old.iter().collect::<Vec<_>>())))
+        let q = E::delete_many().filter(cond).filter(only_old);
+        let (n, txid) = if self.returns_txid(txn) {
+            let mut stmt = q.into_query();
+            stmt.returning(sea_query::Query::returning().expr(dialect::txid_expr()));
+            counted_with_txid(txn, txn.get_database_backend().build(&stmt)).await?
+        } else {
+            (q.exec(txn).await.map_err(src)?.rows_affected, None)
+        };
+        let mut touched = self.keys_of(&old.iter().collect::<Vec<_>>());
+        touched.txid = txid;
+        Ok((n, touched))
     }
 }
