@@ -3,6 +3,7 @@
 
 use super::read::read_keys_owned;
 use super::Flash;
+use crate::backend::Bytes;
 use crate::class::{CacheValue, Class, ClassSpec};
 use crate::error::Error;
 use crate::stats::Outcome;
@@ -62,14 +63,14 @@ trait Pending: Send + Sync {
         &self,
         flash: &Flash,
         key: &str,
-        raw: &[Option<Vec<u8>>],
+        raw: &[Option<Bytes>],
         epoch: u64,
     ) -> Option<Resolved>;
     fn resolve<'a>(
         &'a self,
         flash: &'a Flash,
         key: &'a str,
-        raw: Vec<Option<Vec<u8>>>,
+        raw: Vec<Option<Bytes>>,
         epoch: u64,
         cache_only: bool,
     ) -> BoxFuture<'a, Resolved>;
@@ -84,7 +85,7 @@ impl<T: CacheValue> Pending for Query<T> {
         &self,
         flash: &Flash,
         key: &str,
-        raw: &[Option<Vec<u8>>],
+        raw: &[Option<Bytes>],
         epoch: u64,
     ) -> Option<Resolved> {
         let v = flash.try_serve::<T>(&self.class.spec, key, raw, epoch)?;
@@ -98,7 +99,7 @@ impl<T: CacheValue> Pending for Query<T> {
         &'a self,
         flash: &'a Flash,
         key: &'a str,
-        raw: Vec<Option<Vec<u8>>>,
+        raw: Vec<Option<Bytes>>,
         epoch: u64,
         cache_only: bool,
     ) -> BoxFuture<'a, Resolved> {
@@ -208,7 +209,7 @@ impl<'f> Batch<'f> {
                 Ok((start, len)) => match raw.as_mut() {
                     Some(it) => {
                         let key = all_keys[start].as_str();
-                        let mine: Vec<Option<Vec<u8>>> = it.by_ref().take(len).collect();
+                        let mine: Vec<Option<Bytes>> = it.by_ref().take(len).collect();
                         match q.try_hit(flash, key, &mine, epoch) {
                             Some(hit) => results.push(Some(hit)),
                             None => {
