@@ -73,7 +73,7 @@ pub mod versions;
 #[cfg(feature = "memory")]
 pub use backend::memory;
 pub use backend::resilient;
-pub use backend::{Backend, Lease, LeaseRead};
+pub use backend::{Backend, Bytes, Lease, LeaseRead};
 pub use class::{durations, CacheKind, CacheValue, Class, ClassSpec, Fetch, FetchFn, Invalidation};
 pub use decide::{decide, Action};
 pub use error::{BackendError, Error, RegistryError, SourceError};

@@ -4,7 +4,7 @@
 
 use crate::{exptime, refused_is_false, McError, MemcacheBackend};
 use async_memcached::{Client, MetaProtocol};
-use flash_core::{Backend, BackendError, Lease, LeaseRead};
+use flash_core::{Backend, BackendError, Bytes, Lease, LeaseRead};
 use std::time::Duration;
 
 impl MemcacheBackend {
@@ -76,12 +76,12 @@ impl MemcacheBackend {
                     })
                     .await?;
                 round_trips = 2;
-                values.push(item.data);
+                values.push(item.data.map(Bytes::from));
                 took.then(|| Lease::Bytes(lease.to_vec()))
             }
             // The client reports a zero-length value (a placeholder) as no data.
             _ => {
-                values.push(Some(item.data.unwrap_or_default()));
+                values.push(Some(Bytes::from(item.data.unwrap_or_default())));
                 None
             }
         };

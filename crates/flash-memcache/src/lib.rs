@@ -24,7 +24,7 @@ pub use ring::{Ring, POINTS_PER_SERVER};
 
 use async_memcached::{Client, MetaProtocol, MetaValue, Status};
 use async_trait::async_trait;
-use flash_core::{Backend, BackendError, Lease, LeaseRead};
+use flash_core::{Backend, BackendError, Bytes, Lease, LeaseRead};
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
@@ -371,7 +371,7 @@ impl Backend for MemcacheBackend {
 
     /// One pipelined batch of `mg` per server (all servers queried concurrently):
     /// one round trip per server involved.
-    async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, BackendError> {
+    async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Bytes>>, BackendError> {
         let mut out = vec![None; keys.len()];
         let groups = self.group(keys.iter().enumerate().map(|(pos, k)| (k.as_str(), pos)));
         let found = Mutex::new(Vec::new());
@@ -383,7 +383,7 @@ impl Backend for MemcacheBackend {
                 let hits = server
                     .with_conn(async |c: &mut Client| c.meta_get_multi(&batch, Some(&["v"])).await)
                     .await?;
-                let mut by_key: HashMap<Vec<u8>, Vec<u8>> = HashMap::with_capacity(hits.len());
+                let mut by_key: HashMap<Vec<u8>, Bytes> = HashMap::with_capacity(hits.len());
                 for hit in hits {
                     let Some(k) = hit.key else {
                         return Err(McError::Unexpected {
@@ -392,11 +392,11 @@ impl Backend for MemcacheBackend {
                         });
                     };
                     // The client reports a zero-length value as no data.
-                    by_key.insert(k, hit.data.unwrap_or_default());
+                    by_key.insert(k, Bytes::from(hit.data.unwrap_or_default()));
                 }
                 let mut found = found.lock().unwrap_or_else(|e| e.into_inner());
                 // Values are moved out, not copied; a key asked for twice
-                // copies the value its first position took.
+                // shares the buffer its first position took.
                 let mut taken: HashMap<&str, usize> = HashMap::new();
                 for p in positions {
                     let key = keys[p].as_str();

@@ -51,7 +51,7 @@ async fn the_advertised_item_limit_is_storable_under_a_long_key() {
     let value: Vec<u8> = (0..MAX_VALUE_SIZE).map(|i| (i % 251) as u8).collect();
     b.set(&key, &value, Duration::from_secs(60)).await.unwrap();
     assert_eq!(
-        b.get_many(std::slice::from_ref(&key)).await.unwrap(),
+        flash_test_kit::owned(b.get_many(std::slice::from_ref(&key)).await.unwrap()),
         vec![Some(value.clone())]
     );
     let err = b
@@ -82,7 +82,7 @@ async fn get_many_of_100_keys_uses_every_server_and_keeps_order() {
         .map(|(i, k)| (k.clone(), format!("{i}").into_bytes()))
         .collect();
     b.set_many(&items, Duration::from_secs(60)).await.unwrap();
-    let got = b.get_many(&keys).await.unwrap();
+    let got = flash_test_kit::owned(b.get_many(&keys).await.unwrap());
     assert_eq!(got.len(), 100);
     for (i, v) in got.iter().enumerate() {
         assert_eq!(
@@ -101,7 +101,7 @@ async fn get_many_of_100_keys_uses_every_server_and_keeps_order() {
             .filter(|k| b.server_for(k) == i)
             .cloned()
             .collect();
-        let found = single.get_many(&mine).await.unwrap();
+        let found = flash_test_kit::owned(single.get_many(&mine).await.unwrap());
         assert_eq!(
             found.iter().filter(|v| v.is_some()).count(),
             found.len() - mine.iter().filter(|k| k.ends_with('7')).count()
@@ -111,7 +111,7 @@ async fn get_many_of_100_keys_uses_every_server_and_keeps_order() {
     // Repeated keys are answered at every position.
     let twice = vec![keys[1].clone(), keys[1].clone()];
     assert_eq!(
-        b.get_many(&twice).await.unwrap(),
+        flash_test_kit::owned(b.get_many(&twice).await.unwrap()),
         vec![Some(b"1".to_vec()), Some(b"1".to_vec())]
     );
 }
@@ -164,7 +164,7 @@ async fn dead_server_fails_fast() {
         .await
         .is_err());
     assert!(
-        lazy.get_many(&[]).await.unwrap().is_empty(),
+        flash_test_kit::owned(lazy.get_many(&[]).await.unwrap()).is_empty(),
         "nothing to ask, nothing to fail"
     );
     assert!(

@@ -4,7 +4,7 @@ use crate::conn::{
     bad_url, impl_backend, map_err, set_cmd, Conn, UrlError, CONNECT_TIMEOUT, RESPONSE_TIMEOUT,
 };
 use crate::slots::{is_topology_error, SlotMap};
-use flash_core::{BackendError, LeaseRead};
+use flash_core::{BackendError, Bytes, LeaseRead};
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
 use redis::{RedisError, Script};
@@ -134,7 +134,7 @@ impl RedisClusterBackend {
     async fn get_many_by_node(
         &self,
         keys: &[String],
-    ) -> Result<Option<Vec<Option<Vec<u8>>>>, RedisError> {
+    ) -> Result<Option<Vec<Option<Bytes>>>, RedisError> {
         let Some(groups) = self.slot_map().group(keys) else {
             return Ok(None);
         };
@@ -149,12 +149,12 @@ impl RedisClusterBackend {
                     for &i in positions {
                         invocation.arg(&keys[i]);
                     }
-                    let values: Vec<Option<Vec<u8>>> = invocation.invoke_async(&mut conn).await?;
+                    let values: Vec<Option<Bytes>> = invocation.invoke_async(&mut conn).await?;
                     Ok::<_, RedisError>((positions, values))
                 }
             });
         let answers = futures::future::try_join_all(calls).await?;
-        let mut out: Vec<Option<Vec<u8>>> = vec![None; keys.len()];
+        let mut out: Vec<Option<Bytes>> = vec![None; keys.len()];
         for (positions, values) in answers {
             if values.len() != positions.len() {
                 return Err(RedisError::from((
@@ -219,7 +219,7 @@ impl_backend!(RedisClusterBackend {
     /// redirection, a non-local key, an unknown slot) it is reloaded and the
     /// call is retried once the slow way: an `MGET` that the cluster client
     /// splits per hash slot.
-    async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, BackendError> {
+    async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Bytes>>, BackendError> {
         if keys.is_empty() {
             return Ok(Vec::new());
         }

@@ -2,7 +2,7 @@
 //! key, the compare-and-swap script, the mapping of client errors, and the
 //! limits and timeouts.
 
-use flash_core::{BackendError, Lease, LeaseRead};
+use flash_core::{BackendError, Bytes, Lease, LeaseRead};
 use redis::aio::ConnectionLike;
 use redis::{Cmd, RedisError, Script};
 use std::sync::Arc;
@@ -133,9 +133,9 @@ pub(crate) fn mget_cmd(keys: &[String]) -> Cmd {
 }
 
 pub(crate) fn check_len(
-    got: Vec<Option<Vec<u8>>>,
+    got: Vec<Option<Bytes>>,
     want: usize,
-) -> Result<Vec<Option<Vec<u8>>>, BackendError> {
+) -> Result<Vec<Option<Bytes>>, BackendError> {
     if got.len() == want {
         Ok(got)
     } else {
@@ -166,7 +166,7 @@ impl<C: ConnectionLike + Clone + Send + Sync> Conn<C> {
     pub(crate) async fn get_many(
         &self,
         keys: &[String],
-    ) -> Result<Vec<Option<Vec<u8>>>, BackendError> {
+    ) -> Result<Vec<Option<Bytes>>, BackendError> {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
@@ -245,7 +245,7 @@ impl<C: ConnectionLike + Clone + Send + Sync> Conn<C> {
             .arg(lease)
             .arg(ttl_millis(ttl).unwrap_or(0))
             .arg(over);
-        let mut reply: Vec<Option<Vec<u8>>> = invocation
+        let mut reply: Vec<Option<Bytes>> = invocation
             .invoke_async(&mut self.conn.clone())
             .await
             .map_err(map_err)?;

@@ -3,7 +3,7 @@
 use crate::conn::{
     bad_url, impl_backend, map_err, set_cmd, Conn, CONNECT_TIMEOUT, RESPONSE_TIMEOUT,
 };
-use flash_core::{BackendError, LeaseRead};
+use flash_core::{BackendError, Bytes, LeaseRead};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use std::time::Duration;
 
@@ -75,7 +75,7 @@ impl_backend!(RedisBackend {
     }
 
     /// One `MGET`: one round trip.
-    async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, BackendError> {
+    async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Bytes>>, BackendError> {
         self.inner.get_many(keys).await
     }
 

@@ -4,7 +4,7 @@
 
 use async_trait::async_trait;
 use flash_core::{
-    BackendError, Class, ClassSpec, FetchFn, FieldValue, Flash, KeySet, NearBus, NearConfig,
+    BackendError, Class, ClassSpec, FetchFn, FieldValue, Flash, KeySet, NearBus, NearConfig, Query,
     SourceError,
 };
 use flash_redis::{RedisBackend, RedisBus};
@@ -130,6 +130,19 @@ impl Process {
     async fn get(&self, slug: &str) -> String {
         self.flash.get(&self.class, &[slug.into()]).await.unwrap()
     }
+    /// `slugs` looked up in one batch.
+    async fn batch(&self, slugs: &[&str]) -> Vec<String> {
+        let mut batch = self.flash.batch();
+        let handles: Vec<_> = slugs
+            .iter()
+            .map(|s| batch.add(Query::new(&self.class, vec![(*s).into()])))
+            .collect();
+        let mut results = batch.run().await;
+        handles
+            .into_iter()
+            .map(|h| results.take(h).unwrap())
+            .collect()
+    }
     fn near_hits(&self) -> u64 {
         self.flash.near_stats().unwrap().hits.load(SeqCst)
     }
@@ -245,7 +258,8 @@ async fn a_deaf_process_stops_serving_its_near_tier_within_the_bound() {
 /// B writes and A's channel delivers the invalidation; then A fills its near
 /// tier from that read. With the generation check the fill is dropped; with
 /// `unsafe_unguarded` it stays and A serves the old title afterwards.
-async fn fill_racing_an_invalidation(config: NearConfig) -> String {
+/// With `batch`, A's read is a batch's multi-get (whose hits fill the tier too).
+async fn fill_racing_an_invalidation(config: NearConfig, batch: bool) -> String {
     let Some(redis) = redis().await else {
         return "v2".into();
     };
@@ -257,7 +271,13 @@ async fn fill_racing_an_invalidation(config: NearConfig) -> String {
     let slow = Hooked::new(redis).reply_delay(Op::GetMany, Duration::from_millis(300));
     let a = Arc::new(process(slow, &ns, &db, config).await);
     let reader = a.clone();
-    let read = tokio::spawn(async move { reader.get("a").await });
+    let read = tokio::spawn(async move {
+        if batch {
+            reader.batch(&["a"]).await.remove(0)
+        } else {
+            reader.get("a").await
+        }
+    });
     tokio::time::sleep(Duration::from_millis(100)).await;
     db.lock().unwrap().insert("a".into(), "v2".into());
     b.invalidate("a").await;
@@ -272,7 +292,7 @@ async fn fill_racing_an_invalidation(config: NearConfig) -> String {
 
 #[tokio::test]
 async fn a_near_fill_racing_an_invalidation_does_not_survive_it() {
-    assert_eq!(fill_racing_an_invalidation(config()).await, "v2");
+    assert_eq!(fill_racing_an_invalidation(config(), false).await, "v2");
 }
 
 #[tokio::test]
@@ -281,7 +301,88 @@ async fn without_the_generation_check_the_racing_fill_is_stale() {
         return;
     }
     assert_eq!(
-        fill_racing_an_invalidation(config().unsafe_unguarded()).await,
+        fill_racing_an_invalidation(config().unsafe_unguarded(), false).await,
+        "v1",
+        "the schedule must produce the stale near entry the check prevents"
+    );
+}
+
+#[tokio::test]
+async fn a_batch_is_served_by_the_near_tier_without_a_remote_read() {
+    let Some(redis) = redis().await else { return };
+    let ns = unique("batch");
+    let db: Db = Arc::new(Mutex::new(HashMap::from([
+        ("a".into(), "v1".into()),
+        ("b".into(), "w1".into()),
+    ])));
+    let hooked = Arc::new(Hooked::new(redis));
+    let p = process(hooked.clone(), &ns, &db, config()).await;
+    p.warm("a").await;
+    let (reads, hits) = (hooked.calls(Op::GetMany), p.near_hits());
+    assert_eq!(p.batch(&["a"]).await, ["v1"]);
+    assert_eq!(hooked.calls(Op::GetMany), reads, "no remote read");
+    assert_eq!(p.near_hits(), hits + 1, "served by the near tier");
+
+    // "b" is in the cache server only; a batch's remote hit fills the near
+    // tier, so the next batch reads nothing remotely.
+    p.get("b").await;
+    p.flash.settled().await;
+    let reads = hooked.calls(Op::GetMany);
+    assert_eq!(p.batch(&["a", "b"]).await, ["v1", "w1"]);
+    assert_eq!(hooked.calls(Op::GetMany), reads + 1, "one read, for b");
+    let hits = p.near_hits();
+    assert_eq!(p.batch(&["a", "b"]).await, ["v1", "w1"]);
+    assert_eq!(hooked.calls(Op::GetMany), reads + 1, "no remote read");
+    assert_eq!(p.near_hits(), hits + 2);
+}
+
+#[tokio::test]
+async fn a_write_in_one_process_reaches_the_others_near_tier_in_batches() {
+    let Some(redis) = redis().await else { return };
+    let ns = unique("cohb");
+    let db: Db = Arc::new(Mutex::new(HashMap::from([("a".into(), "v1".into())])));
+    let a = process(redis.clone(), &ns, &db, config()).await;
+    let b = process(redis, &ns, &db, config()).await;
+    a.warm("a").await;
+    b.warm("a").await;
+    let hits = a.near_hits();
+    assert_eq!(a.batch(&["a"]).await, ["v1"]);
+    assert!(a.near_hits() > hits, "served from the near tier");
+
+    db.lock().unwrap().insert("a".into(), "v2".into());
+    let wrote = Instant::now();
+    b.invalidate("a").await;
+    assert_eq!(
+        b.batch(&["a"]).await,
+        ["v2"],
+        "read-your-writes in the writer"
+    );
+    loop {
+        let seen = a.batch(&["a"]).await.remove(0);
+        if seen == "v2" {
+            break;
+        }
+        assert!(
+            wrote.elapsed() < BOUND,
+            "the other process's batch served {seen} {:?} after the write",
+            wrote.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_batch_near_fill_racing_an_invalidation_does_not_survive_it() {
+    assert_eq!(fill_racing_an_invalidation(config(), true).await, "v2");
+}
+
+#[tokio::test]
+async fn without_the_generation_check_a_batch_racing_fill_is_stale() {
+    if redis().await.is_none() {
+        return;
+    }
+    assert_eq!(
+        fill_racing_an_invalidation(config().unsafe_unguarded(), true).await,
         "v1",
         "the schedule must produce the stale near entry the check prevents"
     );

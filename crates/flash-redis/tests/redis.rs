@@ -74,7 +74,7 @@ async fn hundred_keys_in_order<B: Backend>(b: &B, ns: &str) -> Vec<String> {
         .map(|(i, k)| (k.clone(), format!("{i}").into_bytes()))
         .collect();
     b.set_many(&items, Duration::from_secs(60)).await.unwrap();
-    let got = b.get_many(&keys).await.unwrap();
+    let got = flash_test_kit::owned(b.get_many(&keys).await.unwrap());
     assert_eq!(got.len(), 100);
     for (i, v) in got.iter().enumerate() {
         let want = (i % 10 != 7).then(|| format!("{i}").into_bytes());
@@ -193,7 +193,7 @@ async fn get_many_of_100_keys_cluster_is_one_script_call_per_node() {
     for attempt in 0..5 {
         let before: Vec<_> =
             futures::future::join_all(nodes.iter().map(|n| command_calls(n))).await;
-        let got = b.get_many(&keys).await.unwrap();
+        let got = flash_test_kit::owned(b.get_many(&keys).await.unwrap());
         let after: Vec<_> = futures::future::join_all(nodes.iter().map(|n| command_calls(n))).await;
         assert_eq!(got.len(), 100);
         for (i, v) in got.iter().enumerate() {
@@ -264,7 +264,7 @@ async fn get_many_cluster_is_binary_safe_in_order_with_gaps_and_duplicates() {
     asked.push(empty.clone());
     asked.push(keys[0].clone()); // duplicate
     asked.push(format!("{ns}:never-set"));
-    let got = b.get_many(&asked).await.unwrap();
+    let got = flash_test_kit::owned(b.get_many(&asked).await.unwrap());
     assert_eq!(got.len(), asked.len());
     for (i, v) in got[..keys.len()].iter().enumerate() {
         let want = (i % 4 != 1).then(|| value(i));
@@ -273,7 +273,7 @@ async fn get_many_cluster_is_binary_safe_in_order_with_gaps_and_duplicates() {
     assert_eq!(got[keys.len()], Some(Vec::new()));
     assert_eq!(got[keys.len() + 1], Some(value(0)));
     assert_eq!(got[keys.len() + 2], None);
-    assert!(b.get_many(&[]).await.unwrap().is_empty());
+    assert!(flash_test_kit::owned(b.get_many(&[]).await.unwrap()).is_empty());
 }
 
 #[tokio::test]
@@ -293,7 +293,7 @@ async fn get_many_cluster_splits_big_groups() {
     for chunk in items.chunks(500) {
         b.set_many(chunk, Duration::from_secs(60)).await.unwrap();
     }
-    let got = b.get_many(&keys).await.unwrap();
+    let got = flash_test_kit::owned(b.get_many(&keys).await.unwrap());
     assert_eq!(got.len(), keys.len());
     for (i, v) in got.iter().enumerate() {
         assert_eq!(v, &(i % 7 != 0).then(|| i.to_string().into_bytes()), "{i}");
@@ -336,7 +336,10 @@ async fn get_many_cluster_survives_a_stale_slot_map() {
             "slot map reloaded after pointing at {wrong}"
         );
         // And the fast path works again.
-        assert_eq!(b.get_many(&keys).await.unwrap().len(), 100);
+        assert_eq!(
+            flash_test_kit::owned(b.get_many(&keys).await.unwrap()).len(),
+            100
+        );
     }
 }
 
@@ -379,7 +382,7 @@ async fn concurrent_multi_gets_on_a_stale_map_reload_it_once() {
     let nodes = cluster_nodes();
     let masters = b.test_slot_map_nodes();
     let keys = hundred_keys_in_order(&b, &namespace("cburst")).await;
-    let want = b.get_many(&keys).await.unwrap();
+    let want = flash_test_kit::owned(b.get_many(&keys).await.unwrap());
 
     b.test_point_all_slots_at(&masters[0]);
     let slots_calls = |stats: &[HashMap<String, u64>]| -> u64 {
@@ -392,7 +395,7 @@ async fn concurrent_multi_gets_on_a_stale_map_reload_it_once() {
     let answers = futures::future::join_all((0..50).map(|_| b.get_many(&keys))).await;
     let after: Vec<_> = futures::future::join_all(nodes.iter().map(|n| command_calls(n))).await;
     for a in answers {
-        assert_eq!(a.unwrap(), want);
+        assert_eq!(flash_test_kit::owned(a.unwrap()), want);
     }
     assert_eq!(
         slots_calls(&after) - slots_calls(&before),

@@ -22,7 +22,7 @@
 //! ```
 
 use async_trait::async_trait;
-use flash_core::{Backend, BackendError, Lease, LeaseRead};
+use flash_core::{Backend, BackendError, Bytes, Lease, LeaseRead};
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
 use std::time::Duration;
@@ -157,7 +157,7 @@ impl<B: Backend> Hooked<B> {
         self
     }
 
-    async fn read(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, BackendError> {
+    async fn read(&self, keys: &[String]) -> Result<Vec<Option<Bytes>>, BackendError> {
         let Some(pause) = self.split_reads.filter(|_| keys.len() > 1) else {
             return self.inner.get_many(keys).await;
         };
@@ -253,7 +253,7 @@ impl<B: Backend> Backend for Hooked<B> {
         self.name.unwrap_or_else(|| self.inner.name())
     }
 
-    async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, BackendError> {
+    async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Bytes>>, BackendError> {
         let call = || Call {
             op: Op::GetMany,
             keys: keys.iter().map(String::as_str).collect(),

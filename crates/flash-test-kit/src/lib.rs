@@ -26,3 +26,9 @@ pub use declarations::{
 };
 pub use hooked::{Call, Hooked, Op};
 pub use schema::DEMO_NAMESPACE;
+
+/// A backend read as owned byte vectors, for assertions that compare it
+/// with literals (`Backend::get_many` answers `Bytes`).
+pub fn owned(values: Vec<Option<flash_core::Bytes>>) -> Vec<Option<Vec<u8>>> {
+    values.into_iter().map(|v| v.map(Vec::from)).collect()
+}

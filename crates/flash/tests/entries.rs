@@ -43,7 +43,7 @@ fn rejected(fdb: &FlashDb) -> u64 {
 }
 
 async fn raw(h: &Harness, key: &str) -> Vec<u8> {
-    h.backend.get_many(&[key.to_owned()]).await.unwrap()[0]
+    flash_test_kit::owned(h.backend.get_many(&[key.to_owned()]).await.unwrap())[0]
         .clone()
         .unwrap_or_else(|| panic!("{key} holds a value"))
 }

@@ -100,7 +100,8 @@ async fn raw(h: &Harness, key: &str) -> Option<Vec<u8>> {
         .get_many(&[key.to_owned()])
         .await
         .expect("raw read")[0]
-        .clone()
+        .as_deref()
+        .map(<[u8]>::to_vec)
 }
 
 /// The size `n` of an `r<n>` blob whose cache entry (header, version, fill

@@ -891,7 +891,8 @@ async fn corrupt_cache_bytes_are_a_miss_and_get_refilled() {
             .get_many(std::slice::from_ref(&key))
             .await
             .unwrap()[0]
-            .clone()
+            .as_deref()
+            .map(<[u8]>::to_vec)
             .unwrap()
     };
     let garbage: Vec<Vec<u8>> = vec![

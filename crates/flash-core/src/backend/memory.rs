@@ -1,31 +1,32 @@
 //! The in-process backend, the embedded default: a moka cache of byte values with
 //! per-entry TTL, bounded by total bytes.
 
-use crate::backend::{Backend, Lease, LeaseRead};
+use crate::backend::{Backend, Bytes, Lease, LeaseRead};
 use crate::error::BackendError;
 use async_trait::async_trait;
 use moka::future::Cache;
 use moka::ops::compute::Op;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Stored item; the TTL travels with it so that moka's per-entry expiry can read it.
-#[derive(Debug)]
+/// moka clones it on every read: `Bytes` makes that a reference count, and
+/// the clone is what `get_many` returns (no copy of the value).
+#[derive(Clone, Debug)]
 struct Item {
-    bytes: Vec<u8>,
+    bytes: Bytes,
     ttl: Option<Duration>,
 }
 
 struct PerItemTtl;
 
-impl moka::Expiry<String, Arc<Item>> for PerItemTtl {
-    fn expire_after_create(&self, _: &String, v: &Arc<Item>, _: Instant) -> Option<Duration> {
+impl moka::Expiry<String, Item> for PerItemTtl {
+    fn expire_after_create(&self, _: &String, v: &Item, _: Instant) -> Option<Duration> {
         v.ttl
     }
     fn expire_after_update(
         &self,
         _: &String,
-        v: &Arc<Item>,
+        v: &Item,
         _: Instant,
         _: Option<Duration>,
     ) -> Option<Duration> {
@@ -36,7 +37,7 @@ impl moka::Expiry<String, Arc<Item>> for PerItemTtl {
 /// An in-process cache. Cloning is cheap and shares the store.
 #[derive(Clone)]
 pub struct MemoryBackend {
-    cache: Cache<String, Arc<Item>>,
+    cache: Cache<String, Item>,
 }
 
 impl std::fmt::Debug for MemoryBackend {
@@ -53,11 +54,11 @@ impl Default for MemoryBackend {
     }
 }
 
-fn item(value: &[u8], ttl: Duration) -> Arc<Item> {
-    Arc::new(Item {
-        bytes: value.to_vec(),
+fn item(value: &[u8], ttl: Duration) -> Item {
+    Item {
+        bytes: Bytes::copy_from_slice(value),
         ttl: (!ttl.is_zero()).then_some(ttl),
-    })
+    }
 }
 
 impl MemoryBackend {
@@ -65,7 +66,7 @@ impl MemoryBackend {
     pub fn with_capacity_bytes(bytes: u64) -> Self {
         let cache = Cache::builder()
             .max_capacity(bytes)
-            .weigher(|k: &String, v: &Arc<Item>| {
+            .weigher(|k: &String, v: &Item| {
                 (k.len() + v.bytes.len() + 48)
                     .try_into()
                     .unwrap_or(u32::MAX)
@@ -97,10 +98,10 @@ impl Backend for MemoryBackend {
         "memory"
     }
 
-    async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, BackendError> {
+    async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Bytes>>, BackendError> {
         let mut out = Vec::with_capacity(keys.len());
         for k in keys {
-            out.push(self.cache.get(k).await.map(|i| i.bytes.clone()));
+            out.push(self.cache.get(k).await.map(|i| i.bytes));
         }
         Ok(out)
     }
@@ -165,7 +166,7 @@ impl Backend for MemoryBackend {
     async fn delete(&self, key: &str) -> Result<(), BackendError> {
         self.cache
             .entry(key.to_owned())
-            .and_compute_with(|_| std::future::ready(Op::<Arc<Item>>::Remove))
+            .and_compute_with(|_| std::future::ready(Op::<Item>::Remove))
             .await;
         Ok(())
     }
@@ -191,9 +192,9 @@ impl Backend for MemoryBackend {
         let hit = self.cache.get(first).await;
         if let Some(hit) = hit.filter(|h| !replaceable(&h.bytes)) {
             // A hit needs no write: the plain read, without the entry's key copy.
-            values.push(Some(hit.bytes.clone()));
+            values.push(Some(hit.bytes));
             for k in &keys[1..] {
-                values.push(self.cache.get(k).await.map(|i| i.bytes.clone()));
+                values.push(self.cache.get(k).await.map(|i| i.bytes));
             }
             return Ok(LeaseRead {
                 values,
@@ -215,13 +216,13 @@ impl Backend for MemoryBackend {
         let (first, took) = match result {
             CompResult::Inserted(_) => (None, true),
             CompResult::ReplacedWith(_) => (None, true),
-            CompResult::Unchanged(e) => (Some(e.into_value().bytes.clone()), false),
+            CompResult::Unchanged(e) => (Some(e.into_value().bytes), false),
             // Nop on a present key leaves it unchanged; anything else is absent.
             _ => (None, false),
         };
         values.push(first);
         for k in &keys[1..] {
-            values.push(self.cache.get(k).await.map(|i| i.bytes.clone()));
+            values.push(self.cache.get(k).await.map(|i| i.bytes));
         }
         Ok(LeaseRead {
             values,
@@ -249,7 +250,7 @@ mod tests {
     /// overwriting an invalidation).
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn compare_and_swap_never_overwrites_a_concurrent_set() {
-        let b = Arc::new(MemoryBackend::default());
+        let b = std::sync::Arc::new(MemoryBackend::default());
         let ttl = Duration::from_secs(60);
         for i in 0..3000 {
             let key = format!("race:{i}");
@@ -266,7 +267,7 @@ mod tests {
             let now = b.get_many(std::slice::from_ref(&key)).await.unwrap();
             assert_eq!(
                 now,
-                vec![Some(b"stale".to_vec())],
+                vec![Some(Bytes::from_static(b"stale"))],
                 "iteration {i}: the fill overwrote the invalidation"
             );
         }

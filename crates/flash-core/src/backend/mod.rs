@@ -8,6 +8,7 @@ pub mod resilient;
 
 use crate::error::BackendError;
 use async_trait::async_trait;
+pub use bytes::Bytes;
 use std::time::Duration;
 
 /// A fill lease taken by [`Backend::get_or_lease`]: how the key is known to
@@ -28,7 +29,7 @@ pub enum Lease {
 pub struct LeaseRead {
     /// The values of the keys, in order. When `lease` is taken, the first is
     /// `None` (the key held nothing before the lease).
-    pub values: Vec<Option<Vec<u8>>>,
+    pub values: Vec<Option<Bytes>>,
     /// The lease, when the first key held nothing and now holds the caller's.
     pub lease: Option<Lease>,
     /// Requests the caller waited for, one after the other (1 when the backend
@@ -42,13 +43,17 @@ pub struct LeaseRead {
 /// `ttl` of [`Duration::ZERO`] means "no expiry". Keys are at most 250 bytes of
 /// printable ASCII (see [`crate::key`]). Every operation is atomic on its key;
 /// `compare_and_swap` is what makes leases (and so stale-free fills) possible.
+///
+/// Values come back as [`Bytes`]: a clone is a reference count, so a backend
+/// hands out what it holds (the in-process store) or the buffer its client
+/// parsed (`Bytes::from(vec)` moves it) without copying the value.
 #[async_trait]
 pub trait Backend: Send + Sync + 'static {
     /// A short name for logs and metrics ("memory", "redis", "memcache").
     fn name(&self) -> &'static str;
 
     /// The values of `keys`, in order; one round trip per server.
-    async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, BackendError>;
+    async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Bytes>>, BackendError>;
 
     /// Stores `value` unconditionally.
     async fn set(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), BackendError>;
@@ -165,7 +170,7 @@ impl<B: Backend + ?Sized> Backend for std::sync::Arc<B> {
     fn name(&self) -> &'static str {
         (**self).name()
     }
-    async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, BackendError> {
+    async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Bytes>>, BackendError> {
         (**self).get_many(keys).await
     }
     async fn set(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), BackendError> {

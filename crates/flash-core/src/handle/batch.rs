@@ -1,10 +1,14 @@
 //! Batches: many lazy lookups of different classes resolved with one
-//! `get_many`, each falling back to the database on its own.
+//! `get_many`, each falling back to the database on its own. Lookups the
+//! near tier answers are left out of the `get_many`; the others' hits fill it
+//! (guarded as a single lookup's are).
 
 use super::read::read_keys_owned;
 use super::Flash;
+use crate::backend::Bytes;
 use crate::class::{CacheValue, Class, ClassSpec};
 use crate::error::Error;
+use crate::near::Token;
 use crate::stats::Outcome;
 use crate::value::FieldValue;
 use futures::future::{join_all, BoxFuture};
@@ -56,20 +60,22 @@ trait Pending: Send + Sync {
     /// The keys the query reads, its own first (built once: the batch's
     /// multi-get and the decision both use these).
     fn keys(&self, flash: &Flash) -> Result<Vec<String>, Error>;
+    /// The answer from the near tier, if the class has one that holds `key`.
+    fn near_hit(&self, flash: &Flash, key: &str) -> Option<Resolved>;
     /// The answer when the cache holds a value to serve as is: decided
     /// without a future (most of a warm batch).
     fn try_hit(
         &self,
         flash: &Flash,
         key: &str,
-        raw: &[Option<Vec<u8>>],
+        raw: &[Option<Bytes>],
         epoch: u64,
     ) -> Option<Resolved>;
     fn resolve<'a>(
         &'a self,
         flash: &'a Flash,
         key: &'a str,
-        raw: Vec<Option<Vec<u8>>>,
+        raw: Vec<Option<Bytes>>,
         epoch: u64,
         cache_only: bool,
     ) -> BoxFuture<'a, Resolved>;
@@ -84,7 +90,7 @@ impl<T: CacheValue> Pending for Query<T> {
         &self,
         flash: &Flash,
         key: &str,
-        raw: &[Option<Vec<u8>>],
+        raw: &[Option<Bytes>],
         epoch: u64,
     ) -> Option<Resolved> {
         let v = flash.try_serve::<T>(&self.class.spec, key, raw, epoch)?;
@@ -94,11 +100,15 @@ impl<T: CacheValue> Pending for Query<T> {
         let key = flash.key_of(&self.class, &self.values)?;
         Ok(read_keys_owned(&self.class.spec, key))
     }
+    fn near_hit(&self, flash: &Flash, key: &str) -> Option<Resolved> {
+        let v = flash.near_hit::<T>(&self.class.spec, key)?;
+        Some(Ok((Box::new(v) as Box<dyn Any + Send>, Outcome::Hit)))
+    }
     fn resolve<'a>(
         &'a self,
         flash: &'a Flash,
         key: &'a str,
-        raw: Vec<Option<Vec<u8>>>,
+        raw: Vec<Option<Bytes>>,
         epoch: u64,
         cache_only: bool,
     ) -> BoxFuture<'a, Resolved> {
@@ -173,21 +183,37 @@ impl<'f> Batch<'f> {
     pub async fn run(self) -> BatchResults {
         let flash = self.flash;
         let cache_only = self.mode == BatchMode::CacheOnly;
-        // Every query's keys moved into one list; a query keeps its range.
+        let bypassed = flash.is_bypassed();
+        // Every query's keys moved into one list; a query keeps its range
+        // (and the near tier's fill guard, taken before the read). Queries
+        // answered already (a bad key, a near hit) have no range.
         let mut all_keys: Vec<String> = Vec::with_capacity(self.queries.len());
-        let planned: Vec<Result<(usize, usize), Error>> = self
-            .queries
-            .iter()
-            .map(|q| {
-                let ks = q.keys(flash)?;
-                let start = all_keys.len();
-                all_keys.extend(ks);
-                Ok((start, all_keys.len() - start))
-            })
-            .collect();
+        let mut results: Vec<Option<Resolved>> = Vec::with_capacity(self.queries.len());
+        let mut planned: Vec<Option<(usize, usize, Option<Token>)>> =
+            Vec::with_capacity(self.queries.len());
+        for q in &self.queries {
+            let ks = match q.keys(flash) {
+                Ok(ks) => ks,
+                Err(e) => {
+                    results.push(Some(Err(e)));
+                    planned.push(None);
+                    continue;
+                }
+            };
+            if let Some(hit) = (!bypassed).then(|| q.near_hit(flash, &ks[0])).flatten() {
+                results.push(Some(hit));
+                planned.push(None);
+                continue;
+            }
+            let token = flash.near_for(q.spec()).map(|n| n.token(&ks[0]));
+            let start = all_keys.len();
+            all_keys.extend(ks);
+            results.push(None);
+            planned.push(Some((start, all_keys.len() - start, token)));
+        }
         let all_keys = &all_keys;
         let epoch = flash.read_epoch();
-        let fetched = if flash.is_bypassed() || all_keys.is_empty() {
+        let fetched = if bypassed || all_keys.is_empty() {
             None
         } else {
             match flash.backend().get_many(all_keys).await {
@@ -200,36 +226,36 @@ impl<'f> Batch<'f> {
         };
         let mut raw = fetched.map(|r| r.into_iter());
         // Hits are decided on the spot; only the rest become futures.
-        let mut results: Vec<Option<Resolved>> = Vec::with_capacity(self.queries.len());
         let mut futures: Vec<(usize, BoxFuture<'_, Resolved>)> = Vec::new();
         for (i, (q, plan)) in self.queries.iter().zip(planned).enumerate() {
-            match plan {
-                Err(e) => results.push(Some(Err(e))),
-                Ok((start, len)) => match raw.as_mut() {
-                    Some(it) => {
-                        let key = all_keys[start].as_str();
-                        let mine: Vec<Option<Vec<u8>>> = it.by_ref().take(len).collect();
-                        match q.try_hit(flash, key, &mine, epoch) {
-                            Some(hit) => results.push(Some(hit)),
-                            None => {
-                                results.push(None);
-                                futures.push((
-                                    i,
-                                    Box::pin(async move {
-                                        q.resolve(flash, key, mine, epoch, cache_only).await
-                                    }),
-                                ));
+            let Some((start, len, token)) = plan else {
+                continue;
+            };
+            match raw.as_mut() {
+                Some(it) => {
+                    let key = all_keys[start].as_str();
+                    let mine: Vec<Option<Bytes>> = it.by_ref().take(len).collect();
+                    match q.try_hit(flash, key, &mine, epoch) {
+                        Some(hit) => {
+                            if let (Some(token), Some(near), Some(Some(bytes))) =
+                                (token, flash.near_for(q.spec()), mine.first())
+                            {
+                                near.fill(key, bytes, token);
                             }
+                            results[i] = Some(hit);
                         }
+                        None => futures.push((
+                            i,
+                            Box::pin(async move {
+                                q.resolve(flash, key, mine, epoch, cache_only).await
+                            }),
+                        )),
                     }
-                    None if cache_only => {
-                        results.push(Some(Err(Error::NotCached(all_keys[start].clone()))))
-                    }
-                    None => {
-                        results.push(None);
-                        futures.push((i, q.fetch(flash)));
-                    }
-                },
+                }
+                None if cache_only => {
+                    results[i] = Some(Err(Error::NotCached(all_keys[start].clone())))
+                }
+                None => futures.push((i, q.fetch(flash))),
             }
         }
         let (slots, futures): (Vec<usize>, Vec<_>) = futures.into_iter().unzip();

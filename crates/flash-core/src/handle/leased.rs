@@ -4,7 +4,7 @@
 
 use super::wait::Pace;
 use super::Flash;
-use crate::backend::{Lease, LeaseRead};
+use crate::backend::{Bytes, Lease, LeaseRead};
 use crate::class::{CacheValue, Class, ClassSpec};
 use crate::codec;
 use crate::error::{BackendError, Error};
@@ -18,7 +18,7 @@ use std::time::Duration;
 pub(super) struct Leased {
     pub(super) lease: Lease,
     /// The stale marker read with it (DYNAMIC), to clear after the fill.
-    pub(super) marker: Option<Vec<u8>>,
+    pub(super) marker: Option<Bytes>,
     /// Cache requests the caller waited for before its query.
     pub(super) round_trips: u32,
 }
@@ -178,7 +178,7 @@ impl Flash {
         class: &Class<T>,
         values: &[FieldValue],
         key: &str,
-        raw: Vec<Option<Vec<u8>>>,
+        raw: Vec<Option<Bytes>>,
         epoch: u64,
         token: Option<Token>,
     ) -> Result<(T, Outcome), Error> {

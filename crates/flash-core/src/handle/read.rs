@@ -12,7 +12,7 @@
 use super::leased::Leased;
 use super::wait::Pace;
 use super::Flash;
-use crate::backend::LeaseRead;
+use crate::backend::{Bytes, LeaseRead};
 use crate::class::{CacheValue, Class, ClassSpec, Invalidation};
 use crate::codec::{self, decode_entry, encode_entry, now_ms, Decoded, Entry, EntryRef};
 use crate::decide::{decide, Action};
@@ -209,7 +209,7 @@ impl Flash {
     /// process share reads (each gets a read that started after it asked), so
     /// a burst costs the cache a few requests, not one per caller; the
     /// in-process backend is read directly.
-    async fn read(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, BackendError> {
+    async fn read(&self, keys: &[String]) -> Result<Vec<Option<Bytes>>, BackendError> {
         let backend = self.backend();
         if !backend.coalesce_reads() {
             return backend.get_many(keys).await;
@@ -241,7 +241,7 @@ impl Flash {
         &self,
         spec: &ClassSpec,
         key: &str,
-        raw: &[Option<Vec<u8>>],
+        raw: &[Option<Bytes>],
         epoch: u64,
     ) -> Option<T> {
         let marker = raw.get(1).and_then(|m| m.as_deref());
@@ -279,7 +279,7 @@ impl Flash {
         class: &Class<T>,
         values: &[FieldValue],
         key: &str,
-        raw: Vec<Option<Vec<u8>>>,
+        raw: Vec<Option<Bytes>>,
         epoch: u64,
         cache_only: bool,
     ) -> Result<(T, Outcome), Error> {
@@ -343,7 +343,7 @@ impl Flash {
         values: &[FieldValue],
         key: &str,
         observed: &[u8],
-        marker: Option<Vec<u8>>,
+        marker: Option<Bytes>,
         old: T,
     ) -> Result<(T, Outcome), Error> {
         let spec = &class.spec;
@@ -365,7 +365,7 @@ impl Flash {
                         None
                     };
                     let current = now.pop().flatten().filter(|c| {
-                        c.as_slice() != observed && !codec::marks_stale(marker_now.as_deref(), c)
+                        c[..] != *observed && !codec::marks_stale(marker_now.as_deref(), c)
                     });
                     if let Some(current) = current {
                         if let Some(found) = self.decode_value::<T>(spec, key, &current) {
@@ -416,8 +416,8 @@ impl Flash {
         class: &Class<T>,
         values: &[FieldValue],
         key: &str,
-        mut observed: Option<Vec<u8>>,
-        marker: Option<Vec<u8>>,
+        mut observed: Option<Bytes>,
+        marker: Option<Bytes>,
     ) -> Result<(T, Outcome), Error> {
         let spec = &class.spec;
         let backend = self.backend();

@@ -8,7 +8,7 @@
 //! its own read would have returned (a value filled under a valid lease), never
 //! an older answer.
 
-use crate::backend::{Backend, Lease, LeaseRead};
+use crate::backend::{Backend, Bytes, Lease, LeaseRead};
 use crate::error::BackendError;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -20,7 +20,7 @@ use tokio::time::Instant;
 #[derive(Clone, Debug)]
 struct Read {
     started: Instant,
-    result: Result<Vec<Option<Vec<u8>>>, BackendError>,
+    result: Result<Vec<Option<Bytes>>, BackendError>,
 }
 
 type Readers = Arc<Mutex<HashMap<String, watch::Receiver<Option<Read>>>>>;
@@ -56,7 +56,7 @@ impl Waits {
         keys: &[String],
         pace: Pace,
         deadline: Instant,
-    ) -> Option<Result<Vec<Option<Vec<u8>>>, BackendError>> {
+    ) -> Option<Result<Vec<Option<Bytes>>, BackendError>> {
         self.next_read_or_lease(backend, keys, pace, None, deadline)
             .await
             .map(|r| r.map(|r| r.values))
@@ -108,8 +108,8 @@ impl Waits {
                 let shared = result.as_ref().map(|r| {
                     let mut values = r.values.clone();
                     match (&r.lease, values.first_mut()) {
-                        (Some(Lease::Bytes(b)), Some(v)) => *v = Some(b.clone()),
-                        (Some(Lease::Token(_)), Some(v)) => *v = Some(Vec::new()),
+                        (Some(Lease::Bytes(b)), Some(v)) => *v = Some(Bytes::copy_from_slice(b)),
+                        (Some(Lease::Token(_)), Some(v)) => *v = Some(Bytes::new()),
                         _ => {}
                     }
                     values

@@ -1,6 +1,7 @@
 //! The near tier itself: the store, the generations that guard fills, the
 //! channel's health, and the two background tasks (listen, heartbeat).
 
+use crate::backend::Bytes;
 use crate::error::BackendError;
 use crate::handle::task::TaskGuard;
 use async_trait::async_trait;
@@ -119,7 +120,7 @@ pub(crate) struct Token {
 }
 
 pub(crate) struct NearTier {
-    cache: Cache<String, Arc<[u8]>>,
+    cache: Cache<String, Bytes>,
     stripes: Box<[AtomicU64]>,
     epoch: AtomicU64,
     /// Milliseconds since `origin` when the channel was last heard (0: never).
@@ -143,7 +144,7 @@ impl NearTier {
     fn new(config: NearConfig, bus: Arc<dyn NearBus>) -> Self {
         let cache = Cache::builder()
             .max_capacity(config.capacity_bytes)
-            .weigher(|k: &String, v: &Arc<[u8]>| {
+            .weigher(|k: &String, v: &Bytes| {
                 (k.len() + v.len() + 64).try_into().unwrap_or(u32::MAX)
             })
             .time_to_live(config.ttl)
@@ -182,7 +183,7 @@ impl NearTier {
     }
 
     /// The near entry of `key`, while the channel is healthy.
-    pub(crate) fn get(&self, key: &str) -> Option<Arc<[u8]>> {
+    pub(crate) fn get(&self, key: &str) -> Option<Bytes> {
         if !self.healthy() {
             self.stats.bypassed.fetch_add(1, SeqCst);
             return None;
@@ -207,7 +208,7 @@ impl NearTier {
     /// Stored first, checked after: an invalidation bumps the generation
     /// before it removes the key, so whichever order the two run in, a
     /// fill that raced it does not stay.
-    pub(crate) fn fill(&self, key: &str, bytes: &[u8], token: Token) {
+    pub(crate) fn fill(&self, key: &str, bytes: &Bytes, token: Token) {
         if !self.healthy() {
             return;
         }
@@ -215,7 +216,7 @@ impl NearTier {
             self.stats.fills_refused.fetch_add(1, SeqCst);
             return;
         }
-        self.cache.insert(key.to_owned(), Arc::from(bytes));
+        self.cache.insert(key.to_owned(), bytes.clone());
         if !self.config.unguarded && self.current(key) != token {
             self.cache.invalidate(key);
             self.stats.fills_refused.fetch_add(1, SeqCst);

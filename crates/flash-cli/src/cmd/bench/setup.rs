@@ -204,7 +204,7 @@ impl CacheTarget {
             url: "memory://".into(),
             flash_backend: Arc::new(mem.clone()),
             raw: Arc::new(mem.clone()),
-            raw_label: "MemoryBackend::get_many (moka get + copy)",
+            raw_label: "MemoryBackend::get_many (moka get, value shared: no copy)",
             wire_addr: None,
         };
         (target, mem)

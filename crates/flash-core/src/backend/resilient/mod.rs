@@ -24,7 +24,7 @@ mod breaker;
 
 pub use breaker::BreakerState;
 
-use crate::backend::{Backend, Lease, LeaseRead};
+use crate::backend::{Backend, Bytes, Lease, LeaseRead};
 use crate::error::BackendError;
 use async_trait::async_trait;
 use breaker::{Breaker, Permit};
@@ -181,7 +181,7 @@ impl<B: Backend> Backend for ResilientBackend<B> {
         self.inner.name()
     }
 
-    async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, BackendError> {
+    async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Bytes>>, BackendError> {
         let mut left = self.retries;
         loop {
             match self.guard(self.inner.get_many(keys)).await {
@@ -297,7 +297,7 @@ mod tests {
         fn name(&self) -> &'static str {
             "flaky"
         }
-        async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, BackendError> {
+        async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Bytes>>, BackendError> {
             self.op(vec![None; keys.len()]).await
         }
         async fn set(&self, _: &str, _: &[u8], _: Duration) -> Result<(), BackendError> {
