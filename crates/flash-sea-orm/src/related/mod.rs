@@ -66,6 +66,10 @@ pub(crate) struct Decl<E: EntityTrait> {
     pub(crate) path: Result<Path, String>,
     pub(crate) register: RegisterFn<E>,
     pub(crate) reverse: ReverseFn,
+    /// The layout fingerprint of the rows the class returns (those of the
+    /// path's last table, not of `E`): an entry filled by code where that
+    /// table has another layout is a miss.
+    pub(crate) layout: u64,
 }
 
 impl<E: EntityTrait> std::fmt::Debug for Decl<E> {
@@ -92,6 +96,7 @@ impl<E: EntityTrait> Decl<E> {
             path,
             register: register::<E, T>,
             reverse: reverse::<E>,
+            layout: crate::meta::layout_of::<T>(),
         }
     }
 
