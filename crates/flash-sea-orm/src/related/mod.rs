@@ -241,6 +241,17 @@ impl Seeds {
     }
 }
 
+/// The seeds of one dependent class as an outbox row records them: by the
+/// class's name and the table's position on its path, which stay the same
+/// in every process running the same declarations (the index's numbering
+/// need not).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct SeedRecord {
+    class: String,
+    k: usize,
+    values: Vec<FieldValue>,
+}
+
 /// The identity of a related class, as a lookup names it.
 type ClassId = (Path, CacheKind, BTreeSet<String>);
 
@@ -428,6 +439,43 @@ impl Index {
                 .collect();
             if !values.is_empty() {
                 seeds.0.entry(i).or_default().extend(values);
+            }
+        }
+        seeds
+    }
+
+    /// The seeds as an outbox row records them (see [`SeedRecord`]).
+    pub(crate) fn records(&self, seeds: &Seeds) -> Vec<SeedRecord> {
+        seeds
+            .0
+            .iter()
+            .map(|(&i, values)| SeedRecord {
+                class: self.deps[i].spec.name.clone(),
+                k: self.deps[i].k,
+                values: values.iter().cloned().collect(),
+            })
+            .collect()
+    }
+
+    /// The seeds an outbox row recorded; those of a class this process does
+    /// not declare are left out (its keys are not this process's to build).
+    pub(crate) fn seeds_of(&self, records: &[SeedRecord]) -> Seeds {
+        let mut seeds = Seeds::default();
+        for r in records {
+            let found = self
+                .deps
+                .iter()
+                .position(|d| d.spec.name == r.class && d.k == r.k);
+            match found {
+                Some(i) => seeds
+                    .0
+                    .entry(i)
+                    .or_default()
+                    .extend(r.values.iter().cloned()),
+                None => tracing::warn!(
+                    class = r.class,
+                    "outbox row names an undeclared related class"
+                ),
             }
         }
         seeds
