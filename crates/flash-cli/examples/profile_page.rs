@@ -1,7 +1,7 @@
 //! A fixed workload for `valgrind --tool=callgrind`: in-process page hits
 //! (`select_related`, a participation with its event and its user) against
 //! the same three rows looked up one by one and a single-row hit, on SQLite
-//! + the in-process cache. The first argument picks the loop (`page`,
+//! and the in-process cache. The first argument picks the loop (`page`,
 //! `three`, `one`), the second how many times it runs: the difference of two
 //! runs' instruction counts, divided by the difference of their counts, is
 //! the cost of one operation without the set-up.
