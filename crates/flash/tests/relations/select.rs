@@ -3,18 +3,50 @@
 
 use super::common::quiet_drain;
 use super::setup::*;
-use flash_core::Error;
-use flash_sea_orm::{by, CacheMeta, Request, SelectRelated};
+use flash_core::{Backend, Error};
+use flash_sea_orm::{by, CacheMeta, FlashDb, Request, SelectRelated};
 use flash_test_kit::entities::{checkin, event, ticket, user};
-use flash_test_kit::Op;
+use flash_test_kit::{Hooked, Op};
+use std::sync::Arc;
 
-#[tokio::test]
-async fn select_related_reads_the_row_and_two_relations_in_one_round_trip_and_follows_them() {
+/// A handle counting its cache's calls, two events and a user, and the
+/// user's ticket to the first (the captured records applied, so that the
+/// drain does not invalidate them again during the counts).
+struct Scene {
+    fdb: FlashDb,
+    cache: Arc<Hooked<Arc<dyn Backend>>>,
+    rock: event::Model,
+    jazz: event::Model,
+    ann: user::Model,
+    t: ticket::Model,
+}
+
+async fn scene() -> Scene {
     let (fdb, cache) = handle_draining(quiet_drain()).await;
     let (rock, jazz) = (event(&fdb, "rock").await, event(&fdb, "jazz").await);
     let ann = user(&fdb, "ann").await;
     let t = ticket(&fdb, rock.id, ann.id).await;
     fdb.apply_captured().await.unwrap();
+    Scene {
+        fdb,
+        cache,
+        rock,
+        jazz,
+        ann,
+        t,
+    }
+}
+
+#[tokio::test]
+async fn select_related_reads_the_row_and_two_relations_in_one_round_trip_and_follows_them() {
+    let Scene {
+        fdb,
+        cache,
+        rock,
+        jazz,
+        ann,
+        t,
+    } = scene().await;
     let tickets = fdb.cache::<ticket::Entity>();
     let page = tickets
         .select_related::<event::Entity>()
@@ -96,11 +128,14 @@ async fn select_related_must_be_declared_and_its_target_needs_a_primary_key_cach
 /// request is a snapshot: a write is seen by the next request.
 #[tokio::test]
 async fn select_related_in_a_request_is_one_batch_memoised_and_a_snapshot() {
-    let (fdb, cache) = handle_draining(quiet_drain()).await;
-    let (rock, jazz) = (event(&fdb, "rock").await, event(&fdb, "jazz").await);
-    let ann = user(&fdb, "ann").await;
-    let t = ticket(&fdb, rock.id, ann.id).await;
-    fdb.apply_captured().await.unwrap();
+    let Scene {
+        fdb,
+        cache,
+        rock,
+        jazz,
+        ann,
+        t,
+    } = scene().await;
     let lk = || by(ticket::Column::Id, t.id);
     let want = (t.clone(), Some(rock.clone()), Some(ann.clone()));
     let reads = || cache.calls(Op::GetMany);
