@@ -7,6 +7,21 @@ use flash_core::{CacheKind, CacheValue, ClassSpec, Invalidation, RegistryError};
 use sea_orm::{ColumnTrait, EntityTrait, Iterable, Linked, Related};
 use std::time::Duration;
 
+/// The fingerprint of the layout of `E`'s rows: each column's name, type
+/// and nullability in field order, what postcard's encoding of a row depends
+/// on. Every class whose value is made of `E`'s rows carries it.
+pub(crate) fn layout_of<E: EntityTrait>() -> u64 {
+    flash_core::seal::fingerprint(E::Column::iter().map(|c| {
+        let def = c.def();
+        format!(
+            "{}:{:?}:{}",
+            column_name(&c),
+            def.get_column_type(),
+            def.is_null()
+        )
+    }))
+}
+
 /// A related class's spec, its declaration and its path.
 pub(crate) type RelatedSpec<'a, E> = (ClassSpec, &'a Decl<E>, Path);
 
@@ -319,16 +334,7 @@ impl<E: EntityTrait> CacheMeta<E> {
                 reason: format!("named on {model} but no key tuple follows the name"),
             });
         }
-        // The model's layout: what postcard's encoding of a row depends on.
-        let layout = flash_core::seal::fingerprint(E::Column::iter().map(|c| {
-            let def = c.def();
-            format!(
-                "{}:{:?}:{}",
-                column_name(&c),
-                def.get_column_type(),
-                def.is_null()
-            )
-        }));
+        let layout = layout_of::<E>();
         let mut out = Vec::new();
         let kinds = [
             (&self.get_keys, CacheKind::Instance),
@@ -389,7 +395,8 @@ impl<E: EntityTrait> CacheMeta<E> {
                     CacheKind::Queryset => ClassSpec::queryset(&name, &model, &refs),
                     _ => ClassSpec::instance(&name, &model, &refs),
                 };
-                Ok((self.settings(spec), d, path))
+                // Its values are rows of the path's last table: their layout.
+                Ok((self.settings(spec.layout(d.layout)), d, path))
             })
             .collect()
     }

@@ -452,7 +452,7 @@ impl Registrar {
                 conn,
                 flash.clone(),
                 decoders,
-                related,
+                related.clone(),
                 self.drain_settings,
             ));
         }
@@ -467,6 +467,7 @@ impl Registrar {
             flash,
             self.outbox_settings,
             self.resolvers,
+            related,
         )))
     }
 }

@@ -4,7 +4,7 @@
 
 use crate::db::not_found;
 use crate::lookup::Lookup;
-use crate::FlashDb;
+use crate::{FlashDb, SelectRelated};
 use flash_core::{CacheValue, Error, Scope};
 use sea_orm::{EntityTrait, Related};
 use std::marker::PhantomData;
@@ -123,6 +123,25 @@ where
         let cache = self.req.fdb.cache::<E>();
         let q = cache.related::<T>().filter_query(&lk)?;
         self.req.scope.load(q).await
+    }
+
+    /// `select_related` through the request: the row and the rows its
+    /// foreign keys point at ([`crate::CacheMeta::select_related`]), each
+    /// kept in the request's memo under its own key (a repeat lookup, or a
+    /// `get` of one of those rows, asks the cache nothing). The row and the
+    /// related rows this process last saw it point at are loaded in one
+    /// batch. Add a second relation with [`SelectRelated::and`].
+    pub fn select_related<T>(self) -> SelectRelated<'a, E, (T,)>
+    where
+        E: Related<T>,
+        T: EntityTrait,
+        T::Model: CacheValue,
+    {
+        let req: &'a Request = self.req;
+        req.fdb
+            .cache::<E>()
+            .select_related::<T>()
+            .in_scope(&req.scope)
     }
 
     /// Whether any row matches `lk` (an `exists_key` class).

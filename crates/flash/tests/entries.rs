@@ -9,34 +9,11 @@
 
 mod common;
 
+use common::event_v2;
 use common::*;
 use flash_core::{Backend, Outcome};
 use flash_sea_orm::{by, CacheMeta, FlashDb, Registrar};
 use flash_test_kit::entities::{event, participation};
-
-/// The `event` table as other code (an older or newer deploy) declares it:
-/// the same columns, `title` before `slug`. Its values encode like the
-/// current ones with the two strings swapped.
-mod event_v2 {
-    use sea_orm::entity::prelude::*;
-    use serde::{Deserialize, Serialize};
-
-    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel, Serialize, Deserialize)]
-    #[sea_orm(table_name = "event")]
-    pub struct Model {
-        #[sea_orm(primary_key)]
-        pub id: i32,
-        pub title: String,
-        pub slug: String,
-        pub city: String,
-        pub revision: i64,
-    }
-
-    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
-    pub enum Relation {}
-
-    impl ActiveModelBehavior for ActiveModel {}
-}
 
 fn rejected(fdb: &FlashDb) -> u64 {
     fdb.flash().stats().snapshot().rejected_entries

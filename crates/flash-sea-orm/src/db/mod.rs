@@ -24,6 +24,7 @@ pub use related::RelatedCache;
 pub use select::SelectRelated;
 pub use transaction::FlashTxn;
 pub use writes::Changes;
+pub(crate) use writes::Touched;
 
 use crate::capture::Drain;
 use crate::outbox::Outbox;

@@ -11,6 +11,11 @@
 //! trip for the related rows; a hint never decides what is returned, the row
 //! read does. With the in-process store there is no round trip to save: the
 //! row and its related rows are looked up one after the other.
+//!
+//! Through a request scope ([`crate::RequestCache::select_related`]) every
+//! row goes through the scope: the row and its hinted related rows are
+//! loaded together (one batch), and each is kept in the scope's memo under
+//! its own key, shared with the request's other lookups of that key.
 
 use super::lookups::{not_found, ModelCache};
 use super::FlashDb;
@@ -19,6 +24,7 @@ use crate::lookup::Lookup;
 use crate::related::Path;
 use flash_core::{
     Batch, BatchResults, CacheKind, CacheValue, Class, Error, FieldValue, Handle, Query, Record,
+    Scope,
 };
 use sea_orm::{EntityTrait, Related};
 use std::any::Any;
@@ -46,6 +52,7 @@ where
             },
             embeds: vec![Path::related::<E, T>()],
             slots: Vec::new(),
+            scope: None,
             _r: PhantomData,
         };
         s.resolve_slot::<T>();
@@ -61,6 +68,8 @@ pub struct SelectRelated<'a, E: EntityTrait, R> {
     /// The `Slot<T>` of each embedded relation, found once when the lookup
     /// is made (`None`: not declared; the lookup then says why).
     slots: Vec<Option<Arc<dyn Any + Send + Sync>>>,
+    /// The request scope the lookups go through, if any.
+    scope: Option<&'a Scope>,
     _r: PhantomData<fn() -> R>,
 }
 
@@ -77,6 +86,10 @@ enum Step<T> {
     Ready(Option<T>),
     Later(Handle<Option<T>>),
 }
+
+/// A related row loaded through a scope for a remembered foreign-key value,
+/// with that value (to check against the row's).
+type Hinted<T> = (Result<Option<T>, Error>, FieldValue);
 
 impl<T: EntityTrait> Slot<T>
 where
@@ -100,6 +113,39 @@ where
 
     /// The embedded row for the foreign-key value `actual`, from the first
     /// round trip when it read that key, else planned into `second`.
+    /// Through a scope: the embedded row for `v` (from the scope's memo,
+    /// or batched with the loads started with it).
+    async fn load(&self, scope: &Scope, v: &FieldValue) -> Result<Option<T::Model>, Error> {
+        match v {
+            FieldValue::Null => Ok(None),
+            v => scope.load(Query::new(&self.class, vec![v.clone()])).await,
+        }
+    }
+
+    /// Through a scope: the load of the hinted value, started with the row's.
+    async fn load_hinted(
+        &self,
+        scope: &Scope,
+        hinted: Option<&FieldValue>,
+    ) -> Option<Hinted<T::Model>> {
+        let v = hinted?;
+        Some((self.load(scope, v).await, v.clone()))
+    }
+
+    /// Through a scope: the embedded row for `actual`, the hinted load's
+    /// when the hint was right, else a load of its own.
+    async fn settle(
+        &self,
+        scope: &Scope,
+        hinted: Option<Hinted<T::Model>>,
+        actual: &FieldValue,
+    ) -> Result<Option<T::Model>, Error> {
+        match hinted {
+            Some((r, v)) if v == *actual => r,
+            _ => self.load(scope, actual).await,
+        }
+    }
+
     fn step(
         &self,
         first: &mut BatchResults,
@@ -127,10 +173,35 @@ where
     }
 }
 
+/// The `i`-th remembered foreign-key value, when there is one to read.
+fn hinted(hint: &Option<Arc<[FieldValue]>>, i: usize) -> Option<&FieldValue> {
+    hint.as_ref()
+        .and_then(|h| h.get(i))
+        .filter(|v| **v != FieldValue::Null)
+}
+
 impl<'a, E: EntityTrait, R> SelectRelated<'a, E, R>
 where
     E::Model: CacheValue,
 {
+    /// The same lookup through a request scope (see the module docs).
+    pub(crate) fn in_scope(mut self, scope: &'a Scope) -> Self {
+        self.scope = Some(scope);
+        self
+    }
+
+    /// Remembers the row's foreign-key values under its key, if they changed.
+    async fn remember(
+        &self,
+        key: String,
+        hint: Option<Arc<[FieldValue]>>,
+        actual: Arc<[FieldValue]>,
+    ) {
+        if hint.as_deref() != Some(&actual[..]) {
+            self.fdb.related.remember(key, actual).await;
+        }
+    }
+
     /// Finds the slot of the relation just added (the last of `embeds`).
     fn resolve_slot<T>(&mut self)
     where
@@ -245,6 +316,7 @@ where
             cache: self.cache,
             embeds,
             slots: self.slots,
+            scope: self.scope,
             _r: PhantomData,
         };
         s.resolve_slot::<U>();
@@ -265,6 +337,20 @@ where
         lk: Lookup<E>,
     ) -> Result<Option<(E::Model, Option<T::Model>)>, Error> {
         let s1 = self.slot::<T>(0)?;
+        if let Some(scope) = self.scope {
+            let (class, key, values, hint) = self.plan(&lk).await?;
+            let (row, l1) = futures::join!(
+                scope.load(Query::new(&class, values)),
+                s1.load_hinted(scope, hinted(&hint, 0)),
+            );
+            let Some(row) = row? else {
+                return Ok(None);
+            };
+            let actual: Arc<[FieldValue]> = Arc::new([fk_of(&row, &s1.fk)]);
+            let v1 = s1.settle(scope, l1, &actual[0]).await?;
+            self.remember(key, hint, actual).await;
+            return Ok(Some((row, v1)));
+        }
         if self.in_process() {
             let Some(row) = self.row(&lk).await? else {
                 return Ok(None);
@@ -273,15 +359,10 @@ where
             return Ok(Some((row, v1)));
         }
         let (class, key, values, hint) = self.plan(&lk).await?;
-        let hinted = |i: usize| {
-            hint.as_ref()
-                .and_then(|h| h.get(i))
-                .filter(|v| **v != FieldValue::Null)
-        };
         let flash = &self.fdb.flash;
         let mut batch = flash.batch();
         let h0 = batch.add(Query::new(&class, values));
-        let h1 = hinted(0).map(|v| (s1.add(&mut batch, v), v));
+        let h1 = hinted(&hint, 0).map(|v| (s1.add(&mut batch, v), v));
         let mut first = batch.run().await;
         let Some(row) = first.take(h0)? else {
             return Ok(None);
@@ -294,9 +375,7 @@ where
             false => None,
         };
         let v1 = finish(st1, &mut second)?;
-        if hint.as_deref() != Some(&actual[..]) {
-            self.fdb.related.remember(key, actual).await;
-        }
+        self.remember(key, hint, actual).await;
         Ok(Some((row, v1)))
     }
 }
@@ -326,6 +405,25 @@ where
         lk: Lookup<E>,
     ) -> Result<Option<(E::Model, Option<T::Model>, Option<U::Model>)>, Error> {
         let (s1, s2) = (self.slot::<T>(0)?, self.slot::<U>(1)?);
+        if let Some(scope) = self.scope {
+            let (class, key, values, hint) = self.plan(&lk).await?;
+            let (row, l1, l2) = futures::join!(
+                scope.load(Query::new(&class, values)),
+                s1.load_hinted(scope, hinted(&hint, 0)),
+                s2.load_hinted(scope, hinted(&hint, 1)),
+            );
+            let Some(row) = row? else {
+                return Ok(None);
+            };
+            let actual: Arc<[FieldValue]> = Arc::new([fk_of(&row, &s1.fk), fk_of(&row, &s2.fk)]);
+            // A wrong hint's rows are loaded together too (one more batch).
+            let (v1, v2) = futures::join!(
+                s1.settle(scope, l1, &actual[0]),
+                s2.settle(scope, l2, &actual[1]),
+            );
+            self.remember(key, hint, actual).await;
+            return Ok(Some((row, v1?, v2?)));
+        }
         if self.in_process() {
             let Some(row) = self.row(&lk).await? else {
                 return Ok(None);
@@ -335,16 +433,11 @@ where
             return Ok(Some((row, v1, v2)));
         }
         let (class, key, values, hint) = self.plan(&lk).await?;
-        let hinted = |i: usize| {
-            hint.as_ref()
-                .and_then(|h| h.get(i))
-                .filter(|v| **v != FieldValue::Null)
-        };
         let flash = &self.fdb.flash;
         let mut batch = flash.batch();
         let h0 = batch.add(Query::new(&class, values));
-        let h1 = hinted(0).map(|v| (s1.add(&mut batch, v), v));
-        let h2 = hinted(1).map(|v| (s2.add(&mut batch, v), v));
+        let h1 = hinted(&hint, 0).map(|v| (s1.add(&mut batch, v), v));
+        let h2 = hinted(&hint, 1).map(|v| (s2.add(&mut batch, v), v));
         let mut first = batch.run().await;
         let Some(row) = first.take(h0)? else {
             return Ok(None);
@@ -359,9 +452,7 @@ where
             false => None,
         };
         let (v1, v2) = (finish(st1, &mut second)?, finish(st2, &mut second)?);
-        if hint.as_deref() != Some(&actual[..]) {
-            self.fdb.related.remember(key, actual).await;
-        }
+        self.remember(key, hint, actual).await;
         Ok(Some((row, v1, v2)))
     }
 }

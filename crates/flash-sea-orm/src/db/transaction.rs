@@ -43,7 +43,7 @@ impl FlashDb {
                 let mut ids = Vec::with_capacity(ftx.keys.len());
                 for (model, keys) in &ftx.keys {
                     ids.push(match &self.outbox {
-                        Some(ob) => ob.record(&txn, model, &keys.keys).await.map_err(src)?,
+                        Some(ob) => ob.record(&txn, model, keys).await.map_err(src)?,
                         None => None,
                     });
                 }

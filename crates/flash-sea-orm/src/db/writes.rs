@@ -42,7 +42,7 @@ macro_rules! durable_write {
                     let $owned = true;
                     $op.await?
                 };
-                let id = ob.record(&txn, &model, &keys.keys).await.map_err(src)?;
+                let id = ob.record(&txn, &model, &keys).await.map_err(src)?;
                 txn.commit().await.map_err(src)?;
                 $self.finish(&model, &keys, id).await;
                 Ok(out)
@@ -282,6 +282,9 @@ impl FlashDb {
     pub(super) async fn finish(&self, model: &str, touched: &Touched, outbox_id: Option<i64>) {
         failpoint("after_commit");
         let mut related = None;
+        // A failed reverse query keeps the outbox row (it records the
+        // query's inputs): the drain runs it again.
+        let mut complete = true;
         if !touched.seeds.is_empty() {
             // After the commit: see the related module's documentation.
             match self
@@ -294,15 +297,18 @@ impl FlashDb {
                     all.extend(more);
                     related = Some(all);
                 }
-                Err(e) => tracing::warn!(model, error = %e,
-                    "reverse query of related classes failed (capture's drain repeats it when on)"),
+                Err(e) => {
+                    complete = false;
+                    tracing::warn!(model, error = %e,
+                        "reverse query of related classes failed (the outbox's or capture's drain repeats it)")
+                }
             }
         }
         let resolved = touched.seeds.is_empty() || related.is_some();
         let keys = related.as_ref().unwrap_or(&touched.keys);
         match self.flash.apply_invalidation(model, keys).await {
             Ok(()) => {
-                if let (Some(ob), Some(id)) = (&self.outbox, outbox_id) {
+                if let (Some(ob), Some(id), true) = (&self.outbox, outbox_id, complete) {
                     ob.applied(id);
                 }
                 // The write's captured record needs no second application

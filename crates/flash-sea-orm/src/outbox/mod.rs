@@ -10,13 +10,22 @@
 //! the drain resolves the keys from the current row. A later write that
 //! changes the row's key fields records the keys it replaces itself.
 //!
+//! A write to a table on a related class's path also records the inputs of
+//! its reverse queries (the joined columns' old and new values): the keys
+//! they find are known only after the commit, so a writer that dies before
+//! running them, or whose reverse query fails, leaves them to the drain,
+//! which runs them again (from the current row, for a row recorded by its
+//! primary key).
+//!
 //! `sql` holds the outbox's SQL text; this file holds the outbox's state and
 //! its background drain.
 
 pub(crate) mod sql;
 
 use crate::convert::{model_name, to_value, ModelRecord};
+use crate::db::Touched;
 use crate::dialect;
+use crate::related::{Index, SeedRecord};
 use flash_core::{FieldValue, Flash, KeySet, Record};
 use futures::future::BoxFuture;
 use sea_orm::sea_query::Condition;
@@ -56,17 +65,24 @@ impl Default for OutboxSettings {
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(untagged)]
 pub(crate) enum Recorded {
+    /// The keys to invalidate, and the reverse queries to run for more.
+    Related {
+        keys: KeySet,
+        related: Vec<SeedRecord>,
+    },
     /// The keys to invalidate.
     Keys(KeySet),
     /// Primary keys of rows whose current keys are to be invalidated.
     Rows { rows: Vec<Vec<FieldValue>> },
 }
 
-/// Loads the rows of one model by primary key and gives their keys.
+/// Loads the rows of one model by primary key and gives their keys, those
+/// of the related classes whose paths pass through them included.
 pub(crate) type Resolver = Arc<
     dyn Fn(
             DatabaseConnection,
             Flash,
+            Arc<Index>,
             Vec<Vec<FieldValue>>,
         ) -> BoxFuture<'static, Result<KeySet, DbErr>>
         + Send
@@ -78,7 +94,7 @@ pub(crate) fn resolver<E: EntityTrait>() -> Resolver
 where
     E::Model: Sync,
 {
-    Arc::new(|db, flash, pks| {
+    Arc::new(|db, flash, related, pks| {
         Box::pin(async move {
             let cols: Vec<E::Column> = E::PrimaryKey::iter().map(|p| p.into_column()).collect();
             let mut keys = KeySet::default();
@@ -93,6 +109,8 @@ where
                 let recs: Vec<ModelRecord<'_, E::Model>> = rows.iter().map(ModelRecord).collect();
                 let dyns: Vec<&dyn Record> = recs.iter().map(|r| r as &dyn Record).collect();
                 keys.extend(flash.keys_for_rows(&model_name::<E>(), &dyns));
+                let seeds = related.seeds(&model_name::<E>(), &dyns);
+                keys.extend(related.resolve(&flash, &db, &seeds).await?);
             }
             Ok(keys)
         })
@@ -105,6 +123,8 @@ pub(crate) struct Outbox {
     settings: OutboxSettings,
     /// Per model, how to turn recorded primary keys into keys.
     resolvers: HashMap<String, Resolver>,
+    /// The related classes: recorded seeds back to reverse queries.
+    related: Arc<Index>,
     /// Ids applied by their writers, deleted in batches by the task so that a
     /// write pays no extra statement for it. std Mutex: never held across await.
     applied: Mutex<Vec<i64>>,
@@ -140,12 +160,14 @@ impl Outbox {
         flash: Flash,
         settings: OutboxSettings,
         resolvers: HashMap<String, Resolver>,
+        related: Arc<Index>,
     ) -> Arc<Outbox> {
         let outbox = Arc::new(Outbox {
             db,
             flash,
             settings,
             resolvers,
+            related,
             applied: Mutex::new(Vec::new()),
             task: Mutex::new(None),
         });
@@ -182,17 +204,24 @@ impl Outbox {
         self.resolvers.contains_key(model)
     }
 
-    /// Records `keys` in the write's transaction; returns the row id.
+    /// Records what `touched` must invalidate in the write's transaction;
+    /// returns the row id.
     pub(crate) async fn record<C: ConnectionTrait>(
         &self,
         conn: &C,
         model: &str,
-        keys: &KeySet,
+        touched: &Touched,
     ) -> Result<Option<i64>, DbErr> {
-        if keys.is_empty() {
-            return Ok(None);
+        let keys = &touched.keys;
+        let json = match touched.seeds.is_empty() {
+            true if keys.is_empty() => return Ok(None),
+            true => serde_json::to_string(keys),
+            false => serde_json::to_string(&Recorded::Related {
+                keys: keys.clone(),
+                related: self.related.records(&touched.seeds),
+            }),
         }
-        let json = serde_json::to_string(keys).map_err(|e| DbErr::Custom(e.to_string()))?;
+        .map_err(|e| DbErr::Custom(e.to_string()))?;
         let backend = conn.get_database_backend();
         let values = [
             Value::from(model.to_owned()),
@@ -253,8 +282,16 @@ impl Outbox {
             let json: String = r.try_get("", "keyset")?;
             let keys = match serde_json::from_str(&json) {
                 Ok(Recorded::Keys(k)) => k,
+                Ok(Recorded::Related { mut keys, related }) => {
+                    let seeds = self.related.seeds_of(&related);
+                    keys.extend(self.related.resolve(&self.flash, &self.db, &seeds).await?);
+                    keys
+                }
                 Ok(Recorded::Rows { rows }) => match self.resolvers.get(&model) {
-                    Some(resolve) => resolve(self.db.clone(), self.flash.clone(), rows).await?,
+                    Some(resolve) => {
+                        let (db, flash) = (self.db.clone(), self.flash.clone());
+                        resolve(db, flash, self.related.clone(), rows).await?
+                    }
                     None => {
                         tracing::error!(
                             id,

@@ -66,6 +66,10 @@ pub(crate) struct Decl<E: EntityTrait> {
     pub(crate) path: Result<Path, String>,
     pub(crate) register: RegisterFn<E>,
     pub(crate) reverse: ReverseFn,
+    /// The layout fingerprint of the rows the class returns (those of the
+    /// path's last table, not of `E`): an entry filled by code where that
+    /// table has another layout is a miss.
+    pub(crate) layout: u64,
 }
 
 impl<E: EntityTrait> std::fmt::Debug for Decl<E> {
@@ -92,6 +96,7 @@ impl<E: EntityTrait> Decl<E> {
             path,
             register: register::<E, T>,
             reverse: reverse::<E>,
+            layout: crate::meta::layout_of::<T>(),
         }
     }
 
@@ -240,6 +245,17 @@ impl Seeds {
             .iter()
             .all(|(i, v)| other.0.get(i).is_some_and(|o| v.is_subset(o)))
     }
+}
+
+/// The seeds of one dependent class as an outbox row records them: by the
+/// class's name and the table's position on its path, which stay the same
+/// in every process running the same declarations (the index's numbering
+/// need not).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct SeedRecord {
+    class: String,
+    k: usize,
+    values: Vec<FieldValue>,
 }
 
 /// The identity of a related class, as a lookup names it.
@@ -429,6 +445,43 @@ impl Index {
                 .collect();
             if !values.is_empty() {
                 seeds.0.entry(i).or_default().extend(values);
+            }
+        }
+        seeds
+    }
+
+    /// The seeds as an outbox row records them (see [`SeedRecord`]).
+    pub(crate) fn records(&self, seeds: &Seeds) -> Vec<SeedRecord> {
+        seeds
+            .0
+            .iter()
+            .map(|(&i, values)| SeedRecord {
+                class: self.deps[i].spec.name.clone(),
+                k: self.deps[i].k,
+                values: values.iter().cloned().collect(),
+            })
+            .collect()
+    }
+
+    /// The seeds an outbox row recorded; those of a class this process does
+    /// not declare are left out (its keys are not this process's to build).
+    pub(crate) fn seeds_of(&self, records: &[SeedRecord]) -> Seeds {
+        let mut seeds = Seeds::default();
+        for r in records {
+            let found = self
+                .deps
+                .iter()
+                .position(|d| d.spec.name == r.class && d.k == r.k);
+            match found {
+                Some(i) => seeds
+                    .0
+                    .entry(i)
+                    .or_default()
+                    .extend(r.values.iter().cloned()),
+                None => tracing::warn!(
+                    class = r.class,
+                    "outbox row names an undeclared related class"
+                ),
             }
         }
         seeds

@@ -422,3 +422,27 @@ impl Drop for TestServer {
         self.kill();
     }
 }
+
+/// The `event` table as other code (an older or newer deploy) declares it:
+/// the same columns, `title` before `slug`. Its values encode like the
+/// current ones with the two strings swapped.
+pub mod event_v2 {
+    use sea_orm::entity::prelude::*;
+    use serde::{Deserialize, Serialize};
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel, Serialize, Deserialize)]
+    #[sea_orm(table_name = "event")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i32,
+        pub title: String,
+        pub slug: String,
+        pub city: String,
+        pub revision: i64,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}

@@ -7,12 +7,15 @@
 //!
 //! Layout: `setup` (declarations, handles, rows), `paths` (related instances
 //! and querysets, one and two hops, many-to-many, capture, requests,
-//! start-up errors), `select` (`select_related`), `generic` (generic foreign
-//! keys).
+//! start-up errors), `select` (`select_related`, also in a request),
+//! `generic` (generic foreign keys), `layouts` (the layout fingerprint of
+//! related entries), `outbox` (the related keys a dead writer left).
 
 #[path = "../common/mod.rs"]
 mod common;
 mod generic;
+mod layouts;
+mod outbox;
 mod paths;
 mod select;
 mod setup;

@@ -2,15 +2,12 @@
 //! a junction table, writes from elsewhere, requests and transactions,
 //! start-up errors, capture off.
 
-use super::common::fresh_db;
 use super::setup::*;
 use flash_core::{Error, Outcome, RegistryError};
 use flash_sea_orm::capture::DrainSettings;
-use flash_sea_orm::{by, CacheMeta, Registrar};
+use flash_sea_orm::{by, CacheMeta};
 use flash_test_kit::entities::{checkin, event, tag, ticket, user, user_tag};
 use sea_orm::{ActiveModelTrait, ConnectionTrait, ModelTrait, Set};
-use std::sync::atomic::AtomicU64;
-use std::sync::Arc;
 
 #[tokio::test]
 async fn related_instance_follows_the_related_row_a_moved_key_and_a_delete() {
@@ -37,13 +34,7 @@ async fn related_instance_follows_the_related_row_a_moved_key_and_a_delete() {
     assert_eq!(e.title, "Rock!");
 
     // The foreign key moves: a write to the start of the path.
-    fdb.update(ticket::ActiveModel {
-        id: Set(t.id),
-        event_id: Set(jazz.id),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    move_ticket(&fdb, t.id, jazz.id).await;
     assert_eq!(
         rel.get(by(ticket::Column::Id, t.id)).await.unwrap().id,
         jazz.id
@@ -60,60 +51,33 @@ async fn two_hop_instance_follows_every_row_on_the_path() {
     let fdb = handle().await;
     let (rock, jazz) = (event(&fdb, "rock").await, event(&fdb, "jazz").await);
     let t = ticket(&fdb, rock.id, 1).await;
-    let c = fdb
-        .insert(checkin::ActiveModel {
-            ticket_id: Set(t.id),
-            gate: Set("north".into()),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let c = checkin(&fdb, t.id, "north").await;
     let cache = fdb.cache::<checkin::Entity>();
     let rel = cache.linked(checkin::TicketEvent);
+    let north = || async {
+        let rows = rel.filter(by(checkin::Column::Gate, "north")).await;
+        rows.unwrap()
+            .into_iter()
+            .map(|e| e.title)
+            .collect::<Vec<_>>()
+    };
     assert_eq!(rel.get(by(checkin::Column::Id, c.id)).await.unwrap(), rock);
-    assert_eq!(
-        titles(
-            &rel.filter(by(checkin::Column::Gate, "north"))
-                .await
-                .unwrap()
-        ),
-        ["Title of rock"]
-    );
+    assert_eq!(north().await, ["Title of rock"]);
 
     retitle(&fdb, &rock, "Rock 2").await; // the end of the path
     assert_eq!(
         rel.get(by(checkin::Column::Id, c.id)).await.unwrap().title,
         "Rock 2"
     );
-    assert_eq!(
-        titles(
-            &rel.filter(by(checkin::Column::Gate, "north"))
-                .await
-                .unwrap()
-        ),
-        ["Rock 2"]
-    );
+    assert_eq!(north().await, ["Rock 2"]);
 
     // The middle of the path: the ticket moves to another event.
-    fdb.update(ticket::ActiveModel {
-        id: Set(t.id),
-        event_id: Set(jazz.id),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    move_ticket(&fdb, t.id, jazz.id).await;
     assert_eq!(
         rel.get(by(checkin::Column::Id, c.id)).await.unwrap().id,
         jazz.id
     );
-    assert_eq!(
-        titles(
-            &rel.filter(by(checkin::Column::Gate, "north"))
-                .await
-                .unwrap()
-        ),
-        ["Title of jazz"]
-    );
+    assert_eq!(north().await, ["Title of jazz"]);
 
     // The middle row is deleted: nothing is reached any more.
     fdb.delete::<ticket::Entity>(&t).await.unwrap();
@@ -123,11 +87,7 @@ async fn two_hop_instance_follows_every_row_on_the_path() {
             .unwrap(),
         None
     );
-    assert!(rel
-        .filter(by(checkin::Column::Gate, "north"))
-        .await
-        .unwrap()
-        .is_empty());
+    assert!(north().await.is_empty());
 }
 
 #[tokio::test]
@@ -218,18 +178,9 @@ async fn writes_from_elsewhere_reach_related_classes_through_capture() {
     let fdb = handle().await;
     let (rock, jazz) = (event(&fdb, "rock").await, event(&fdb, "jazz").await);
     let t = ticket(&fdb, rock.id, 9).await;
-    let ann = user(&fdb, "ann").await;
-    let red = tag(&fdb, "red").await;
-    let cache = fdb.cache::<ticket::Entity>();
-    let ev = cache.related::<event::Entity>();
-    let users = fdb.cache::<user::Entity>();
-    let tags = users.related::<tag::Entity>();
-    assert_eq!(ev.get(by(ticket::Column::Id, t.id)).await.unwrap(), rock);
-    assert!(tags
-        .filter(by(user::Column::Id, ann.id))
-        .await
-        .unwrap()
-        .is_empty());
+    let (ann, red) = (user(&fdb, "ann").await, tag(&fdb, "red").await);
+    assert_eq!(event_of(&fdb, t.id).await, rock);
+    assert!(tags_of(&fdb, ann.id).await.is_empty());
     fdb.apply_captured().await.unwrap();
 
     // Plain SeaORM on the bare connection: flash does not see these writes.
@@ -237,18 +188,14 @@ async fn writes_from_elsewhere_reach_related_classes_through_capture() {
     let mut am: event::ActiveModel = rock.clone().into();
     am.title = Set("Renamed elsewhere".into());
     am.update(db).await.unwrap();
-    eventually(|| async {
-        ev.get(by(ticket::Column::Id, t.id)).await.unwrap().title == "Renamed elsewhere"
-    })
-    .await;
+    eventually(|| async { event_of(&fdb, t.id).await.title == "Renamed elsewhere" }).await;
 
     let raw = format!(
         "UPDATE ticket SET event_id = {} WHERE id = {}",
         jazz.id, t.id
     );
     db.execute_unprepared(&raw).await.unwrap();
-    eventually(|| async { ev.get(by(ticket::Column::Id, t.id)).await.unwrap().id == jazz.id })
-        .await;
+    eventually(|| async { event_of(&fdb, t.id).await.id == jazz.id }).await;
 
     let l = user_tag::ActiveModel {
         user_id: Set(ann.id),
@@ -258,22 +205,9 @@ async fn writes_from_elsewhere_reach_related_classes_through_capture() {
     .insert(db)
     .await
     .unwrap();
-    eventually(|| async {
-        tags.filter(by(user::Column::Id, ann.id))
-            .await
-            .unwrap()
-            .len()
-            == 1
-    })
-    .await;
+    eventually(|| async { tags_of(&fdb, ann.id).await == ["red"] }).await;
     l.delete(db).await.unwrap();
-    eventually(|| async {
-        tags.filter(by(user::Column::Id, ann.id))
-            .await
-            .unwrap()
-            .is_empty()
-    })
-    .await;
+    eventually(|| async { tags_of(&fdb, ann.id).await.is_empty() }).await;
 }
 
 #[tokio::test]
@@ -337,14 +271,13 @@ async fn undeclared_lookups_and_paths_through_undeclared_tables_are_errors() {
     assert!(matches!(err, Error::CacheNotRegistered { .. }), "{err}");
 
     // A path through `ticket` without `ticket` declared: a start-up error.
-    let db = fresh_db(Arc::new(AtomicU64::new(0))).await;
-    let mut reg = Registrar::new(db);
-    reg.entity(CacheMeta::<event::Entity>::new()).unwrap();
-    reg.entity(
-        CacheMeta::<checkin::Entity>::new().linked_get(checkin::TicketEvent, [checkin::Column::Id]),
-    )
-    .unwrap();
-    let err = reg.build().await.unwrap_err();
+    let err = build_error(|reg| {
+        reg.entity(CacheMeta::<event::Entity>::new()).unwrap();
+        let meta = CacheMeta::<checkin::Entity>::new();
+        reg.entity(meta.linked_get(checkin::TicketEvent, [checkin::Column::Id]))
+            .unwrap();
+    })
+    .await;
     assert!(
         matches!(&err, Error::Registry(RegistryError::InvalidClass { reason, .. }) if reason.contains("ticket")),
         "{err}"
@@ -358,32 +291,14 @@ async fn with_capture_off_writes_through_flash_still_reach_related_classes() {
     let rock = event(&fdb, "rock").await;
     let t = ticket(&fdb, rock.id, 1).await;
     let (ann, red) = (user(&fdb, "ann").await, tag(&fdb, "red").await);
-    let cache = fdb.cache::<ticket::Entity>();
-    let ev = cache.related::<event::Entity>();
-    let users = fdb.cache::<user::Entity>();
-    let tags = users.related::<tag::Entity>();
-    assert_eq!(ev.get(by(ticket::Column::Id, t.id)).await.unwrap(), rock);
-    assert!(tags
-        .filter(by(user::Column::Id, ann.id))
-        .await
-        .unwrap()
-        .is_empty());
+    assert_eq!(event_of(&fdb, t.id).await, rock);
+    assert!(tags_of(&fdb, ann.id).await.is_empty());
     retitle(&fdb, &rock, "Rock!").await;
     let l = link(&fdb, ann.id, red.id).await;
-    assert_eq!(
-        ev.get(by(ticket::Column::Id, t.id)).await.unwrap().title,
-        "Rock!"
-    );
-    assert_eq!(
-        names(&tags.filter(by(user::Column::Id, ann.id)).await.unwrap()),
-        ["red"]
-    );
+    assert_eq!(event_of(&fdb, t.id).await.title, "Rock!");
+    assert_eq!(tags_of(&fdb, ann.id).await, ["red"]);
     fdb.delete::<user_tag::Entity>(&l).await.unwrap();
-    assert!(tags
-        .filter(by(user::Column::Id, ann.id))
-        .await
-        .unwrap()
-        .is_empty());
+    assert!(tags_of(&fdb, ann.id).await.is_empty());
 }
 
 #[tokio::test]
@@ -403,13 +318,7 @@ async fn one_to_many_list_follows_a_child_moved_to_another_parent_by_flash_and_f
     assert!(tickets.filter(of("jazz")).await.unwrap().is_empty());
 
     // Through flash: the old parent's list and the new one's both follow.
-    fdb.update(ticket::ActiveModel {
-        id: Set(a.id),
-        event_id: Set(jazz.id),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    move_ticket(&fdb, a.id, jazz.id).await;
     assert_eq!(ids(tickets.filter(of("rock")).await.unwrap()), [b.id]);
     assert_eq!(ids(tickets.filter(of("jazz")).await.unwrap()), [a.id]);
 

@@ -1,22 +1,52 @@
-//! `select_related`: a row and its relations in one cache round trip.
+//! `select_related`: a row and its relations in one cache round trip, also
+//! through a request scope.
 
-use super::common::{fresh_db, quiet_drain};
+use super::common::quiet_drain;
 use super::setup::*;
-use flash_core::Error;
-use flash_sea_orm::{by, CacheMeta, Registrar};
+use flash_core::{Backend, Error};
+use flash_sea_orm::{by, CacheMeta, FlashDb, Request, SelectRelated};
 use flash_test_kit::entities::{checkin, event, ticket, user};
-use flash_test_kit::Op;
-use sea_orm::Set;
-use std::sync::atomic::AtomicU64;
+use flash_test_kit::{Hooked, Op};
 use std::sync::Arc;
 
-#[tokio::test]
-async fn select_related_reads_the_row_and_two_relations_in_one_round_trip_and_follows_them() {
+/// A handle counting its cache's calls, two events and a user, and the
+/// user's ticket to the first (the captured records applied, so that the
+/// drain does not invalidate them again during the counts).
+struct Scene {
+    fdb: FlashDb,
+    cache: Arc<Hooked<Arc<dyn Backend>>>,
+    rock: event::Model,
+    jazz: event::Model,
+    ann: user::Model,
+    t: ticket::Model,
+}
+
+async fn scene() -> Scene {
     let (fdb, cache) = handle_draining(quiet_drain()).await;
     let (rock, jazz) = (event(&fdb, "rock").await, event(&fdb, "jazz").await);
     let ann = user(&fdb, "ann").await;
     let t = ticket(&fdb, rock.id, ann.id).await;
     fdb.apply_captured().await.unwrap();
+    Scene {
+        fdb,
+        cache,
+        rock,
+        jazz,
+        ann,
+        t,
+    }
+}
+
+#[tokio::test]
+async fn select_related_reads_the_row_and_two_relations_in_one_round_trip_and_follows_them() {
+    let Scene {
+        fdb,
+        cache,
+        rock,
+        jazz,
+        ann,
+        t,
+    } = scene().await;
     let tickets = fdb.cache::<ticket::Entity>();
     let page = tickets
         .select_related::<event::Entity>()
@@ -46,13 +76,7 @@ async fn select_related_reads_the_row_and_two_relations_in_one_round_trip_and_fo
 
     // The foreign key moves: the row's key is invalidated and the remembered
     // related key is not used.
-    fdb.update(ticket::ActiveModel {
-        id: Set(t.id),
-        event_id: Set(jazz.id),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    move_ticket(&fdb, t.id, jazz.id).await;
     let (row, ev, holder) = page.get(lk()).await.unwrap();
     assert_eq!(
         (row.event_id, ev, holder),
@@ -85,18 +109,107 @@ async fn select_related_must_be_declared_and_its_target_needs_a_primary_key_cach
         .unwrap_err();
     assert!(matches!(err, Error::CacheNotRegistered { .. }), "{err}");
 
-    let db = fresh_db(Arc::new(AtomicU64::new(0))).await;
-    let mut reg = Registrar::new(db);
-    reg.entity(CacheMeta::<event::Entity>::new()).unwrap(); // no get_key on its id
-    reg.entity(
-        CacheMeta::<ticket::Entity>::new()
-            .get_key([ticket::Column::Id])
-            .select_related::<event::Entity>(),
-    )
-    .unwrap();
-    let err = reg.build().await.unwrap_err();
+    let err = build_error(|reg| {
+        reg.entity(CacheMeta::<event::Entity>::new()).unwrap(); // no get_key on its id
+        let meta = CacheMeta::<ticket::Entity>::new().get_key([ticket::Column::Id]);
+        reg.entity(meta.select_related::<event::Entity>()).unwrap();
+    })
+    .await;
     assert!(
         matches!(&err, Error::CacheNotRegistered { model, .. } if model == "event"),
         "{err}"
     );
+}
+
+/// `select_related` through a request scope, with the semantics of the
+/// scope's other lookups: each row is kept in the request's memo under its
+/// own key (a repeat, or a lookup of an embedded row, asks the cache
+/// nothing), the row and its remembered relations are one batch, and the
+/// request is a snapshot: a write is seen by the next request.
+#[tokio::test]
+async fn select_related_in_a_request_is_one_batch_memoised_and_a_snapshot() {
+    let Scene {
+        fdb,
+        cache,
+        rock,
+        jazz,
+        ann,
+        t,
+    } = scene().await;
+    let lk = || by(ticket::Column::Id, t.id);
+    let want = (t.clone(), Some(rock.clone()), Some(ann.clone()));
+    let reads = || cache.calls(Op::GetMany);
+
+    // A first request: the row, then its two relations (none remembered yet).
+    let req = fdb.request();
+    let page = req
+        .cache::<ticket::Entity>()
+        .select_related::<event::Entity>()
+        .and::<user::Entity>();
+    assert_eq!(page.get(lk()).await.unwrap(), want);
+    assert_eq!(req.scope().memoised(), 3, "each row under its own key");
+    fdb.flash().settled().await;
+
+    // Repeats and the embedded rows' own lookups: from the request.
+    let before = reads();
+    assert_eq!(page.get(lk()).await.unwrap(), want);
+    let (ev, holder) = tokio::join!(
+        req.cache::<event::Entity>()
+            .get(by(event::Column::Id, rock.id)),
+        req.cache::<user::Entity>()
+            .get(by(user::Column::Id, ann.id)),
+    );
+    assert_eq!((ev.unwrap(), holder.unwrap()), (rock.clone(), ann.clone()));
+    assert_eq!(reads(), before, "answered from the request");
+
+    // A new request: the row and the relations it pointed at, one batch.
+    let fresh = || fdb.request();
+    let req2 = fresh();
+    let before = reads();
+    let got = req2
+        .cache::<ticket::Entity>()
+        .select_related::<event::Entity>()
+        .and::<user::Entity>()
+        .get(lk())
+        .await
+        .unwrap();
+    assert_eq!((got, reads() - before), (want.clone(), 1), "one cache read");
+
+    // Writes: this request keeps its snapshot, a new one sees them.
+    retitle(&fdb, &rock, "Rock!").await;
+    assert_eq!(
+        page.get(lk()).await.unwrap(),
+        want,
+        "the request's snapshot"
+    );
+    fn one(r: &Request) -> SelectRelated<'_, ticket::Entity, (event::Entity,)> {
+        r.cache::<ticket::Entity>()
+            .select_related::<event::Entity>()
+    }
+    let req3 = fresh();
+    let (_, ev) = one(&req3).get(lk()).await.unwrap();
+    assert_eq!(ev.unwrap().title, "Rock!");
+
+    // A moved foreign key: the remembered event is not used (a second batch).
+    move_ticket(&fdb, t.id, jazz.id).await;
+    fdb.flash().settled().await;
+    let req4 = fresh();
+    let (row, ev) = one(&req4).get(lk()).await.unwrap();
+    assert_eq!((row.event_id, ev), (jazz.id, Some(jazz.clone())));
+    assert_eq!(
+        one(&req3).get(lk()).await.unwrap().1.unwrap().id,
+        rock.id,
+        "an older request keeps its snapshot"
+    );
+
+    // A missing row is NotFound; an undeclared relation is an error.
+    let err = page.get(by(ticket::Column::Id, -1)).await.unwrap_err();
+    assert!(err.is_not_found(), "{err}");
+    let err = req4
+        .cache::<checkin::Entity>()
+        .select_related::<ticket::Entity>()
+        .get(by(checkin::Column::Id, 1))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::CacheNotRegistered { .. }), "{err}");
 }

@@ -5,7 +5,7 @@ use super::common::{fresh_db, unique};
 use flash::config::{cache_backend, cache_url};
 use flash_core::Backend;
 use flash_sea_orm::capture::DrainSettings;
-use flash_sea_orm::{CacheMeta, FlashDb, Registrar};
+use flash_sea_orm::{by, CacheMeta, FlashDb, Registrar};
 use flash_test_kit::entities::{checkin, comment, event, tag, ticket, user, user_tag};
 use flash_test_kit::{schema, Hooked};
 use sea_orm::Set;
@@ -147,6 +147,57 @@ pub(crate) async fn link(fdb: &FlashDb, u: i32, t: i32) -> user_tag::Model {
     })
     .await
     .unwrap()
+}
+
+/// Moves ticket `id` to event `event_id`, through flash.
+pub(crate) async fn move_ticket(fdb: &FlashDb, id: i32, event_id: i32) {
+    fdb.update(ticket::ActiveModel {
+        id: Set(id),
+        event_id: Set(event_id),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+}
+
+pub(crate) async fn checkin(fdb: &FlashDb, ticket_id: i32, gate: &str) -> checkin::Model {
+    fdb.insert(checkin::ActiveModel {
+        ticket_id: Set(ticket_id),
+        gate: Set(gate.into()),
+        ..Default::default()
+    })
+    .await
+    .unwrap()
+}
+
+/// The tag names of user `id`, through the related queryset.
+pub(crate) async fn tags_of(fdb: &FlashDb, id: i32) -> Vec<String> {
+    let users = fdb.cache::<user::Entity>();
+    let rows = users
+        .related::<tag::Entity>()
+        .filter(by(user::Column::Id, id))
+        .await
+        .unwrap();
+    rows.into_iter().map(|t| t.name).collect()
+}
+
+/// The event of ticket `id`, through the related instance.
+pub(crate) async fn event_of(fdb: &FlashDb, id: i32) -> event::Model {
+    let tickets = fdb.cache::<ticket::Entity>();
+    tickets
+        .related::<event::Entity>()
+        .get(by(ticket::Column::Id, id))
+        .await
+        .unwrap()
+}
+
+/// What `Registrar::build` says of the declarations `declare` makes on a
+/// fresh database (a start-up error is expected).
+pub(crate) async fn build_error(declare: impl FnOnce(&mut Registrar)) -> flash_core::Error {
+    let db = fresh_db(Arc::new(AtomicU64::new(0))).await;
+    let mut reg = Registrar::new(db);
+    declare(&mut reg);
+    reg.build().await.expect_err("a start-up error")
 }
 
 pub(crate) async fn retitle(fdb: &FlashDb, e: &event::Model, title: &str) {
