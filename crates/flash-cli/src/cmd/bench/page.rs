@@ -40,7 +40,7 @@ async fn page_handle(
 
 /// The value in an entry's bytes, as the read path decodes it (in process:
 /// no seal, no compression at this size).
-fn decode<T: serde::de::DeserializeOwned>(raw: Vec<Option<Vec<u8>>>) -> Option<T> {
+fn decode<T: serde::de::DeserializeOwned>(raw: Vec<Option<flash_core::Bytes>>) -> Option<T> {
     let bytes = raw.into_iter().next()??;
     match decode_entry_ref(&bytes)? {
         EntryRef::Value {
