@@ -320,15 +320,17 @@ impl<E: EntityTrait> CacheMeta<E> {
             });
         }
         // The model's layout: what postcard's encoding of a row depends on.
-        let layout = flash_core::seal::fingerprint(E::Column::iter().map(|c| {
-            let def = c.def();
-            format!(
-                "{}:{:?}:{}",
-                column_name(&c),
-                def.get_column_type(),
-                def.is_null()
-            )
-        }));
+        let layout: Vec<String> = E::Column::iter()
+            .map(|c| {
+                let def = c.def();
+                format!(
+                    "{}:{:?}:{}",
+                    column_name(&c),
+                    def.get_column_type(),
+                    def.is_null()
+                )
+            })
+            .collect();
         let mut out = Vec::new();
         let kinds = [
             (&self.get_keys, CacheKind::Instance),
@@ -349,7 +351,7 @@ impl<E: EntityTrait> CacheMeta<E> {
                     CacheKind::Exists => ClassSpec::exists(&name, &model, &refs),
                 }
                 .simple(true)
-                .layout(layout);
+                .layout_of(layout.clone());
                 out.push((self.settings(spec), cols.clone()));
             }
         }
