@@ -80,7 +80,8 @@ async fn counters_reach_the_metrics_facade() {
     );
 
     // A value over the backend's item limit is served, not cached, and counted.
-    let mut tiny = Flash::builder().backend(tiny());
+    // (Untimed: `time_lookups(false)` records no latency.)
+    let mut tiny = Flash::builder().backend(tiny()).time_lookups(false);
     let c3 = tiny
         .register::<String>(
             ClassSpec::instance("MetricTitleTiny", "event", &["slug"]),
@@ -133,6 +134,15 @@ async fn counters_reach_the_metrics_facade() {
         .collect();
     assert_eq!(timings.len(), 4, "{timings:?}");
     assert!(timings.iter().all(|t| *t > 0.0 && *t < 10.0), "{timings:?}");
+    // (Its histogram is registered with the class's counters, and stays empty.)
+    assert!(
+        !snapshot
+            .iter()
+            .any(|(k, _, _, v)| k.key().name() == "flash_lookup_seconds"
+                && k.key().labels().any(|l| l.value() == "MetricTitleTiny")
+                && matches!(v, DebugValue::Histogram(h) if !h.is_empty())),
+        "an untimed handle records no latency"
+    );
     let breaker_open = snapshot.iter().any(|(k, _, _, v)| {
         k.key().name() == "flash_breaker_open"
             && matches!(v, DebugValue::Gauge(g) if g.into_inner() == 1.0)

@@ -172,7 +172,7 @@ impl<'f> Batch<'f> {
     /// decision (and fallback) concurrently. Errors are per query.
     pub async fn run(self) -> BatchResults {
         let flash = self.flash;
-        let started = std::time::Instant::now();
+        let started = flash.settings().time_lookups.then(std::time::Instant::now);
         let cache_only = self.mode == BatchMode::CacheOnly;
         // Every query's keys moved into one list; a query keeps its range.
         let mut all_keys: Vec<String> = Vec::with_capacity(self.queries.len());
@@ -239,10 +239,10 @@ impl<'f> Batch<'f> {
         }
         // Each query's latency is the batch's: its result is the caller's
         // when the whole batch has run.
-        let took = started.elapsed();
+        let took = started.map(|t| t.elapsed());
         for (q, r) in self.queries.iter().zip(&results) {
             if let Some(Ok((_, o))) = r {
-                flash.stats().outcome(q.spec(), *o, Some(took));
+                flash.stats().outcome(q.spec(), *o, took);
             }
         }
         BatchResults { results }

@@ -109,7 +109,7 @@ impl Flash {
         class: &Class<T>,
         values: &[FieldValue],
     ) -> Result<(T, Outcome), Error> {
-        let started = std::time::Instant::now();
+        let started = self.settings().time_lookups.then(std::time::Instant::now);
         // Built once: the read, the decision and the events all use these.
         let keys = read_keys_owned(&class.spec, self.key_of(class, values)?);
         let key = keys[0].as_str();
@@ -171,7 +171,7 @@ impl Flash {
             if let Ok((_, o)) = &result {
                 tracing::Span::current().record("outcome", o.label());
                 self.stats()
-                    .outcome(&class.spec, *o, Some(started.elapsed()));
+                    .outcome(&class.spec, *o, started.map(|t| t.elapsed()));
                 self.emit(FlashEvent::Lookup {
                     class: &class.spec.name,
                     key,
