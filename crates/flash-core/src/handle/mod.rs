@@ -96,8 +96,8 @@ pub struct Settings {
     /// the fills in flight.
     pub background_fills: bool,
     /// Whether lookups are timed into `flash_lookup_seconds{class}` (default:
-    /// yes). Two clock reads per lookup (one per batch): about 230
-    /// instructions of an in-process hit (see the README's figures).
+    /// yes). Two clock reads per lookup (one per batch): about 150
+    /// instructions of an in-process hit's 8 300 (see the README).
     pub time_lookups: bool,
     /// Test-only: a pause between reading the database and filling the cache,
     /// to widen the race window in stress tests (zero in production).
