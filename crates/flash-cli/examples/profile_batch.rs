@@ -6,6 +6,9 @@
 //! cargo build --release --example profile_batch
 //! valgrind --tool=callgrind target/release/examples/profile_batch
 //! ```
+//!
+//! With `PROFILE_UNTIMED=1` the handle does not time its lookups
+//! (`FlashBuilder::time_lookups(false)`), to count what timing costs.
 
 use flash::{by, Registrar};
 use flash_test_kit::entities::event;
@@ -15,7 +18,8 @@ use sea_orm::Set;
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let db = flash::config::connect_database("sqlite::memory:").await?;
     flash_test_kit::schema::create_tables(&db).await?;
-    let mut reg = Registrar::new(db);
+    let untimed = std::env::var_os("PROFILE_UNTIMED").is_some();
+    let mut reg = Registrar::new(db).configure(|b| b.time_lookups(!untimed));
     flash_test_kit::declare(&mut reg, std::time::Duration::from_secs(60))?;
     let fdb = reg.build().await?;
     let mut ids = Vec::new();

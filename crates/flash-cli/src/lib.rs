@@ -1,4 +1,5 @@
 //! The library half of `flash-cli`: the operator commands ([`ops`]), which an
 //! application can mount in its own binary.
 
+pub mod decode;
 pub mod ops;

@@ -5,13 +5,18 @@
 //!
 //! The `flash` command runs them on `DATABASE_URL` and `FLASH_CACHE_URL`. An
 //! application mounts them in its own binary with [`OpsCommand`] (a clap
-//! subcommand) and [`run`]; given its entities ([`Target::with_model`]),
-//! `inspect` also shows the decoded row as JSON.
+//! subcommand) and [`run`].
+//!
+//! `inspect` shows a value decoded as JSON: with the model's type when the
+//! application mounted the commands with it ([`Target::with_model`]), else
+//! from the column layout the catalog records ([`crate::decode`]), once the
+//! fingerprint of that layout is checked against the entry's.
 
+use crate::decode::decode;
 use clap::Subcommand;
 use flash_core::codec::{decode_entry, Decoded, Entry, EntryRef};
 use flash_core::key::{build_key, stale_key};
-use flash_core::seal::Sealer;
+use flash_core::seal::{fingerprint, Sealer};
 use flash_core::{
     Backend, BackendError, CacheKind, FieldValue, Flash, Invalidation, KeySet, VersionStore,
 };
@@ -306,18 +311,7 @@ async fn inspect(t: &Target, args: &KeyArgs, out: &mut impl Write) -> Result<(),
             report.insert("compressed".into(), compressed.into());
             if let Some(c) = &class {
                 report.insert("layout_matches".into(), (layout == c.layout).into());
-                let payload = match compressed {
-                    true => flash_core::codec::decompress(payload),
-                    false => Some(payload.to_vec()),
-                };
-                let row = t
-                    .decoders
-                    .get(&c.model)
-                    .zip(payload)
-                    .and_then(|(d, p)| d(c.kind, &p));
-                if let Some(row) = row {
-                    report.insert("value".into(), row);
-                }
+                show_value(t, c, layout, compressed, payload, &mut report);
             }
         }
         _ => {
@@ -349,6 +343,56 @@ async fn inspect(t: &Target, args: &KeyArgs, out: &mut impl Write) -> Result<(),
         serde_json::to_string_pretty(&report).unwrap_or_default()
     )?;
     Ok(())
+}
+
+/// Puts the decoded value of `c`'s entry in `report` (`value`, and
+/// `value_note` / `undecoded_hex` when it is not whole), or says why not.
+fn show_value(
+    t: &Target,
+    c: &CatalogEntry,
+    layout: u64,
+    compressed: bool,
+    payload: &[u8],
+    report: &mut serde_json::Map<String, serde_json::Value>,
+) {
+    let mut note = |n: &str| report.insert("value_note".into(), n.into());
+    let payload = match compressed {
+        true => flash_core::codec::decompress(payload),
+        false => Some(payload.to_vec()),
+    };
+    let Some(payload) = payload else {
+        note("the payload does not decompress");
+        return;
+    };
+    if let Some(d) = t.decoders.get(&c.model) {
+        match d(c.kind, &payload) {
+            Some(v) => report.insert("value".into(), v),
+            None => note("the payload does not decode as the model's type"),
+        };
+        return;
+    }
+    if c.kind != CacheKind::Exists {
+        if c.layout_parts.is_empty() {
+            note(
+                "the catalog records no column layout for this class (a custom or related class, \
+                 or recorded by an older flash): not decoded",
+            );
+            return;
+        }
+        // The recorded description must be the layout the entry was filled with.
+        if fingerprint(&c.layout_parts) != layout {
+            note("the entry's layout fingerprint is not the recorded layout's: not decoded");
+            return;
+        }
+    }
+    let d = decode(c.kind, &c.layout_parts, &payload);
+    report.insert("value".into(), d.value);
+    if let Some(n) = d.note {
+        report.insert("value_note".into(), n.into());
+    }
+    if let Some(h) = d.rest_hex {
+        report.insert("undecoded_hex".into(), h.into());
+    }
 }
 
 async fn count(db: &DatabaseConnection, table: &str) -> Option<i64> {

@@ -96,6 +96,11 @@ pub struct ClassSpec {
     /// unless they set one (bump it, or the static version, when the value
     /// type changes).
     pub layout: u64,
+    /// What [`Self::layout`](field@Self::layout) was derived from, when set by
+    /// [`Self::layout_of`] (for a model's classes: `column:Type:nullable` per
+    /// column, in field order). Recorded in the catalog so that an
+    /// operator's tool can decode values without the application's types.
+    pub layout_parts: Vec<String>,
     /// This class's lookup counters (metrics facade).
     #[doc(hidden)]
     pub counters: crate::stats::ClassCounters,
@@ -115,6 +120,7 @@ impl ClassSpec {
             simple: false,
             compress_above: None,
             layout: 0,
+            layout_parts: Vec::new(),
             counters: Default::default(),
         }
     }
@@ -170,6 +176,13 @@ impl ClassSpec {
     /// See [`Self::layout`](field@Self::layout).
     pub fn layout(mut self, fingerprint: u64) -> Self {
         self.layout = fingerprint;
+        self
+    }
+    /// The layout described by `parts`: its fingerprint
+    /// ([`crate::seal::fingerprint`]) and the parts themselves.
+    pub fn layout_of(mut self, parts: Vec<String>) -> Self {
+        self.layout = crate::seal::fingerprint(&parts);
+        self.layout_parts = parts;
         self
     }
     /// See [`Self::compress_above`](field@Self::compress_above).

@@ -55,11 +55,17 @@ impl Outcome {
     }
 }
 
-/// One class's `flash_lookups_total` counters, one per outcome, registered
-/// with the `metrics` recorder on the class's first lookup: building a labelled
-/// key on every lookup would cost a tenth of a warm batch's instructions.
+/// One class's `flash_lookups_total` counters, one per outcome, and its
+/// `flash_lookup_seconds` histogram, registered with the `metrics` recorder
+/// on the class's first lookup: building a labelled key on every lookup
+/// would cost a tenth of a warm batch's instructions.
 #[derive(Clone, Default)]
-pub struct ClassCounters(Arc<OnceLock<[metrics::Counter; 7]>>);
+pub struct ClassCounters(Arc<OnceLock<ClassHandles>>);
+
+struct ClassHandles {
+    lookups: [metrics::Counter; 7],
+    seconds: metrics::Histogram,
+}
 
 impl std::fmt::Debug for ClassCounters {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -68,13 +74,13 @@ impl std::fmt::Debug for ClassCounters {
 }
 
 impl ClassCounters {
-    fn get(&self, class: &str, o: Outcome) -> &metrics::Counter {
-        let all = self.0.get_or_init(|| {
-            Outcome::ALL.map(|o| {
+    fn get(&self, class: &str) -> &ClassHandles {
+        self.0.get_or_init(|| ClassHandles {
+            lookups: Outcome::ALL.map(|o| {
                 metrics::counter!("flash_lookups_total", "class" => class.to_owned(), "outcome" => o.label())
-            })
-        });
-        &all[o as usize]
+            }),
+            seconds: metrics::histogram!("flash_lookup_seconds", "class" => class.to_owned()),
+        })
     }
 }
 
@@ -236,7 +242,14 @@ impl Stats {
         }
     }
 
-    pub(crate) fn outcome(&self, class: &crate::class::ClassSpec, o: Outcome) {
+    /// Counts a lookup of `class` answered with `o`; `took` (when timed) goes
+    /// to `flash_lookup_seconds{class}`.
+    pub(crate) fn outcome(
+        &self,
+        class: &crate::class::ClassSpec,
+        o: Outcome,
+        took: Option<Duration>,
+    ) {
         let c = match o {
             Outcome::Hit => &self.hits,
             Outcome::StaleHit => &self.stale_hits,
@@ -246,7 +259,11 @@ impl Stats {
             Outcome::Bypass => return,
         };
         c.fetch_add(1, Relaxed);
-        class.counters.get(&class.name, o).increment(1);
+        let h = class.counters.get(&class.name);
+        h.lookups[o as usize].increment(1);
+        if let Some(t) = took {
+            h.seconds.record(t.as_secs_f64());
+        }
     }
 
     pub(crate) fn leased_miss(&self, round_trips: u32) {

@@ -50,6 +50,13 @@ async fn counters_reach_the_metrics_facade() {
     let flash = b.build().await.unwrap();
     flash.get(&class, &["a".into()]).await.unwrap(); // miss + fill
     flash.get(&class, &["a".into()]).await.unwrap(); // hit
+                                                     // A batch of two: a hit and a miss, each timed as the batch.
+    let mut batch = flash.batch();
+    let hit = batch.add(flash.query(&class, vec!["a".into()]));
+    let miss = batch.add(flash.query(&class, vec!["z".into()]));
+    let mut results = batch.run().await;
+    results.take(hit).unwrap();
+    results.take(miss).unwrap();
     let mut keys = KeySet::default();
     keys.unset
         .insert(flash.key_of(&class, &["a".into()]).unwrap());
@@ -73,7 +80,8 @@ async fn counters_reach_the_metrics_facade() {
     );
 
     // A value over the backend's item limit is served, not cached, and counted.
-    let mut tiny = Flash::builder().backend(tiny());
+    // (Untimed: `time_lookups(false)` records no latency.)
+    let mut tiny = Flash::builder().backend(tiny()).time_lookups(false);
     let c3 = tiny
         .register::<String>(
             ClassSpec::instance("MetricTitleTiny", "event", &["slug"]),
@@ -110,6 +118,31 @@ async fn counters_reach_the_metrics_facade() {
     assert!(count("flash_cache_errors_total", None) >= 1);
     assert!(count("flash_backend_errors_total", Some(("backend", "down"))) >= 1);
     assert!(count("flash_too_large_total", Some(("class", "MetricTitleTiny"))) >= 1);
+    // Timed by flash: two single lookups and the batch's two.
+    let timings: Vec<f64> = snapshot
+        .iter()
+        .filter(|(k, _, _, _)| {
+            k.key().name() == "flash_lookup_seconds"
+                && k.key()
+                    .labels()
+                    .any(|l| l.key() == "class" && l.value() == "MetricTitle")
+        })
+        .flat_map(|(_, _, _, v)| match v {
+            DebugValue::Histogram(h) => h.iter().map(|x| x.into_inner()).collect(),
+            _ => Vec::new(),
+        })
+        .collect();
+    assert_eq!(timings.len(), 4, "{timings:?}");
+    assert!(timings.iter().all(|t| *t > 0.0 && *t < 10.0), "{timings:?}");
+    // (Its histogram is registered with the class's counters, and stays empty.)
+    assert!(
+        !snapshot
+            .iter()
+            .any(|(k, _, _, v)| k.key().name() == "flash_lookup_seconds"
+                && k.key().labels().any(|l| l.value() == "MetricTitleTiny")
+                && matches!(v, DebugValue::Histogram(h) if !h.is_empty())),
+        "an untimed handle records no latency"
+    );
     let breaker_open = snapshot.iter().any(|(k, _, _, v)| {
         k.key().name() == "flash_breaker_open"
             && matches!(v, DebugValue::Gauge(g) if g.into_inner() == 1.0)

@@ -28,6 +28,12 @@ pub struct CatalogEntry {
     pub invalidation: Invalidation,
     /// The fingerprint of its value layout.
     pub layout: u64,
+    /// What the fingerprint was derived from (for a model's classes:
+    /// `column:Type:nullable` per column, in field order): enough to decode
+    /// its values without the model's type. Empty for classes whose layout
+    /// is not described (custom and related classes), and in rows recorded
+    /// before flash kept it.
+    pub layout_parts: Vec<String>,
 }
 
 impl CatalogEntry {
@@ -41,6 +47,7 @@ impl CatalogEntry {
             version: spec.version,
             invalidation: spec.invalidation,
             layout: spec.layout,
+            layout_parts: spec.layout_parts.clone(),
         }
     }
 }
@@ -69,14 +76,32 @@ fn invalidation_from(s: &str) -> Option<Invalidation> {
     .find(|i| invalidation_label(*i) == s)
 }
 
-/// Creates the table if missing.
+/// Creates the table if missing, and its `layout_parts` column in a table
+/// created by an earlier flash.
 pub async fn create_table(db: &DatabaseConnection) -> Result<(), DbErr> {
+    let text = dialect::id_and_text_types(db.get_database_backend()).1;
     let sql = format!(
         "CREATE TABLE IF NOT EXISTS {CLASSES_TABLE} (cache_name VARCHAR(128) NOT NULL PRIMARY KEY, \
          model VARCHAR(128) NOT NULL, cache_type VARCHAR(16) NOT NULL, key_fields VARCHAR(2048) NOT NULL, \
-         static_version BIGINT NOT NULL, invalidation VARCHAR(16) NOT NULL, layout BIGINT NOT NULL)"
+         static_version BIGINT NOT NULL, invalidation VARCHAR(16) NOT NULL, layout BIGINT NOT NULL, \
+         layout_parts {text})"
     );
-    db.execute_unprepared(&sql).await.map(|_| ())
+    db.execute_unprepared(&sql).await?;
+    let probe = format!("SELECT layout_parts FROM {CLASSES_TABLE} WHERE 1 = 0");
+    if db.execute_unprepared(&probe).await.is_err() {
+        let add = format!("ALTER TABLE {CLASSES_TABLE} ADD COLUMN layout_parts {text}");
+        // Another process starting at the same moment may have added it.
+        if let Err(err) = db.execute_unprepared(&add).await {
+            db.execute_unprepared(&probe).await.map_err(|_| err)?;
+        }
+    }
+    Ok(())
+}
+
+/// One part per line: a part (a column's name and its type's `Debug` form)
+/// holds no line break.
+fn parts_text(parts: &[String]) -> Option<String> {
+    (!parts.is_empty()).then(|| parts.join("\n"))
 }
 
 /// Records `entries`, replacing the rows of the same names (the newest
@@ -88,9 +113,9 @@ pub async fn record(db: &DatabaseConnection, entries: &[CatalogEntry]) -> Result
         dialect::placeholder(backend, 1)
     );
     let insert = format!(
-        "INSERT INTO {CLASSES_TABLE} (cache_name, model, cache_type, key_fields, static_version, invalidation, layout) \
+        "INSERT INTO {CLASSES_TABLE} (cache_name, model, cache_type, key_fields, static_version, invalidation, layout, layout_parts) \
          VALUES ({})",
-        dialect::placeholders(backend, 1, 7)
+        dialect::placeholders(backend, 1, 8)
     );
     for e in entries {
         db.execute(Statement::from_sql_and_values(
@@ -111,6 +136,7 @@ pub async fn record(db: &DatabaseConnection, entries: &[CatalogEntry]) -> Result
                 Value::from(invalidation_label(e.invalidation)),
                 // Stored as the same 64 bits, signed.
                 Value::from(e.layout as i64),
+                Value::from(parts_text(&e.layout_parts)),
             ],
         );
         // Another process starting at the same moment may have inserted the
@@ -129,7 +155,7 @@ pub async fn load(db: &DatabaseConnection) -> Result<Vec<CatalogEntry>, DbErr> {
         .query_all(Statement::from_string(
             backend,
             format!(
-                "SELECT cache_name, model, cache_type, key_fields, static_version, invalidation, layout \
+                "SELECT cache_name, model, cache_type, key_fields, static_version, invalidation, layout, layout_parts \
                  FROM {CLASSES_TABLE} ORDER BY cache_name"
             ),
         ))
@@ -141,6 +167,7 @@ pub async fn load(db: &DatabaseConnection) -> Result<Vec<CatalogEntry>, DbErr> {
         let fields: String = r.try_get("", "key_fields")?;
         let version: i64 = r.try_get("", "static_version")?;
         let layout: i64 = r.try_get("", "layout")?;
+        let parts: Option<String> = r.try_get("", "layout_parts")?;
         let bad = |what: &str| DbErr::Custom(format!("{CLASSES_TABLE}: unknown {what}"));
         out.push(CatalogEntry {
             name: r.try_get("", "cache_name")?,
@@ -150,6 +177,9 @@ pub async fn load(db: &DatabaseConnection) -> Result<Vec<CatalogEntry>, DbErr> {
             version: u32::try_from(version).map_err(|_| bad("static_version"))?,
             invalidation: invalidation_from(&inv).ok_or_else(|| bad("invalidation"))?,
             layout: layout as u64,
+            layout_parts: parts
+                .map(|p| p.lines().map(str::to_owned).collect())
+                .unwrap_or_default(),
         });
     }
     Ok(out)

@@ -7,19 +7,21 @@ use flash_core::{CacheKind, CacheValue, ClassSpec, Invalidation, RegistryError};
 use sea_orm::{ColumnTrait, EntityTrait, Iterable, Linked, Related};
 use std::time::Duration;
 
-/// The fingerprint of the layout of `E`'s rows: each column's name, type
+/// The layout of `E`'s rows, as the parts its fingerprint is hashed from: each column's name, type
 /// and nullability in field order, what postcard's encoding of a row depends
 /// on. Every class whose value is made of `E`'s rows carries it.
-pub(crate) fn layout_of<E: EntityTrait>() -> u64 {
-    flash_core::seal::fingerprint(E::Column::iter().map(|c| {
-        let def = c.def();
-        format!(
-            "{}:{:?}:{}",
-            column_name(&c),
-            def.get_column_type(),
-            def.is_null()
-        )
-    }))
+pub(crate) fn layout_of<E: EntityTrait>() -> Vec<String> {
+    E::Column::iter()
+        .map(|c| {
+            let def = c.def();
+            format!(
+                "{}:{:?}:{}",
+                column_name(&c),
+                def.get_column_type(),
+                def.is_null()
+            )
+        })
+        .collect()
 }
 
 /// A related class's spec, its declaration and its path.
@@ -334,6 +336,7 @@ impl<E: EntityTrait> CacheMeta<E> {
                 reason: format!("named on {model} but no key tuple follows the name"),
             });
         }
+        // The model's layout: what postcard's encoding of a row depends on.
         let layout = layout_of::<E>();
         let mut out = Vec::new();
         let kinds = [
@@ -355,7 +358,7 @@ impl<E: EntityTrait> CacheMeta<E> {
                     CacheKind::Exists => ClassSpec::exists(&name, &model, &refs),
                 }
                 .simple(true)
-                .layout(layout);
+                .layout_of(layout.clone());
                 out.push((self.settings(spec), cols.clone()));
             }
         }
@@ -396,7 +399,7 @@ impl<E: EntityTrait> CacheMeta<E> {
                     _ => ClassSpec::instance(&name, &model, &refs),
                 };
                 // Its values are rows of the path's last table: their layout.
-                Ok((self.settings(spec.layout(d.layout)), d, path))
+                Ok((self.settings(spec.layout_of(d.layout.clone())), d, path))
             })
             .collect()
     }

@@ -182,6 +182,7 @@ impl<'f> Batch<'f> {
     /// decision (and fallback) concurrently. Errors are per query.
     pub async fn run(self) -> BatchResults {
         let flash = self.flash;
+        let started = flash.settings().time_lookups.then(std::time::Instant::now);
         let cache_only = self.mode == BatchMode::CacheOnly;
         let bypassed = flash.is_bypassed();
         // Every query's keys moved into one list; a query keeps its range
@@ -262,9 +263,12 @@ impl<'f> Batch<'f> {
         for (i, r) in slots.into_iter().zip(join_all(futures).await) {
             results[i] = Some(r);
         }
+        // Each query's latency is the batch's: its result is the caller's
+        // when the whole batch has run.
+        let took = started.map(|t| t.elapsed());
         for (q, r) in self.queries.iter().zip(&results) {
             if let Some(Ok((_, o))) = r {
-                flash.stats().outcome(q.spec(), *o);
+                flash.stats().outcome(q.spec(), *o, took);
             }
         }
         BatchResults { results }

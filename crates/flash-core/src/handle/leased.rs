@@ -166,7 +166,8 @@ impl Flash {
     pub(super) fn near_hit<T: CacheValue>(&self, spec: &ClassSpec, key: &str) -> Option<T> {
         let near = self.near_for(spec)?;
         let bytes = near.get(key)?;
-        let v = self.serve_bytes(spec, key, &bytes, None, self.read_epoch())?;
+        // The near tier's bytes are not read again by this lookup: counted here.
+        let v = self.serve_bytes(spec, key, &bytes, None, self.read_epoch(), true)?;
         near.stats.hits.fetch_add(1, Relaxed);
         Some(v)
     }

@@ -109,6 +109,7 @@ impl Flash {
         class: &Class<T>,
         values: &[FieldValue],
     ) -> Result<(T, Outcome), Error> {
+        let started = self.settings().time_lookups.then(std::time::Instant::now);
         // Built once: the read, the decision and the events all use these.
         let keys = read_keys_owned(&class.spec, self.key_of(class, values)?);
         let key = keys[0].as_str();
@@ -169,7 +170,8 @@ impl Flash {
             };
             if let Ok((_, o)) = &result {
                 tracing::Span::current().record("outcome", o.label());
-                self.stats().outcome(&class.spec, *o);
+                self.stats()
+                    .outcome(&class.spec, *o, started.map(|t| t.elapsed()));
                 self.emit(FlashEvent::Lookup {
                     class: &class.spec.name,
                     key,
@@ -190,10 +192,26 @@ impl Flash {
         key: &str,
         bytes: &[u8],
     ) -> Option<Found<T>> {
+        self.decode_value_once(spec, key, bytes, &mut false)
+    }
+
+    /// [`Self::decode_value`] counting a rejection only if this lookup
+    /// counted none yet (`counted`, then set): a lookup that reads the same
+    /// bad entry again (to serve, then to decide; or polling for a fill)
+    /// counts it once.
+    fn decode_value_once<T: CacheValue>(
+        &self,
+        spec: &ClassSpec,
+        key: &str,
+        bytes: &[u8],
+        counted: &mut bool,
+    ) -> Option<Found<T>> {
         match open_value(self.sealer(), spec.layout, key, bytes) {
             Ok(found) => found,
             Err(why) => {
-                self.stats().rejected(spec, why);
+                if !std::mem::replace(counted, true) {
+                    self.stats().rejected(spec, why);
+                }
                 None
             }
         }
@@ -237,6 +255,9 @@ impl Flash {
 
     /// The cached value of `key` if the decision table says to serve it as
     /// is (no write, no refresh, no wait): the synchronous part of a lookup.
+    /// A rejected entry is not counted here: when this gives nothing, the
+    /// caller hands the same bytes to [`Self::resolve`], which counts it (once
+    /// per lookup).
     pub(super) fn try_serve<T: CacheValue>(
         &self,
         spec: &ClassSpec,
@@ -245,10 +266,11 @@ impl Flash {
         epoch: u64,
     ) -> Option<T> {
         let marker = raw.get(1).and_then(|m| m.as_deref());
-        self.serve_bytes(spec, key, raw.first()?.as_deref()?, marker, epoch)
+        self.serve_bytes(spec, key, raw.first()?.as_deref()?, marker, epoch, false)
     }
 
-    /// [`Self::try_serve`] on the bytes of the key and of its stale marker.
+    /// [`Self::try_serve`] on the bytes of the key and of its stale marker;
+    /// a rejected entry is counted if `count_reject`.
     pub(super) fn serve_bytes<T: CacheValue>(
         &self,
         spec: &ClassSpec,
@@ -256,11 +278,12 @@ impl Flash {
         bytes: &[u8],
         marker: Option<&[u8]>,
         epoch: u64,
+        count_reject: bool,
     ) -> Option<T> {
         if self.invalidator().untrusted(key, epoch) {
             return None;
         }
-        let found = self.decode_value::<T>(spec, key, bytes)?;
+        let found = self.decode_value_once::<T>(spec, key, bytes, &mut !count_reject)?;
         let marker = codec::marks_stale(marker, bytes);
         (self.action_for(spec, &found, marker) == Action::Serve).then_some(found.value)
     }
@@ -297,9 +320,10 @@ impl Flash {
         let mut raw = raw.into_iter();
         let observed = raw.next().flatten();
         let marker = raw.next().flatten();
+        let mut counted = false;
         if let Some(found) = observed
             .as_deref()
-            .and_then(|b| self.decode_value::<T>(spec, key, b))
+            .and_then(|b| self.decode_value_once::<T>(spec, key, b, &mut counted))
         {
             let marked =
                 codec::marks_stale(marker.as_deref(), observed.as_deref().unwrap_or_default());
@@ -333,7 +357,8 @@ impl Flash {
         if cache_only {
             return Err(Error::NotCached(key.to_owned()));
         }
-        self.fill(class, values, key, observed, marker).await
+        self.fill(class, values, key, observed, marker, counted)
+            .await
     }
 
     /// The write lock of allowtime and DYNAMIC: one caller refreshes.
@@ -411,6 +436,7 @@ impl Flash {
     }
 
     /// The miss path: take the lease, fetch, fill if the lease is still ours.
+    /// `counted`: this lookup already counted a rejected entry.
     async fn fill<T: CacheValue>(
         &self,
         class: &Class<T>,
@@ -418,6 +444,7 @@ impl Flash {
         key: &str,
         mut observed: Option<Bytes>,
         marker: Option<Bytes>,
+        mut counted: bool,
     ) -> Result<(T, Outcome), Error> {
         let spec = &class.spec;
         let backend = self.backend();
@@ -513,7 +540,7 @@ impl Flash {
             };
             // Another's fill: served unless a write marked it since (DYNAMIC).
             if let Some(bytes) = observed.as_deref() {
-                if let Some(found) = self.decode_value::<T>(spec, key, bytes) {
+                if let Some(found) = self.decode_value_once::<T>(spec, key, bytes, &mut counted) {
                     if found.version == self.dynamic_version(&spec.name)
                         && !codec::marks_stale(marker_now.as_deref(), bytes)
                     {

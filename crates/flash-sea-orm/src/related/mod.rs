@@ -66,10 +66,10 @@ pub(crate) struct Decl<E: EntityTrait> {
     pub(crate) path: Result<Path, String>,
     pub(crate) register: RegisterFn<E>,
     pub(crate) reverse: ReverseFn,
-    /// The layout fingerprint of the rows the class returns (those of the
+    /// The layout (fingerprint parts) of the rows the class returns (those of the
     /// path's last table, not of `E`): an entry filled by code where that
     /// table has another layout is a miss.
-    pub(crate) layout: u64,
+    pub(crate) layout: Vec<String>,
 }
 
 impl<E: EntityTrait> std::fmt::Debug for Decl<E> {
