@@ -17,6 +17,8 @@
 //!   - `db/related.rs`: lookups of related classes, [`RelatedCache`];
 //!   - `db/select.rs`: `select_related` lookups, [`SelectRelated`];
 //!   - `db/writes.rs`: writes that invalidate, [`Changes`];
+//!   - `db/statements.rs`: the statements those writes run besides
+//!     SeaORM's own (old rows returned, transaction ids, locked reads);
 //!   - `db/transaction.rs`: [`FlashTxn`], writes invalidated after a commit.
 //! - `related`: related classes: relation paths, their fetch and reverse
 //!   queries, and the index of which tables' writes invalidate them.

@@ -15,6 +15,7 @@ mod connection;
 mod lookups;
 mod related;
 mod select;
+mod statements;
 mod transaction;
 mod writes;
 

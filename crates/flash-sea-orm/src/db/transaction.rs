@@ -7,7 +7,8 @@
 //! commit is followed by the capture settle, so that their invalidations too
 //! are applied before [`FlashDb::transaction`] returns.
 
-use super::writes::{pk_condition, Touched};
+use super::statements::pk_condition;
+use super::writes::Touched;
 use super::{src, FlashDb};
 use crate::convert::model_name;
 use crate::Changes;
