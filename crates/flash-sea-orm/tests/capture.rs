@@ -286,8 +286,13 @@ async fn install_is_idempotent_and_replaces_and_drops() {
     for t in databases().await {
         let b = t.backend;
         setup(&t).await;
-        // MySQL: plus the parent's trigger recording cascaded child deletes.
-        let six = if b == DatabaseBackend::MySql { 7 } else { 6 };
+        // MySQL: plus the parent's trigger recording cascaded child deletes;
+        // PostgreSQL: plus each table's row trigger flagging key changes.
+        let six = match b {
+            DatabaseBackend::MySql => 7,
+            DatabaseBackend::Postgres => 8,
+            DatabaseBackend::Sqlite => 6,
+        };
         assert_eq!(trigger_count(&t).await, six);
         let again = capture::install(&t.db, &[parent_spec(), child_spec()])
             .await
@@ -306,7 +311,9 @@ async fn install_is_idempotent_and_replaces_and_drops() {
         let inst = capture::installed(&t.db).await.unwrap();
         assert_eq!(inst.len(), six);
         let parent: Vec<_> = inst.iter().filter(|i| i.table == "parent").collect();
-        assert_eq!(parent.len(), six - 3);
+        // The child's own triggers: insert, update, delete (and PostgreSQL's flag).
+        let own = if b == DatabaseBackend::Postgres { 4 } else { 3 };
+        assert_eq!(parent.len(), six - own);
         if b != DatabaseBackend::MySql {
             assert!(parent.iter().all(|i| i.version == wider.version()));
         }
@@ -326,7 +333,7 @@ async fn install_is_idempotent_and_replaces_and_drops() {
         assert!(r.dropped.is_empty(), "{b:?}: {r:?}");
         let inst = capture::installed(&t.db).await.unwrap();
         let child = inst.iter().filter(|i| i.table == "child").count();
-        assert_eq!(child, 3, "{b:?}: the child keeps its capture");
+        assert_eq!(child, own, "{b:?}: the child keeps its capture");
 
         // A table no longer cached loses its triggers (and function).
         let r = capture::install(&t.db, std::slice::from_ref(&wider))
@@ -338,7 +345,7 @@ async fn install_is_idempotent_and_replaces_and_drops() {
         assert_eq!(r.unchanged, ["parent"]);
         let inst = capture::installed(&t.db).await.unwrap();
         assert!(inst.iter().all(|i| i.table == "parent"));
-        assert_eq!(inst.len(), 3);
+        assert_eq!(inst.len(), own);
         if b == DatabaseBackend::Postgres {
             let r =
                 t.db.query_one(Statement::from_string(
@@ -352,8 +359,8 @@ async fn install_is_idempotent_and_replaces_and_drops() {
                 .unwrap();
             assert_eq!(
                 r.try_get_by_index::<i64>(0).unwrap(),
-                1,
-                "one function left"
+                2,
+                "the parent's two functions left"
             );
         }
         t.run("INSERT INTO child (id, parent_id) VALUES (5, 1)")
@@ -781,7 +788,11 @@ async fn concurrent_installs_are_serialized() {
         for r in reports.iter().filter(|r| !r.changed()) {
             assert_eq!(r.unchanged, ["parent", "child"], "{b:?}: {r:?}");
         }
-        let six = if b == DatabaseBackend::MySql { 7 } else { 6 };
+        let six = match b {
+            DatabaseBackend::MySql => 7,
+            DatabaseBackend::Postgres => 8,
+            DatabaseBackend::Sqlite => 6,
+        };
         assert_eq!(trigger_count(&t).await, six, "{b:?}");
         if b == DatabaseBackend::Postgres {
             let r =
@@ -794,7 +805,8 @@ async fn concurrent_installs_are_serialized() {
                 .await
                 .unwrap()
                 .unwrap();
-            assert_eq!(r.try_get_by_index::<i64>(0).unwrap(), 2, "two functions");
+            // Per table: the statement triggers' and the key-change flag's.
+            assert_eq!(r.try_get_by_index::<i64>(0).unwrap(), 4, "four functions");
         }
         // One set of triggers: one write, one change.
         t.run("INSERT INTO parent (id, slug) VALUES (1, 'a')").await;

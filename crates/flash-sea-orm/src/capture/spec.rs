@@ -257,6 +257,10 @@ impl CaptureSpec {
         if backend == DatabaseBackend::MySql {
             out.extend((0..self.cascades.len()).map(|i| self.object_name(&format!("c{i}"))));
         }
+        if backend == DatabaseBackend::Postgres && self.captures_rows() {
+            // The row-level trigger that flags a key change (see `postgres::install`).
+            out.push(self.object_name("k"));
+        }
         out
     }
 
