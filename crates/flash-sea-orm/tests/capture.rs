@@ -528,11 +528,11 @@ async fn postgres_notifies_at_commit() {
     .await
     .unwrap();
     // Nothing before the commit.
-    // Payload: the table, a space, the writing transaction's id.
+    // Payload: the writing transaction's id, a space, `<schema>.<table>`.
     let ours = |n: &sea_orm::sqlx::postgres::PgNotification| {
         n.payload()
-            .rsplit_once(' ')
-            .is_some_and(|(t, id)| t == table && id.parse::<i64>().is_ok())
+            .split_once(' ')
+            .is_some_and(|(id, t)| id.parse::<i64>().is_ok() && t.ends_with(&format!(".{table}")))
     };
     let early = tokio::time::timeout(std::time::Duration::from_millis(300), async {
         loop {

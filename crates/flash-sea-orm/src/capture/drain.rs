@@ -508,16 +508,29 @@ async fn listen(drain: Weak<Drain>, db: DatabaseConnection) {
             }
         }
     };
+    // Notifications are per database: those of another schema's tables
+    // (another service, another test) are not this drain's to apply.
+    let schema = match drain.upgrade() {
+        Some(d) => current_schema(&d.db).await,
+        None => return,
+    };
+    let prefix = schema.map(|s| format!("{s}."));
     loop {
         let got = listener.recv().await;
         let Some(d) = drain.upgrade() else { return };
         match got {
             Ok(n) => {
-                // Payload: "<table> <txid>" (see `postgres::install`).
-                let txid = n
-                    .payload()
-                    .rsplit_once(' ')
-                    .and_then(|(_, t)| t.parse::<i64>().ok());
+                // Payload: "<txid> <schema>.<table>" (see `postgres::install`);
+                // a handback's (`wake_drains`) is empty.
+                let (txid, table) = match n.payload().split_once(' ') {
+                    Some((t, table)) => (t.parse::<i64>().ok(), Some(table)),
+                    None => (None, None),
+                };
+                let other =
+                    matches!((&prefix, table), (Some(p), Some(t)) if !t.starts_with(p.as_str()));
+                if other {
+                    continue;
+                }
                 if let Ok(mut v) = d.notified.lock() {
                     v.push(txid);
                 }
@@ -529,6 +542,21 @@ async fn listen(drain: Weak<Drain>, db: DatabaseConnection) {
             }
         }
     }
+}
+
+/// The schema the drain's changes table is in (its connections' first
+/// schema on the search path); `None` when it cannot be read, and then every
+/// notification wakes the drain.
+#[cfg(feature = "postgres")]
+async fn current_schema(db: &DatabaseConnection) -> Option<String> {
+    let row = db
+        .query_one(sea_orm::Statement::from_string(
+            DatabaseBackend::Postgres,
+            "SELECT current_schema()::text AS s",
+        ))
+        .await
+        .ok()??;
+    row.try_get::<Option<String>>("", "s").ok().flatten()
 }
 
 #[cfg(not(feature = "postgres"))]

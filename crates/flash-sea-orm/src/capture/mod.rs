@@ -63,7 +63,7 @@
 //! child rows referencing the old values, before and after the action.
 //! Re-run [`install`] after a migration that changes foreign keys.
 //!
-//! PostgreSQL also calls `pg_notify('flash_changes', '<table_name> <txid>')` per
+//! PostgreSQL also calls `pg_notify('flash_changes', '<txid> <schema>.<table>')` per
 //! capturing statement, delivered at commit, so a drain may `LISTEN` instead of
 //! polling (notifications are best effort: poll as well).
 //!
@@ -127,8 +127,8 @@ use ddl::{dq, lit};
 
 /// The table the triggers write to.
 pub const CHANGES_TABLE: &str = "flash_changes";
-/// The `LISTEN` channel notified on PostgreSQL (payload: the table name, a
-/// space, and the writing transaction's id, `txid_current()`).
+/// The `LISTEN` channel notified on PostgreSQL (payload: the writing
+/// transaction's id, `txid_current()`, a space, and `<schema>.<table>`).
 pub const NOTIFY_CHANNEL: &str = "flash_changes";
 /// Every trigger (and PostgreSQL function) installed here starts with this.
 pub const TRIGGER_PREFIX: &str = "flash_capture_";
@@ -137,7 +137,7 @@ pub const TRIGGER_PREFIX: &str = "flash_capture_";
 /// an older flash. Bump it with any change of the generated trigger text or of
 /// what the triggers record. The changes table is not covered (a trigger names
 /// the columns it fills; [`install`] creates the table only when it is absent).
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
 /// The name of the lock serializing [`install`]s (MySQL/MariaDB:
 /// `GET_LOCK('flash_capture.<database>')`).
 pub const INSTALL_LOCK: &str = "flash_capture";

@@ -123,7 +123,7 @@ pub(super) fn install(spec: &CaptureSpec) -> Vec<String> {
          \x20 IF flash_old IS NULL THEN RETURN NULL; END IF;\n\
          END IF;\n\
          INSERT INTO {changes} (table_name, old_keys, new_keys, txid) VALUES ({name}, flash_old, flash_new, txid_current());\n\
-         PERFORM pg_notify({channel}, {name} || ' ' || txid_current());\n\
+         PERFORM pg_notify({channel}, txid_current() || ' ' || TG_TABLE_SCHEMA || '.' || TG_TABLE_NAME);\n\
          RETURN NULL;\n\
          END",
         channel = lit(NOTIFY_CHANNEL),

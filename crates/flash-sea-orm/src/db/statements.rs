@@ -97,6 +97,41 @@ where
     Ok((m, txid))
 }
 
+/// SeaORM's insert of one row (`before_save`, the insert, `after_save`),
+/// also returning the writing transaction's id (PostgreSQL).
+pub(super) async fn insert_returning_txid<A, C>(
+    conn: &C,
+    am: A,
+) -> Result<(<A::Entity as EntityTrait>::Model, Option<i64>), Error>
+where
+    C: ConnectionTrait,
+    A: ActiveModelTrait + ActiveModelBehavior + Send,
+    <A::Entity as EntityTrait>::Model: IntoActiveModel<A> + Sync,
+{
+    let backend = conn.get_database_backend();
+    let am = ActiveModelBehavior::before_save(am, conn, true)
+        .await
+        .map_err(src)?;
+    let mut insert = <A::Entity as EntityTrait>::insert(am).into_query();
+    insert.returning(
+        sea_query::Query::returning().exprs(
+            <A::Entity as EntityTrait>::Column::iter()
+                .map(|c| c.select_as(c.into_returning_expr(backend)))
+                .chain([dialect::txid_expr()]),
+        ),
+    );
+    let row = conn
+        .query_one(backend.build(&insert))
+        .await
+        .map_err(src)?
+        .ok_or_else(|| src(DbErr::RecordNotInserted))?;
+    let m = <<A::Entity as EntityTrait>::Model as FromQueryResult>::from_query_result(&row, "")
+        .map_err(src)?;
+    let txid = row.try_get::<i64>("", dialect::TXID_COLUMN).ok();
+    let m = A::after_save(m, conn, true).await.map_err(src)?;
+    Ok((m, txid))
+}
+
 /// The rows of `E` matching `cond`, locked until the transaction `txn` ends
 /// (see [`dialect::read_locked`]).
 pub(super) async fn read_locked<E: EntityTrait, C: ConnectionTrait>(

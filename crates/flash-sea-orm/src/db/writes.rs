@@ -7,8 +7,8 @@
 //! are exactly the ones it replaced.
 
 use super::statements::{
-    counted_with_txid, lock_rows, pk_condition, pks_condition, read_locked, sets_a_column,
-    update_returning_old, update_returning_txid,
+    counted_with_txid, insert_returning_txid, lock_rows, pk_condition, pks_condition, read_locked,
+    sets_a_column, update_returning_old, update_returning_txid,
 };
 use super::{src, FlashDb};
 use crate::convert::{column_name, model_name, to_field, ModelRecord};
@@ -385,6 +385,12 @@ impl FlashDb {
         A: ActiveModelTrait + ActiveModelBehavior + Send,
         <A::Entity as EntityTrait>::Model: IntoActiveModel<A> + Sync,
     {
+        if self.returns_txid(conn) {
+            let (m, txid) = insert_returning_txid(conn, am).await?;
+            let mut keys = self.keys_of(&[&m]);
+            keys.txid = txid;
+            return Ok((m, keys));
+        }
         let m = am.insert(conn).await.map_err(src)?;
         let keys = self.keys_of(&[&m]);
         Ok((m, keys))
