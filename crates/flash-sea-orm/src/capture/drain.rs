@@ -19,6 +19,7 @@
 //! regardless of other processes' claims, before it returns: read your
 //! writes, exactly.
 
+use super::own::OwnWrites;
 use super::values::Kind;
 use super::CHANGES_TABLE;
 use crate::related::{Index, Seeds};
@@ -134,8 +135,8 @@ pub(crate) struct Drain {
     /// an await.
     notified: Mutex<Vec<Option<i64>>>,
     /// Writes through flash in this process that applied their own
-    /// invalidation, by transaction id (PostgreSQL): see [`Drain::applied_by_writer`].
-    by_writer: Mutex<HashMap<i64, WriterApplied>>,
+    /// invalidation (PostgreSQL): see [`Drain::applied_by_writer`].
+    by_writer: OwnWrites,
     /// The background task; aborted when the drain is dropped. std Mutex:
     /// set once at start, never held across an await.
     task: Mutex<Option<tokio::task::JoinHandle<()>>>,
@@ -148,19 +149,6 @@ impl Drop for Drain {
         }
     }
 }
-
-/// What a write through flash invalidated itself: per model, the keys and
-/// the seeds of the reverse queries it ran, and when.
-struct WriterApplied {
-    at: Instant,
-    models: BTreeMap<String, (KeySet, Seeds)>,
-}
-
-/// How many writers' transactions a drain remembers, and for how long: a
-/// record not found here (taken by another process's drain, or older) is
-/// applied again, which is harmless.
-const WRITERS_REMEMBERED: usize = 4096;
-const WRITER_MEMORY: Duration = Duration::from_secs(10);
 
 /// One row of the changes table as read.
 struct Change {
@@ -191,7 +179,7 @@ impl Drain {
             settings,
             wake: Notify::new(),
             notified: Mutex::new(Vec::new()),
-            by_writer: Mutex::new(HashMap::new()),
+            by_writer: OwnWrites::default(),
             task: Mutex::new(None),
         });
         let task = tokio::spawn(run(Arc::downgrade(&drain)));
@@ -209,37 +197,7 @@ impl Drain {
     /// record of the same transaction that it does not cover (a cascade, a
     /// raw statement in the same transaction) is applied as any other.
     pub(crate) fn applied_by_writer(&self, txid: i64, model: &str, keys: &KeySet, seeds: &Seeds) {
-        let Ok(mut w) = self.by_writer.lock() else {
-            return;
-        };
-        if w.len() >= WRITERS_REMEMBERED {
-            w.retain(|_, a| a.at.elapsed() < WRITER_MEMORY);
-            if w.len() >= WRITERS_REMEMBERED {
-                w.clear();
-            }
-        }
-        let a = w.entry(txid).or_insert_with(|| WriterApplied {
-            at: Instant::now(),
-            models: BTreeMap::new(),
-        });
-        let (k, s) = a.models.entry(model.to_owned()).or_default();
-        k.extend(keys.clone());
-        s.extend(seeds.clone());
-    }
-
-    /// Did a write through flash of transaction `txid` already apply `keys`
-    /// and `seeds` of `model`?
-    fn covered(&self, txid: Option<i64>, model: &str, keys: &KeySet, seeds: &Seeds) -> bool {
-        let (Some(txid), Ok(w)) = (txid, self.by_writer.lock()) else {
-            return false;
-        };
-        w.get(&txid)
-            .and_then(|a| a.models.get(model))
-            .is_some_and(|(k, s)| {
-                keys.unset.is_subset(&k.unset)
-                    && keys.dynamic.is_subset(&k.dynamic)
-                    && seeds.is_subset(s)
-            })
+        self.by_writer.record(txid, model, keys, seeds);
     }
 
     /// Were all the notifications since the last round for transactions
@@ -249,13 +207,7 @@ impl Drain {
             Ok(mut n) => std::mem::take(&mut *n),
             Err(_) => return false,
         };
-        let Ok(w) = self.by_writer.lock() else {
-            return false;
-        };
-        !notified.is_empty()
-            && notified
-                .iter()
-                .all(|t| t.is_some_and(|t| w.contains_key(&t)))
+        !notified.is_empty() && self.by_writer.all_known(&notified)
     }
 
     /// Applies every change visible now, whoever else is draining it, and
@@ -365,7 +317,7 @@ impl Drain {
                 .collect();
             let keys = self.flash.keys_for_rows(&dec.model, &dyns);
             let seeds = self.related.seeds(&dec.model, &dyns);
-            if self.covered(c.txid, &dec.model, &keys, &seeds) {
+            if self.by_writer.covers(c.txid, &dec.model, &keys, &seeds) {
                 // Its writer applied it before its call returned.
                 applied.push(c.id);
                 by_writer += 1;

@@ -110,6 +110,7 @@ mod ddl;
 mod drain;
 mod install;
 mod mysql;
+mod own;
 mod postgres;
 mod spec;
 mod sqlite;

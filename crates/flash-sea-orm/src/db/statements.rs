@@ -62,11 +62,13 @@ where
     Ok((new, Some(old), txid))
 }
 
-/// SeaORM's update of one row (`before_save`, the update, `after_save`),
-/// also returning the writing transaction's id (PostgreSQL).
-pub(super) async fn update_returning_txid<A, C>(
+/// SeaORM's insert (`insert`) or update of one row (`before_save`, the
+/// statement, `after_save`), also returning the writing transaction's id
+/// (PostgreSQL).
+pub(super) async fn saved_with_txid<A, C>(
     conn: &C,
     am: A,
+    insert: bool,
 ) -> Result<(<A::Entity as EntityTrait>::Model, Option<i64>), Error>
 where
     C: ConnectionTrait,
@@ -74,61 +76,32 @@ where
     <A::Entity as EntityTrait>::Model: IntoActiveModel<A> + Sync,
 {
     let backend = conn.get_database_backend();
-    let am = ActiveModelBehavior::before_save(am, conn, false)
+    let am = ActiveModelBehavior::before_save(am, conn, insert)
         .await
         .map_err(src)?;
-    let mut update = <A::Entity as EntityTrait>::update(am).into_query();
-    update.returning(
-        sea_query::Query::returning().exprs(
-            <A::Entity as EntityTrait>::Column::iter()
-                .map(|c| c.select_as(c.into_returning_expr(backend)))
-                .chain([dialect::txid_expr()]),
-        ),
+    let returning = sea_query::Query::returning().exprs(
+        <A::Entity as EntityTrait>::Column::iter()
+            .map(|c| c.select_as(c.into_returning_expr(backend)))
+            .chain([dialect::txid_expr()]),
     );
+    let (stmt, none) = if insert {
+        let mut q = <A::Entity as EntityTrait>::insert(am).into_query();
+        q.returning(returning);
+        (backend.build(&q), DbErr::RecordNotInserted)
+    } else {
+        let mut q = <A::Entity as EntityTrait>::update(am).into_query();
+        q.returning(returning);
+        (backend.build(&q), DbErr::RecordNotUpdated)
+    };
     let row = conn
-        .query_one(backend.build(&update))
+        .query_one(stmt)
         .await
         .map_err(src)?
-        .ok_or_else(|| src(DbErr::RecordNotUpdated))?;
+        .ok_or_else(|| src(none))?;
     let m = <<A::Entity as EntityTrait>::Model as FromQueryResult>::from_query_result(&row, "")
         .map_err(src)?;
     let txid = row.try_get::<i64>("", dialect::TXID_COLUMN).ok();
-    let m = A::after_save(m, conn, false).await.map_err(src)?;
-    Ok((m, txid))
-}
-
-/// SeaORM's insert of one row (`before_save`, the insert, `after_save`),
-/// also returning the writing transaction's id (PostgreSQL).
-pub(super) async fn insert_returning_txid<A, C>(
-    conn: &C,
-    am: A,
-) -> Result<(<A::Entity as EntityTrait>::Model, Option<i64>), Error>
-where
-    C: ConnectionTrait,
-    A: ActiveModelTrait + ActiveModelBehavior + Send,
-    <A::Entity as EntityTrait>::Model: IntoActiveModel<A> + Sync,
-{
-    let backend = conn.get_database_backend();
-    let am = ActiveModelBehavior::before_save(am, conn, true)
-        .await
-        .map_err(src)?;
-    let mut insert = <A::Entity as EntityTrait>::insert(am).into_query();
-    insert.returning(
-        sea_query::Query::returning().exprs(
-            <A::Entity as EntityTrait>::Column::iter()
-                .map(|c| c.select_as(c.into_returning_expr(backend)))
-                .chain([dialect::txid_expr()]),
-        ),
-    );
-    let row = conn
-        .query_one(backend.build(&insert))
-        .await
-        .map_err(src)?
-        .ok_or_else(|| src(DbErr::RecordNotInserted))?;
-    let m = <<A::Entity as EntityTrait>::Model as FromQueryResult>::from_query_result(&row, "")
-        .map_err(src)?;
-    let txid = row.try_get::<i64>("", dialect::TXID_COLUMN).ok();
-    let m = A::after_save(m, conn, true).await.map_err(src)?;
+    let m = A::after_save(m, conn, insert).await.map_err(src)?;
     Ok((m, txid))
 }
 

@@ -7,8 +7,8 @@
 //! are exactly the ones it replaced.
 
 use super::statements::{
-    counted_with_txid, insert_returning_txid, lock_rows, pk_condition, pks_condition, read_locked,
-    sets_a_column, update_returning_old, update_returning_txid,
+    counted_with_txid, lock_rows, pk_condition, pks_condition, read_locked, saved_with_txid,
+    sets_a_column, update_returning_old,
 };
 use super::{src, FlashDb};
 use crate::convert::{column_name, model_name, to_field, ModelRecord};
@@ -386,7 +386,7 @@ impl FlashDb {
         <A::Entity as EntityTrait>::Model: IntoActiveModel<A> + Sync,
     {
         if self.returns_txid(conn) {
-            let (m, txid) = insert_returning_txid(conn, am).await?;
+            let (m, txid) = saved_with_txid(conn, am, true).await?;
             let mut keys = self.keys_of(&[&m]);
             keys.txid = txid;
             return Ok((m, keys));
@@ -416,7 +416,7 @@ impl FlashDb {
             // Key values cannot change: the new row's keys are all there is to
             // invalidate, and one statement does it.
             if self.returns_txid(conn) && sets_a_column(&am) {
-                let (m, txid) = update_returning_txid(conn, am).await?;
+                let (m, txid) = saved_with_txid(conn, am, false).await?;
                 let mut keys = self.keys_of(&[&m]);
                 keys.txid = txid;
                 return Ok((m, keys));
