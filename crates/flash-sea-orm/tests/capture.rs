@@ -27,10 +27,26 @@ async fn changes(t: &TestDb) -> Vec<Change> {
         t.db.query_all(Statement::from_string(t.backend, sql.to_owned()))
             .await
             .expect("read changes");
+    // Row by row (`[[a1, b1], ...]`, MySQL and SQLite) or, on PostgreSQL,
+    // column by column (`{"c": [[a1, ...], [b1, ...]]}`): rows either way.
     let parse = |s: Option<String>| {
         s.map(|s| match serde_json::from_str::<Json>(&s) {
-            Ok(Json::Array(a)) => a,
-            other => panic!("not a JSON array: {s} ({other:?})"),
+            Ok(Json::Array(a)) if t.backend != DatabaseBackend::Postgres => a,
+            Ok(Json::Object(o)) if t.backend == DatabaseBackend::Postgres => {
+                let Some(Json::Array(cols)) = o.get("c") else {
+                    panic!("no columns: {s}")
+                };
+                let cols: Vec<&Vec<Json>> = cols
+                    .iter()
+                    .map(|c| c.as_array().expect("a column is an array"))
+                    .collect();
+                let n = cols[0].len();
+                assert!(cols.iter().all(|c| c.len() == n), "ragged: {s}");
+                (0..n)
+                    .map(|i| Json::Array(cols.iter().map(|c| c[i].clone()).collect()))
+                    .collect()
+            }
+            other => panic!("not a record of this backend's shape: {s} ({other:?})"),
         })
     };
     rows.into_iter()

@@ -20,7 +20,7 @@
 //! writes, exactly.
 
 use super::own::OwnWrites;
-use super::values::Kind;
+use super::values::TableDecoder;
 use super::CHANGES_TABLE;
 use crate::related::{Index, Seeds};
 use flash_core::{FieldValue, Flash, KeySet};
@@ -81,41 +81,6 @@ impl Default for DrainSettings {
             backoff_after_failure: Duration::from_millis(200),
             connections: 4,
         }
-    }
-}
-
-/// How to read the captured rows of one table: its model (flash's name for
-/// it) and its captured columns in recorded order.
-#[derive(Clone, Debug)]
-pub(crate) struct TableDecoder {
-    pub(crate) model: String,
-    pub(crate) columns: Vec<(String, Kind)>,
-}
-
-impl TableDecoder {
-    /// The rows of one JSON array of captured rows, as field maps.
-    fn rows(&self, json: Option<&str>) -> Result<Vec<BTreeMap<String, FieldValue>>, String> {
-        let Some(json) = json else {
-            return Ok(Vec::new());
-        };
-        let rows: Vec<Vec<Json>> = serde_json::from_str(json).map_err(|e| e.to_string())?;
-        rows.into_iter()
-            .map(|row| {
-                if row.len() != self.columns.len() {
-                    return Err(format!(
-                        "{} values for {} captured columns",
-                        row.len(),
-                        self.columns.len()
-                    ));
-                }
-                Ok(self
-                    .columns
-                    .iter()
-                    .zip(&row)
-                    .map(|((name, kind), v)| (name.clone(), kind.decode(v)))
-                    .collect())
-            })
-            .collect()
     }
 }
 

@@ -21,7 +21,7 @@
 //! |--------------|---------|
 //! | `id`         | primary key, auto-increment (PostgreSQL `BIGSERIAL`, MySQL `BIGINT AUTO_INCREMENT`, SQLite `INTEGER PRIMARY KEY AUTOINCREMENT`). Ids are taken at insert time, **not** at commit time: a drain must never use "the highest id seen" as a high-water mark (a transaction that commits later may hold a lower id). Treat the table as a queue (see *Draining*). |
 //! | `table_name` | the table written (unqualified name). |
-//! | `old_keys`   | JSON array with one array per old row (deleted rows, rows before an update) holding the captured values in [`CaptureSpec::columns`] order; `NULL` for an insert, and for an update that changed no captured value (the old keys are then those of `new_keys`: see below). PostgreSQL `JSON`, MySQL `LONGTEXT`, SQLite `TEXT`. |
+//! | `old_keys`   | the captured values of the old rows (deleted rows, rows before an update), in [`CaptureSpec::columns`] order: on PostgreSQL column by column, `{"c": [[a1, a2, …], [b1, b2, …]]}` (one `array_agg` per column: cheaper to build for a statement of many rows); on MySQL and SQLite row by row, a JSON array with one array per row, `[[a1, b1], [a2, b2]]` (PostgreSQL's form before format 4, still read). `NULL` for an insert, and for an update that changed no captured value (the old keys are then those of `new_keys`: see below). PostgreSQL `JSON`, MySQL `LONGTEXT`, SQLite `TEXT`. |
 //! | `new_keys`   | likewise for the new rows (inserted rows, rows after an update); `NULL` for a delete. |
 //! | `created_at` | the database's clock when the change was recorded (PostgreSQL: `now()`, the start of the writing transaction, µs; MySQL: `CURRENT_TIMESTAMP(6)`, UTC-stored `TIMESTAMP(6)`; SQLite: UTC text `YYYY-MM-DD HH:MM:SS.SSS`, ms). |
 //!
@@ -92,7 +92,7 @@
 //! # Recorded values
 //!
 //! Each captured value is the database's own JSON rendering of the column
-//! (PostgreSQL `json_build_array`, MySQL `JSON_ARRAY`, SQLite `json_array`),
+//! (PostgreSQL `json_build_array` of `array_agg`, MySQL `JSON_ARRAY`, SQLite `json_array`),
 //! except binary values on MySQL and SQLite, recorded as hex text (JSON holds
 //! no bytes); SQL `NULL` is JSON `null` everywhere. A drain decodes
 //! them per backend:
@@ -117,8 +117,9 @@ mod sqlite;
 mod values;
 
 pub use drain::DrainSettings;
-pub(crate) use drain::{connection as drain_connection, Drain, TableDecoder};
+pub(crate) use drain::{connection as drain_connection, Drain};
 pub(crate) use values::Kind;
+pub(crate) use values::TableDecoder;
 
 pub use ddl::{changes_table_ddl, ddl, drop_ddl};
 pub use install::{install, install_keeping_others, installed, CaptureReport, InstalledTrigger};
@@ -138,7 +139,7 @@ pub const TRIGGER_PREFIX: &str = "flash_capture_";
 /// an older flash. Bump it with any change of the generated trigger text or of
 /// what the triggers record. The changes table is not covered (a trigger names
 /// the columns it fills; [`install`] creates the table only when it is absent).
-pub const FORMAT_VERSION: u32 = 3;
+pub const FORMAT_VERSION: u32 = 4;
 /// The name of the lock serializing [`install`]s (MySQL/MariaDB:
 /// `GET_LOCK('flash_capture.<database>')`).
 pub const INSTALL_LOCK: &str = "flash_capture";

@@ -77,15 +77,19 @@ pub(super) fn drop_function(schema: Option<&str>, name: &str) -> String {
     format!("DROP FUNCTION IF EXISTS {}()", qualified(schema, name))
 }
 
-/// `json_agg(json_build_array(r."a", r."b"))` over the rows of `rel`.
+/// The captured columns of the rows of `rel`, column by column:
+/// `{"c": [[a1, a2, ...], [b1, b2, ...]]}` (see the module's *Recorded
+/// values*), `NULL` when `rel` is empty. One `array_agg` per column, turned
+/// into JSON once, costs a 1 000-row statement about half of what one JSON
+/// array per row (`json_agg(json_build_array(...))`) did.
 fn agg(spec: &CaptureSpec, rel: &str) -> String {
     let cols = spec
         .columns()
         .iter()
-        .map(|c| format!("{rel}.{}", dq(c)))
+        .map(|c| format!("array_agg({rel}.{})", dq(c)))
         .collect::<Vec<_>>()
         .join(", ");
-    format!("json_agg(json_build_array({cols}))")
+    format!("json_build_object('c', json_build_array({cols}))")
 }
 
 pub(super) fn install(spec: &CaptureSpec) -> Vec<String> {
@@ -109,17 +113,17 @@ pub(super) fn install(spec: &CaptureSpec) -> Vec<String> {
     let body = format!(
         "BEGIN\n\
          IF TG_OP = 'UPDATE' THEN\n\
-         \x20 SELECT {new} INTO flash_new FROM n;\n\
+         \x20 SELECT {new} INTO flash_new FROM n HAVING count(*) > 0;\n\
          \x20 IF flash_new IS NULL THEN RETURN NULL; END IF;\n\
          \x20 IF current_setting({flag}, true) = '1' THEN\n\
          \x20   PERFORM set_config({flag}, '', true);\n\
-         \x20   SELECT {old} INTO flash_old FROM o;\n\
+         \x20   SELECT {old} INTO flash_old FROM o HAVING count(*) > 0;\n\
          \x20 END IF;\n\
          ELSIF TG_OP = 'INSERT' THEN\n\
-         \x20 SELECT {new} INTO flash_new FROM n;\n\
+         \x20 SELECT {new} INTO flash_new FROM n HAVING count(*) > 0;\n\
          \x20 IF flash_new IS NULL THEN RETURN NULL; END IF;\n\
          ELSE\n\
-         \x20 SELECT {old} INTO flash_old FROM o;\n\
+         \x20 SELECT {old} INTO flash_old FROM o HAVING count(*) > 0;\n\
          \x20 IF flash_old IS NULL THEN RETURN NULL; END IF;\n\
          END IF;\n\
          INSERT INTO {changes} (table_name, old_keys, new_keys, txid) VALUES ({name}, flash_old, flash_new, txid_current());\n\

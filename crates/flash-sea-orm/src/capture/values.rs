@@ -12,6 +12,7 @@ use flash_core::FieldValue;
 use sea_orm::prelude::{ChronoDateTime, ChronoDateTimeWithTimeZone, Uuid};
 use sea_orm::sea_query::ColumnType;
 use serde_json::Value as Json;
+use std::collections::BTreeMap;
 
 /// How a captured column is decoded, from its SeaORM column type.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -119,6 +120,67 @@ fn from_hex(s: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
+/// How to read the captured rows of one table: its model (flash's name for
+/// it) and its captured columns in recorded order.
+#[derive(Clone, Debug)]
+pub(crate) struct TableDecoder {
+    pub(crate) model: String,
+    pub(crate) columns: Vec<(String, Kind)>,
+}
+
+impl TableDecoder {
+    /// The rows of one recorded value, as field maps: column by column
+    /// (`{"c": [[a1, a2], [b1, b2]]}`, PostgreSQL's statement triggers) or
+    /// row by row (`[[a1, b1], [a2, b2]]`, the row triggers of MySQL and
+    /// SQLite, and PostgreSQL's before format 4).
+    pub(crate) fn rows(
+        &self,
+        json: Option<&str>,
+    ) -> Result<Vec<BTreeMap<String, FieldValue>>, String> {
+        let Some(json) = json else {
+            return Ok(Vec::new());
+        };
+        let width = self.columns.len();
+        let rows: Vec<Vec<Json>> = match serde_json::from_str(json).map_err(|e| e.to_string())? {
+            Recorded::Columns { c } => {
+                if c.len() != width {
+                    return Err(format!("{} columns recorded, {width} captured", c.len()));
+                }
+                let n = c.first().map_or(0, Vec::len);
+                if c.iter().any(|col| col.len() != n) {
+                    return Err("recorded columns of different lengths".into());
+                }
+                let mut cols: Vec<_> = c.into_iter().map(Vec::into_iter).collect();
+                (0..n)
+                    .map(|_| cols.iter_mut().filter_map(Iterator::next).collect())
+                    .collect()
+            }
+            Recorded::Rows(rows) => rows,
+        };
+        rows.into_iter()
+            .map(|row| {
+                if row.len() != width {
+                    return Err(format!("{} values for {width} captured columns", row.len(),));
+                }
+                Ok(self
+                    .columns
+                    .iter()
+                    .zip(&row)
+                    .map(|((name, kind), v)| (name.clone(), kind.decode(v)))
+                    .collect())
+            })
+            .collect()
+    }
+}
+
+/// The two shapes of a recorded `old_keys`/`new_keys` value.
+#[derive(serde::Deserialize)]
+#[serde(untagged)]
+enum Recorded {
+    Columns { c: Vec<Vec<Json>> },
+    Rows(Vec<Vec<Json>>),
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -194,5 +256,47 @@ mod tests {
         assert_eq!(from_hex("0aFF"), Some(vec![10, 255]));
         assert_eq!(from_hex("0a F"), None);
         assert_eq!(from_hex("abc"), None);
+    }
+
+    fn decoder() -> TableDecoder {
+        TableDecoder {
+            model: "event".into(),
+            columns: vec![("id".into(), Kind::Int), ("slug".into(), Kind::Text)],
+        }
+    }
+
+    /// PostgreSQL's column-by-column record and the row-by-row one (MySQL,
+    /// SQLite, PostgreSQL before format 4) give the same rows.
+    #[test]
+    fn both_recorded_shapes_give_the_same_rows() {
+        let d = decoder();
+        let by_columns = d
+            .rows(Some(r#"{"c": [[1, 2, null], ["a", "b", "c"]]}"#))
+            .unwrap();
+        let by_rows = d
+            .rows(Some(r#"[[1, "a"], [2, "b"], [null, "c"]]"#))
+            .unwrap();
+        assert_eq!(by_columns, by_rows);
+        assert_eq!(by_columns.len(), 3);
+        assert_eq!(by_columns[1]["id"], FieldValue::Int(2));
+        assert_eq!(by_columns[1]["slug"], FieldValue::Str("b".into()));
+        assert_eq!(by_columns[2]["id"], FieldValue::Null);
+        assert!(d.rows(None).unwrap().is_empty());
+    }
+
+    /// A record that does not fit the table's captured columns is an error
+    /// (the drain logs and drops it), never a panic or a wrong row.
+    #[test]
+    fn records_of_the_wrong_shape_are_errors() {
+        let d = decoder();
+        for bad in [
+            r#"{"c": [[1, 2]]}"#,
+            r#"{"c": [[1, 2], ["a"]]}"#,
+            r#"[[1]]"#,
+            r#"{"x": 1}"#,
+            "not json",
+        ] {
+            assert!(d.rows(Some(bad)).is_err(), "{bad}");
+        }
     }
 }
