@@ -27,11 +27,16 @@ async fn changes(t: &TestDb) -> Vec<Change> {
         t.db.query_all(Statement::from_string(t.backend, sql.to_owned()))
             .await
             .expect("read changes");
-    // Row by row (`[[a1, b1], ...]`, MySQL and SQLite) or, on PostgreSQL,
-    // column by column (`{"c": [[a1, ...], [b1, ...]]}`): rows either way.
+    // Row by row (`[[a1, b1], ...]`, MySQL), one row (`[a1, b1]`, SQLite's
+    // row triggers) or, on PostgreSQL, column by column
+    // (`{"c": [[a1, ...], [b1, ...]]}`): rows either way.
     let parse = |s: Option<String>| {
         s.map(|s| match serde_json::from_str::<Json>(&s) {
-            Ok(Json::Array(a)) if t.backend != DatabaseBackend::Postgres => a,
+            Ok(Json::Array(a)) if t.backend == DatabaseBackend::MySql => a,
+            Ok(Json::Array(a)) if t.backend == DatabaseBackend::Sqlite => {
+                assert!(a.iter().all(|v| !v.is_array()), "one row: {s}");
+                vec![Json::Array(a)]
+            }
             Ok(Json::Object(o)) if t.backend == DatabaseBackend::Postgres => {
                 let Some(Json::Array(cols)) = o.get("c") else {
                     panic!("no columns: {s}")

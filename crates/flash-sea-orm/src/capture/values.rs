@@ -130,9 +130,9 @@ pub(crate) struct TableDecoder {
 
 impl TableDecoder {
     /// The rows of one recorded value, as field maps: column by column
-    /// (`{"c": [[a1, a2], [b1, b2]]}`, PostgreSQL's statement triggers) or
-    /// row by row (`[[a1, b1], [a2, b2]]`, the row triggers of MySQL and
-    /// SQLite, and PostgreSQL's before format 4).
+    /// (`{"c": [[a1, a2], [b1, b2]]}`, PostgreSQL's statement triggers), row
+    /// by row (`[[a1, b1], [a2, b2]]`, MySQL's triggers, and PostgreSQL's and
+    /// SQLite's before format 4) or one row (`[a1, b1]`, SQLite's row triggers).
     pub(crate) fn rows(
         &self,
         json: Option<&str>,
@@ -156,6 +156,7 @@ impl TableDecoder {
                     .collect()
             }
             Recorded::Rows(rows) => rows,
+            Recorded::Row(row) => vec![row],
         };
         rows.into_iter()
             .map(|row| {
@@ -173,12 +174,14 @@ impl TableDecoder {
     }
 }
 
-/// The two shapes of a recorded `old_keys`/`new_keys` value.
+/// The shapes of a recorded `old_keys`/`new_keys` value (tried in this
+/// order: a row's values are scalars, never arrays).
 #[derive(serde::Deserialize)]
 #[serde(untagged)]
 enum Recorded {
     Columns { c: Vec<Vec<Json>> },
     Rows(Vec<Vec<Json>>),
+    Row(Vec<Json>),
 }
 
 #[cfg(test)]
@@ -277,6 +280,8 @@ mod tests {
             .rows(Some(r#"[[1, "a"], [2, "b"], [null, "c"]]"#))
             .unwrap();
         assert_eq!(by_columns, by_rows);
+        let one = d.rows(Some(r#"[2, "b"]"#)).unwrap();
+        assert_eq!(one, vec![by_rows[1].clone()]);
         assert_eq!(by_columns.len(), 3);
         assert_eq!(by_columns[1]["id"], FieldValue::Int(2));
         assert_eq!(by_columns[1]["slug"], FieldValue::Str("b".into()));
@@ -293,6 +298,8 @@ mod tests {
             r#"{"c": [[1, 2]]}"#,
             r#"{"c": [[1, 2], ["a"]]}"#,
             r#"[[1]]"#,
+            r#"[1]"#,
+            r#"[1, "a", 3]"#,
             r#"{"x": 1}"#,
             "not json",
         ] {

@@ -118,21 +118,33 @@ async fn one_lag(
     }
 }
 
-/// PostgreSQL: installs (`on`) or removes the floor's trigger on `event`: a
-/// statement-level `AFTER UPDATE` trigger with both transition tables whose
-/// function does nothing. Elsewhere a no-op.
+/// Installs (`on`) or removes the floor's trigger on `event`, the least any
+/// capture of the same statement can cost. PostgreSQL: a statement-level
+/// `AFTER UPDATE` trigger with both transition tables whose function does
+/// nothing. SQLite (row triggers only): a row-level trigger inserting a
+/// constant row into a scratch table, one row per updated row as capture
+/// records, with nothing computed.
 async fn floor(db: &DatabaseConnection, on: bool) -> BenchResult<()> {
-    if db.get_database_backend() != sea_orm::DatabaseBackend::Postgres {
-        return Ok(());
-    }
-    let sql = if on {
-        "CREATE OR REPLACE FUNCTION flash_bench_floor() RETURNS trigger LANGUAGE plpgsql AS \
-         $f$ BEGIN RETURN NULL; END $f$; \
-         CREATE TRIGGER flash_bench_floor AFTER UPDATE ON event \
-         REFERENCING OLD TABLE AS o NEW TABLE AS n FOR EACH STATEMENT \
-         EXECUTE FUNCTION flash_bench_floor()"
-    } else {
-        "DROP TRIGGER IF EXISTS flash_bench_floor ON event"
+    let sql = match (db.get_database_backend(), on) {
+        (sea_orm::DatabaseBackend::Postgres, true) => {
+            "CREATE OR REPLACE FUNCTION flash_bench_floor() RETURNS trigger LANGUAGE plpgsql AS \
+             $f$ BEGIN RETURN NULL; END $f$; \
+             CREATE TRIGGER flash_bench_floor AFTER UPDATE ON event \
+             REFERENCING OLD TABLE AS o NEW TABLE AS n FOR EACH STATEMENT \
+             EXECUTE FUNCTION flash_bench_floor()"
+        }
+        (sea_orm::DatabaseBackend::Postgres, false) => {
+            "DROP TRIGGER IF EXISTS flash_bench_floor ON event"
+        }
+        (sea_orm::DatabaseBackend::Sqlite, true) => {
+            "CREATE TABLE IF NOT EXISTS flash_bench_floor_sink (id INTEGER PRIMARY KEY, t TEXT); \
+             CREATE TRIGGER flash_bench_floor AFTER UPDATE ON event FOR EACH ROW BEGIN \
+             INSERT INTO flash_bench_floor_sink (t) VALUES ('event'); END"
+        }
+        (sea_orm::DatabaseBackend::Sqlite, false) => {
+            "DROP TRIGGER IF EXISTS flash_bench_floor; DROP TABLE IF EXISTS flash_bench_floor_sink"
+        }
+        _ => return Ok(()),
     };
     db.execute_unprepared(sql).await?;
     Ok(())
@@ -184,9 +196,10 @@ pub async fn capture(env: &Env, report: &mut Report) -> BenchResult<()> {
     let mut cost_sec = Section::new(
         "9b. Write cost of capture (raw SQL, through the plain connection)",
         &format!(
-            "Median per statement, {} rounds alternating without triggers / (PostgreSQL) a \
-             statement trigger with transition tables that does nothing, the floor of any \
-             statement-level capture / the capture triggers, with no drain running; then the same \
+            "Median per statement, {} rounds alternating without triggers / the floor of any \
+             capture (PostgreSQL: a statement trigger with transition tables that does nothing; \
+             SQLite, which has row triggers only: a row trigger that inserts a constant row per \
+             updated row) / the capture triggers, with no drain running; then the same \
              rounds without triggers / with the capture triggers while one drain (in-process cache) \
              applies the records on the same machine. Single row: `UPDATE event SET title = ... \
              WHERE id = ...` ({} per round); 1 000 rows: `UPDATE event SET title = ... WHERE id \
@@ -197,7 +210,7 @@ pub async fn capture(env: &Env, report: &mut Report) -> BenchResult<()> {
             "database",
             "statement",
             "without capture",
-            "floor: transition tables only",
+            "floor (PostgreSQL: transition tables only; SQLite: a row trigger inserting a constant)",
             "ratio",
             "with capture",
             "ratio",
@@ -262,8 +275,11 @@ pub async fn capture(env: &Env, report: &mut Report) -> BenchResult<()> {
         // PostgreSQL the floor (a statement trigger with transition tables
         // that does nothing: what the database costs to hand a trigger the
         // changed rows); the capture triggers with no drain running.
-        let pg = d.name == "PostgreSQL";
-        let variants = if pg { 3 } else { 2 };
+        let with_floor = matches!(
+            db.get_database_backend(),
+            sea_orm::DatabaseBackend::Postgres | sea_orm::DatabaseBackend::Sqlite
+        );
+        let variants = if with_floor { 3 } else { 2 };
         let mut alone = vec![[Samples::default(), Samples::default()]; variants];
         for round in 0..=plan.capture_rounds {
             for (v, out) in alone.iter_mut().enumerate() {
@@ -325,7 +341,7 @@ pub async fn capture(env: &Env, report: &mut Report) -> BenchResult<()> {
         {
             let (off, on) = (&alone[0][k], &alone[variants - 1][k]);
             let r = ratio(on, off);
-            let floor_cells = if pg {
+            let floor_cells = if with_floor {
                 let f = &alone[1][k];
                 vec![fmt_dur(f.median()), fmt_ratio(ratio(f, off))]
             } else {
