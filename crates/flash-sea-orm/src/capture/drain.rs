@@ -23,12 +23,11 @@ use super::own::OwnWrites;
 use super::values::TableDecoder;
 use super::CHANGES_TABLE;
 use crate::related::{Index, Seeds};
-use flash_core::{FieldValue, Flash, KeySet};
+use flash_core::{Flash, KeySet};
 use sea_orm::{
     ConnectionTrait, DatabaseBackend, DatabaseConnection, DbErr, IsolationLevel, QueryResult,
     TransactionTrait,
 };
-use serde_json::Value as Json;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
