@@ -10,7 +10,7 @@ use super::setup::flash_db;
 use super::stats::{fmt_dur, fmt_ratio, ratio, BenchResult, Report, Samples, Section, Verdict};
 use super::Env;
 use flash_test_kit::entities::event;
-use sea_orm::{ActiveModelTrait, Set};
+use sea_orm::{ActiveModelTrait, ConnectionTrait, Set};
 
 fn title(id: i32, i: usize) -> event::ActiveModel {
     event::ActiveModel {
