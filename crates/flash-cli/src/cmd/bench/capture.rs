@@ -118,36 +118,78 @@ async fn one_lag(
     }
 }
 
-/// Installs (`on`) or removes the floor's trigger on `event`, the least any
-/// capture of the same statement can cost. PostgreSQL: a statement-level
-/// `AFTER UPDATE` trigger with both transition tables whose function does
-/// nothing. SQLite (row triggers only): a row-level trigger inserting a
-/// constant row into a scratch table, one row per updated row as capture
-/// records, with nothing computed.
-async fn floor(db: &DatabaseConnection, on: bool) -> BenchResult<()> {
-    let sql = match (db.get_database_backend(), on) {
-        (sea_orm::DatabaseBackend::Postgres, true) => {
-            "CREATE OR REPLACE FUNCTION flash_bench_floor() RETURNS trigger LANGUAGE plpgsql AS \
-             $f$ BEGIN RETURN NULL; END $f$; \
-             CREATE TRIGGER flash_bench_floor AFTER UPDATE ON event \
-             REFERENCING OLD TABLE AS o NEW TABLE AS n FOR EACH STATEMENT \
-             EXECUTE FUNCTION flash_bench_floor()"
+/// The floors capture is measured against, installed on `event` in place of
+/// the capture triggers.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Floor {
+    /// The least any capture of the statement can cost. PostgreSQL: a
+    /// statement-level `AFTER UPDATE` trigger with both transition tables
+    /// whose function does nothing. SQLite (row triggers only): a row-level
+    /// trigger inserting a constant row into a scratch table, one row per
+    /// updated row as capture records, with nothing computed.
+    Mechanism,
+    /// PostgreSQL: the same statement trigger inserting the captured
+    /// columns of the new rows as they come (`array_agg` per column into
+    /// typed array columns of a scratch table, no JSON): the least that
+    /// records a statement's keys durably.
+    Recording,
+}
+
+impl Floor {
+    /// The floors measured on `backend`, in column order.
+    fn of(backend: sea_orm::DatabaseBackend) -> &'static [Floor] {
+        match backend {
+            sea_orm::DatabaseBackend::Postgres => &[Floor::Mechanism, Floor::Recording],
+            sea_orm::DatabaseBackend::Sqlite => &[Floor::Mechanism],
+            _ => &[],
         }
-        (sea_orm::DatabaseBackend::Postgres, false) => {
-            "DROP TRIGGER IF EXISTS flash_bench_floor ON event"
-        }
-        (sea_orm::DatabaseBackend::Sqlite, true) => {
-            "CREATE TABLE IF NOT EXISTS flash_bench_floor_sink (id INTEGER PRIMARY KEY, t TEXT); \
-             CREATE TRIGGER flash_bench_floor AFTER UPDATE ON event FOR EACH ROW BEGIN \
-             INSERT INTO flash_bench_floor_sink (t) VALUES ('event'); END"
-        }
-        (sea_orm::DatabaseBackend::Sqlite, false) => {
-            "DROP TRIGGER IF EXISTS flash_bench_floor; DROP TABLE IF EXISTS flash_bench_floor_sink"
-        }
-        _ => return Ok(()),
-    };
-    db.execute_unprepared(sql).await?;
-    Ok(())
+    }
+
+    async fn install(self, db: &DatabaseConnection) -> BenchResult<()> {
+        let sql = match (db.get_database_backend(), self) {
+            (sea_orm::DatabaseBackend::Postgres, Floor::Mechanism) => {
+                "CREATE OR REPLACE FUNCTION flash_bench_floor() RETURNS trigger LANGUAGE plpgsql AS \
+                 $f$ BEGIN RETURN NULL; END $f$; \
+                 CREATE TRIGGER flash_bench_floor AFTER UPDATE ON event \
+                 REFERENCING OLD TABLE AS o NEW TABLE AS n FOR EACH STATEMENT \
+                 EXECUTE FUNCTION flash_bench_floor()"
+            }
+            (sea_orm::DatabaseBackend::Postgres, Floor::Recording) => {
+                "CREATE TABLE IF NOT EXISTS flash_bench_floor_sink \
+                 (id BIGSERIAL PRIMARY KEY, ids INT[], slugs TEXT[]); \
+                 CREATE OR REPLACE FUNCTION flash_bench_floor() RETURNS trigger LANGUAGE plpgsql AS \
+                 $f$ BEGIN INSERT INTO flash_bench_floor_sink (ids, slugs) \
+                 SELECT array_agg(n.id), array_agg(n.slug) FROM n; RETURN NULL; END $f$; \
+                 CREATE TRIGGER flash_bench_floor AFTER UPDATE ON event \
+                 REFERENCING OLD TABLE AS o NEW TABLE AS n FOR EACH STATEMENT \
+                 EXECUTE FUNCTION flash_bench_floor()"
+            }
+            (sea_orm::DatabaseBackend::Sqlite, _) => {
+                "CREATE TABLE IF NOT EXISTS flash_bench_floor_sink (id INTEGER PRIMARY KEY, t TEXT); \
+                 CREATE TRIGGER flash_bench_floor AFTER UPDATE ON event FOR EACH ROW BEGIN \
+                 INSERT INTO flash_bench_floor_sink (t) VALUES ('event'); END"
+            }
+            _ => return Ok(()),
+        };
+        db.execute_unprepared(sql).await?;
+        Ok(())
+    }
+
+    /// Removes whichever floor is installed.
+    async fn remove(db: &DatabaseConnection) -> BenchResult<()> {
+        let sql = match db.get_database_backend() {
+            sea_orm::DatabaseBackend::Postgres => {
+                "DROP TRIGGER IF EXISTS flash_bench_floor ON event; \
+                 DROP TABLE IF EXISTS flash_bench_floor_sink"
+            }
+            sea_orm::DatabaseBackend::Sqlite => {
+                "DROP TRIGGER IF EXISTS flash_bench_floor; DROP TABLE IF EXISTS flash_bench_floor_sink"
+            }
+            _ => return Ok(()),
+        };
+        db.execute_unprepared(sql).await?;
+        Ok(())
+    }
 }
 
 /// One round's statements: `plan.capture_single` single-row updates into
@@ -199,7 +241,9 @@ pub async fn capture(env: &Env, report: &mut Report) -> BenchResult<()> {
             "Median per statement, {} rounds alternating without triggers / the floor of any \
              capture (PostgreSQL: a statement trigger with transition tables that does nothing; \
              SQLite, which has row triggers only: a row trigger that inserts a constant row per \
-             updated row) / the capture triggers, with no drain running; then the same \
+             updated row) / (PostgreSQL) the floor of recording the keys durably: the same \
+             statement trigger inserting `array_agg` of the new rows' id and slug into typed array \
+             columns, no JSON / the capture triggers, with no drain running; then the same \
              rounds without triggers / with the capture triggers while one drain (in-process cache) \
              applies the records on the same machine. Single row: `UPDATE event SET title = ... \
              WHERE id = ...` ({} per round); 1 000 rows: `UPDATE event SET title = ... WHERE id \
@@ -211,6 +255,8 @@ pub async fn capture(env: &Env, report: &mut Report) -> BenchResult<()> {
             "statement",
             "without capture",
             "floor (PostgreSQL: transition tables only; SQLite: a row trigger inserting a constant)",
+            "ratio",
+            "floor with the keys recorded (PostgreSQL: array_agg into typed arrays)",
             "ratio",
             "with capture",
             "ratio",
@@ -271,32 +317,26 @@ pub async fn capture(env: &Env, report: &mut Report) -> BenchResult<()> {
                 );
             }
         }
-        // (ii) The statements alone, rounds alternating: no triggers; on
-        // PostgreSQL the floor (a statement trigger with transition tables
-        // that does nothing: what the database costs to hand a trigger the
-        // changed rows); the capture triggers with no drain running.
-        let with_floor = matches!(
-            db.get_database_backend(),
-            sea_orm::DatabaseBackend::Postgres | sea_orm::DatabaseBackend::Sqlite
-        );
-        let variants = if with_floor { 3 } else { 2 };
+        // (ii) The statements alone, rounds alternating: no triggers; the
+        // floors (see `Floor`); the capture triggers with no drain running.
+        let floors = Floor::of(db.get_database_backend());
+        let variants = floors.len() + 2;
         let mut alone = vec![[Samples::default(), Samples::default()]; variants];
         for round in 0..=plan.capture_rounds {
             for (v, out) in alone.iter_mut().enumerate() {
                 remove(db).await?;
-                floor(db, false).await?;
-                let captured = v == variants - 1;
-                if captured {
+                Floor::remove(db).await?;
+                if v == variants - 1 {
                     install(db, &ddl).await?;
-                } else if v == 1 {
-                    floor(db, true).await?;
+                } else if v > 0 {
+                    floors[v - 1].install(db).await?;
                 }
                 let mut scratch = [Samples::default(), Samples::default()];
                 let out = if round == 0 { &mut scratch } else { out };
                 writes(db, plan, &single_ids, bulk_lo, round, &mut serial, out).await?;
             }
         }
-        floor(db, false).await?;
+        Floor::remove(db).await?;
         db.execute_unprepared(&format!("DELETE FROM {}", capture::CHANGES_TABLE))
             .await?;
         // (iii) The same with one drain (in-process cache) applying the
@@ -341,12 +381,16 @@ pub async fn capture(env: &Env, report: &mut Report) -> BenchResult<()> {
         {
             let (off, on) = (&alone[0][k], &alone[variants - 1][k]);
             let r = ratio(on, off);
-            let floor_cells = if with_floor {
-                let f = &alone[1][k];
-                vec![fmt_dur(f.median()), fmt_ratio(ratio(f, off))]
-            } else {
-                vec!["—".into(), "—".into()]
-            };
+            let mut floor_cells = Vec::new();
+            for f in 0..2 {
+                match alone.get(f + 1).filter(|_| f < floors.len()) {
+                    Some(x) => {
+                        let x = &x[k];
+                        floor_cells.extend([fmt_dur(x.median()), fmt_ratio(ratio(x, off))]);
+                    }
+                    None => floor_cells.extend(["—".into(), "—".into()]),
+                }
+            }
             let (doff, don) = (&drained[0][k], &drained[1][k]);
             let mut row = vec![d.name.into(), what.into(), fmt_dur(off.median())];
             row.extend(floor_cells);
