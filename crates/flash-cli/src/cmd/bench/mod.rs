@@ -28,6 +28,7 @@ macro_rules! time_loop {
 mod capture;
 mod latency;
 mod load;
+mod miss;
 mod near;
 mod page;
 mod seal;
@@ -272,7 +273,7 @@ async fn measure(env: &mut Env, only: &[u8]) -> BenchResult<Report> {
         ("3. filter list", |e, r| {
             Box::pin(latency::filter_list(e, r))
         }),
-        ("4. miss path", |e, r| Box::pin(latency::miss_path(e, r))),
+        ("4. miss path", |e, r| Box::pin(miss::miss_path(e, r))),
         ("5. throughput", |e, r| Box::pin(load::throughput(e, r))),
         ("6. stampede", |e, r| Box::pin(load::stampede(e, r))),
         ("7. writes", |e, r| Box::pin(writes::writes(e, r))),
