@@ -6,7 +6,8 @@
 //! README) with a PASS/MISS verdict on each target of the issue.
 //!
 //! Module map: `setup` connects and seeds the targets, `latency` holds
-//! the sequential scenarios (1–4), `load` the concurrent ones and memory
+//! the sequential scenarios (1–3), `miss` the miss path and its floor (4),
+//! `load` the concurrent ones and memory
 //! (5, 6, 8), `writes` the updates (7), `capture` the lag of a foreign
 //! write and the triggers' cost (9), `page` a row with two embedded
 //! relations (10), `seal` what entry seals cost a hit (11), `stats`
