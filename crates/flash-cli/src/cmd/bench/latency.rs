@@ -1,4 +1,5 @@
-//! Sequential latency: one lookup, a batch of 100, a 50-row list, the miss path.
+//! Sequential latency: one lookup, a batch of 100, a 50-row list (the miss
+//! path is `miss.rs`).
 //!
 //! Every comparison is interleaved: each round times every contender for
 //! `per_round` operations in turn, so that a slow spell of the machine (other
@@ -10,11 +11,10 @@ use super::stats::{
 };
 use super::wire::{Protocol, WireClient};
 use super::{Env, Pair};
-use flash_core::{KeySet, Outcome};
+use flash_core::Outcome;
 use flash_sea_orm::by;
 use flash_test_kit::entities::{event, participation};
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
-use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 /// Lookups answered from the database because a cache operation failed
@@ -25,7 +25,7 @@ static DEGRADED: AtomicU64 = AtomicU64::new(0);
 
 /// `Ok` for the outcome `want` with a good value, or a degraded answer
 /// (counted); anything else means the bench measures the wrong thing.
-fn expect(o: Outcome, want: Outcome, value_ok: bool) -> BenchResult<()> {
+pub(super) fn expect(o: Outcome, want: Outcome, value_ok: bool) -> BenchResult<()> {
     if o == Outcome::Degraded {
         DEGRADED.fetch_add(1, Relaxed);
         return Ok(());
@@ -37,7 +37,7 @@ fn expect(o: Outcome, want: Outcome, value_ok: bool) -> BenchResult<()> {
 }
 
 /// Appends the degraded count of a section to its note.
-fn note_degraded(sec: &mut Section) {
+pub(super) fn note_degraded(sec: &mut Section) {
     let n = DEGRADED.swap(0, Relaxed);
     sec.note.push_str(&format!(
         " Lookups answered degraded (cache error, served by the database) during this section: {n}."
@@ -45,7 +45,7 @@ fn note_degraded(sec: &mut Section) {
 }
 
 /// The cache keys of the events `ids` (the very keys flash reads).
-fn event_keys(p: &Pair, ids: &[i32]) -> BenchResult<Vec<String>> {
+pub(super) fn event_keys(p: &Pair, ids: &[i32]) -> BenchResult<Vec<String>> {
     let cache = p.fdb.cache::<event::Entity>();
     Ok(ids
         .iter()
@@ -54,7 +54,7 @@ fn event_keys(p: &Pair, ids: &[i32]) -> BenchResult<Vec<String>> {
 }
 
 /// Fills the cache with the events `ids`.
-async fn warm_events(p: &Pair, ids: &[i32]) -> BenchResult<()> {
+pub(super) async fn warm_events(p: &Pair, ids: &[i32]) -> BenchResult<()> {
     let cache = p.fdb.cache::<event::Entity>();
     for id in ids {
         cache.get(by(event::Column::Id, *id)).await?;
@@ -460,100 +460,6 @@ pub async fn filter_list(env: &Env, report: &mut Report) -> BenchResult<()> {
     }
     for name in &env.skipped_caches {
         sec.skipped(&["flash hit", name], "unreachable");
-    }
-    note_degraded(&mut sec);
-    report.sections.push(sec);
-    Ok(())
-}
-
-/// Scenario 4, the miss path: a lookup right after an invalidation (the key
-/// holds a stale marker, as after a write) against the database query alone.
-pub async fn miss_path(env: &Env, report: &mut Report) -> BenchResult<()> {
-    let plan = &env.plan;
-    let ids: Vec<i32> = (1..=plan.hot).collect();
-    let mut keys = Vec::new();
-    for p in &env.pairs {
-        warm_events(p, &ids).await?;
-        keys.push(event_keys(p, &ids)?);
-    }
-    let per = plan.miss_per_round;
-    let mut db_s = vec![Samples::default(); env.dbs.len()];
-    let mut miss_s = vec![Samples::default(); env.pairs.len()];
-    // Per pair: (leased misses, cache requests they waited for), measured rounds only.
-    let mut trips = vec![(0u64, 0u64); env.pairs.len()];
-    for round in 0..=plan.rounds {
-        let mut scratch = Samples::default();
-        let start = round * per;
-        for (d, s) in env.dbs.iter().zip(&mut db_s) {
-            let out = if round == 0 { &mut scratch } else { s };
-            time_loop!(start, per, out, |i| {
-                event::Entity::find_by_id(ids[i % ids.len()])
-                    .one(&d.db)
-                    .await?
-                    .ok_or("row missing")?
-            });
-        }
-        for (k, p) in env.pairs.iter().enumerate() {
-            let cache = p.fdb.cache::<event::Entity>();
-            let out = if round == 0 {
-                &mut scratch
-            } else {
-                &mut miss_s[k]
-            };
-            for i in start..start + per {
-                // Untimed: what a write leaves behind.
-                let ks = KeySet {
-                    unset: BTreeSet::from([keys[k][i % ids.len()].clone()]),
-                    dynamic: BTreeSet::new(),
-                };
-                p.fdb.flash().apply_invalidation("event", &ks).await?;
-                let stats = p.fdb.flash().stats().snapshot();
-                let t = std::time::Instant::now();
-                let (_, o) = cache
-                    .get_with_outcome(by(event::Column::Id, ids[i % ids.len()]))
-                    .await?;
-                out.push(t.elapsed());
-                expect(o, Outcome::Miss, true)?;
-                // Untimed: the fill that runs after the caller has its row.
-                p.fdb.flash().settled().await;
-                if round > 0 {
-                    let now = p.fdb.flash().stats().snapshot();
-                    trips[k].0 += now.leased_misses - stats.leased_misses;
-                    trips[k].1 += now.leased_round_trips - stats.leased_round_trips;
-                }
-            }
-        }
-    }
-    let mut sec = Section::new(
-        "4. Miss path (lookup right after an invalidation)",
-        &format!(
-            "{} operations each. The key holds the stale marker a write leaves; the lookup's first \
-             read also takes the fill lease over it (one script call on Redis; on memcached `mg` \
-             then `ms` over the marker with its CAS value, since vivify acts on absent keys only), \
-             then queries the database; the fill runs in the background after the caller has its row \
-             (waited for, untimed, before the next operation). \"cache requests\" is the number of \
-             cache requests the caller waited for before its query, counted by flash \
-             (`leased_round_trips / leased_misses`); in-process, the read and the lease are two \
-             calls into the store.",
-            plan.rounds * per
-        ),
-        &["database", "cache", "DB query alone (median / p99)", "flash miss (median / p99)", "miss ÷ DB", "cache requests before the row"],
-    );
-    for (k, p) in env.pairs.iter().enumerate() {
-        sec.row(vec![
-            env.dbs[p.db].name.into(),
-            env.caches[p.cache].name.into(),
-            fmt_med_p99(&db_s[p.db]),
-            fmt_med_p99(&miss_s[k]),
-            fmt_ratio(ratio(&miss_s[k], &db_s[p.db])),
-            match trips[k] {
-                (0, _) => "in-process: read + add".into(),
-                (n, t) => format!("{:.2}", t as f64 / n as f64),
-            },
-        ]);
-    }
-    for name in env.skipped_dbs.iter().chain(&env.skipped_caches) {
-        sec.skipped(&[name], "unreachable");
     }
     note_degraded(&mut sec);
     report.sections.push(sec);

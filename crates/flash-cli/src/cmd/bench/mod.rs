@@ -6,7 +6,8 @@
 //! README) with a PASS/MISS verdict on each target of the issue.
 //!
 //! Module map: `setup` connects and seeds the targets, `latency` holds
-//! the sequential scenarios (1–4), `load` the concurrent ones and memory
+//! the sequential scenarios (1–3), `miss` the miss path and its floor (4),
+//! `load` the concurrent ones and memory
 //! (5, 6, 8), `writes` the updates (7), `capture` the lag of a foreign
 //! write and the triggers' cost (9), `page` a row with two embedded
 //! relations (10), `seal` what entry seals cost a hit (11), `stats`
@@ -28,6 +29,7 @@ macro_rules! time_loop {
 mod capture;
 mod latency;
 mod load;
+mod miss;
 mod near;
 mod page;
 mod seal;
@@ -272,7 +274,7 @@ async fn measure(env: &mut Env, only: &[u8]) -> BenchResult<Report> {
         ("3. filter list", |e, r| {
             Box::pin(latency::filter_list(e, r))
         }),
-        ("4. miss path", |e, r| Box::pin(latency::miss_path(e, r))),
+        ("4. miss path", |e, r| Box::pin(miss::miss_path(e, r))),
         ("5. throughput", |e, r| Box::pin(load::throughput(e, r))),
         ("6. stampede", |e, r| Box::pin(load::stampede(e, r))),
         ("7. writes", |e, r| Box::pin(writes::writes(e, r))),
