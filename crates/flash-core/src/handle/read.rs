@@ -117,7 +117,7 @@ impl Flash {
         if self.settings().log_keys {
             span.record("key", key);
         }
-        async {
+        let answer = async {
             let result = if self.is_bypassed() {
                 self.fetch(class, values)
                     .await
@@ -168,20 +168,25 @@ impl Flash {
                     }
                 }
             };
-            if let Ok((_, o)) = &result {
-                tracing::Span::current().record("outcome", o.label());
-                self.stats()
-                    .outcome(&class.spec, *o, started.map(|t| t.elapsed()));
-                self.emit(FlashEvent::Lookup {
-                    class: &class.spec.name,
-                    key,
-                    outcome: *o,
-                });
-            }
             result
+        };
+        // Entering and leaving a span no subscriber wants is not free (with
+        // `log` compatibility, each checks for a logger): skipped then.
+        let result = match span.is_disabled() {
+            true => answer.await,
+            false => answer.instrument(span.clone()).await,
+        };
+        if let Ok((_, o)) = &result {
+            span.record("outcome", o.label());
+            self.stats()
+                .outcome(&class.spec, *o, started.map(|t| t.elapsed()));
+            self.emit(FlashEvent::Lookup {
+                class: &class.spec.name,
+                key,
+                outcome: *o,
+            });
         }
-        .instrument(span)
-        .await
+        result
     }
 
     /// The value `bytes` read under `key` hold, if they may be served; a
@@ -291,7 +296,11 @@ impl Flash {
     /// The decision table applied to a decoded value (its age, its dynamic
     /// version against the class's current one, the stale marker).
     fn action_for<T>(&self, spec: &ClassSpec, found: &Found<T>, marker: bool) -> Action {
-        let age = Duration::from_millis(now_ms().saturating_sub(found.filled_ms));
+        // The age decides only with an allowtime: no clock read without one.
+        let age = match spec.allowtime {
+            Some(_) => Duration::from_millis(now_ms().saturating_sub(found.filled_ms)),
+            None => Duration::ZERO,
+        };
         let changed = found.version != self.dynamic_version(&spec.name);
         decide(spec.invalidation, spec.allowtime, age, changed, marker)
     }

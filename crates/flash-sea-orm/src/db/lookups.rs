@@ -104,11 +104,13 @@ where
         kind: CacheKind,
         lk: &Lookup<E>,
     ) -> Result<(Class<T>, Vec<FieldValue>), Error> {
-        let entity = E::default();
-        let class =
-            self.fdb
-                .flash
-                .simple_class::<T, _>(entity.table_name(), kind, &lk.field_names())?;
+        let table = E::default().table_name();
+        let flash = &self.fdb.flash;
+        // One field (most lookups): its name without a list.
+        let class = match lk.pairs.as_slice() {
+            [(c, _)] => flash.simple_class::<T, _>(table, kind, &[c.as_str()])?,
+            _ => flash.simple_class::<T, _>(table, kind, &lk.field_names())?,
+        };
         let values = lk.values_in(&class.spec().key_fields);
         Ok((class, values))
     }
@@ -135,7 +137,8 @@ where
     /// The row found by `lk`; [`Error::NotFound`] when there is none (the
     /// absence is cached too).
     pub async fn get(&self, lk: Lookup<E>) -> Result<E::Model, Error> {
-        let (row, _) = self.get_with_outcome(lk.clone()).await?;
+        // By reference: a copy of the lookup for the error would cost every hit.
+        let (row, _) = self.lookup(CacheKind::Instance, &lk).await?;
         row.ok_or_else(|| not_found(&lk))
     }
 

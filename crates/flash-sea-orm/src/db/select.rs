@@ -9,8 +9,9 @@
 //! related keys together, in one `get_many`. A row whose foreign key changed
 //! since (or the first read of a key in this process) costs a second round
 //! trip for the related rows; a hint never decides what is returned, the row
-//! read does. With the in-process store there is no round trip to save: the
-//! row and its related rows are looked up one after the other.
+//! read does. The in-process store reads the same way: one `get_many`, its
+//! hits decided as a batch's (one timer for the page, each entry's outcome
+//! counted), costs less than the lookups one after the other.
 //!
 //! Through a request scope ([`crate::RequestCache::select_related`]) every
 //! row goes through the scope: the row and its hinted related rows are
@@ -97,18 +98,6 @@ where
 {
     fn add(&self, batch: &mut Batch<'_>, v: &FieldValue) -> Handle<Option<T::Model>> {
         batch.add(Query::new(&self.class, vec![v.clone()]))
-    }
-
-    /// The embedded row for the foreign-key value `v`, by a lookup of its own.
-    async fn get(
-        &self,
-        flash: &flash_core::Flash,
-        v: &FieldValue,
-    ) -> Result<Option<T::Model>, Error> {
-        match v {
-            FieldValue::Null => Ok(None),
-            v => flash.get(&self.class, std::slice::from_ref(v)).await,
-        }
     }
 
     /// The embedded row for the foreign-key value `actual`, from the first
@@ -255,22 +244,6 @@ where
         })
     }
 
-    /// Is the cache in this process? Then there is no round trip to save,
-    /// and lookups one after the other cost less than a batch with its
-    /// remembered foreign keys. (An in-process store is the backend that
-    /// does not coalesce reads: it answers faster than coordination would.)
-    fn in_process(&self) -> bool {
-        !self.fdb.flash.backend().coalesce_reads()
-    }
-
-    /// The row found by `lk`, by a lookup of its own (see [`Self::in_process`]).
-    async fn row(&self, lk: &Lookup<E>) -> Result<Option<E::Model>, Error> {
-        let (class, values) = self
-            .cache
-            .class::<Option<E::Model>>(CacheKind::Instance, lk)?;
-        self.fdb.flash.get(&class, &values).await
-    }
-
     /// The row's class, its key, the lookup's values and the hint.
     async fn plan(
         &self,
@@ -351,13 +324,6 @@ where
             self.remember(key, hint, actual).await;
             return Ok(Some((row, v1)));
         }
-        if self.in_process() {
-            let Some(row) = self.row(&lk).await? else {
-                return Ok(None);
-            };
-            let v1 = s1.get(&self.fdb.flash, &fk_of(&row, &s1.fk)).await?;
-            return Ok(Some((row, v1)));
-        }
         let (class, key, values, hint) = self.plan(&lk).await?;
         let flash = &self.fdb.flash;
         let mut batch = flash.batch();
@@ -423,14 +389,6 @@ where
             );
             self.remember(key, hint, actual).await;
             return Ok(Some((row, v1?, v2?)));
-        }
-        if self.in_process() {
-            let Some(row) = self.row(&lk).await? else {
-                return Ok(None);
-            };
-            let v1 = s1.get(&self.fdb.flash, &fk_of(&row, &s1.fk)).await?;
-            let v2 = s2.get(&self.fdb.flash, &fk_of(&row, &s2.fk)).await?;
-            return Ok(Some((row, v1, v2)));
         }
         let (class, key, values, hint) = self.plan(&lk).await?;
         let flash = &self.fdb.flash;

@@ -9,7 +9,7 @@
 
 use super::stats::{fmt_dur, fmt_ratio, ratio, BenchResult, Report, Samples, Section, Verdict};
 use super::Env;
-use flash_core::codec::{decode_entry_ref, decode_payload, EntryRef};
+use super::floor::decode_row;
 use flash_core::Backend;
 use flash_sea_orm::{by, FlashDb, Registrar};
 use flash_test_kit::entities::{event, participation, user};
@@ -38,18 +38,9 @@ async fn page_handle(
     Ok(reg.build().await?)
 }
 
-/// The value in an entry's bytes, as the read path decodes it (in process:
-/// no seal, no compression at this size).
+/// The value in a store read's first entry (in process: no seal).
 fn decode<T: serde::de::DeserializeOwned>(raw: Vec<Option<flash_core::Bytes>>) -> Option<T> {
-    let bytes = raw.into_iter().next()??;
-    match decode_entry_ref(&bytes)? {
-        EntryRef::Value {
-            payload,
-            compressed: false,
-            ..
-        } => decode_payload(payload),
-        _ => None,
-    }
+    decode_row(&raw.into_iter().next()??, false)
 }
 
 /// The keys of page `id`'s three entries (participation, event, user).
