@@ -276,9 +276,12 @@ impl<'f> Batch<'f> {
                 None => futures.push((i, q.fetch(flash))),
             }
         }
-        let (slots, futures): (Vec<usize>, Vec<_>) = futures.into_iter().unzip();
-        for (i, r) in slots.into_iter().zip(join_all(futures).await) {
-            results[i] = Some(r);
+        // A warm batch has none: no join to build and poll then.
+        if !futures.is_empty() {
+            let (slots, futures): (Vec<usize>, Vec<_>) = futures.into_iter().unzip();
+            for (i, r) in slots.into_iter().zip(join_all(futures).await) {
+                results[i] = Some(r);
+            }
         }
         // Each query's latency is the batch's: its result is the caller's
         // when the whole batch has run.

@@ -7,7 +7,7 @@ use super::FlashDb;
 use crate::convert::{column_name, model_name, to_field, ModelRecord};
 use crate::lookup::Lookup;
 use flash_core::{CacheKind, CacheValue, Class, Error, FieldValue, Outcome, Query, Record};
-use sea_orm::{EntityTrait, ModelTrait};
+use sea_orm::{EntityTrait, IdenStatic, ModelTrait};
 use std::marker::PhantomData;
 
 impl FlashDb {
@@ -104,7 +104,8 @@ where
         kind: CacheKind,
         lk: &Lookup<E>,
     ) -> Result<(Class<T>, Vec<FieldValue>), Error> {
-        let table = E::default().table_name();
+        let entity = E::default();
+        let table = entity.table_name();
         let flash = &self.fdb.flash;
         // One field (most lookups): its name without a list.
         let class = match lk.pairs.as_slice() {
@@ -138,7 +139,9 @@ where
     /// absence is cached too).
     pub async fn get(&self, lk: Lookup<E>) -> Result<E::Model, Error> {
         // By reference: a copy of the lookup for the error would cost every hit.
-        let (row, _) = self.lookup(CacheKind::Instance, &lk).await?;
+        let (row, _) = self
+            .lookup::<Option<E::Model>>(CacheKind::Instance, &lk)
+            .await?;
         row.ok_or_else(|| not_found(&lk))
     }
 
