@@ -93,7 +93,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
             "floor" => {
                 let [kp, ke, ku] = &keys[i % ROWS as usize];
-                let p: Option<participation::Model> = floor(&*backend, std::slice::from_ref(kp)).await?;
+                let p: Option<participation::Model> =
+                    floor(&*backend, std::slice::from_ref(kp)).await?;
                 let e: Option<event::Model> = floor(&*backend, std::slice::from_ref(ke)).await?;
                 let u: Option<user::Model> = floor(&*backend, std::slice::from_ref(ku)).await?;
                 found += usize::from(p.is_some() && e.is_some() && u.is_some());

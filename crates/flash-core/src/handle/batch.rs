@@ -98,7 +98,8 @@ impl<T: CacheValue> Pending for Query<T> {
     }
     fn push_keys(&self, flash: &Flash, out: &mut Vec<String>) -> Result<(), Error> {
         let key = flash.key_of(&self.class, &self.values)?;
-        let stale = (self.class.spec.invalidation == Invalidation::Dynamic).then(|| stale_key(&key));
+        let stale =
+            (self.class.spec.invalidation == Invalidation::Dynamic).then(|| stale_key(&key));
         out.push(key);
         out.extend(stale);
         Ok(())

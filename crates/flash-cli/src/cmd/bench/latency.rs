@@ -321,9 +321,9 @@ pub async fn batch(env: &Env, report: &mut Report) -> BenchResult<()> {
             time_loop!(start, per, out, |i| {
                 let w = i % windows.len();
                 for b in raw.get_many(&keys[k][w * N..(w + 1) * N]).await? {
-                    let row: Option<Option<event::Model>> =
-                        b.and_then(|b| decode_row(&b, sealed));
-                    row.flatten().ok_or("floor: an entry is missing or not a row")?;
+                    let row: Option<Option<event::Model>> = b.and_then(|b| decode_row(&b, sealed));
+                    row.flatten()
+                        .ok_or("floor: an entry is missing or not a row")?;
                 }
             });
         }

@@ -7,9 +7,9 @@
 //! `get_many` of one key each, keys built beforehand) and decoded, with none
 //! of flash's read path.
 
+use super::floor::decode_row;
 use super::stats::{fmt_dur, fmt_ratio, ratio, BenchResult, Report, Samples, Section, Verdict};
 use super::Env;
-use super::floor::decode_row;
 use flash_core::Backend;
 use flash_sea_orm::{by, FlashDb, Registrar};
 use flash_test_kit::entities::{event, participation, user};
