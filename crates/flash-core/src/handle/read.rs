@@ -17,7 +17,8 @@ use crate::class::{CacheValue, Class, ClassSpec, Invalidation};
 use crate::codec::{self, decode_entry, encode_entry, now_ms, Decoded, Entry, EntryRef};
 use crate::decide::{decide, Action};
 use crate::error::{BackendError, Error};
-use crate::key::{lock_key, stale_key};
+use super::{read_keys, read_keys_owned};
+use crate::key::lock_key;
 use crate::seal::{Reject, Sealer};
 use crate::stats::{FlashEvent, Outcome};
 use crate::value::FieldValue;
@@ -581,24 +582,5 @@ impl Flash {
                 Outcome::MissNoFill
             },
         ))
-    }
-}
-
-/// [`read_keys`] taking the key it was built with (no copy of it).
-pub(super) fn read_keys_owned(spec: &ClassSpec, key: String) -> Vec<String> {
-    if spec.invalidation == Invalidation::Dynamic {
-        let stale = stale_key(&key);
-        vec![key, stale]
-    } else {
-        vec![key]
-    }
-}
-
-/// The keys one lookup reads: the value, and for DYNAMIC its stale marker.
-pub(super) fn read_keys(spec: &ClassSpec, key: &str) -> Vec<String> {
-    if spec.invalidation == Invalidation::Dynamic {
-        vec![key.to_owned(), stale_key(key)]
-    } else {
-        vec![key.to_owned()]
     }
 }
