@@ -12,12 +12,12 @@
 use super::leased::Leased;
 use super::wait::Pace;
 use super::Flash;
+use super::{read_keys, read_keys_owned};
 use crate::backend::{Bytes, LeaseRead};
 use crate::class::{CacheValue, Class, ClassSpec, Invalidation};
 use crate::codec::{self, decode_entry, encode_entry, now_ms, Decoded, Entry, EntryRef};
 use crate::decide::{decide, Action};
 use crate::error::{BackendError, Error};
-use super::{read_keys, read_keys_owned};
 use crate::key::lock_key;
 use crate::seal::{Reject, Sealer};
 use crate::stats::{FlashEvent, Outcome};
