@@ -1,8 +1,10 @@
 //! A fixed workload for `valgrind --tool=callgrind`: in-process page hits
 //! (`select_related`, a participation with its event and its user) against
-//! the same three rows looked up one by one and a single-row hit, on SQLite
-//! and the in-process cache. The first argument picks the loop (`page`,
-//! `three`, `one`), the second how many times it runs: the difference of two
+//! the same three rows looked up one by one, a single-row hit, and the
+//! page's floor (its three entries read straight from the store and decoded,
+//! keys built beforehand), on SQLite and the in-process cache. The first
+//! argument picks the loop (`page`, `three`, `one`, `floor`), the second how
+//! many times it runs: the difference of two
 //! runs' instruction counts, divided by the difference of their counts, is
 //! the cost of one operation without the set-up.
 //!
@@ -63,6 +65,17 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         fdb.flash().settled().await;
     }
+    // The floor's keys (participation, event, user), built before the loop.
+    let mut keys = Vec::new();
+    for id in 1..=ROWS {
+        let p = parts.get(by(participation::Column::Id, id)).await?;
+        keys.push([
+            parts.cache_key(&by(participation::Column::Id, id))?,
+            events.cache_key(&by(event::Column::Id, p.event_id))?,
+            users.cache_key(&by(user::Column::Id, p.user_id))?,
+        ]);
+    }
+    let backend = fdb.flash().backend().clone();
     let mut found = 0usize;
     for i in 0..n {
         let id = 1 + (i as i32 % ROWS);
@@ -78,6 +91,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 users.get(by(user::Column::Id, p.user_id)).await?;
                 found += 1;
             }
+            "floor" => {
+                let [kp, ke, ku] = &keys[i % ROWS as usize];
+                let p: Option<participation::Model> =
+                    floor(&*backend, std::slice::from_ref(kp)).await?;
+                let e: Option<event::Model> = floor(&*backend, std::slice::from_ref(ke)).await?;
+                let u: Option<user::Model> = floor(&*backend, std::slice::from_ref(ku)).await?;
+                found += usize::from(p.is_some() && e.is_some() && u.is_some());
+            }
             _ => {
                 parts.get(lk).await?;
                 found += 1;
@@ -86,4 +107,20 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     println!("{found} {what} lookups answered");
     Ok(())
+}
+
+/// One store read and its decode, none of flash's read path (in process: no seal).
+async fn floor<T: serde::de::DeserializeOwned>(
+    backend: &dyn flash_core::Backend,
+    key: &[String],
+) -> Result<Option<T>, Box<dyn std::error::Error>> {
+    use flash_core::codec::{decode_entry_ref, decode_payload, EntryRef};
+    let raw = backend.get_many(key).await?;
+    let Some(bytes) = raw.into_iter().next().flatten() else {
+        return Ok(None);
+    };
+    Ok(match decode_entry_ref(&bytes) {
+        Some(EntryRef::Value { payload, .. }) => decode_payload::<Option<T>>(payload).flatten(),
+        _ => None,
+    })
 }

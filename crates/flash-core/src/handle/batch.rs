@@ -3,11 +3,11 @@
 //! near tier answers are left out of the `get_many`; the others' hits fill it
 //! (guarded as a single lookup's are).
 
-use super::read::read_keys_owned;
 use super::Flash;
 use crate::backend::Bytes;
-use crate::class::{CacheValue, Class, ClassSpec};
-use crate::error::Error;
+use crate::class::{CacheValue, Class, ClassSpec, Invalidation};
+use crate::error::{BackendError, Error};
+use crate::key::stale_key;
 use crate::near::Token;
 use crate::stats::Outcome;
 use crate::value::FieldValue;
@@ -57,9 +57,9 @@ type Resolved = Result<(Box<dyn Any + Send>, Outcome), Error>;
 
 trait Pending: Send + Sync {
     fn spec(&self) -> &ClassSpec;
-    /// The keys the query reads, its own first (built once: the batch's
-    /// multi-get and the decision both use these).
-    fn keys(&self, flash: &Flash) -> Result<Vec<String>, Error>;
+    /// Appends the keys the query reads to `out`, its own first (built
+    /// once: the batch's multi-get and the decision both use these).
+    fn push_keys(&self, flash: &Flash, out: &mut Vec<String>) -> Result<(), Error>;
     /// The answer from the near tier, if the class has one that holds `key`.
     fn near_hit(&self, flash: &Flash, key: &str) -> Option<Resolved>;
     /// The answer when the cache holds a value to serve as is: decided
@@ -96,9 +96,13 @@ impl<T: CacheValue> Pending for Query<T> {
         let v = flash.try_serve::<T>(&self.class.spec, key, raw, epoch)?;
         Some(Ok((Box::new(v) as Box<dyn Any + Send>, Outcome::Hit)))
     }
-    fn keys(&self, flash: &Flash) -> Result<Vec<String>, Error> {
+    fn push_keys(&self, flash: &Flash, out: &mut Vec<String>) -> Result<(), Error> {
         let key = flash.key_of(&self.class, &self.values)?;
-        Ok(read_keys_owned(&self.class.spec, key))
+        let stale =
+            (self.class.spec.invalidation == Invalidation::Dynamic).then(|| stale_key(&key));
+        out.push(key);
+        out.extend(stale);
+        Ok(())
     }
     fn near_hit(&self, flash: &Flash, key: &str) -> Option<Resolved> {
         let v = flash.near_hit::<T>(&self.class.spec, key)?;
@@ -193,22 +197,20 @@ impl<'f> Batch<'f> {
         let mut planned: Vec<Option<(usize, usize, Option<Token>)>> =
             Vec::with_capacity(self.queries.len());
         for q in &self.queries {
-            let ks = match q.keys(flash) {
-                Ok(ks) => ks,
-                Err(e) => {
-                    results.push(Some(Err(e)));
-                    planned.push(None);
-                    continue;
-                }
-            };
-            if let Some(hit) = (!bypassed).then(|| q.near_hit(flash, &ks[0])).flatten() {
+            let start = all_keys.len();
+            if let Err(e) = q.push_keys(flash, &mut all_keys) {
+                results.push(Some(Err(e)));
+                planned.push(None);
+                continue;
+            }
+            let key = &all_keys[start];
+            if let Some(hit) = (!bypassed).then(|| q.near_hit(flash, key)).flatten() {
+                all_keys.truncate(start);
                 results.push(Some(hit));
                 planned.push(None);
                 continue;
             }
-            let token = flash.near_for(q.spec()).map(|n| n.token(&ks[0]));
-            let start = all_keys.len();
-            all_keys.extend(ks);
+            let token = flash.near_for(q.spec()).map(|n| n.token(key));
             results.push(None);
             planned.push(Some((start, all_keys.len() - start, token)));
         }
@@ -217,7 +219,19 @@ impl<'f> Batch<'f> {
         let fetched = if bypassed || all_keys.is_empty() {
             None
         } else {
-            match flash.backend().get_many(all_keys).await {
+            // One answer per key, or none: a short answer is the backend's
+            // error (the queries then go to the database), not a panic.
+            let read = flash.backend().get_many(all_keys).await.and_then(|r| {
+                match r.len() == all_keys.len() {
+                    true => Ok(r),
+                    false => Err(BackendError::Protocol(format!(
+                        "{} answers to {} keys",
+                        r.len(),
+                        all_keys.len()
+                    ))),
+                }
+            });
+            match read {
                 Ok(r) => Some(r),
                 Err(e) => {
                     flash.stats().backend_error("get_many", &e);
@@ -225,18 +239,19 @@ impl<'f> Batch<'f> {
                 }
             }
         };
-        let mut raw = fetched.map(|r| r.into_iter());
-        // Hits are decided on the spot; only the rest become futures.
+        let raw = fetched.as_deref();
+        // Hits are decided on the spot, on the read's own slice of the
+        // answer; only the rest become futures (with a copy of their slice).
         let mut futures: Vec<(usize, BoxFuture<'_, Resolved>)> = Vec::new();
         for (i, (q, plan)) in self.queries.iter().zip(planned).enumerate() {
             let Some((start, len, token)) = plan else {
                 continue;
             };
-            match raw.as_mut() {
-                Some(it) => {
+            match raw {
+                Some(raw) => {
                     let key = all_keys[start].as_str();
-                    let mine: Vec<Option<Bytes>> = it.by_ref().take(len).collect();
-                    match q.try_hit(flash, key, &mine, epoch) {
+                    let mine = &raw[start..start + len];
+                    match q.try_hit(flash, key, mine, epoch) {
                         Some(hit) => {
                             if let (Some(token), Some(near), Some(Some(bytes))) =
                                 (token, flash.near_for(q.spec()), mine.first())
@@ -245,12 +260,15 @@ impl<'f> Batch<'f> {
                             }
                             results[i] = Some(hit);
                         }
-                        None => futures.push((
-                            i,
-                            Box::pin(async move {
-                                q.resolve(flash, key, mine, epoch, cache_only).await
-                            }),
-                        )),
+                        None => {
+                            let mine = mine.to_vec();
+                            futures.push((
+                                i,
+                                Box::pin(async move {
+                                    q.resolve(flash, key, mine, epoch, cache_only).await
+                                }),
+                            ))
+                        }
                     }
                 }
                 None if cache_only => {
@@ -259,9 +277,12 @@ impl<'f> Batch<'f> {
                 None => futures.push((i, q.fetch(flash))),
             }
         }
-        let (slots, futures): (Vec<usize>, Vec<_>) = futures.into_iter().unzip();
-        for (i, r) in slots.into_iter().zip(join_all(futures).await) {
-            results[i] = Some(r);
+        // A warm batch has none: no join to build and poll then.
+        if !futures.is_empty() {
+            let (slots, futures): (Vec<usize>, Vec<_>) = futures.into_iter().unzip();
+            for (i, r) in slots.into_iter().zip(join_all(futures).await) {
+                results[i] = Some(r);
+            }
         }
         // Each query's latency is the batch's: its result is the caller's
         // when the whole batch has run.

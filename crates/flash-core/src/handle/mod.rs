@@ -42,9 +42,9 @@ pub use invalidate::KeySet;
 pub use settings::Settings;
 
 use crate::backend::Backend;
-use crate::class::{CacheKind, CacheValue, Class, ClassSpec, Fetch};
+use crate::class::{CacheKind, CacheValue, Class, ClassSpec, Fetch, Invalidation};
 use crate::error::{Error, RegistryError};
-use crate::key::{build_key, is_plain_name, is_valid_prefix};
+use crate::key::{build_key, is_plain_name, is_valid_prefix, stale_key};
 use crate::near::{Near, NearBus, NearConfig, NearStats, NearTier};
 use crate::registry::{CachedForeignKey, ModelInfo, Registry};
 use crate::seal::Sealer;
@@ -532,5 +532,24 @@ impl Flash {
     /// The dynamic versions and their store.
     fn versions(&self) -> &Versions {
         &self.inner.versions
+    }
+}
+
+/// [`read_keys`] taking the key it was built with (no copy of it).
+pub(crate) fn read_keys_owned(spec: &ClassSpec, key: String) -> Vec<String> {
+    if spec.invalidation == Invalidation::Dynamic {
+        let stale = stale_key(&key);
+        vec![key, stale]
+    } else {
+        vec![key]
+    }
+}
+
+/// The keys one lookup reads: the value, and for DYNAMIC its stale marker.
+pub(crate) fn read_keys(spec: &ClassSpec, key: &str) -> Vec<String> {
+    if spec.invalidation == Invalidation::Dynamic {
+        vec![key.to_owned(), stale_key(key)]
+    } else {
+        vec![key.to_owned()]
     }
 }

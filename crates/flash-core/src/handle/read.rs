@@ -12,12 +12,13 @@
 use super::leased::Leased;
 use super::wait::Pace;
 use super::Flash;
+use super::{read_keys, read_keys_owned};
 use crate::backend::{Bytes, LeaseRead};
 use crate::class::{CacheValue, Class, ClassSpec, Invalidation};
 use crate::codec::{self, decode_entry, encode_entry, now_ms, Decoded, Entry, EntryRef};
 use crate::decide::{decide, Action};
 use crate::error::{BackendError, Error};
-use crate::key::{lock_key, stale_key};
+use crate::key::lock_key;
 use crate::seal::{Reject, Sealer};
 use crate::stats::{FlashEvent, Outcome};
 use crate::value::FieldValue;
@@ -117,7 +118,7 @@ impl Flash {
         if self.settings().log_keys {
             span.record("key", key);
         }
-        async {
+        let answer = async {
             let result = if self.is_bypassed() {
                 self.fetch(class, values)
                     .await
@@ -168,20 +169,25 @@ impl Flash {
                     }
                 }
             };
-            if let Ok((_, o)) = &result {
-                tracing::Span::current().record("outcome", o.label());
-                self.stats()
-                    .outcome(&class.spec, *o, started.map(|t| t.elapsed()));
-                self.emit(FlashEvent::Lookup {
-                    class: &class.spec.name,
-                    key,
-                    outcome: *o,
-                });
-            }
             result
+        };
+        // Entering and leaving a span no subscriber wants is not free (with
+        // `log` compatibility, each checks for a logger): skipped then.
+        let result = match span.is_disabled() {
+            true => answer.await,
+            false => answer.instrument(span.clone()).await,
+        };
+        if let Ok((_, o)) = &result {
+            span.record("outcome", o.label());
+            self.stats()
+                .outcome(&class.spec, *o, started.map(|t| t.elapsed()));
+            self.emit(FlashEvent::Lookup {
+                class: &class.spec.name,
+                key,
+                outcome: *o,
+            });
         }
-        .instrument(span)
-        .await
+        result
     }
 
     /// The value `bytes` read under `key` hold, if they may be served; a
@@ -291,7 +297,11 @@ impl Flash {
     /// The decision table applied to a decoded value (its age, its dynamic
     /// version against the class's current one, the stale marker).
     fn action_for<T>(&self, spec: &ClassSpec, found: &Found<T>, marker: bool) -> Action {
-        let age = Duration::from_millis(now_ms().saturating_sub(found.filled_ms));
+        // The age decides only with an allowtime: no clock read without one.
+        let age = match spec.allowtime {
+            Some(_) => Duration::from_millis(now_ms().saturating_sub(found.filled_ms)),
+            None => Duration::ZERO,
+        };
         let changed = found.version != self.dynamic_version(&spec.name);
         decide(spec.invalidation, spec.allowtime, age, changed, marker)
     }
@@ -572,24 +582,5 @@ impl Flash {
                 Outcome::MissNoFill
             },
         ))
-    }
-}
-
-/// [`read_keys`] taking the key it was built with (no copy of it).
-pub(super) fn read_keys_owned(spec: &ClassSpec, key: String) -> Vec<String> {
-    if spec.invalidation == Invalidation::Dynamic {
-        let stale = stale_key(&key);
-        vec![key, stale]
-    } else {
-        vec![key]
-    }
-}
-
-/// The keys one lookup reads: the value, and for DYNAMIC its stale marker.
-pub(super) fn read_keys(spec: &ClassSpec, key: &str) -> Vec<String> {
-    if spec.invalidation == Invalidation::Dynamic {
-        vec![key.to_owned(), stale_key(key)]
-    } else {
-        vec![key.to_owned()]
     }
 }

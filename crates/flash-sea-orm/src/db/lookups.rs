@@ -7,7 +7,7 @@ use super::FlashDb;
 use crate::convert::{column_name, model_name, to_field, ModelRecord};
 use crate::lookup::Lookup;
 use flash_core::{CacheKind, CacheValue, Class, Error, FieldValue, Outcome, Query, Record};
-use sea_orm::{EntityTrait, ModelTrait};
+use sea_orm::{EntityTrait, IdenStatic, ModelTrait};
 use std::marker::PhantomData;
 
 impl FlashDb {
@@ -105,10 +105,13 @@ where
         lk: &Lookup<E>,
     ) -> Result<(Class<T>, Vec<FieldValue>), Error> {
         let entity = E::default();
-        let class =
-            self.fdb
-                .flash
-                .simple_class::<T, _>(entity.table_name(), kind, &lk.field_names())?;
+        let table = entity.table_name();
+        let flash = &self.fdb.flash;
+        // One field (most lookups): its name without a list.
+        let class = match lk.pairs.as_slice() {
+            [(c, _)] => flash.simple_class::<T, _>(table, kind, &[c.as_str()])?,
+            _ => flash.simple_class::<T, _>(table, kind, &lk.field_names())?,
+        };
         let values = lk.values_in(&class.spec().key_fields);
         Ok((class, values))
     }
@@ -135,7 +138,10 @@ where
     /// The row found by `lk`; [`Error::NotFound`] when there is none (the
     /// absence is cached too).
     pub async fn get(&self, lk: Lookup<E>) -> Result<E::Model, Error> {
-        let (row, _) = self.get_with_outcome(lk.clone()).await?;
+        // By reference: a copy of the lookup for the error would cost every hit.
+        let (row, _) = self
+            .lookup::<Option<E::Model>>(CacheKind::Instance, &lk)
+            .await?;
         row.ok_or_else(|| not_found(&lk))
     }
 

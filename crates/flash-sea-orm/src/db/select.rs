@@ -10,7 +10,8 @@
 //! since (or the first read of a key in this process) costs a second round
 //! trip for the related rows; a hint never decides what is returned, the row
 //! read does. With the in-process store there is no round trip to save: the
-//! row and its related rows are looked up one after the other.
+//! row is read, then its related rows together, as a batch (one `get_many`,
+//! hits decided on the spot, one timer, each entry's outcome counted).
 //!
 //! Through a request scope ([`crate::RequestCache::select_related`]) every
 //! row goes through the scope: the row and its hinted related rows are
@@ -99,16 +100,9 @@ where
         batch.add(Query::new(&self.class, vec![v.clone()]))
     }
 
-    /// The embedded row for the foreign-key value `v`, by a lookup of its own.
-    async fn get(
-        &self,
-        flash: &flash_core::Flash,
-        v: &FieldValue,
-    ) -> Result<Option<T::Model>, Error> {
-        match v {
-            FieldValue::Null => Ok(None),
-            v => flash.get(&self.class, std::slice::from_ref(v)).await,
-        }
+    /// [`Self::add`] unless the foreign key is null (no row to read).
+    fn add_some(&self, batch: &mut Batch<'_>, v: &FieldValue) -> Option<Handle<Option<T::Model>>> {
+        (*v != FieldValue::Null).then(|| self.add(batch, v))
     }
 
     /// The embedded row for the foreign-key value `actual`, from the first
@@ -255,10 +249,11 @@ where
         })
     }
 
-    /// Is the cache in this process? Then there is no round trip to save,
-    /// and lookups one after the other cost less than a batch with its
-    /// remembered foreign keys. (An in-process store is the backend that
-    /// does not coalesce reads: it answers faster than coordination would.)
+    /// Is the cache in this process? Then there is no round trip to save:
+    /// the row is read first, then its related rows together (one
+    /// `get_many`, their hits decided as a batch's), without the hint,
+    /// whose own read would cost as much as a store read. (An in-process
+    /// store is the backend that does not coalesce reads.)
     fn in_process(&self) -> bool {
         !self.fdb.flash.backend().coalesce_reads()
     }
@@ -355,7 +350,10 @@ where
             let Some(row) = self.row(&lk).await? else {
                 return Ok(None);
             };
-            let v1 = s1.get(&self.fdb.flash, &fk_of(&row, &s1.fk)).await?;
+            let mut batch = self.fdb.flash.batch();
+            let h1 = s1.add_some(&mut batch, &fk_of(&row, &s1.fk));
+            let mut res = batch.run().await;
+            let v1 = h1.map(|h| res.take(h)).transpose()?.flatten();
             return Ok(Some((row, v1)));
         }
         let (class, key, values, hint) = self.plan(&lk).await?;
@@ -428,8 +426,12 @@ where
             let Some(row) = self.row(&lk).await? else {
                 return Ok(None);
             };
-            let v1 = s1.get(&self.fdb.flash, &fk_of(&row, &s1.fk)).await?;
-            let v2 = s2.get(&self.fdb.flash, &fk_of(&row, &s2.fk)).await?;
+            let mut batch = self.fdb.flash.batch();
+            let h1 = s1.add_some(&mut batch, &fk_of(&row, &s1.fk));
+            let h2 = s2.add_some(&mut batch, &fk_of(&row, &s2.fk));
+            let mut res = batch.run().await;
+            let v1 = h1.map(|h| res.take(h)).transpose()?.flatten();
+            let v2 = h2.map(|h| res.take(h)).transpose()?.flatten();
             return Ok(Some((row, v1, v2)));
         }
         let (class, key, values, hint) = self.plan(&lk).await?;

@@ -27,6 +27,7 @@ macro_rules! time_loop {
 }
 
 mod capture;
+mod floor;
 mod latency;
 mod load;
 mod miss;
