@@ -55,6 +55,30 @@ pub(super) fn event_keys(p: &Pair, ids: &[i32]) -> BenchResult<Vec<String>> {
 }
 
 /// Fills the cache with the events `ids`.
+/// One round of the database baseline: `per` point queries by id on each
+/// database, timed into `out` (one `Samples` per database; round 0 warms up
+/// and is not kept).
+pub(super) async fn point_queries(
+    env: &Env,
+    ids: &[i32],
+    round: usize,
+    per: usize,
+    out: &mut [Samples],
+) -> BenchResult<()> {
+    let mut scratch = Samples::default();
+    let start = round * per;
+    for (d, s) in env.dbs.iter().zip(out) {
+        let out = if round == 0 { &mut scratch } else { s };
+        time_loop!(start, per, out, |i| {
+            event::Entity::find_by_id(ids[i % ids.len()])
+                .one(&d.db)
+                .await?
+                .ok_or("row missing")?
+        });
+    }
+    Ok(())
+}
+
 pub(super) async fn warm_events(p: &Pair, ids: &[i32]) -> BenchResult<()> {
     let cache = p.fdb.cache::<event::Entity>();
     for id in ids {
@@ -92,15 +116,7 @@ pub async fn one_lookup(env: &Env, report: &mut Report) -> BenchResult<()> {
     for round in 0..=plan.rounds {
         let mut scratch = Samples::default();
         let start = round * per;
-        for (d, s) in env.dbs.iter().zip(&mut db_s) {
-            let out = if round == 0 { &mut scratch } else { s };
-            time_loop!(start, per, out, |i| {
-                event::Entity::find_by_id(ids[i % ids.len()])
-                    .one(&d.db)
-                    .await?
-                    .ok_or("row missing")?
-            });
-        }
+        point_queries(env, &ids, round, per, &mut db_s).await?;
         for (k, p) in pairs.iter().enumerate() {
             let cache = p.fdb.cache::<event::Entity>();
             let out = if round == 0 {

@@ -3,7 +3,7 @@
 //! and against a floor: the same cache request(s) sent by the raw client
 //! (no flash around them), then the same query, one after the other.
 
-use super::latency::{event_keys, expect, note_degraded, warm_events};
+use super::latency::{event_keys, expect, note_degraded, point_queries, warm_events};
 use super::stats::{
     fmt_dur, fmt_med_p99, fmt_ratio, ratio, BenchResult, Report, Samples, Section, Verdict,
 };
@@ -67,17 +67,8 @@ pub async fn miss_path(env: &Env, report: &mut Report) -> BenchResult<()> {
         })
         .collect();
     for round in 0..=plan.rounds {
-        let mut scratch = Samples::default();
         let start = round * per;
-        for (d, s) in env.dbs.iter().zip(&mut db_s) {
-            let out = if round == 0 { &mut scratch } else { s };
-            time_loop!(start, per, out, |i| {
-                event::Entity::find_by_id(ids[i % ids.len()])
-                    .one(&d.db)
-                    .await?
-                    .ok_or("row missing")?
-            });
-        }
+        point_queries(env, &ids, round, per, &mut db_s).await?;
         for (k, p) in env.pairs.iter().enumerate() {
             let cache = p.fdb.cache::<event::Entity>();
             let run = &mut runs[k];
