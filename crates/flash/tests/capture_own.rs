@@ -10,8 +10,8 @@
 
 mod common;
 
-use common::unique;
-use flash_core::{Backend, Outcome};
+use common::{quiet, unique};
+use flash_core::{Backend, BackendError, Outcome};
 use flash_sea_orm::capture::{DrainSettings, CHANGES_TABLE};
 use flash_sea_orm::{by, Changes, FlashDb, Registrar};
 use flash_test_kit::entities::event;
@@ -19,6 +19,7 @@ use flash_test_kit::{declare, Hooked, Op};
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseBackend, DatabaseConnection, EntityTrait, Set,
 };
+use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -44,6 +45,20 @@ async fn setup(
     FlashDb,
     Arc<Hooked<Arc<dyn Backend>>>,
 ) {
+    let (ns, db, fdb, hooked, _) = setup_refusing(settings).await;
+    (ns, db, fdb, hooked)
+}
+
+/// [`setup`], with a switch that makes the cache refuse every write.
+async fn setup_refusing(
+    settings: DrainSettings,
+) -> (
+    String,
+    DatabaseConnection,
+    FlashDb,
+    Arc<Hooked<Arc<dyn Backend>>>,
+    Arc<AtomicBool>,
+) {
     let ns = unique("flash_own");
     let url = flash::config::database_url();
     let db = flash::config::connect_namespace(&url, &ns, true, 4)
@@ -66,7 +81,14 @@ async fn setup(
     let cache = flash::config::cache_backend(&flash::config::cache_url())
         .await
         .expect("cache reachable");
-    let hooked = Arc::new(Hooked::new(cache));
+    let refuse = Arc::new(AtomicBool::new(false));
+    let r = refuse.clone();
+    let hooked = Arc::new(Hooked::new(cache).before(move |call| {
+        match r.load(SeqCst) && call.op.is_write() {
+            true => Err(BackendError::Unreachable("test: refused".into())),
+            false => Ok(()),
+        }
+    }));
     let b: Arc<dyn Backend> = hooked.clone();
     let prefix = unique("own");
     let mut reg = Registrar::new(db.clone())
@@ -76,7 +98,7 @@ async fn setup(
     declare(&mut reg, Duration::from_secs(60)).expect("declarations");
     let fdb = reg.build().await.expect("build");
     assert!(fdb.has_capture());
-    (ns, db, fdb, hooked)
+    (ns, db, fdb, hooked, refuse)
 }
 
 fn event_row(id: i32, slug: &str, title: &str) -> event::ActiveModel {
@@ -100,13 +122,7 @@ async fn title_of(fdb: &FlashDb, slug: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_write_through_flash_is_not_invalidated_twice() {
-    // The drain runs only when asked, so that what each call applies is known.
-    let quiet = DrainSettings {
-        poll_interval: Duration::from_secs(3600),
-        listen_poll_interval: Duration::from_secs(3600),
-        listen: false,
-        ..DrainSettings::default()
-    };
+    let quiet = quiet();
     let (ns, db, fdb, hooked) = setup(quiet).await;
     let pg = db.get_database_backend() == DatabaseBackend::Postgres;
     let marks = hooked.calls(Op::SetMany);
@@ -234,6 +250,9 @@ async fn a_write_through_flash_wakes_no_drain_round() {
     let settings = DrainSettings {
         listen_poll_interval: Duration::from_secs(3600),
         gather: Duration::from_millis(200),
+        // A write applies its own invalidation here: it must not announce
+        // its record however slow the test machine (see the next test).
+        announce_after: Duration::from_secs(1),
         ..DrainSettings::default()
     };
     let (ns, db, fdb, _hooked) = setup(settings).await;
@@ -280,5 +299,170 @@ async fn a_write_through_flash_wakes_no_drain_round() {
     assert_eq!(row.expect("the event").title, "foreign", "{o:?}");
     assert_ne!(o, Outcome::Hit, "served the replaced entry");
     let _ = other.close().await;
+    let _ = flash::config::drop_namespace(&flash::config::database_url(), &ns).await;
+}
+
+/// PostgreSQL's notifications on the capture channel, from a connection to
+/// the namespace `ns` (the payload names the schema).
+async fn listen(ns: &str) -> sea_orm::sqlx::postgres::PgListener {
+    let db = flash::config::connect_namespace(&flash::config::database_url(), ns, false, 1)
+        .await
+        .expect("a connection");
+    let mut l =
+        sea_orm::sqlx::postgres::PgListener::connect_with(db.get_postgres_connection_pool())
+            .await
+            .expect("listener");
+    l.listen(flash_sea_orm::capture::NOTIFY_CHANNEL)
+        .await
+        .expect("LISTEN");
+    l
+}
+
+/// The next notification for a table of the namespace `ns` within
+/// `within`, if any (other tests write in their own at the same time).
+async fn notified(
+    l: &mut sea_orm::sqlx::postgres::PgListener,
+    ns: &str,
+    within: Duration,
+) -> Option<String> {
+    let until = tokio::time::Instant::now() + within;
+    loop {
+        let n = tokio::time::timeout_at(until, l.recv()).await.ok()?;
+        let payload = n.expect("notification").payload().to_owned();
+        if payload.contains(&format!(" {ns}.")) {
+            return Some(payload);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_update_through_flash_records_itself_and_announces_only_when_its_invalidation_fails() {
+    if !flash::config::database_url().starts_with("postgres") {
+        eprintln!("skipped: the write's own record is PostgreSQL's");
+        return;
+    }
+    let quiet = DrainSettings {
+        // However slow the test machine: the refused write below announces
+        // because it failed, not because it lagged.
+        announce_after: Duration::from_secs(1),
+        ..quiet()
+    };
+    let (ns, db, fdb, _hooked, refuse) = setup_refusing(quiet).await;
+    fdb.insert(event_row(1, "own", "first"))
+        .await
+        .expect("insert");
+    fdb.apply_captured().await.expect("drain");
+    let mut l = listen(&ns).await;
+    assert_eq!(title_of(&fdb, "own").await, "first");
+
+    // A title update: one record (its own, not also the trigger's), no
+    // notification, and the write's invalidation applied before it returned.
+    let title = |t: &str| event::ActiveModel {
+        id: Set(1),
+        title: Set(t.to_owned()),
+        ..Default::default()
+    };
+    fdb.update(title("second")).await.expect("update");
+    assert_eq!(changes(&db).await, 1, "one record of the update");
+    assert_eq!(title_of(&fdb, "own").await, "second");
+    assert_eq!(
+        notified(&mut l, &ns, Duration::from_millis(300)).await,
+        None,
+        "an update applied by its writer announced its record"
+    );
+    assert_eq!(fdb.apply_captured().await.expect("drain"), 1);
+
+    // A key change: the same, and its record holds the old key too.
+    fdb.update(event::ActiveModel {
+        id: Set(1),
+        slug: Set("own-2".into()),
+        ..Default::default()
+    })
+    .await
+    .expect("slug update");
+    assert_eq!(changes(&db).await, 1, "one record of the key change");
+    let old_keys: Option<String> = db
+        .query_one(sea_orm::Statement::from_string(
+            DatabaseBackend::Postgres,
+            format!("SELECT old_keys::text AS o FROM {CHANGES_TABLE}"),
+        ))
+        .await
+        .expect("read the record")
+        .expect("a record")
+        .try_get("", "o")
+        .expect("old_keys");
+    assert!(
+        old_keys.is_some_and(|o| o.contains("\"own\"")),
+        "the record lacks the old slug"
+    );
+    assert_eq!(
+        notified(&mut l, &ns, Duration::from_millis(300)).await,
+        None,
+        "a key change applied by its writer announced its record"
+    );
+    assert_eq!(fdb.apply_captured().await.expect("drain"), 1);
+    let gone = fdb
+        .cache::<event::Entity>()
+        .get_or_none(by(event::Column::Slug, "own"))
+        .await
+        .expect("lookup");
+    assert!(gone.is_none(), "the old slug still serves the row");
+    assert_eq!(title_of(&fdb, "own-2").await, "second");
+
+    // The cache refuses the write's markers: the other processes' drains
+    // are woken, so that one that reaches the cache applies the record.
+    refuse.store(true, SeqCst);
+    fdb.update(title("third")).await.expect("update");
+    let got = notified(&mut l, &ns, Duration::from_secs(2)).await;
+    refuse.store(false, SeqCst);
+    assert!(
+        got.is_some(),
+        "a record its writer could not apply was not announced"
+    );
+    assert_eq!(changes(&db).await, 1, "one record of the update");
+    fdb.apply_captured().await.expect("drain");
+    assert_eq!(title_of(&fdb, "own-2").await, "third");
+    let _ = flash::config::drop_namespace(&flash::config::database_url(), &ns).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_write_nested_in_an_update_through_flash_is_captured() {
+    if !flash::config::database_url().starts_with("postgres") {
+        eprintln!("skipped: the write's own record is PostgreSQL's");
+        return;
+    }
+    let quiet = quiet();
+    let (ns, db, fdb, _hooked) = setup(quiet).await;
+    fdb.insert(event_row(1, "outer", "first"))
+        .await
+        .expect("insert");
+    fdb.insert(event_row(2, "inner", "first"))
+        .await
+        .expect("insert");
+    fdb.apply_captured().await.expect("drain");
+    // An application's trigger: retitling event 1 to "cascade" retitles
+    // event 2 in the same statement (at trigger depth 1), where the own
+    // record's mark is still set.
+    db.execute_unprepared(
+        "CREATE FUNCTION touch_other() RETURNS trigger LANGUAGE plpgsql AS $$ \
+         BEGIN UPDATE event SET title = 'touched' WHERE id = 2; RETURN NULL; END $$; \
+         CREATE TRIGGER touch_other AFTER UPDATE ON event FOR EACH ROW \
+         WHEN (NEW.title = 'cascade') EXECUTE FUNCTION touch_other()",
+    )
+    .await
+    .expect("the application's trigger");
+    assert_eq!(title_of(&fdb, "inner").await, "first");
+    assert_eq!(title_of(&fdb, "inner").await, "first");
+    fdb.update(event::ActiveModel {
+        id: Set(1),
+        title: Set("cascade".into()),
+        ..Default::default()
+    })
+    .await
+    .expect("update");
+    assert_eq!(changes(&db).await, 2, "the nested update was not captured");
+    fdb.apply_captured().await.expect("drain");
+    assert_eq!(title_of(&fdb, "inner").await, "touched");
+    assert_eq!(title_of(&fdb, "outer").await, "cascade");
     let _ = flash::config::drop_namespace(&flash::config::database_url(), &ns).await;
 }

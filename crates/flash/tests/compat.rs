@@ -34,16 +34,6 @@ use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// A drain that polls once an hour: only the settle applies a write in time.
-fn quiet() -> DrainSettings {
-    DrainSettings {
-        poll_interval: Duration::from_secs(3600),
-        listen_poll_interval: Duration::from_secs(3600),
-        listen: false,
-        ..DrainSettings::default()
-    }
-}
-
 /// The demo declarations on a fresh database and the cache of
 /// `FLASH_CACHE_URL` under a prefix of its own, capture on (the default).
 async fn setup(drain: DrainSettings) -> FlashDb {

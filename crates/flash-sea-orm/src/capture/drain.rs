@@ -59,6 +59,16 @@ pub struct DrainSettings {
     /// a process cut off from the cache must not keep locking rows that
     /// others could apply. (The others are woken when it rolls back.)
     pub backoff_after_failure: Duration,
+    /// PostgreSQL: how long a write through flash that recorded its change
+    /// itself (an update of no key field: see `FlashDb::update`) waits for
+    /// its own invalidation before it wakes the other processes' drains
+    /// (default 5 ms; an invalidation takes microseconds in process and a
+    /// round trip with a server, so only a cut-off or stalled process waits
+    /// that long). Such a record sends no notification at commit: its
+    /// writer applies it, and only when that fails or lags (this process
+    /// cut off from the cache) do the others need to. The capture lag of
+    /// that case grows by this much.
+    pub announce_after: Duration,
     /// PostgreSQL: connections of the drain's own pool (default 4), used by
     /// the background drain and by [`FlashDb::apply_captured`](crate::FlashDb::apply_captured).
     /// Its sessions commit asynchronously (`synchronous_commit = off`): a
@@ -78,6 +88,7 @@ impl Default for DrainSettings {
             listen: true,
             gather: Duration::from_millis(2),
             backoff_after_failure: Duration::from_millis(200),
+            announce_after: Duration::from_millis(5),
             connections: 4,
         }
     }
@@ -162,6 +173,35 @@ impl Drain {
     /// raw statement in the same transaction) is applied as any other.
     pub(crate) fn applied_by_writer(&self, txid: i64, model: &str, keys: &KeySet, seeds: &Seeds) {
         self.by_writer.record(txid, model, keys, seeds);
+    }
+
+    /// The captured columns of `table`, in the order its records hold them
+    /// (see `postgres::own_record_sql`); `None` for a table not captured.
+    pub(crate) fn captured_columns(&self, table: &str) -> Option<Vec<String>> {
+        let dec = self.tables.get(table)?;
+        Some(dec.columns.iter().map(|(c, _)| c.clone()).collect())
+    }
+
+    /// See [`DrainSettings::announce_after`].
+    pub(crate) fn announce_after(&self) -> Duration {
+        self.settings.announce_after
+    }
+
+    /// Wakes every process's drain of this schema (PostgreSQL), in the
+    /// background, with the notification the trigger of `table` would have
+    /// sent for transaction `txid`: a write's own record that its writer
+    /// could not apply (in time) is then taken by a process that can reach
+    /// the cache.
+    pub(crate) fn announce(&self, txid: Option<i64>, table: &str) {
+        if self.db.get_database_backend() == DatabaseBackend::Postgres {
+            let db = self.db.clone();
+            let sql = super::postgres::announce(txid, table);
+            tokio::spawn(async move {
+                if let Err(e) = db.execute_unprepared(&sql).await {
+                    tracing::debug!(error = %e, "waking the drains failed (they poll)");
+                }
+            });
+        }
     }
 
     /// Were all the notifications since the last round for transactions

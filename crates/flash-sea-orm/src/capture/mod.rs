@@ -67,6 +67,19 @@
 //! capturing statement, delivered at commit, so a drain may `LISTEN` instead of
 //! polling (notifications are best effort: poll as well).
 //!
+//! # A write's own record (PostgreSQL)
+//!
+//! An update through `FlashDb::update` records its change itself, in its
+//! statement (`own_record_sql`): one row's array per updated row, `[a, b]`,
+//! in `new_keys` (and `old_keys` for a key change), with the transaction's
+//! id. Its `WHERE` sets the transaction-local setting `flash.own` to the
+//! table's name, and the statement triggers' `WHEN (pg_trigger_depth() > 0
+//! OR current_setting('flash.own', true) IS DISTINCT FROM '<table>')` skips
+//! their function for that statement only: the statement is autocommit, and
+//! statements run inside it by triggers or foreign key actions are at depth
+//! 1 or more. It sends no notification; its writer announces it only when
+//! its own invalidation fails or lags (`DrainSettings::announce_after`).
+//!
 //! # Draining
 //!
 //! A drain claims rows with row locks, not with columns: in **one
@@ -118,6 +131,7 @@ mod values;
 
 pub use drain::DrainSettings;
 pub(crate) use drain::{connection as drain_connection, Drain};
+pub(crate) use postgres::{own_marker, own_record_sql};
 pub(crate) use values::Kind;
 pub(crate) use values::TableDecoder;
 
@@ -139,7 +153,7 @@ pub const TRIGGER_PREFIX: &str = "flash_capture_";
 /// an older flash. Bump it with any change of the generated trigger text or of
 /// what the triggers record. The changes table is not covered (a trigger names
 /// the columns it fills; [`install`] creates the table only when it is absent).
-pub const FORMAT_VERSION: u32 = 4;
+pub const FORMAT_VERSION: u32 = 5;
 /// The name of the lock serializing [`install`]s (MySQL/MariaDB:
 /// `GET_LOCK('flash_capture.<database>')`).
 pub const INSTALL_LOCK: &str = "flash_capture";

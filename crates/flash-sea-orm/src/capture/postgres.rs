@@ -18,6 +18,19 @@ pub(super) fn wake_drains() -> String {
     format!("SELECT pg_notify({}, '')", lit(NOTIFY_CHANNEL))
 }
 
+/// The notification the triggers send for a statement of transaction
+/// `txid` on `table` of the current schema (see `install`), sent by a
+/// write that recorded its change itself (see [`own_record_sql`]).
+pub(super) fn announce(txid: Option<i64>, table: &str) -> String {
+    let txid = txid.map(|t| t.to_string()).unwrap_or_default();
+    format!(
+        "SELECT pg_notify({}, {} || current_schema() || '.' || {})",
+        lit(NOTIFY_CHANNEL),
+        lit(&format!("{txid} ")),
+        lit(table)
+    )
+}
+
 /// Table, trigger, function of the `flash_capture_*` triggers of the current schema.
 pub(super) const LIST_TRIGGERS: &str = "SELECT c.relname::text, t.tgname::text, p.proname::text \
      FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid \
@@ -157,6 +170,14 @@ pub(super) fn install(spec: &CaptureSpec) -> Vec<String> {
             row("NEW"),
         ));
     }
+    // A statement of flash's own that recorded its change itself (see
+    // `own_record_sql`) names its table in OWN_SETTING: its trigger skips the
+    // function. Only at depth 0: a statement that a trigger or a foreign
+    // key action runs inside it (depth 1 and more) is captured as any other.
+    let skip_own = format!(
+        "pg_trigger_depth() > 0 OR current_setting({}, true) IS DISTINCT FROM {name}",
+        lit(OWN_SETTING)
+    );
     for (name, (event, referencing)) in names.iter().zip([
         ("INSERT", "NEW TABLE AS n"),
         ("UPDATE", "OLD TABLE AS o NEW TABLE AS n"),
@@ -165,11 +186,63 @@ pub(super) fn install(spec: &CaptureSpec) -> Vec<String> {
         out.push(drop_trigger(schema, spec.table(), name));
         out.push(format!(
             "CREATE TRIGGER {} AFTER {event} ON {table} REFERENCING {referencing} \
-             FOR EACH STATEMENT EXECUTE FUNCTION {function}()",
+             FOR EACH STATEMENT WHEN ({skip_own}) EXECUTE FUNCTION {function}()",
             dq(name)
         ));
     }
     out
+}
+
+/// The transaction-local setting in which a statement of flash's own names
+/// the table whose change it records itself (see [`own_record_sql`]).
+pub(crate) const OWN_SETTING: &str = "flash.own";
+
+/// A write through flash that records its own change: `update` (an
+/// `UPDATE ... RETURNING` of every column, whose `WHERE` already ends with
+/// [`own_marker`]) and, in the same statement, the insert of its changes row:
+/// the captured `columns` of each updated row as one row's array (`[a, b]`,
+/// which the drain reads as it reads SQLite's records), with the
+/// transaction's id. Returns the updated rows and the id as
+/// [`crate::dialect::TXID_COLUMN`]. It replaces the trigger's function for
+/// this statement (see `install`): cheaper than the function's
+/// `array_agg`s over the transition table, and without its notification.
+///
+/// With `old`, the update also returns the row as it was (the columns
+/// prefixed [`crate::dialect::OLD_PREFIX`], see
+/// `dialect::update_returning_old`), recorded as the old keys.
+pub(crate) fn own_record_sql(update: &str, table: &str, columns: &[String], old: bool) -> String {
+    let row = |prefix: &str| {
+        let cols = columns
+            .iter()
+            .map(|c| format!("flash_u.{}", dq(&format!("{prefix}{c}"))))
+            .collect::<Vec<_>>()
+            .join(", ");
+        format!("json_build_array({cols})")
+    };
+    let old_keys = match old {
+        true => row(crate::dialect::OLD_PREFIX),
+        false => "NULL".to_owned(),
+    };
+    format!(
+        "WITH flash_u AS ({update}), flash_c AS (INSERT INTO {CHANGES_TABLE} \
+         (table_name, old_keys, new_keys, txid) SELECT {}, {old_keys}, {}, txid_current() \
+         FROM flash_u) SELECT flash_u.*, txid_current() AS {} FROM flash_u",
+        lit(table),
+        row(""),
+        crate::dialect::TXID_COLUMN
+    )
+}
+
+/// The condition a statement of [`own_record_sql`] adds to its `WHERE`:
+/// evaluated on the rows it updates, before the statement's triggers are
+/// queued, it names `table` in [`OWN_SETTING`] until the statement's
+/// (autocommit) transaction ends.
+pub(crate) fn own_marker(table: &str) -> String {
+    format!(
+        "set_config({}, {}, true) IS NOT NULL",
+        lit(OWN_SETTING),
+        lit(table)
+    )
 }
 
 /// One drain round's claim: deletes the oldest `limit` rows no other drain

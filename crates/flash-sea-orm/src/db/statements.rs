@@ -5,6 +5,7 @@
 //! exactly those rows.
 
 use super::src;
+use crate::capture;
 use crate::convert::column_name;
 use crate::dialect;
 use flash_core::Error;
@@ -27,10 +28,15 @@ pub(super) fn pk_condition<E: EntityTrait>(row: &E::Model) -> Condition {
 /// A key-changing update in one statement that also returns the row as it
 /// was (see [`dialect::update_returning_old`]), with the entity's
 /// `before_save` and `after_save` around it as SeaORM's own update runs them.
+///
+/// `own`: the table and its captured columns when the statement records its
+/// change itself (see `capture::own_record_sql`; autocommit only, as its
+/// mark lasts until the transaction ends).
 pub(super) async fn update_returning_old<A, C>(
     conn: &C,
     am: A,
     pk: Condition,
+    own: Option<(&str, &[String])>,
 ) -> Result<
     (
         <A::Entity as EntityTrait>::Model,
@@ -47,8 +53,16 @@ where
     let am = ActiveModelBehavior::before_save(am, conn, false)
         .await
         .map_err(src)?;
-    let update = A::Entity::update(am).into_query();
-    let stmt = dialect::update_returning_old::<A::Entity>(update, pk);
+    let mut update = A::Entity::update(am).into_query();
+    let stmt = match own {
+        None => dialect::update_returning_old::<A::Entity>(update, pk, true),
+        Some((table, columns)) => {
+            update.and_where(sea_query::Expr::cust(capture::own_marker(table)));
+            let s = dialect::update_returning_old::<A::Entity>(update, pk, false);
+            let sql = capture::own_record_sql(&s.sql, table, columns, true);
+            Statement { sql, ..s }
+        }
+    };
     let row = conn
         .query_one(stmt)
         .await

@@ -11,6 +11,7 @@ use super::statements::{
     sets_a_column, update_returning_old,
 };
 use super::{src, FlashDb};
+use crate::capture;
 use crate::convert::{column_name, model_name, to_field, ModelRecord};
 use crate::dialect;
 use crate::outbox::{failpoint, now_ms, sql as outbox_sql, Recorded};
@@ -18,9 +19,9 @@ use crate::related::Seeds;
 use flash_core::{Error, FieldValue, KeySet, Record};
 use sea_orm::sea_query::{self, Condition, SimpleExpr};
 use sea_orm::{
-    ActiveModelBehavior, ActiveModelTrait, ColumnTrait, ConnectionTrait, DbErr, EntityTrait,
-    FromQueryResult, IntoActiveModel, Iterable, ModelTrait, PrimaryKeyToColumn, QueryFilter,
-    QueryTrait, Statement, TransactionTrait, Value,
+    ActiveModelBehavior, ActiveModelTrait, ColumnTrait, ConnectionTrait, DbErr, EntityName,
+    EntityTrait, FromQueryResult, IntoActiveModel, Iterable, ModelTrait, PrimaryKeyToColumn,
+    QueryFilter, QueryTrait, Statement, TransactionTrait, Value,
 };
 use std::collections::BTreeSet;
 
@@ -85,6 +86,12 @@ pub(crate) struct Touched {
     /// (PostgreSQL with capture): the drain then knows the write's captured
     /// record, and only deletes it once the write applied its invalidation.
     pub(crate) txid: Option<i64>,
+    /// The write recorded its change itself, without the triggers'
+    /// notification (see `FlashDb::update_captured`): the other processes'
+    /// drains are woken only if its own invalidation fails or lags.
+    pub(crate) unannounced: bool,
+    /// The table written, when `unannounced`.
+    pub(crate) table: String,
 }
 
 impl Touched {
@@ -92,6 +99,7 @@ impl Touched {
         self.keys.extend(other.keys);
         self.seeds.extend(other.seeds);
         self.txid = self.txid.or(other.txid);
+        self.unannounced |= other.unannounced;
     }
 }
 
@@ -146,6 +154,30 @@ impl FlashDb {
     /// the write's captured record (or its outbox row) for the background
     /// drain.
     pub(super) async fn finish(&self, model: &str, touched: &Touched, outbox_id: Option<i64>) {
+        let drain = match &self.capture {
+            Some(d) if touched.unannounced => d,
+            _ => {
+                self.apply_touched(model, touched, outbox_id).await;
+                return;
+            }
+        };
+        // A record no notification announced: the other processes' drains
+        // are woken only if this process's invalidation fails or lags.
+        let announce = || drain.announce(touched.txid, &touched.table);
+        let mut apply = std::pin::pin!(self.apply_touched(model, touched, outbox_id));
+        match tokio::time::timeout(drain.announce_after(), &mut apply).await {
+            Ok(true) => {}
+            Ok(false) => announce(),
+            Err(_) => {
+                announce();
+                apply.await;
+            }
+        }
+    }
+
+    /// [`Self::finish`]'s work; whether the invalidation was applied in full
+    /// (reverse queries included).
+    async fn apply_touched(&self, model: &str, touched: &Touched, outbox_id: Option<i64>) -> bool {
         failpoint("after_commit");
         let mut related = None;
         // A failed reverse query keeps the outbox row (it records the
@@ -172,7 +204,9 @@ impl FlashDb {
         }
         let resolved = touched.seeds.is_empty() || related.is_some();
         let keys = related.as_ref().unwrap_or(&touched.keys);
-        match self.flash.apply_invalidation(model, keys).await {
+        let result = self.flash.apply_invalidation(model, keys).await;
+        let applied = result.is_ok() && complete;
+        match result {
             Ok(()) => {
                 if let (Some(ob), Some(id), true) = (&self.outbox, outbox_id, complete) {
                     ob.applied(id);
@@ -197,6 +231,7 @@ impl FlashDb {
                 tracing::error!(model, keys = keys.len(), error = %e, "invalidation failed (no outbox to retry it)")
             }
         }
+        applied
     }
 
     pub(super) fn keys_of<M: ModelTrait + Sync>(&self, rows: &[&M]) -> Touched {
@@ -207,6 +242,8 @@ impl FlashDb {
             keys: self.flash.keys_for_rows(&model, &dyns),
             seeds: self.related.seeds(&model, &dyns),
             txid: None,
+            unannounced: false,
+            table: String::new(),
         }
     }
 
@@ -228,6 +265,9 @@ impl FlashDb {
         <A::Entity as EntityTrait>::Model: IntoActiveModel<A> + Sync,
     {
         let model = model_name::<A::Entity>();
+        if let Some(columns) = self.records_own_update(&am) {
+            return self.update_captured(am, columns).await;
+        }
         if let Some(ob) = &self.outbox {
             if dialect::inserts_from_update(self.db.get_database_backend())
                 && ob.resolves(&model)
@@ -260,14 +300,8 @@ impl FlashDb {
             .ok_or_else(|| src(DbErr::RecordNotUpdated))?;
         let recorded = serde_json::to_string(&Recorded::Rows { rows: vec![pk] })
             .map_err(|e| src(DbErr::Custom(e.to_string())))?;
-        let mut update = <A::Entity as EntityTrait>::update(am).into_query();
-        update.returning(
-            sea_query::Query::returning().exprs(
-                <A::Entity as EntityTrait>::Column::iter()
-                    .map(|c| c.select_as(c.into_returning_expr(backend))),
-            ),
-        );
-        let built = backend.build(&update);
+        let update = <A::Entity as EntityTrait>::update(am).into_query();
+        let built = backend.build(&returning_all::<A::Entity>(update, backend));
         let mut values = built.values.map(|v| v.0).unwrap_or_default();
         let n = values.len();
         values.extend([
@@ -276,18 +310,95 @@ impl FlashDb {
             Value::from(now_ms()),
         ]);
         let sql = outbox_sql::update_and_record(backend, &built.sql, n);
+        let (m, row) = self.updated_row::<A::Entity>(sql, values).await?;
+        let id: i64 = row.try_get("", "flash_outbox_id").map_err(src)?;
+        let keys = self.keys_of(&[&m]);
+        self.finish(&model, &keys, Some(id)).await;
+        A::after_save(m, &self.db, false).await.map_err(src)
+    }
+
+    /// With capture on PostgreSQL, an update records its change itself, in
+    /// its own statement (see `update_captured`): the captured columns of
+    /// its table then, else `None`.
+    fn records_own_update<A: ActiveModelTrait>(&self, am: &A) -> Option<Vec<String>> {
+        let drain = self.capture.as_ref()?;
+        let entity = A::Entity::default();
+        if self.db.get_database_backend() != sea_orm::DatabaseBackend::Postgres
+            || entity.schema_name().is_some()
+            || !sets_a_column(am)
+        {
+            return None;
+        }
+        drain.captured_columns(entity.table_name())
+    }
+
+    /// An update of no key field with capture on PostgreSQL: the update and
+    /// its changes row (the captured columns of the row as updated, with the
+    /// transaction's id) are one statement, which its table's trigger lets
+    /// pass (see `capture::own_record_sql`): no trigger function, no
+    /// notification at commit. The write applies the invalidation before it
+    /// returns, and wakes the other processes' drains only when that fails
+    /// or takes longer than `DrainSettings::announce_after`.
+    async fn update_captured<A>(
+        &self,
+        am: A,
+        columns: Vec<String>,
+    ) -> Result<<A::Entity as EntityTrait>::Model, Error>
+    where
+        A: ActiveModelTrait + ActiveModelBehavior + Send,
+        <A::Entity as EntityTrait>::Model: IntoActiveModel<A> + Sync,
+    {
+        let model = model_name::<A::Entity>();
+        let table = A::Entity::default().table_name().to_owned();
+        if self.touches_key(&am) {
+            // A key change: the statement also returns (and records) the
+            // row as it was, read under its lock.
+            let pk = pk_of_active(&am);
+            let (m, old, txid) =
+                update_returning_old(&self.db, am, pk, Some((&table, &columns))).await?;
+            let mut rows = vec![&m];
+            rows.extend(old.as_ref());
+            let mut touched = self.keys_of(&rows);
+            touched.txid = txid;
+            touched.unannounced = true;
+            touched.table = table;
+            self.finish(&model, &touched, None).await;
+            return Ok(m);
+        }
+        let backend = self.db.get_database_backend();
+        let am = ActiveModelBehavior::before_save(am, &self.db, false)
+            .await
+            .map_err(src)?;
+        let mut update = <A::Entity as EntityTrait>::update(am).into_query();
+        update.and_where(sea_query::Expr::cust(capture::own_marker(&table)));
+        let built = backend.build(&returning_all::<A::Entity>(update, backend));
+        let sql = capture::own_record_sql(&built.sql, &table, &columns, false);
+        let values = built.values.map(|v| v.0).unwrap_or_default();
+        let (m, row) = self.updated_row::<A::Entity>(sql, values).await?;
+        let mut touched = self.keys_of(&[&m]);
+        touched.txid = row.try_get::<i64>("", dialect::TXID_COLUMN).ok();
+        touched.unannounced = true;
+        touched.table = table;
+        self.finish(&model, &touched, None).await;
+        A::after_save(m, &self.db, false).await.map_err(src)
+    }
+
+    /// Runs an update statement of one row that returns it, and reads the
+    /// row (its other returned columns stay in the result).
+    async fn updated_row<E: EntityTrait>(
+        &self,
+        sql: String,
+        values: Vec<Value>,
+    ) -> Result<(E::Model, sea_orm::QueryResult), Error> {
+        let backend = self.db.get_database_backend();
         let row = self
             .db
             .query_one(Statement::from_sql_and_values(backend, sql, values))
             .await
             .map_err(src)?
             .ok_or_else(|| src(DbErr::RecordNotUpdated))?;
-        let m = <<A::Entity as EntityTrait>::Model as FromQueryResult>::from_query_result(&row, "")
-            .map_err(src)?;
-        let id: i64 = row.try_get("", "flash_outbox_id").map_err(src)?;
-        let keys = self.keys_of(&[&m]);
-        self.finish(&model, &keys, Some(id)).await;
-        A::after_save(m, &self.db, false).await.map_err(src)
+        let m = E::Model::from_query_result(&row, "").map_err(src)?;
+        Ok((m, row))
     }
 
     /// Does `am` set a field some invalidating class is keyed by (other than
@@ -443,16 +554,10 @@ impl FlashDb {
         A: ActiveModelTrait + ActiveModelBehavior + Send,
         <A::Entity as EntityTrait>::Model: IntoActiveModel<A> + Sync,
     {
-        let pk = <A::Entity as EntityTrait>::PrimaryKey::iter().fold(Condition::all(), |c, p| {
-            let col = p.into_column();
-            match am.get(col).into_value() {
-                Some(v) => c.add(col.eq(v)),
-                None => c,
-            }
-        });
+        let pk = pk_of_active(&am);
         let (m, old, txid) =
             if dialect::updates_returning_old::<A::Entity>(txn.get_database_backend()) {
-                update_returning_old(txn, am, pk).await?
+                update_returning_old(txn, am, pk, None).await?
             } else {
                 let old = read_locked::<A::Entity, _>(txn, pk)
                     .await?
@@ -556,4 +661,28 @@ impl FlashDb {
         touched.txid = txid;
         Ok((n, touched))
     }
+}
+
+/// The primary-key condition of the row `am` updates.
+fn pk_of_active<A: ActiveModelTrait>(am: &A) -> Condition {
+    <A::Entity as EntityTrait>::PrimaryKey::iter().fold(Condition::all(), |c, p| {
+        let col = p.into_column();
+        match am.get(col).into_value() {
+            Some(v) => c.add(col.eq(v)),
+            None => c,
+        }
+    })
+}
+
+/// `update` returning every column of `E` (as SeaORM's own update reads them
+/// back).
+fn returning_all<E: EntityTrait>(
+    mut update: sea_query::UpdateStatement,
+    backend: sea_orm::DatabaseBackend,
+) -> sea_query::UpdateStatement {
+    update.returning(
+        sea_query::Query::returning()
+            .exprs(E::Column::iter().map(|c| c.select_as(c.into_returning_expr(backend)))),
+    );
+    update
 }

@@ -44,6 +44,7 @@ fn quoted(ident: &str) -> String {
 pub(crate) fn update_returning_old<E: EntityTrait>(
     mut update: UpdateStatement,
     pk: Condition,
+    with_txid: bool,
 ) -> Statement {
     let entity = E::default();
     let table = entity.table_name().to_owned();
@@ -72,12 +73,12 @@ pub(crate) fn update_returning_old<E: EntityTrait>(
         .collect::<Vec<_>>()
         .join(", ");
     let built = DatabaseBackend::Postgres.build(&update);
+    let txid = match with_txid {
+        true => format!(", txid_current() AS {}", quoted(TXID_COLUMN)),
+        false => String::new(),
+    };
     Statement {
-        sql: format!(
-            "{} RETURNING {returning}, txid_current() AS {}",
-            built.sql,
-            quoted(TXID_COLUMN)
-        ),
+        sql: format!("{} RETURNING {returning}{txid}", built.sql),
         ..built
     }
 }

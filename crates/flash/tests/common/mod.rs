@@ -15,6 +15,18 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+/// A drain that polls once an hour and listens to nothing: it runs only
+/// when asked (`apply_captured`, a write's settle), so that what each call
+/// applies is known.
+pub fn quiet() -> DrainSettings {
+    DrainSettings {
+        poll_interval: Duration::from_secs(3600),
+        listen_poll_interval: Duration::from_secs(3600),
+        listen: false,
+        ..DrainSettings::default()
+    }
+}
+
 pub fn unique(tag: &str) -> String {
     format!("{tag}{}x{}", std::process::id(), rand::random::<u32>())
 }
