@@ -131,7 +131,9 @@ mod values;
 
 pub use drain::DrainSettings;
 pub(crate) use drain::{connection as drain_connection, Drain};
-pub(crate) use postgres::{own_marker, own_record_sql};
+#[doc(hidden)]
+pub use postgres::own_marker;
+pub(crate) use postgres::own_record_sql;
 pub(crate) use values::Kind;
 pub(crate) use values::TableDecoder;
 
