@@ -116,13 +116,22 @@ where
         Ok((class, values))
     }
 
-    async fn lookup<T: CacheValue>(
+    /// A lookup of the class `lk` reads. The usual one-field lookup borrows
+    /// its class from the registry and keeps its value on the stack: no
+    /// allocation and no reference count on a hit's path.
+    pub(super) async fn lookup<T: CacheValue>(
         &self,
         kind: CacheKind,
         lk: &Lookup<E>,
     ) -> Result<(T, Outcome), Error> {
+        let flash = &self.fdb.flash;
+        if let [(c, v)] = lk.pairs.as_slice() {
+            let entity = E::default();
+            let class = flash.simple_class_ref::<T, _>(entity.table_name(), kind, &[c.as_str()])?;
+            return flash.lookup(class, &[to_field(v)]).await;
+        }
         let (class, values) = self.class::<T>(kind, lk)?;
-        self.fdb.flash.lookup(&class, &values).await
+        flash.lookup(&class, &values).await
     }
 
     fn query<T: CacheValue>(&self, kind: CacheKind, lk: &Lookup<E>) -> Result<Query<T>, Error> {
