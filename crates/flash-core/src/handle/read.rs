@@ -28,17 +28,17 @@ use tracing::Instrument;
 
 /// A lookup's first read answered without waiting ([`Flash::read_now`]):
 /// the bytes of its keys, in `get_many`'s order, on the stack.
-struct ReadNow {
+pub(super) struct ReadNow {
     raw: [Option<Bytes>; 2],
     len: usize,
-    epoch: u64,
+    pub(super) epoch: u64,
 }
 
 impl ReadNow {
-    fn raw(&self) -> &[Option<Bytes>] {
+    pub(super) fn raw(&self) -> &[Option<Bytes>] {
         &self.raw[..self.len]
     }
-    fn into_raw(self) -> Vec<Option<Bytes>> {
+    pub(super) fn into_raw(self) -> Vec<Option<Bytes>> {
         self.raw.into_iter().take(self.len).collect()
     }
 }
@@ -289,7 +289,7 @@ impl Flash {
     /// May a lookup of `spec` read the key first and without waiting? Not
     /// when something else comes first: bypass, the near tier, a lease
     /// taken with the read (a cache server's).
-    fn may_read_now(&self, spec: &ClassSpec) -> bool {
+    pub(super) fn may_read_now(&self, spec: &ClassSpec) -> bool {
         !self.is_bypassed() && self.near_for(spec).is_none() && !self.leases_in_first_read()
     }
 
@@ -297,7 +297,7 @@ impl Flash {
     /// [`Self::may_read_now`]), when the backend can
     /// ([`crate::Backend::get_now`]): the bytes of the key and, for
     /// DYNAMIC, of its stale marker.
-    fn read_now(&self, spec: &ClassSpec, key: &str) -> Option<ReadNow> {
+    pub(super) fn read_now(&self, spec: &ClassSpec, key: &str) -> Option<ReadNow> {
         // Noted before the read, as for any other (see `read_epoch`).
         let epoch = self.read_epoch();
         let backend = self.backend();
