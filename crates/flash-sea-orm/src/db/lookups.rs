@@ -104,13 +104,23 @@ where
         kind: CacheKind,
         lk: &Lookup<E>,
     ) -> Result<(Class<T>, Vec<FieldValue>), Error> {
+        let (class, values) = self.class_ref::<T>(kind, lk)?;
+        Ok((class.clone(), values))
+    }
+
+    /// [`Self::class`] borrowed from the registry (a query clones it once).
+    fn class_ref<T: CacheValue>(
+        &self,
+        kind: CacheKind,
+        lk: &Lookup<E>,
+    ) -> Result<(&Class<T>, Vec<FieldValue>), Error> {
         let entity = E::default();
         let table = entity.table_name();
         let flash = &self.fdb.flash;
         // One field (most lookups): its name without a list.
         let class = match lk.pairs.as_slice() {
-            [(c, _)] => flash.simple_class::<T, _>(table, kind, &[c.as_str()])?,
-            _ => flash.simple_class::<T, _>(table, kind, &lk.field_names())?,
+            [(c, _)] => flash.simple_class_ref::<T, _>(table, kind, &[c.as_str()])?,
+            _ => flash.simple_class_ref::<T, _>(table, kind, &lk.field_names())?,
         };
         let values = lk.values_in(&class.spec().key_fields);
         Ok((class, values))
@@ -130,18 +140,18 @@ where
             let class = flash.simple_class_ref::<T, _>(entity.table_name(), kind, &[c.as_str()])?;
             return flash.lookup(class, &[to_field(v)]).await;
         }
-        let (class, values) = self.class::<T>(kind, lk)?;
-        flash.lookup(&class, &values).await
+        let (class, values) = self.class_ref::<T>(kind, lk)?;
+        flash.lookup(class, &values).await
     }
 
     fn query<T: CacheValue>(&self, kind: CacheKind, lk: &Lookup<E>) -> Result<Query<T>, Error> {
-        let (class, values) = self.class::<T>(kind, lk)?;
-        Ok(Query::new(&class, values))
+        let (class, values) = self.class_ref::<T>(kind, lk)?;
+        Ok(Query::new(class, values))
     }
 
     fn key<T: CacheValue>(&self, kind: CacheKind, lk: &Lookup<E>) -> Result<String, Error> {
-        let (class, values) = self.class::<T>(kind, lk)?;
-        self.fdb.flash.key_of(&class, &values)
+        let (class, values) = self.class_ref::<T>(kind, lk)?;
+        self.fdb.flash.key_of(class, &values)
     }
 
     /// The row found by `lk`; [`Error::NotFound`] when there is none (the
