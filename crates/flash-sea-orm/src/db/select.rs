@@ -49,6 +49,7 @@ where
             fdb: self.fdb,
             cache: ModelCache {
                 fdb: self.fdb,
+                first: std::sync::OnceLock::new(),
                 _e: PhantomData,
             },
             embeds: vec![Path::related::<E, T>()],
