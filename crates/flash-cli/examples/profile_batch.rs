@@ -9,6 +9,16 @@
 //!
 //! With `PROFILE_UNTIMED=1` the handle does not time its lookups
 //! (`FlashBuilder::time_lookups(false)`), to count what timing costs.
+//!
+//! Optional arguments: what each round runs (`both`, the default: a batch
+//! of 100 and 100 single hits; `batch`; `one`) and how many rounds (200).
+//! The difference of two runs' counts divided by the difference of their
+//! rounds is one round without the set-up:
+//!
+//! ```sh
+//! valgrind --tool=callgrind target/release/examples/profile_batch batch 100
+//! valgrind --tool=callgrind target/release/examples/profile_batch batch 300
+//! ```
 
 use flash::{by, Registrar};
 use flash_test_kit::entities::event;
@@ -19,6 +29,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let db = flash::config::connect_database("sqlite::memory:").await?;
     flash_test_kit::schema::create_tables(&db).await?;
     let untimed = std::env::var_os("PROFILE_UNTIMED").is_some();
+    let args: Vec<String> = std::env::args().collect();
+    let what = args.get(1).map(String::as_str).unwrap_or("both");
+    let rounds: usize = args.get(2).map(|s| s.parse()).transpose()?.unwrap_or(200);
     let mut reg = Registrar::new(db).configure(|b| b.time_lookups(!untimed));
     flash_test_kit::declare(&mut reg, std::time::Duration::from_secs(60))?;
     let fdb = reg.build().await?;
@@ -39,24 +52,28 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         events.get(by(event::Column::Id, *id)).await?;
     }
     let mut found = 0usize;
-    for _ in 0..200 {
-        let mut batch = fdb.flash().batch();
-        let handles: Vec<_> = ids
-            .iter()
-            .map(|id| {
-                batch.add(
-                    events
-                        .get_query(&by(event::Column::Id, *id))
-                        .expect("declared"),
-                )
-            })
-            .collect();
-        let mut res = batch.run().await;
-        for h in handles {
-            found += usize::from(res.take(h)?.is_some());
+    for _ in 0..rounds {
+        if what != "one" {
+            let mut batch = fdb.flash().batch();
+            let handles: Vec<_> = ids
+                .iter()
+                .map(|id| {
+                    batch.add(
+                        events
+                            .get_query(&by(event::Column::Id, *id))
+                            .expect("declared"),
+                    )
+                })
+                .collect();
+            let mut res = batch.run().await;
+            for h in handles {
+                found += usize::from(res.take(h)?.is_some());
+            }
         }
-        for id in &ids {
-            found += usize::from(events.get(by(event::Column::Id, *id)).await.is_ok());
+        if what != "batch" {
+            for id in &ids {
+                found += usize::from(events.get(by(event::Column::Id, *id)).await.is_ok());
+            }
         }
     }
     println!("{found} lookups answered");

@@ -72,6 +72,23 @@ pub fn build_key(
     version: u32,
 ) -> String {
     let mut key = String::with_capacity(prefix.len() + class.len() + 32);
+    build_key_in(
+        &mut key, prefix, cache_type, db_alias, class, values, version,
+    );
+    key
+}
+
+/// [`build_key`] into `key` (emptied first): a buffer kept for it.
+pub(crate) fn build_key_in(
+    key: &mut String,
+    prefix: &str,
+    cache_type: &str,
+    db_alias: &str,
+    class: &str,
+    values: &[FieldValue],
+    version: u32,
+) {
+    key.clear();
     key.push_str(prefix);
     key.push_str(cache_type);
     key.push_str("__");
@@ -80,23 +97,44 @@ pub fn build_key(
     key.push_str(class);
     for v in values {
         key.push_str("__");
-        push_value(&mut key, v);
+        push_value(key, v);
     }
     key.push_str("__v");
     key.push_str(itoa::Buffer::new().format(version));
     if key.len() > MAX_KEY_LEN - SUFFIX_ROOM {
         let digest = Sha256::digest(key.as_bytes());
-        let mut short = String::with_capacity(prefix.len() + class.len() + 80);
-        short.push_str(prefix);
-        short.push_str("h__");
-        short.push_str(class);
-        short.push_str("__");
+        key.clear();
+        key.push_str(prefix);
+        key.push_str("h__");
+        key.push_str(class);
+        key.push_str("__");
         for b in digest {
-            let _ = write!(short, "{b:02x}");
+            let _ = write!(key, "{b:02x}");
         }
-        return short;
     }
-    key
+}
+
+thread_local! {
+    /// The buffer of [`with_key_buf`], one per thread.
+    static KEY_BUF: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+}
+
+/// Runs `f` with this thread's key buffer: a lookup whose hit needs its key
+/// only while it reads and decides allocates none. `f` must not wait (the
+/// buffer is the thread's); one that runs inside another (an observer
+/// looking up from its callback) gets a buffer of its own.
+pub(crate) fn with_key_buf<R>(f: impl FnOnce(&mut String) -> R) -> R {
+    KEY_BUF.with(|buf| match buf.try_borrow_mut() {
+        Ok(mut buf) => {
+            let r = f(&mut buf);
+            // A huge key (long values are hashed only at the end) is not kept.
+            if buf.capacity() > 4 * MAX_KEY_LEN {
+                *buf = String::new();
+            }
+            r
+        }
+        Err(_) => f(&mut String::new()),
+    })
 }
 
 /// The key of a DYNAMIC class's stale marker.
@@ -163,6 +201,24 @@ mod tests {
             keys.len(),
             "two lookups share a key: {keys:?}"
         );
+    }
+
+    #[test]
+    fn the_key_buffer_builds_the_same_keys() {
+        let cases: Vec<Vec<FieldValue>> = vec![
+            vec![7i32.into()],
+            vec!["a b~_".into(), FieldValue::Null],
+            vec!["y".repeat(5000).into()],
+            vec![FieldValue::Bytes(vec![0, 255, 10]), FieldValue::Bool(false)],
+        ];
+        for v in cases {
+            // The buffer holds the previous key: it is emptied first.
+            let built = with_key_buf(|buf| {
+                build_key_in(buf, "flash:", "i", "default", "EventOnSlug", &v, 0);
+                buf.clone()
+            });
+            assert_eq!(built, k(&v));
+        }
     }
 
     #[test]

@@ -29,6 +29,30 @@ pub struct CachedForeignKey {
 }
 
 type SimpleKey = (String, CacheKind, BTreeSet<String>);
+
+/// FNV-1a, for the maps a lookup reads by model name: the names are the
+/// application's own (no one can choose them to collide), short, and
+/// SipHash cost a lookup more than the rest of finding its class.
+pub(crate) struct NameHasher(u64);
+
+impl Default for NameHasher {
+    fn default() -> Self {
+        NameHasher(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl std::hash::Hasher for NameHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+}
+
+type ByName = std::hash::BuildHasherDefault<NameHasher>;
 /// A simple class: its kind, key fields and `Class<T>` behind `Any`.
 type SimpleEntry = (CacheKind, Vec<String>, Arc<dyn Any + Send + Sync>);
 
@@ -40,7 +64,7 @@ pub(crate) struct Registry {
     /// Simple classes by (model, kind, field set), as `Class<T>` behind `Any`.
     simple: HashMap<SimpleKey, Arc<dyn Any + Send + Sync>>,
     /// The same, by model, for lookups that must not allocate (the hot path).
-    simple_by_model: HashMap<String, Vec<SimpleEntry>>,
+    simple_by_model: HashMap<String, Vec<SimpleEntry>, ByName>,
     pub(crate) cached_fks: Vec<CachedForeignKey>,
 }
 

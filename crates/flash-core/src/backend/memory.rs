@@ -1,11 +1,16 @@
 //! The in-process backend, the embedded default: a moka cache of byte values with
 //! per-entry TTL, bounded by total bytes.
+//!
+//! moka's synchronous cache, not its `future` one: nothing here ever waits
+//! (the computes below are plain closures), and a synchronous read lets a
+//! lookup's hit skip the boxed future of [`Backend::get_many`]
+//! ([`Backend::get_now`]).
 
 use crate::backend::{Backend, Bytes, Lease, LeaseRead};
 use crate::error::BackendError;
 use async_trait::async_trait;
-use moka::future::Cache;
 use moka::ops::compute::Op;
+use moka::sync::Cache;
 use std::time::{Duration, Instant};
 
 /// Stored item; the TTL travels with it so that moka's per-entry expiry can read it.
@@ -83,7 +88,7 @@ impl MemoryBackend {
 
     /// Runs moka's pending maintenance (evictions, counts); for tests and benches.
     pub async fn sync(&self) {
-        self.cache.run_pending_tasks().await;
+        self.cache.run_pending_tasks();
     }
 
     /// Total weighted size in bytes (after [`Self::sync`]).
@@ -101,20 +106,24 @@ impl Backend for MemoryBackend {
     async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Bytes>>, BackendError> {
         let mut out = Vec::with_capacity(keys.len());
         for k in keys {
-            out.push(self.cache.get(k).await.map(|i| i.bytes));
+            out.push(self.cache.get(k).map(|i| i.bytes));
         }
         Ok(out)
     }
 
+    fn get_now(&self, key: &str) -> Option<Option<Bytes>> {
+        Some(self.cache.get(key).map(|i| i.bytes))
+    }
+
     // Every write goes through `and_compute_with`: moka serialises those per
     // key, but not against `insert` or `invalidate`, and a compare-and-swap
-    // racing a plain insert could otherwise overwrite an invalidation.
+    // racing a plain insert could otherwise overwrite an invalidation. The
+    // per-key lock is held only while a closure that never waits runs.
     async fn set(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), BackendError> {
         let new = item(value, ttl);
         self.cache
             .entry(key.to_owned())
-            .and_compute_with(|_| std::future::ready(Op::Put(new)))
-            .await;
+            .and_compute_with(|_| Op::Put(new));
         Ok(())
     }
 
@@ -122,13 +131,10 @@ impl Backend for MemoryBackend {
         let result = self
             .cache
             .entry(key.to_owned())
-            .and_compute_with(|current| {
-                std::future::ready(match current {
-                    Some(_) => Op::Nop,
-                    None => Op::Put(item(value, ttl)),
-                })
-            })
-            .await;
+            .and_compute_with(|current| match current {
+                Some(_) => Op::Nop,
+                None => Op::Put(item(value, ttl)),
+            });
         Ok(matches!(
             result,
             moka::ops::compute::CompResult::Inserted(_)
@@ -153,9 +159,8 @@ impl Backend for MemoryBackend {
                     },
                     _ => Op::Nop,
                 };
-                std::future::ready(op)
-            })
-            .await;
+                op
+            });
         use moka::ops::compute::CompResult;
         Ok(matches!(
             result,
@@ -166,8 +171,7 @@ impl Backend for MemoryBackend {
     async fn delete(&self, key: &str) -> Result<(), BackendError> {
         self.cache
             .entry(key.to_owned())
-            .and_compute_with(|_| std::future::ready(Op::<Item>::Remove))
-            .await;
+            .and_compute_with(|_| Op::<Item>::Remove);
         Ok(())
     }
 
@@ -189,12 +193,12 @@ impl Backend for MemoryBackend {
         };
         let mut values = Vec::with_capacity(keys.len());
         let replaceable = |v: &[u8]| !over.is_empty() && v.starts_with(over);
-        let hit = self.cache.get(first).await;
+        let hit = self.cache.get(first);
         if let Some(hit) = hit.filter(|h| !replaceable(&h.bytes)) {
             // A hit needs no write: the plain read, without the entry's key copy.
             values.push(Some(hit.bytes));
             for k in &keys[1..] {
-                values.push(self.cache.get(k).await.map(|i| i.bytes));
+                values.push(self.cache.get(k).map(|i| i.bytes));
             }
             return Ok(LeaseRead {
                 values,
@@ -205,13 +209,10 @@ impl Backend for MemoryBackend {
         let result = self
             .cache
             .entry(first.clone())
-            .and_compute_with(|current| {
-                std::future::ready(match current {
-                    Some(e) if !replaceable(&e.value().bytes) => Op::Nop,
-                    _ => Op::Put(item(lease, ttl)),
-                })
-            })
-            .await;
+            .and_compute_with(|current| match current {
+                Some(e) if !replaceable(&e.value().bytes) => Op::Nop,
+                _ => Op::Put(item(lease, ttl)),
+            });
         use moka::ops::compute::CompResult;
         let (first, took) = match result {
             CompResult::Inserted(_) => (None, true),
@@ -222,7 +223,7 @@ impl Backend for MemoryBackend {
         };
         values.push(first);
         for k in &keys[1..] {
-            values.push(self.cache.get(k).await.map(|i| i.bytes));
+            values.push(self.cache.get(k).map(|i| i.bytes));
         }
         Ok(LeaseRead {
             values,

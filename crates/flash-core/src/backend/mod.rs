@@ -148,6 +148,14 @@ pub trait Backend: Send + Sync + 'static {
         usize::MAX
     }
 
+    /// The value of `key` read without waiting, when the backend can (an
+    /// in-process store): a lookup's hit then decides on it without a
+    /// future. `None` (the default, a server): read it with
+    /// [`Self::get_many`]. A backend answers all keys this way or none.
+    fn get_now(&self, _key: &str) -> Option<Option<Bytes>> {
+        None
+    }
+
     /// Should concurrent reads of one key in a process share one request?
     /// Yes for a server (a burst would queue on its connections); an
     /// in-process store answers faster than the coordination would cost.
@@ -218,6 +226,9 @@ impl<B: Backend + ?Sized> Backend for std::sync::Arc<B> {
     }
     fn max_value_size(&self) -> usize {
         (**self).max_value_size()
+    }
+    fn get_now(&self, key: &str) -> Option<Option<Bytes>> {
+        (**self).get_now(key)
     }
     fn coalesce_reads(&self) -> bool {
         (**self).coalesce_reads()

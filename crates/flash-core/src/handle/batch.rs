@@ -3,11 +3,12 @@
 //! near tier answers are left out of the `get_many`; the others' hits fill it
 //! (guarded as a single lookup's are).
 
+use super::read::ReadNow;
 use super::Flash;
 use crate::backend::Bytes;
 use crate::class::{CacheValue, Class, ClassSpec, Invalidation};
 use crate::error::{BackendError, Error};
-use crate::key::stale_key;
+use crate::key::{stale_key, with_key_buf};
 use crate::near::Token;
 use crate::stats::Outcome;
 use crate::value::FieldValue;
@@ -71,6 +72,11 @@ trait Pending: Send + Sync {
         raw: &[Option<Bytes>],
         epoch: u64,
     ) -> Option<Resolved>;
+    /// The query's key read without waiting, where the backend can (see
+    /// [`Flash::read_now`]), the key built in the thread's buffer: `Ok`
+    /// with a hit to serve as is, `Err` with the bytes read for the
+    /// decision; `None` when it was not read.
+    fn read_now(&self, flash: &Flash) -> Option<Result<Resolved, ReadNow>>;
     fn resolve<'a>(
         &'a self,
         flash: &'a Flash,
@@ -95,6 +101,21 @@ impl<T: CacheValue> Pending for Query<T> {
     ) -> Option<Resolved> {
         let v = flash.try_serve::<T>(&self.class.spec, key, raw, epoch)?;
         Some(Ok((Box::new(v) as Box<dyn Any + Send>, Outcome::Hit)))
+    }
+    fn read_now(&self, flash: &Flash) -> Option<Result<Resolved, ReadNow>> {
+        let spec = &self.class.spec;
+        with_key_buf(|key| {
+            if !flash.key_in(spec, &self.values, key) {
+                return None;
+            }
+            let now = flash.read_now(spec, key)?;
+            Some(
+                match flash.try_serve::<T>(spec, key, now.raw(), now.epoch) {
+                    Some(v) => Ok(Ok((Box::new(v) as Box<dyn Any + Send>, Outcome::Hit))),
+                    None => Err(now),
+                },
+            )
+        })
     }
     fn push_keys(&self, flash: &Flash, out: &mut Vec<String>) -> Result<(), Error> {
         let key = flash.key_of(&self.class, &self.values)?;
@@ -129,6 +150,15 @@ impl<T: CacheValue> Pending for Query<T> {
             Ok((Box::new(v) as Box<dyn Any + Send>, Outcome::Degraded))
         })
     }
+}
+
+/// Where a query's keys sit in the batch's list, the near tier's fill
+/// guard, and what an in-process read gave it already.
+struct Plan {
+    start: usize,
+    len: usize,
+    token: Option<Token>,
+    now: Option<ReadNow>,
 }
 
 /// How a batch treats misses.
@@ -191,12 +221,29 @@ impl<'f> Batch<'f> {
         let bypassed = flash.is_bypassed();
         // Every query's keys moved into one list; a query keeps its range
         // (and the near tier's fill guard, taken before the read). Queries
-        // answered already (a bad key, a near hit) have no range.
+        // answered already (a bad key, a near hit, an in-process hit) have
+        // no range. An in-process store is read query by query without
+        // waiting, as a single lookup reads it: a hit is decided on the
+        // spot (its key never leaves the thread's buffer), the others keep
+        // what they read.
         let mut all_keys: Vec<String> = Vec::with_capacity(self.queries.len());
         let mut results: Vec<Option<Resolved>> = Vec::with_capacity(self.queries.len());
-        let mut planned: Vec<Option<(usize, usize, Option<Token>)>> =
-            Vec::with_capacity(self.queries.len());
+        let mut planned: Vec<Option<Plan>> = Vec::with_capacity(self.queries.len());
+        let mut to_read = false;
         for q in &self.queries {
+            let now = match !bypassed && flash.may_read_now(q.spec()) {
+                true => q.read_now(flash),
+                false => None,
+            };
+            let now = match now {
+                Some(Ok(hit)) => {
+                    results.push(Some(hit));
+                    planned.push(None);
+                    continue;
+                }
+                Some(Err(now)) => Some(now),
+                None => None,
+            };
             let start = all_keys.len();
             if let Err(e) = q.push_keys(flash, &mut all_keys) {
                 results.push(Some(Err(e)));
@@ -204,19 +251,28 @@ impl<'f> Batch<'f> {
                 continue;
             }
             let key = &all_keys[start];
-            if let Some(hit) = (!bypassed).then(|| q.near_hit(flash, key)).flatten() {
+            let near_hit = (!bypassed && now.is_none())
+                .then(|| q.near_hit(flash, key))
+                .flatten();
+            if let Some(hit) = near_hit {
                 all_keys.truncate(start);
                 results.push(Some(hit));
                 planned.push(None);
                 continue;
             }
             let token = flash.near_for(q.spec()).map(|n| n.token(key));
+            to_read |= now.is_none();
             results.push(None);
-            planned.push(Some((start, all_keys.len() - start, token)));
+            planned.push(Some(Plan {
+                start,
+                len: all_keys.len() - start,
+                token,
+                now,
+            }));
         }
         let all_keys = &all_keys;
         let epoch = flash.read_epoch();
-        let fetched = if bypassed || all_keys.is_empty() {
+        let fetched = if bypassed || !to_read {
             None
         } else {
             // One answer per key, or none: a short answer is the backend's
@@ -244,12 +300,28 @@ impl<'f> Batch<'f> {
         // answer; only the rest become futures (with a copy of their slice).
         let mut futures: Vec<(usize, BoxFuture<'_, Resolved>)> = Vec::new();
         for (i, (q, plan)) in self.queries.iter().zip(planned).enumerate() {
-            let Some((start, len, token)) = plan else {
+            let Some(Plan {
+                start,
+                len,
+                token,
+                now,
+            }) = plan
+            else {
                 continue;
             };
+            let key = all_keys[start].as_str();
+            // Read already, and not a hit (decided above).
+            if let Some(now) = now {
+                let epoch = now.epoch;
+                let mine = now.into_raw();
+                futures.push((
+                    i,
+                    Box::pin(async move { q.resolve(flash, key, mine, epoch, cache_only).await }),
+                ));
+                continue;
+            }
             match raw {
                 Some(raw) => {
-                    let key = all_keys[start].as_str();
                     let mine = &raw[start..start + len];
                     match q.try_hit(flash, key, mine, epoch) {
                         Some(hit) => {

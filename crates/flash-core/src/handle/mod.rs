@@ -44,7 +44,7 @@ pub use settings::Settings;
 use crate::backend::Backend;
 use crate::class::{CacheKind, CacheValue, Class, ClassSpec, Fetch, Invalidation};
 use crate::error::{Error, RegistryError};
-use crate::key::{build_key, is_plain_name, is_valid_prefix, stale_key};
+use crate::key::{build_key, build_key_in, is_plain_name, is_valid_prefix, stale_key};
 use crate::near::{Near, NearBus, NearConfig, NearStats, NearTier};
 use crate::registry::{CachedForeignKey, ModelInfo, Registry};
 use crate::seal::Sealer;
@@ -419,6 +419,17 @@ impl Flash {
         kind: CacheKind,
         fields: &[S],
     ) -> Result<Class<T>, Error> {
+        self.simple_class_ref(model, kind, fields).cloned()
+    }
+
+    /// [`Self::simple_class`] borrowed from the registry: a lookup that
+    /// finds its class for each call need not count references to it.
+    pub fn simple_class_ref<T: CacheValue, S: AsRef<str>>(
+        &self,
+        model: &str,
+        kind: CacheKind,
+        fields: &[S],
+    ) -> Result<&Class<T>, Error> {
         let not_registered = || Error::CacheNotRegistered {
             model: model.to_owned(),
             kind: kind.label(),
@@ -429,10 +440,7 @@ impl Flash {
             .registry
             .simple_handle(model, kind, fields)
             .ok_or_else(not_registered)?;
-        handle
-            .downcast_ref::<Class<T>>()
-            .cloned()
-            .ok_or_else(not_registered)
+        handle.downcast_ref::<Class<T>>().ok_or_else(not_registered)
     }
 
     /// The key of a lookup of `class` for `values`, in the order of the
@@ -457,19 +465,42 @@ impl Flash {
     /// The key of `spec` for `values` (their number already checked).
     fn key_for_spec(&self, spec: &ClassSpec, values: &[FieldValue]) -> String {
         let s = &self.inner.settings;
-        let alias = s
-            .db_alias
-            .get(&spec.model)
-            .map(String::as_str)
-            .unwrap_or("default");
         build_key(
             &s.prefix,
             spec.kind.tag(),
-            alias,
+            self.db_alias(spec),
             &spec.name,
             values,
             spec.version,
         )
+    }
+
+    /// [`Self::spec_key`] built into `buf` (see [`crate::key::with_key_buf`]);
+    /// `false` for a wrong number of values ([`Self::spec_key`] says why).
+    pub(crate) fn key_in(&self, spec: &ClassSpec, values: &[FieldValue], buf: &mut String) -> bool {
+        if values.len() != spec.key_fields.len() {
+            return false;
+        }
+        build_key_in(
+            buf,
+            &self.inner.settings.prefix,
+            spec.kind.tag(),
+            self.db_alias(spec),
+            &spec.name,
+            values,
+            spec.version,
+        );
+        true
+    }
+
+    /// The database alias in the keys of `spec`'s class.
+    fn db_alias(&self, spec: &ClassSpec) -> &str {
+        self.inner
+            .settings
+            .db_alias
+            .get(&spec.model)
+            .map(String::as_str)
+            .unwrap_or("default")
     }
 
     /// Hands `e` to the user's observer, if there is one.

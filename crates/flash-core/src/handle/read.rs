@@ -18,13 +18,40 @@ use crate::class::{CacheValue, Class, ClassSpec, Invalidation};
 use crate::codec::{self, decode_entry, encode_entry, now_ms, Decoded, Entry, EntryRef};
 use crate::decide::{decide, Action};
 use crate::error::{BackendError, Error};
-use crate::key::lock_key;
+use crate::key::{lock_key, stale_key, with_key_buf};
 use crate::seal::{Reject, Sealer};
 use crate::stats::{FlashEvent, Outcome};
 use crate::value::FieldValue;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 use tracing::Instrument;
+
+/// A lookup's first read answered without waiting ([`Flash::read_now`]):
+/// the bytes of its keys, in `get_many`'s order, on the stack.
+pub(super) struct ReadNow {
+    raw: [Option<Bytes>; 2],
+    len: usize,
+    pub(super) epoch: u64,
+}
+
+impl ReadNow {
+    pub(super) fn raw(&self) -> &[Option<Bytes>] {
+        &self.raw[..self.len]
+    }
+    pub(super) fn into_raw(self) -> Vec<Option<Bytes>> {
+        self.raw.into_iter().take(self.len).collect()
+    }
+}
+
+/// How [`Flash::lookup_now`] ended.
+enum Now<T> {
+    /// A hit, counted.
+    Hit(T),
+    /// No hit: the lookup's span, and what it read if it could.
+    Read(tracing::Span, Option<ReadNow>),
+    /// A wrong number of values: the key is for the rest of the lookup to refuse.
+    NoKey,
+}
 
 /// A decoded cache value with what the decision needs.
 struct Found<T> {
@@ -111,22 +138,33 @@ impl Flash {
         values: &[FieldValue],
     ) -> Result<(T, Outcome), Error> {
         let started = self.settings().time_lookups.then(std::time::Instant::now);
+        let spec = &class.spec;
+        // The in-process store answers without waiting: its hit is decided on
+        // the spot, as a near-tier hit is (no boxed read, no future for the
+        // decision, no list of keys), with the key in the thread's buffer.
+        // Its other answers go on below with the bytes already read.
+        let (span, first) = match self.may_read_now(spec) {
+            true => match with_key_buf(|buf| self.lookup_now(class, values, started, buf)) {
+                Now::Hit(v) => return Ok((v, Outcome::Hit)),
+                Now::Read(span, first) => (Some(span), first),
+                Now::NoKey => (None, None),
+            },
+            false => (None, None),
+        };
+        let key = self.key_of(class, values)?;
+        let span = span.unwrap_or_else(|| self.lookup_span(spec, &key));
         // Built once: the read, the decision and the events all use these.
-        let keys = read_keys_owned(&class.spec, self.key_of(class, values)?);
+        let keys = read_keys_owned(spec, key);
         let key = keys[0].as_str();
-        let span = tracing::debug_span!("flash.lookup", class = %class.spec.name, key = tracing::field::Empty, outcome = tracing::field::Empty);
-        if self.settings().log_keys {
-            span.record("key", key);
-        }
         let answer = async {
             let result = if self.is_bypassed() {
                 self.fetch(class, values)
                     .await
                     .map(|v| (v, Outcome::Bypass))
-            } else if let Some(v) = self.near_hit(&class.spec, key) {
+            } else if let Some(v) = self.near_hit(spec, key) {
                 Ok((v, Outcome::Hit))
             } else if self.leases_in_first_read() {
-                let token = self.near_for(&class.spec).map(|n| n.token(key));
+                let token = self.near_for(spec).map(|n| n.token(key));
                 let epoch = self.read_epoch();
                 let lease = new_lease();
                 match self.read_or_lease(&keys, &lease).await {
@@ -154,9 +192,15 @@ impl Flash {
                     }
                 }
             } else {
-                let token = self.near_for(&class.spec).map(|n| n.token(key));
-                let epoch = self.read_epoch();
-                match self.read(&keys).await {
+                let token = self.near_for(spec).map(|n| n.token(key));
+                let (epoch, read) = match first {
+                    Some(now) => (now.epoch, Ok(now.into_raw())),
+                    None => {
+                        let epoch = self.read_epoch();
+                        (epoch, self.read(&keys).await)
+                    }
+                };
+                match read {
                     Ok(raw) => {
                         self.resolve_first(class, values, key, raw, epoch, token)
                             .await
@@ -178,16 +222,99 @@ impl Flash {
             false => answer.instrument(span.clone()).await,
         };
         if let Ok((_, o)) = &result {
-            span.record("outcome", o.label());
-            self.stats()
-                .outcome(&class.spec, *o, started.map(|t| t.elapsed()));
-            self.emit(FlashEvent::Lookup {
-                class: &class.spec.name,
-                key,
-                outcome: *o,
-            });
+            self.lookup_done(spec, key, *o, started, &span);
         }
         result
+    }
+
+    /// The span of a lookup of `key`.
+    fn lookup_span(&self, spec: &ClassSpec, key: &str) -> tracing::Span {
+        let span = tracing::debug_span!("flash.lookup", class = %spec.name, key = tracing::field::Empty, outcome = tracing::field::Empty);
+        if self.settings().log_keys {
+            span.record("key", key);
+        }
+        span
+    }
+
+    /// A lookup answered with `o`: its span's outcome, its counters, its event.
+    fn lookup_done(
+        &self,
+        spec: &ClassSpec,
+        key: &str,
+        o: Outcome,
+        started: Option<Instant>,
+        span: &tracing::Span,
+    ) {
+        // As entering it: recording into a span no subscriber wants is not free.
+        if !span.is_disabled() {
+            span.record("outcome", o.label());
+        }
+        self.stats().outcome(spec, o, started.map(|t| t.elapsed()));
+        self.emit(FlashEvent::Lookup {
+            class: &spec.name,
+            key,
+            outcome: o,
+        });
+    }
+
+    /// The synchronous start of a lookup (see [`Self::may_read_now`]):
+    /// its key built in `buf`, its span, its first read where the backend
+    /// answers without waiting, and its hit decided on that read.
+    fn lookup_now<T: CacheValue>(
+        &self,
+        class: &Class<T>,
+        values: &[FieldValue],
+        started: Option<Instant>,
+        buf: &mut String,
+    ) -> Now<T> {
+        let spec = &class.spec;
+        if !self.key_in(spec, values, buf) {
+            return Now::NoKey;
+        }
+        let key = buf.as_str();
+        let span = self.lookup_span(spec, key);
+        let first = match span.is_disabled() {
+            true => self.read_now(spec, key),
+            false => None,
+        };
+        if let Some(now) = &first {
+            if let Some(v) = self.try_serve::<T>(spec, key, now.raw(), now.epoch) {
+                self.lookup_done(spec, key, Outcome::Hit, started, &span);
+                return Now::Hit(v);
+            }
+        }
+        Now::Read(span, first)
+    }
+
+    /// May a lookup of `spec` read the key first and without waiting? Not
+    /// when something else comes first: bypass, the near tier, a lease
+    /// taken with the read (a cache server's).
+    pub(super) fn may_read_now(&self, spec: &ClassSpec) -> bool {
+        !self.is_bypassed() && self.near_for(spec).is_none() && !self.leases_in_first_read()
+    }
+
+    /// The first read of a lookup done without waiting (see
+    /// [`Self::may_read_now`]), when the backend can
+    /// ([`crate::Backend::get_now`]): the bytes of the key and, for
+    /// DYNAMIC, of its stale marker.
+    pub(super) fn read_now(&self, spec: &ClassSpec, key: &str) -> Option<ReadNow> {
+        // Noted before the read, as for any other (see `read_epoch`).
+        let epoch = self.read_epoch();
+        let backend = self.backend();
+        let value = backend.get_now(key)?;
+        let marker = match spec.invalidation {
+            Invalidation::Dynamic => Some(backend.get_now(&stale_key(key))?),
+            _ => None,
+        };
+        Some(ReadNow {
+            raw: [value, marker.flatten()],
+            len: if spec.invalidation == Invalidation::Dynamic {
+                2
+            } else {
+                1
+            },
+            epoch,
+        })
     }
 
     /// The value `bytes` read under `key` hold, if they may be served; a

@@ -8,7 +8,9 @@ use crate::convert::{column_name, model_name, to_field, ModelRecord};
 use crate::lookup::Lookup;
 use flash_core::{CacheKind, CacheValue, Class, Error, FieldValue, Outcome, Query, Record};
 use sea_orm::{EntityTrait, IdenStatic, ModelTrait};
+use std::any::Any;
 use std::marker::PhantomData;
+use std::sync::OnceLock;
 
 impl FlashDb {
     /// The cached lookups of entity `E` (the original's `Model.cache`).
@@ -18,6 +20,7 @@ impl FlashDb {
     {
         ModelCache {
             fdb: self,
+            first: OnceLock::new(),
             _e: PhantomData,
         }
     }
@@ -90,10 +93,21 @@ pub(crate) fn lookup_text<E: EntityTrait>(lk: &Lookup<E>) -> String {
 /// Cached lookups of one entity, by its declared field tuples.
 pub struct ModelCache<'a, E: EntityTrait> {
     pub(super) fdb: &'a FlashDb,
+    /// The class of this handle's first one-field lookup, kept: a handle
+    /// used again (a page's, a service's) finds it without hashing the
+    /// table name in the registry.
+    pub(super) first: OnceLock<FieldClass<'a>>,
     pub(super) _e: PhantomData<E>,
 }
 
-impl<E: EntityTrait> ModelCache<'_, E>
+/// A class found for a one-field lookup of some kind (see [`ModelCache`]).
+pub(super) struct FieldClass<'a> {
+    kind: CacheKind,
+    field: Box<str>,
+    class: &'a (dyn Any + Send + Sync),
+}
+
+impl<'a, E: EntityTrait> ModelCache<'a, E>
 where
     E::Model: CacheValue,
 {
@@ -104,35 +118,84 @@ where
         kind: CacheKind,
         lk: &Lookup<E>,
     ) -> Result<(Class<T>, Vec<FieldValue>), Error> {
-        let entity = E::default();
-        let table = entity.table_name();
-        let flash = &self.fdb.flash;
-        // One field (most lookups): its name without a list.
+        let (class, values) = self.class_ref::<T>(kind, lk)?;
+        Ok((class.clone(), values))
+    }
+
+    /// [`Self::class`] borrowed from the registry (a query clones it once).
+    fn class_ref<T: CacheValue>(
+        &self,
+        kind: CacheKind,
+        lk: &Lookup<E>,
+    ) -> Result<(&Class<T>, Vec<FieldValue>), Error> {
+        // One field (most lookups): its name without a list, its class
+        // kept by the handle.
         let class = match lk.pairs.as_slice() {
-            [(c, _)] => flash.simple_class::<T, _>(table, kind, &[c.as_str()])?,
-            _ => flash.simple_class::<T, _>(table, kind, &lk.field_names())?,
+            [(c, _)] => self.field_class::<T>(kind, c.as_str())?,
+            _ => {
+                let entity = E::default();
+                let fields = lk.field_names();
+                let flash = &self.fdb.flash;
+                flash.simple_class_ref::<T, _>(entity.table_name(), kind, &fields)?
+            }
         };
         let values = lk.values_in(&class.spec().key_fields);
         Ok((class, values))
     }
 
-    async fn lookup<T: CacheValue>(
+    /// The class of a one-field lookup on `field`: the one kept by this
+    /// handle when it is the same, else found in the registry (and kept if
+    /// none is yet).
+    fn field_class<T: CacheValue>(
+        &self,
+        kind: CacheKind,
+        field: &str,
+    ) -> Result<&'a Class<T>, Error> {
+        if let Some(f) = self.first.get() {
+            if f.kind == kind && *f.field == *field {
+                if let Some(class) = f.class.downcast_ref::<Class<T>>() {
+                    return Ok(class);
+                }
+            }
+        }
+        let fdb: &'a FlashDb = self.fdb;
+        let entity = E::default();
+        let class = fdb
+            .flash
+            .simple_class_ref::<T, _>(entity.table_name(), kind, &[field])?;
+        let _ = self.first.set(FieldClass {
+            kind,
+            field: field.into(),
+            class,
+        });
+        Ok(class)
+    }
+
+    /// A lookup of the class `lk` reads. The usual one-field lookup borrows
+    /// its class from the registry and keeps its value on the stack: no
+    /// allocation and no reference count on a hit's path.
+    pub(super) async fn lookup<T: CacheValue>(
         &self,
         kind: CacheKind,
         lk: &Lookup<E>,
     ) -> Result<(T, Outcome), Error> {
-        let (class, values) = self.class::<T>(kind, lk)?;
-        self.fdb.flash.lookup(&class, &values).await
+        let flash = &self.fdb.flash;
+        if let [(c, v)] = lk.pairs.as_slice() {
+            let class = self.field_class::<T>(kind, c.as_str())?;
+            return flash.lookup(class, &[to_field(v)]).await;
+        }
+        let (class, values) = self.class_ref::<T>(kind, lk)?;
+        flash.lookup(class, &values).await
     }
 
     fn query<T: CacheValue>(&self, kind: CacheKind, lk: &Lookup<E>) -> Result<Query<T>, Error> {
-        let (class, values) = self.class::<T>(kind, lk)?;
-        Ok(Query::new(&class, values))
+        let (class, values) = self.class_ref::<T>(kind, lk)?;
+        Ok(Query::new(class, values))
     }
 
     fn key<T: CacheValue>(&self, kind: CacheKind, lk: &Lookup<E>) -> Result<String, Error> {
-        let (class, values) = self.class::<T>(kind, lk)?;
-        self.fdb.flash.key_of(&class, &values)
+        let (class, values) = self.class_ref::<T>(kind, lk)?;
+        self.fdb.flash.key_of(class, &values)
     }
 
     /// The row found by `lk`; [`Error::NotFound`] when there is none (the

@@ -49,6 +49,7 @@ where
             fdb: self.fdb,
             cache: ModelCache {
                 fdb: self.fdb,
+                first: std::sync::OnceLock::new(),
                 _e: PhantomData,
             },
             embeds: vec![Path::related::<E, T>()],
@@ -260,10 +261,11 @@ where
 
     /// The row found by `lk`, by a lookup of its own (see [`Self::in_process`]).
     async fn row(&self, lk: &Lookup<E>) -> Result<Option<E::Model>, Error> {
-        let (class, values) = self
+        let (row, _) = self
             .cache
-            .class::<Option<E::Model>>(CacheKind::Instance, lk)?;
-        self.fdb.flash.get(&class, &values).await
+            .lookup::<Option<E::Model>>(CacheKind::Instance, lk)
+            .await?;
+        Ok(row)
     }
 
     /// The row's class, its key, the lookup's values and the hint.
@@ -321,9 +323,7 @@ where
     /// The row found by `lk` and the row of `T` it points at;
     /// [`Error::NotFound`] when there is no row.
     pub async fn get(&self, lk: Lookup<E>) -> Result<(E::Model, Option<T::Model>), Error> {
-        self.get_or_none(lk.clone())
-            .await?
-            .ok_or_else(|| not_found(&lk))
+        self.page(&lk).await?.ok_or_else(|| not_found(&lk))
     }
 
     /// Like [`Self::get`], `None` when there is no row.
@@ -331,9 +331,15 @@ where
         &self,
         lk: Lookup<E>,
     ) -> Result<Option<(E::Model, Option<T::Model>)>, Error> {
+        self.page(&lk).await
+    }
+
+    /// The page of `lk`, by reference: `get` keeps the lookup for its
+    /// error without a copy per page.
+    async fn page(&self, lk: &Lookup<E>) -> Result<Option<(E::Model, Option<T::Model>)>, Error> {
         let s1 = self.slot::<T>(0)?;
         if let Some(scope) = self.scope {
-            let (class, key, values, hint) = self.plan(&lk).await?;
+            let (class, key, values, hint) = self.plan(lk).await?;
             let (row, l1) = futures::join!(
                 scope.load(Query::new(&class, values)),
                 s1.load_hinted(scope, hinted(&hint, 0)),
@@ -347,7 +353,7 @@ where
             return Ok(Some((row, v1)));
         }
         if self.in_process() {
-            let Some(row) = self.row(&lk).await? else {
+            let Some(row) = self.row(lk).await? else {
                 return Ok(None);
             };
             let mut batch = self.fdb.flash.batch();
@@ -356,7 +362,7 @@ where
             let v1 = h1.map(|h| res.take(h)).transpose()?.flatten();
             return Ok(Some((row, v1)));
         }
-        let (class, key, values, hint) = self.plan(&lk).await?;
+        let (class, key, values, hint) = self.plan(lk).await?;
         let flash = &self.fdb.flash;
         let mut batch = flash.batch();
         let h0 = batch.add(Query::new(&class, values));
@@ -391,9 +397,7 @@ where
         &self,
         lk: Lookup<E>,
     ) -> Result<(E::Model, Option<T::Model>, Option<U::Model>), Error> {
-        self.get_or_none(lk.clone())
-            .await?
-            .ok_or_else(|| not_found(&lk))
+        self.page(&lk).await?.ok_or_else(|| not_found(&lk))
     }
 
     /// Like [`Self::get`], `None` when there is no row.
@@ -402,9 +406,18 @@ where
         &self,
         lk: Lookup<E>,
     ) -> Result<Option<(E::Model, Option<T::Model>, Option<U::Model>)>, Error> {
+        self.page(&lk).await
+    }
+
+    /// The page of `lk`, by reference: `get` keeps the lookup for its
+    /// error without a copy per page.
+    async fn page(
+        &self,
+        lk: &Lookup<E>,
+    ) -> Result<Option<(E::Model, Option<T::Model>, Option<U::Model>)>, Error> {
         let (s1, s2) = (self.slot::<T>(0)?, self.slot::<U>(1)?);
         if let Some(scope) = self.scope {
-            let (class, key, values, hint) = self.plan(&lk).await?;
+            let (class, key, values, hint) = self.plan(lk).await?;
             let (row, l1, l2) = futures::join!(
                 scope.load(Query::new(&class, values)),
                 s1.load_hinted(scope, hinted(&hint, 0)),
@@ -423,7 +436,7 @@ where
             return Ok(Some((row, v1?, v2?)));
         }
         if self.in_process() {
-            let Some(row) = self.row(&lk).await? else {
+            let Some(row) = self.row(lk).await? else {
                 return Ok(None);
             };
             let mut batch = self.fdb.flash.batch();
@@ -434,7 +447,7 @@ where
             let v2 = h2.map(|h| res.take(h)).transpose()?.flatten();
             return Ok(Some((row, v1, v2)));
         }
-        let (class, key, values, hint) = self.plan(&lk).await?;
+        let (class, key, values, hint) = self.plan(lk).await?;
         let flash = &self.fdb.flash;
         let mut batch = flash.batch();
         let h0 = batch.add(Query::new(&class, values));
