@@ -233,9 +233,9 @@ pub(crate) fn own_record_sql(update: &str, table: &str, columns: &[String], old:
     )
 }
 
-/// The condition a statement of [`own_record_sql`] adds to its `WHERE`:
+/// The condition a statement of `own_record_sql` adds to its `WHERE`:
 /// evaluated on the rows it updates, before the statement's triggers are
-/// queued, it names `table` in [`OWN_SETTING`] until the statement's
+/// queued, it names `table` in `flash.own` until the statement's
 /// (autocommit) transaction ends. Public for the benchmarks only (the cost
 /// of triggers that skip): a statement that carries it without recording
 /// its change itself is not captured.
