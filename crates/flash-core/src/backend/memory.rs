@@ -115,6 +115,10 @@ impl Backend for MemoryBackend {
         Some(self.cache.get(key).map(|i| i.bytes))
     }
 
+    fn answers_now(&self) -> bool {
+        true
+    }
+
     // Every write goes through `and_compute_with`: moka serialises those per
     // key, but not against `insert` or `invalidate`, and a compare-and-swap
     // racing a plain insert could otherwise overwrite an invalidation. The

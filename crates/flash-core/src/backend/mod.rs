@@ -156,6 +156,12 @@ pub trait Backend: Send + Sync + 'static {
         None
     }
 
+    /// Does [`Self::get_now`] answer (the same for every key and call)? Lets
+    /// a caller choose its path once instead of probing a key.
+    fn answers_now(&self) -> bool {
+        false
+    }
+
     /// Should concurrent reads of one key in a process share one request?
     /// Yes for a server (a burst would queue on its connections); an
     /// in-process store answers faster than the coordination would cost.
@@ -229,6 +235,9 @@ impl<B: Backend + ?Sized> Backend for std::sync::Arc<B> {
     }
     fn get_now(&self, key: &str) -> Option<Option<Bytes>> {
         (**self).get_now(key)
+    }
+    fn answers_now(&self) -> bool {
+        (**self).answers_now()
     }
     fn coalesce_reads(&self) -> bool {
         (**self).coalesce_reads()

@@ -10,8 +10,9 @@
 //! since (or the first read of a key in this process) costs a second round
 //! trip for the related rows; a hint never decides what is returned, the row
 //! read does. With the in-process store there is no round trip to save: the
-//! row is read, then its related rows together, as a batch (one `get_many`,
-//! hits decided on the spot, one timer, each entry's outcome counted).
+//! row is read, then each related row by a lookup of its own, whose hit is
+//! decided on the spot (a store that cannot answer without waiting gets
+//! the related rows as a batch: one `get_many`).
 //!
 //! Through a request scope ([`crate::RequestCache::select_related`]) every
 //! row goes through the scope: the row and its hinted related rows are
@@ -99,6 +100,20 @@ where
 {
     fn add(&self, batch: &mut Batch<'_>, v: &FieldValue) -> Handle<Option<T::Model>> {
         batch.add(Query::new(&self.class, vec![v.clone()]))
+    }
+
+    /// The embedded row for the foreign-key value `v` by a lookup of its
+    /// own (an in-process store that answers without waiting: a single
+    /// lookup's hit is decided on the spot, cheaper than a batch entry).
+    async fn get_one(
+        &self,
+        flash: &flash_core::Flash,
+        v: &FieldValue,
+    ) -> Result<Option<T::Model>, Error> {
+        match v {
+            FieldValue::Null => Ok(None),
+            v => flash.get(&self.class, std::slice::from_ref(v)).await,
+        }
     }
 
     /// [`Self::add`] unless the foreign key is null (no row to read).
@@ -251,8 +266,8 @@ where
     }
 
     /// Is the cache in this process? Then there is no round trip to save:
-    /// the row is read first, then its related rows together (one
-    /// `get_many`, their hits decided as a batch's), without the hint,
+    /// the row is read first, then its related rows (by single lookups when
+    /// the store answers without waiting, else as a batch), without the hint,
     /// whose own read would cost as much as a store read. (An in-process
     /// store is the backend that does not coalesce reads.)
     fn in_process(&self) -> bool {
@@ -356,6 +371,10 @@ where
             let Some(row) = self.row(lk).await? else {
                 return Ok(None);
             };
+            if self.fdb.flash.backend().answers_now() {
+                let v1 = s1.get_one(&self.fdb.flash, &fk_of(&row, &s1.fk)).await?;
+                return Ok(Some((row, v1)));
+            }
             let mut batch = self.fdb.flash.batch();
             let h1 = s1.add_some(&mut batch, &fk_of(&row, &s1.fk));
             let mut res = batch.run().await;
@@ -439,6 +458,12 @@ where
             let Some(row) = self.row(lk).await? else {
                 return Ok(None);
             };
+            if self.fdb.flash.backend().answers_now() {
+                let flash = &self.fdb.flash;
+                let v1 = s1.get_one(flash, &fk_of(&row, &s1.fk)).await?;
+                let v2 = s2.get_one(flash, &fk_of(&row, &s2.fk)).await?;
+                return Ok(Some((row, v1, v2)));
+            }
             let mut batch = self.fdb.flash.batch();
             let h1 = s1.add_some(&mut batch, &fk_of(&row, &s1.fk));
             let h2 = s2.add_some(&mut batch, &fk_of(&row, &s2.fk));

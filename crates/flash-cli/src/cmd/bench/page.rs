@@ -186,7 +186,7 @@ pub async fn page(env: &Env, report: &mut Report) -> BenchResult<()> {
             "Sequential, {} operations each over {PAGES} participations. *page* is \
              `fdb.cache::<Participation>().select_related::<Event>().and::<User>().get(by(Id, id))` \
              (each row under its own key; one `get_many` with a server, in process the row then its \
-             two related rows in one `get_many`); *three lookups* reads the participation, \
+             two related rows, each read without waiting); *three lookups* reads the participation, \
              then its event and its user by id, one after the other; *single row* is the \
              participation alone; the database reads the same page with SeaORM \
              `find_by_id(id).find_also_related(Event).find_also_related(User)` (one query, two joins). \
