@@ -55,16 +55,25 @@ fn page_keys(fdb: &FlashDb, p: &participation::Model) -> BenchResult<[String; 3]
     ])
 }
 
+/// One store read, the cheapest the store has (without waiting when it
+/// can, as flash's lookups read it).
+async fn read_one(
+    backend: &dyn Backend,
+    key: &String,
+) -> BenchResult<Vec<Option<flash_core::Bytes>>> {
+    match backend.get_now(key) {
+        Some(v) => Ok(vec![v]),
+        None => Ok(backend.get_many(std::slice::from_ref(key)).await?),
+    }
+}
+
 /// Three store reads and three decodes, one after the other: the floor of an
 /// in-process page.
 async fn floor_page(backend: &dyn Backend, keys: &[String; 3]) -> BenchResult<()> {
     let [kp, ke, ku] = keys;
-    let p: Option<participation::Model> =
-        decode(backend.get_many(std::slice::from_ref(kp)).await?).flatten();
-    let e: Option<event::Model> =
-        decode(backend.get_many(std::slice::from_ref(ke)).await?).flatten();
-    let u: Option<user::Model> =
-        decode(backend.get_many(std::slice::from_ref(ku)).await?).flatten();
+    let p: Option<participation::Model> = decode(read_one(backend, kp).await?).flatten();
+    let e: Option<event::Model> = decode(read_one(backend, ke).await?).flatten();
+    let u: Option<user::Model> = decode(read_one(backend, ku).await?).flatten();
     match (p, e, u) {
         (Some(_), Some(_), Some(_)) => Ok(()),
         _ => Err("floor: an entry is missing or not a value".into()),
@@ -78,12 +87,15 @@ pub async fn page(env: &Env, report: &mut Report) -> BenchResult<()> {
     let mut handles = Vec::new();
     for p in &pairs {
         let counting = Arc::new(Hooked::new(env.caches[p.cache].flash_backend.clone()));
-        let fdb = page_handle(
-            &env.dbs[p.db].db,
-            counting.clone(),
-            format!("{}page:", p.prefix),
-        )
-        .await?;
+        // Round trips are counted through the wrapper with a server; the
+        // in-process store is used as it is (the wrapper would hide that it
+        // answers without waiting, and there is no round trip to count).
+        let in_process = env.caches[p.cache].name == "in-process";
+        let backend: Arc<dyn Backend> = match in_process {
+            true => env.caches[p.cache].flash_backend.clone(),
+            false => counting.clone(),
+        };
+        let fdb = page_handle(&env.dbs[p.db].db, backend, format!("{}page:", p.prefix)).await?;
         // Warm every key, twice (the second read finds the remembered
         // foreign keys).
         for _ in 0..2 {
@@ -185,13 +197,14 @@ pub async fn page(env: &Env, report: &mut Report) -> BenchResult<()> {
         &format!(
             "Sequential, {} operations each over {PAGES} participations. *page* is \
              `fdb.cache::<Participation>().select_related::<Event>().and::<User>().get(by(Id, id))` \
-             (each row under its own key; one `get_many` with a server, in process the row then its \
+             (each row under its own key; one `get_many` with a server, counted through a wrapper; \
+             in process, on the store itself, the row then its \
              two related rows, each read without waiting); *three lookups* reads the participation, \
              then its event and its user by id, one after the other; *single row* is the \
              participation alone; the database reads the same page with SeaORM \
              `find_by_id(id).find_also_related(Event).find_also_related(User)` (one query, two joins). \
              *floor* (in process): the page's three entries read straight from the store, one \
-             `get_many` each, and decoded (keys built beforehand): what any in-process page costs.",
+             read each (without waiting, as flash reads it), and decoded (keys built beforehand): what any in-process page costs.",
             plan.rounds * per
         ),
         &["operation", "target", "median", "p99", "÷ single-row hit", "cache round trips per page"],
@@ -216,7 +229,10 @@ pub async fn page(env: &Env, report: &mut Report) -> BenchResult<()> {
             fmt_dur(page_s[k].median()),
             fmt_dur(page_s[k].p99()),
             fmt_ratio(r),
-            format!("{per_page:.2}"),
+            match c.name {
+                "in-process" => "— (3 reads without waiting)".into(),
+                _ => format!("{per_page:.2}"),
+            },
         ]);
         sec.row(vec![
             "flash, three lookups".into(),
