@@ -3,6 +3,8 @@
 //!
 //! - `lookups`: cached reads ([`FlashDb::cache`] and [`ModelCache`]).
 //! - `writes`: inserts, updates and deletes that invalidate what they change.
+//! - `own_update`: the update that records its own change (PostgreSQL with
+//!   capture) instead of leaving it to the triggers.
 //! - `transaction`: [`FlashDb::transaction`] and [`FlashTxn`], writes whose
 //!   invalidations wait for the commit.
 //! - `connection`: SeaORM's `ConnectionTrait`, `TransactionTrait` and
@@ -13,6 +15,7 @@
 
 mod connection;
 mod lookups;
+mod own_update;
 mod related;
 mod select;
 mod statements;

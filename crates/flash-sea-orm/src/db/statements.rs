@@ -175,3 +175,27 @@ pub(super) fn pks_condition<E: EntityTrait>(rows: &[E::Model]) -> Condition {
     rows.iter()
         .fold(Condition::any(), |c, r| c.add(pk_condition::<E>(r)))
 }
+
+/// The primary-key condition of the row `am` updates.
+pub(super) fn pk_of_active<A: ActiveModelTrait>(am: &A) -> Condition {
+    <A::Entity as EntityTrait>::PrimaryKey::iter().fold(Condition::all(), |c, p| {
+        let col = p.into_column();
+        match am.get(col).into_value() {
+            Some(v) => c.add(col.eq(v)),
+            None => c,
+        }
+    })
+}
+
+/// `update` returning every column of `E` (as SeaORM's own update reads them
+/// back).
+pub(super) fn returning_all<E: EntityTrait>(
+    mut update: sea_query::UpdateStatement,
+    backend: sea_orm::DatabaseBackend,
+) -> sea_query::UpdateStatement {
+    update.returning(
+        sea_query::Query::returning()
+            .exprs(E::Column::iter().map(|c| c.select_as(c.into_returning_expr(backend)))),
+    );
+    update
+}

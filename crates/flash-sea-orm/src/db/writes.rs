@@ -7,11 +7,10 @@
 //! are exactly the ones it replaced.
 
 use super::statements::{
-    counted_with_txid, lock_rows, pk_condition, pks_condition, read_locked, saved_with_txid,
-    sets_a_column, update_returning_old,
+    counted_with_txid, lock_rows, pk_condition, pk_of_active, pks_condition, read_locked,
+    returning_all, saved_with_txid, sets_a_column, update_returning_old,
 };
 use super::{src, FlashDb};
-use crate::capture;
 use crate::convert::{column_name, model_name, to_field, ModelRecord};
 use crate::dialect;
 use crate::outbox::{failpoint, now_ms, sql as outbox_sql, Recorded};
@@ -19,9 +18,8 @@ use crate::related::Seeds;
 use flash_core::{Error, FieldValue, KeySet, Record};
 use sea_orm::sea_query::{self, Condition, SimpleExpr};
 use sea_orm::{
-    ActiveModelBehavior, ActiveModelTrait, ColumnTrait, ConnectionTrait, DbErr, EntityName,
-    EntityTrait, FromQueryResult, IntoActiveModel, Iterable, ModelTrait, PrimaryKeyToColumn,
-    QueryFilter, QueryTrait, Statement, TransactionTrait, Value,
+    ActiveModelBehavior, ActiveModelTrait, ConnectionTrait, DbErr, EntityTrait, IntoActiveModel,
+    Iterable, ModelTrait, PrimaryKeyToColumn, QueryFilter, QueryTrait, TransactionTrait, Value,
 };
 use std::collections::BTreeSet;
 
@@ -317,93 +315,9 @@ impl FlashDb {
         A::after_save(m, &self.db, false).await.map_err(src)
     }
 
-    /// With capture on PostgreSQL, an update records its change itself, in
-    /// its own statement (see `update_captured`): the captured columns of
-    /// its table then, else `None`.
-    fn records_own_update<A: ActiveModelTrait>(&self, am: &A) -> Option<Vec<String>> {
-        let drain = self.capture.as_ref()?;
-        let entity = A::Entity::default();
-        if self.db.get_database_backend() != sea_orm::DatabaseBackend::Postgres
-            || entity.schema_name().is_some()
-            || !sets_a_column(am)
-        {
-            return None;
-        }
-        drain.captured_columns(entity.table_name())
-    }
-
-    /// An update of no key field with capture on PostgreSQL: the update and
-    /// its changes row (the captured columns of the row as updated, with the
-    /// transaction's id) are one statement, which its table's trigger lets
-    /// pass (see `capture::own_record_sql`): no trigger function, no
-    /// notification at commit. The write applies the invalidation before it
-    /// returns, and wakes the other processes' drains only when that fails
-    /// or takes longer than `DrainSettings::announce_after`.
-    async fn update_captured<A>(
-        &self,
-        am: A,
-        columns: Vec<String>,
-    ) -> Result<<A::Entity as EntityTrait>::Model, Error>
-    where
-        A: ActiveModelTrait + ActiveModelBehavior + Send,
-        <A::Entity as EntityTrait>::Model: IntoActiveModel<A> + Sync,
-    {
-        let model = model_name::<A::Entity>();
-        let table = A::Entity::default().table_name().to_owned();
-        if self.touches_key(&am) {
-            // A key change: the statement also returns (and records) the
-            // row as it was, read under its lock.
-            let pk = pk_of_active(&am);
-            let (m, old, txid) =
-                update_returning_old(&self.db, am, pk, Some((&table, &columns))).await?;
-            let mut rows = vec![&m];
-            rows.extend(old.as_ref());
-            let mut touched = self.keys_of(&rows);
-            touched.txid = txid;
-            touched.unannounced = true;
-            touched.table = table;
-            self.finish(&model, &touched, None).await;
-            return Ok(m);
-        }
-        let backend = self.db.get_database_backend();
-        let am = ActiveModelBehavior::before_save(am, &self.db, false)
-            .await
-            .map_err(src)?;
-        let mut update = <A::Entity as EntityTrait>::update(am).into_query();
-        update.and_where(sea_query::Expr::cust(capture::own_marker(&table)));
-        let built = backend.build(&returning_all::<A::Entity>(update, backend));
-        let sql = capture::own_record_sql(&built.sql, &table, &columns, false);
-        let values = built.values.map(|v| v.0).unwrap_or_default();
-        let (m, row) = self.updated_row::<A::Entity>(sql, values).await?;
-        let mut touched = self.keys_of(&[&m]);
-        touched.txid = row.try_get::<i64>("", dialect::TXID_COLUMN).ok();
-        touched.unannounced = true;
-        touched.table = table;
-        self.finish(&model, &touched, None).await;
-        A::after_save(m, &self.db, false).await.map_err(src)
-    }
-
-    /// Runs an update statement of one row that returns it, and reads the
-    /// row (its other returned columns stay in the result).
-    async fn updated_row<E: EntityTrait>(
-        &self,
-        sql: String,
-        values: Vec<Value>,
-    ) -> Result<(E::Model, sea_orm::QueryResult), Error> {
-        let backend = self.db.get_database_backend();
-        let row = self
-            .db
-            .query_one(Statement::from_sql_and_values(backend, sql, values))
-            .await
-            .map_err(src)?
-            .ok_or_else(|| src(DbErr::RecordNotUpdated))?;
-        let m = E::Model::from_query_result(&row, "").map_err(src)?;
-        Ok((m, row))
-    }
-
     /// Does `am` set a field some invalidating class is keyed by (other than
     /// the primary key, which only locates the row)?
-    fn touches_key<A: ActiveModelTrait>(&self, am: &A) -> bool {
+    pub(super) fn touches_key<A: ActiveModelTrait>(&self, am: &A) -> bool {
         let mut key_fields = self.key_fields(&model_name::<A::Entity>());
         for p in <A::Entity as EntityTrait>::PrimaryKey::iter() {
             key_fields.remove(&column_name(&p.into_column()));
@@ -661,28 +575,4 @@ impl FlashDb {
         touched.txid = txid;
         Ok((n, touched))
     }
-}
-
-/// The primary-key condition of the row `am` updates.
-fn pk_of_active<A: ActiveModelTrait>(am: &A) -> Condition {
-    <A::Entity as EntityTrait>::PrimaryKey::iter().fold(Condition::all(), |c, p| {
-        let col = p.into_column();
-        match am.get(col).into_value() {
-            Some(v) => c.add(col.eq(v)),
-            None => c,
-        }
-    })
-}
-
-/// `update` returning every column of `E` (as SeaORM's own update reads them
-/// back).
-fn returning_all<E: EntityTrait>(
-    mut update: sea_query::UpdateStatement,
-    backend: sea_orm::DatabaseBackend,
-) -> sea_query::UpdateStatement {
-    update.returning(
-        sea_query::Query::returning()
-            .exprs(E::Column::iter().map(|c| c.select_as(c.into_returning_expr(backend)))),
-    );
-    update
 }
