@@ -29,6 +29,8 @@ pub mod batch;
 mod invalidate;
 mod invalidator;
 mod leased;
+mod now;
+mod opened;
 mod pending;
 mod read;
 pub(crate) mod scope;

@@ -10,99 +10,23 @@
 //! value, then read the database themselves without filling.
 
 use super::leased::Leased;
+use super::now::Now;
+pub(super) use super::now::ReadNow;
+use super::opened::Found;
 use super::wait::Pace;
 use super::Flash;
 use super::{read_keys, read_keys_owned};
 use crate::backend::{Bytes, LeaseRead};
 use crate::class::{CacheValue, Class, ClassSpec, Invalidation};
-use crate::codec::{self, decode_entry, encode_entry, now_ms, Decoded, Entry, EntryRef};
+use crate::codec::{self, decode_entry, encode_entry, now_ms, Decoded, Entry};
 use crate::decide::{decide, Action};
 use crate::error::{BackendError, Error};
-use crate::key::{lock_key, stale_key, with_key_buf};
-use crate::seal::{Reject, Sealer};
+use crate::key::{lock_key, with_key_buf};
 use crate::stats::{FlashEvent, Outcome};
 use crate::value::FieldValue;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 use tracing::Instrument;
-
-/// A lookup's first read answered without waiting ([`Flash::read_now`]):
-/// the bytes of its keys, in `get_many`'s order, on the stack.
-pub(super) struct ReadNow {
-    raw: [Option<Bytes>; 2],
-    len: usize,
-    pub(super) epoch: u64,
-}
-
-impl ReadNow {
-    pub(super) fn raw(&self) -> &[Option<Bytes>] {
-        &self.raw[..self.len]
-    }
-    pub(super) fn into_raw(self) -> Vec<Option<Bytes>> {
-        self.raw.into_iter().take(self.len).collect()
-    }
-}
-
-/// How [`Flash::lookup_now`] ended.
-enum Now<T> {
-    /// A hit, counted.
-    Hit(T),
-    /// No hit: the lookup's span, and what it read if it could.
-    Read(tracing::Span, Option<ReadNow>),
-    /// A wrong number of values: the key is for the rest of the lookup to refuse.
-    NoKey,
-}
-
-/// A decoded cache value with what the decision needs.
-struct Found<T> {
-    value: T,
-    version: i64,
-    filled_ms: u64,
-}
-
-/// The value in `bytes` read under `key`: `Ok(None)` when they hold no
-/// value (a lease, a marker), `Err` when they hold one that must not be
-/// served (see [`crate::seal`]).
-fn open_value<T: CacheValue>(
-    sealer: Option<&Sealer>,
-    layout: u64,
-    key: &str,
-    bytes: &[u8],
-) -> Result<Option<Found<T>>, Reject> {
-    if !codec::may_be_value(bytes) {
-        return Ok(None);
-    }
-    let body = match sealer {
-        Some(s) => s.open(key, bytes)?,
-        None => bytes,
-    };
-    match codec::decode_entry_ref(body) {
-        Some(EntryRef::Value {
-            version,
-            filled_ms,
-            layout: filled_layout,
-            compressed,
-            payload,
-        }) => {
-            if filled_layout != layout {
-                return Err(Reject::Layout);
-            }
-            let value = if compressed {
-                codec::decompress(payload).and_then(|p| codec::decode_payload(&p))
-            } else {
-                codec::decode_payload(payload)
-            }
-            .ok_or(Reject::Garbage)?;
-            Ok(Some(Found {
-                value,
-                version,
-                filled_ms,
-            }))
-        }
-        Some(_) => Ok(None),
-        None => Err(Reject::Garbage),
-    }
-}
 
 /// Does the key hold a fill lease? An empty value is one too: the
 /// placeholder memcached vivifies for the winner of an `mg … N` (flash never
@@ -228,7 +152,7 @@ impl Flash {
     }
 
     /// The span of a lookup of `key`.
-    fn lookup_span(&self, spec: &ClassSpec, key: &str) -> tracing::Span {
+    pub(super) fn lookup_span(&self, spec: &ClassSpec, key: &str) -> tracing::Span {
         let span = tracing::debug_span!("flash.lookup", class = %spec.name, key = tracing::field::Empty, outcome = tracing::field::Empty);
         if self.settings().log_keys {
             span.record("key", key);
@@ -237,7 +161,7 @@ impl Flash {
     }
 
     /// A lookup answered with `o`: its span's outcome, its counters, its event.
-    fn lookup_done(
+    pub(super) fn lookup_done(
         &self,
         spec: &ClassSpec,
         key: &str,
@@ -255,99 +179,6 @@ impl Flash {
             key,
             outcome: o,
         });
-    }
-
-    /// The synchronous start of a lookup (see [`Self::may_read_now`]):
-    /// its key built in `buf`, its span, its first read where the backend
-    /// answers without waiting, and its hit decided on that read.
-    fn lookup_now<T: CacheValue>(
-        &self,
-        class: &Class<T>,
-        values: &[FieldValue],
-        started: Option<Instant>,
-        buf: &mut String,
-    ) -> Now<T> {
-        let spec = &class.spec;
-        if !self.key_in(spec, values, buf) {
-            return Now::NoKey;
-        }
-        let key = buf.as_str();
-        let span = self.lookup_span(spec, key);
-        let first = match span.is_disabled() {
-            true => self.read_now(spec, key),
-            false => None,
-        };
-        if let Some(now) = &first {
-            if let Some(v) = self.try_serve::<T>(spec, key, now.raw(), now.epoch) {
-                self.lookup_done(spec, key, Outcome::Hit, started, &span);
-                return Now::Hit(v);
-            }
-        }
-        Now::Read(span, first)
-    }
-
-    /// May a lookup of `spec` read the key first and without waiting? Not
-    /// when something else comes first: bypass, the near tier, a lease
-    /// taken with the read (a cache server's).
-    pub(super) fn may_read_now(&self, spec: &ClassSpec) -> bool {
-        !self.is_bypassed() && self.near_for(spec).is_none() && !self.leases_in_first_read()
-    }
-
-    /// The first read of a lookup done without waiting (see
-    /// [`Self::may_read_now`]), when the backend can
-    /// ([`crate::Backend::get_now`]): the bytes of the key and, for
-    /// DYNAMIC, of its stale marker.
-    pub(super) fn read_now(&self, spec: &ClassSpec, key: &str) -> Option<ReadNow> {
-        // Noted before the read, as for any other (see `read_epoch`).
-        let epoch = self.read_epoch();
-        let backend = self.backend();
-        let value = backend.get_now(key)?;
-        let marker = match spec.invalidation {
-            Invalidation::Dynamic => Some(backend.get_now(&stale_key(key))?),
-            _ => None,
-        };
-        Some(ReadNow {
-            raw: [value, marker.flatten()],
-            len: if spec.invalidation == Invalidation::Dynamic {
-                2
-            } else {
-                1
-            },
-            epoch,
-        })
-    }
-
-    /// The value `bytes` read under `key` hold, if they may be served; a
-    /// rejected entry is counted (and then refilled like a miss).
-    fn decode_value<T: CacheValue>(
-        &self,
-        spec: &ClassSpec,
-        key: &str,
-        bytes: &[u8],
-    ) -> Option<Found<T>> {
-        self.decode_value_once(spec, key, bytes, &mut false)
-    }
-
-    /// [`Self::decode_value`] counting a rejection only if this lookup
-    /// counted none yet (`counted`, then set): a lookup that reads the same
-    /// bad entry again (to serve, then to decide; or polling for a fill)
-    /// counts it once.
-    fn decode_value_once<T: CacheValue>(
-        &self,
-        spec: &ClassSpec,
-        key: &str,
-        bytes: &[u8],
-        counted: &mut bool,
-    ) -> Option<Found<T>> {
-        match open_value(self.sealer(), spec.layout, key, bytes) {
-            Ok(found) => found,
-            Err(why) => {
-                if !std::mem::replace(counted, true) {
-                    self.stats().rejected(spec, why);
-                }
-                None
-            }
-        }
     }
 
     /// Note this before a cache read and pass it to `resolve` / `try_serve`:
