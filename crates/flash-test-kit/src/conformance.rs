@@ -182,12 +182,16 @@ pub async fn get_or_lease<B: Backend>(b: &B, ns: &str) {
         !b.swap_lease(&k, &lease, Some(b"again"), TTL).await.unwrap(),
         "{name}: a lease fills once"
     );
-    let hit = b.get_or_lease(&keys, b"lease-3", b"", TTL).await.unwrap();
-    assert_eq!(
-        (hit.values[0].as_deref(), hit.lease),
-        (Some(&b"value"[..]), None),
-        "{name}: a hit takes no lease"
-    );
+    // Twice: memcached hands its one recache win for an expiring item to
+    // the first read, which must serve the value, not lease over it.
+    for lease in [b"lease-3", b"lease-4"] {
+        let hit = b.get_or_lease(&keys, lease, b"STALE", TTL).await.unwrap();
+        assert_eq!(
+            (hit.values[0].as_deref(), hit.lease, hit.round_trips),
+            (Some(&b"value"[..]), None, 1),
+            "{name}: a hit takes no lease"
+        );
+    }
 
     // A marker (a value that starts with `over`) is leased over too.
     b.set(&k, b"STALE-1", TTL).await.unwrap();
@@ -197,11 +201,21 @@ pub async fn get_or_lease<B: Backend>(b: &B, ns: &str) {
         .unwrap();
     let lease = read.lease.expect("a lease over a marker");
     assert!(
-        read.round_trips <= 2,
-        "{name}: {} requests",
+        read.round_trips <= lease_round_trips(b),
+        "{name}: {} requests for the lease over a marker",
         read.round_trips
     );
-    assert!(b.swap_lease(&k, &lease, Some(b"value"), TTL).await.unwrap());
+    // A second reader of the marker may lease over it too (memcached's `Z`:
+    // by its CAS value), but only one of the two fills lands.
+    let other = b
+        .get_or_lease(&keys, b"lease-o", b"STALE", TTL)
+        .await
+        .unwrap();
+    let mut landed = 0;
+    for l in [Some(lease), other.lease].into_iter().flatten() {
+        landed += usize::from(b.swap_lease(&k, &l, Some(b"value"), TTL).await.unwrap());
+    }
+    assert_eq!(landed, 1, "{name}: one fill over a marker lands");
     let read = b
         .get_or_lease(&keys, b"lease-n", b"STALE", TTL)
         .await
