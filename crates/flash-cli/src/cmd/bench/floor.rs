@@ -5,7 +5,7 @@
 //! unchecked, so checking it counts as flash's cost (scenario 11 times it).
 
 use flash_core::codec::{decode_entry_ref, decode_payload, decompress, EntryRef};
-use flash_core::seal::TAG_LEN;
+use flash_core::seal::{Sealer, TAG_LEN};
 use serde::de::DeserializeOwned;
 
 /// The row in an entry's bytes as the read path decodes it; `sealed`: the
@@ -24,4 +24,14 @@ pub fn decode_row<T: DeserializeOwned>(bytes: &[u8], sealed: bool) -> Option<T> 
         EntryRef::Value { payload, .. } => decode_payload(&decompress(payload)?),
         _ => None,
     }
+}
+
+/// [`decode_row`] of a server's value whose seal is checked first, as the
+/// read path checks it (the default, unkeyed seal).
+pub fn decode_sealed_row<T: DeserializeOwned>(
+    key: &str,
+    bytes: &[u8],
+    sealer: &Sealer,
+) -> Option<T> {
+    decode_row(sealer.open(key, bytes).ok()?, false)
 }

@@ -5,13 +5,14 @@
 //! `per_round` operations in turn, so that a slow spell of the machine (other
 //! builds share these 2 cores) lands on all of them alike. Round 0 is warm-up.
 
-use super::floor::decode_row;
+use super::floor::{decode_row, decode_sealed_row};
 use super::setup::{LIST_ROWS, LIST_USER};
 use super::stats::{
     fmt_dur, fmt_med_p99, fmt_ratio, ratio, BenchResult, Report, Samples, Section, Verdict,
 };
 use super::wire::{Protocol, WireClient};
 use super::{Env, Pair};
+use flash_core::seal::Sealer;
 use flash_core::Outcome;
 use flash_sea_orm::by;
 use flash_test_kit::entities::{event, participation};
@@ -307,6 +308,7 @@ pub async fn batch(env: &Env, report: &mut Report) -> BenchResult<()> {
     let mut flash_s = vec![Samples::default(); pairs.len()];
     let mut raw_s = vec![Samples::default(); pairs.len()];
     let mut floor_s = vec![Samples::default(); pairs.len()];
+    let mut sealed_s = vec![Samples::default(); pairs.len()];
     for round in 0..=plan.rounds {
         let mut scratch = Samples::default();
         let start = round * per;
@@ -357,6 +359,27 @@ pub async fn batch(env: &Env, report: &mut Report) -> BenchResult<()> {
                         .ok_or("floor: an entry is missing or not a row")?;
                 }
             });
+            // The floor with the seal: each value's tag checked before its
+            // decode, as flash checks it (servers only; the in-process
+            // store's values carry none).
+            if sealed {
+                let sealer = Sealer::unkeyed();
+                let out = if round == 0 {
+                    &mut scratch
+                } else {
+                    &mut sealed_s[k]
+                };
+                time_loop!(start, per, out, |i| {
+                    let w = i % windows.len();
+                    let ks = &keys[k][w * N..(w + 1) * N];
+                    for (key, b) in ks.iter().zip(raw.get_many(ks).await?) {
+                        let row: Option<Option<event::Model>> =
+                            b.and_then(|b| decode_sealed_row(key, &b, &sealer));
+                        row.flatten()
+                            .ok_or("floor: an entry is missing, not a row or not sealed")?;
+                    }
+                });
+            }
         }
     }
     let mut sec = Section::new(
@@ -365,11 +388,14 @@ pub async fn batch(env: &Env, report: &mut Report) -> BenchResult<()> {
             "{} batches each. flash: `flash().batch()` of 100 `get_query`, run and every result taken \
              (decoded); raw: one `get_many` of the same 100 keys (Redis `MGET`, memcached pipelined `mg`), \
              bytes not decoded; floor: the same `get_many` and every row decoded with flash's codec \
-             (a server's seal tag cut off unchecked).",
+             (a server's seal tag cut off unchecked); sealed floor (servers): the same, each value's \
+             seal checked before its decode, as flash checks it.",
             plan.rounds * per
         ),
         &["target", "flash batch (median / p99)", "raw multi-get (median / p99)", "flash ÷ raw",
-          "floor: multi-get + decode (median / p99)", "flash ÷ floor", "flash per lookup"],
+          "floor: multi-get + decode (median / p99)", "flash ÷ floor",
+          "sealed floor: multi-get + seal check + decode (median)", "sealed floor ÷ raw",
+          "flash ÷ sealed floor", "flash per lookup"],
     );
     for (k, p) in pairs.iter().enumerate() {
         let c = &env.caches[p.cache];
@@ -382,6 +408,18 @@ pub async fn batch(env: &Env, report: &mut Report) -> BenchResult<()> {
             fmt_ratio(r),
             fmt_med_p99(&floor_s[k]),
             fmt_ratio(rf),
+            match c.name {
+                "in-process" => "no seal".into(),
+                _ => fmt_dur(sealed_s[k].median()),
+            },
+            match c.name {
+                "in-process" => "".into(),
+                _ => fmt_ratio(ratio(&sealed_s[k], &raw_s[k])),
+            },
+            match c.name {
+                "in-process" => "".into(),
+                _ => fmt_ratio(ratio(&flash_s[k], &sealed_s[k])),
+            },
             fmt_dur(flash_s[k].median() / N as u32),
         ]);
         if c.name != "in-process" {
@@ -389,12 +427,14 @@ pub async fn batch(env: &Env, report: &mut Report) -> BenchResult<()> {
                 "batch of 100 ≤ 1.2 × raw multi-get",
                 c.name,
                 format!(
-                    "{} vs {} = {} (÷ floor {} = {})",
+                    "{} vs {} = {} (÷ floor {} = {}; sealed floor {} = {} raw)",
                     fmt_dur(flash_s[k].median()),
                     fmt_dur(raw_s[k].median()),
                     fmt_ratio(r),
                     fmt_dur(floor_s[k].median()),
-                    fmt_ratio(rf)
+                    fmt_ratio(rf),
+                    fmt_dur(sealed_s[k].median()),
+                    fmt_ratio(ratio(&sealed_s[k], &raw_s[k]))
                 ),
                 Verdict::of(r <= 1.2),
             );
