@@ -290,8 +290,13 @@ async fn outage_mid_traffic(kind: ServerKind, test: &str) {
         })
         .collect();
 
-    // Healthy traffic fills the cache.
+    // Healthy traffic fills the cache: at least 500 ms of it, longer (up
+    // to 10 s) until it served hits, on a machine busy with other work.
     tokio::time::sleep(Duration::from_millis(500)).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while stats().hits == 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let before_outage = stats();
     assert!(
         before_outage.hits > 0,
