@@ -2,8 +2,9 @@
 //! (`select_related`, a participation with its event and its user) against
 //! the same three rows looked up one by one, a single-row hit, and the
 //! page's floor (its three entries read straight from the store and decoded,
-//! keys built beforehand), on SQLite and the in-process cache. The first
-//! argument picks the loop (`page`, `three`, `one`, `floor`), the second how
+//! keys built beforehand; `raw`: the same three reads without waiting, not
+//! decoded), on SQLite and the in-process cache. The first argument picks
+//! the loop (`page`, `three`, `one`, `floor`, `raw`), the second how
 //! many times it runs: the difference of two
 //! runs' instruction counts, divided by the difference of their counts, is
 //! the cost of one operation without the set-up.
@@ -98,6 +99,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 let e: Option<event::Model> = floor(&*backend, std::slice::from_ref(ke)).await?;
                 let u: Option<user::Model> = floor(&*backend, std::slice::from_ref(ku)).await?;
                 found += usize::from(p.is_some() && e.is_some() && u.is_some());
+            }
+            "raw" => {
+                let ks = &keys[i % ROWS as usize];
+                found += usize::from(
+                    ks.iter()
+                        .all(|k| matches!(backend.get_now(k), Some(Some(_)))),
+                );
             }
             _ => {
                 parts.get(lk).await?;

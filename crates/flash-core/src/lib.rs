@@ -79,7 +79,7 @@ pub use decide::{decide, Action};
 pub use error::{BackendError, Error, RegistryError, SourceError};
 pub use handle::batch::{self, Batch, BatchMode, BatchResults, Handle, Query};
 pub use handle::scope::Scope;
-pub use handle::{Flash, FlashBuilder, KeySet, Settings};
+pub use handle::{Flash, FlashBuilder, KeySet, PageReads, Settings};
 #[cfg(feature = "memory")]
 pub use memory::MemoryBackend;
 pub use near::{NearBus, NearConfig, NearStats};

@@ -266,6 +266,13 @@ impl Stats {
         }
     }
 
+    /// A lookup's time alone, its outcome counted already (the hits of a
+    /// page, timed together: [`crate::handle::PageReads`]).
+    pub(crate) fn lookup_seconds(&self, class: &crate::class::ClassSpec, took: Duration) {
+        let h = class.counters.get(&class.name);
+        h.seconds.record(took.as_secs_f64());
+    }
+
     pub(crate) fn leased_miss(&self, round_trips: u32) {
         self.leased_misses.fetch_add(1, Relaxed);
         self.leased_round_trips

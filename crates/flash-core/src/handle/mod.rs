@@ -20,6 +20,7 @@
 //! * `store`: what a fill stores (encode, seal, compare-and-swap);
 //! * `batch` and `scope`: many lookups in one round trip, and request scopes
 //!   on top of batches;
+//! * `page`: the hits of a page read without waiting, under one timer;
 //! * `task`: the guard that ties a background task to its owner's lifetime.
 //!
 //! The submodules reach the shared state only through the methods of
@@ -31,6 +32,7 @@ mod invalidator;
 mod leased;
 mod now;
 mod opened;
+mod page;
 mod pending;
 mod read;
 pub(crate) mod scope;
@@ -41,6 +43,7 @@ mod versions;
 mod wait;
 
 pub use invalidate::KeySet;
+pub use page::PageReads;
 pub use settings::Settings;
 
 use crate::backend::Backend;

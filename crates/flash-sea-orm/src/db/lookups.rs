@@ -188,6 +188,22 @@ where
         flash.lookup(class, &values).await
     }
 
+    /// [`Self::lookup`]'s hit read without waiting, among a page's
+    /// ([`flash_core::PageReads::hit`]); `None`: the lookup is to be made.
+    pub(super) fn hit_in<'p, T: CacheValue>(
+        &'p self,
+        page: &mut flash_core::PageReads<'p>,
+        kind: CacheKind,
+        lk: &Lookup<E>,
+    ) -> Option<T> {
+        if let [(c, v)] = lk.pairs.as_slice() {
+            let class = self.field_class::<T>(kind, c.as_str()).ok()?;
+            return page.hit(class, &[to_field(v)]);
+        }
+        let (class, values) = self.class_ref::<T>(kind, lk).ok()?;
+        page.hit(class, &values)
+    }
+
     fn query<T: CacheValue>(&self, kind: CacheKind, lk: &Lookup<E>) -> Result<Query<T>, Error> {
         let (class, values) = self.class_ref::<T>(kind, lk)?;
         Ok(Query::new(class, values))

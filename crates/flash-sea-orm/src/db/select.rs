@@ -10,9 +10,10 @@
 //! since (or the first read of a key in this process) costs a second round
 //! trip for the related rows; a hint never decides what is returned, the row
 //! read does. With the in-process store there is no round trip to save: the
-//! row is read, then each related row by a lookup of its own, whose hit is
-//! decided on the spot (a store that cannot answer without waiting gets
-//! the related rows as a batch: one `get_many`).
+//! row is read, then each related row, each hit decided on the spot and the
+//! page's hits timed together ([`flash_core::PageReads`]); a row that is not
+//! such a hit gets a lookup of its own (a store that cannot answer without
+//! waiting gets the related rows as a batch: one `get_many`).
 //!
 //! Through a request scope ([`crate::RequestCache::select_related`]) every
 //! row goes through the scope: the row and its hinted related rows are
@@ -21,16 +22,17 @@
 
 use super::lookups::{not_found, ModelCache};
 use super::FlashDb;
-use crate::convert::ModelRecord;
+use crate::convert::to_field;
 use crate::lookup::Lookup;
 use crate::related::Path;
 use flash_core::{
-    Batch, BatchResults, CacheKind, CacheValue, Class, Error, FieldValue, Handle, Query, Record,
-    Scope,
+    Batch, BatchResults, CacheKind, CacheValue, Class, Error, FieldValue, Flash, Handle, PageReads,
+    Query, Scope,
 };
-use sea_orm::{EntityTrait, Related};
+use sea_orm::{EntityTrait, ModelTrait, Related};
 use std::any::Any;
 use std::marker::PhantomData;
+use std::str::FromStr;
 use std::sync::Arc;
 
 impl<'a, E: EntityTrait> ModelCache<'a, E>
@@ -68,7 +70,7 @@ pub struct SelectRelated<'a, E: EntityTrait, R> {
     fdb: &'a FlashDb,
     cache: ModelCache<'a, E>,
     embeds: Vec<Result<Path, String>>,
-    /// The `Slot<T>` of each embedded relation, found once when the lookup
+    /// The `Slot<E, T>` of each embedded relation, found once when the lookup
     /// is made (`None`: not declared; the lookup then says why).
     slots: Vec<Option<Arc<dyn Any + Send + Sync>>>,
     /// The request scope the lookups go through, if any.
@@ -76,10 +78,11 @@ pub struct SelectRelated<'a, E: EntityTrait, R> {
     _r: PhantomData<fn() -> R>,
 }
 
-/// One embedded relation of a lookup: the row's foreign key and the
-/// target's instance class on the column it points at.
-struct Slot<T: EntityTrait> {
-    fk: String,
+/// One embedded relation of a lookup: the row's foreign-key column (found
+/// by name once, when the lookup is made; `None`: no such column, no
+/// related row) and the target's instance class on the column it points at.
+struct Slot<E: EntityTrait, T: EntityTrait> {
+    fk: Option<E::Column>,
     class: Class<Option<T::Model>>,
 }
 
@@ -94,25 +97,35 @@ enum Step<T> {
 /// with that value (to check against the row's).
 type Hinted<T> = (Result<Option<T>, Error>, FieldValue);
 
-impl<T: EntityTrait> Slot<T>
+impl<E: EntityTrait, T: EntityTrait> Slot<E, T>
 where
     T::Model: CacheValue,
 {
+    /// The row's value of the foreign key.
+    fn fk_of(&self, row: &E::Model) -> FieldValue {
+        self.fk.map_or(FieldValue::Null, |c| to_field(&row.get(c)))
+    }
+
     fn add(&self, batch: &mut Batch<'_>, v: &FieldValue) -> Handle<Option<T::Model>> {
         batch.add(Query::new(&self.class, vec![v.clone()]))
     }
 
-    /// The embedded row for the foreign-key value `v` by a lookup of its
-    /// own (an in-process store that answers without waiting: a single
-    /// lookup's hit is decided on the spot, cheaper than a batch entry).
-    async fn get_one(
-        &self,
-        flash: &flash_core::Flash,
+    /// The embedded row for the foreign-key value `v`, a hit among the
+    /// page's (an in-process store that answers without waiting), else by
+    /// a lookup of its own.
+    async fn get_in<'p>(
+        &'p self,
+        page: &mut PageReads<'p>,
+        flash: &Flash,
         v: &FieldValue,
     ) -> Result<Option<T::Model>, Error> {
+        let v = std::slice::from_ref(v);
         match v {
-            FieldValue::Null => Ok(None),
-            v => flash.get(&self.class, std::slice::from_ref(v)).await,
+            [FieldValue::Null] => Ok(None),
+            v => match page.hit(&self.class, v) {
+                Some(hit) => Ok(hit),
+                None => flash.get(&self.class, v).await,
+            },
         }
     }
 
@@ -226,20 +239,20 @@ where
     }
 
     /// The slot of the `i`-th embedded relation, to `T`.
-    fn slot<T>(&self, i: usize) -> Result<&Slot<T>, Error>
+    fn slot<T>(&self, i: usize) -> Result<&Slot<E, T>, Error>
     where
         T: EntityTrait,
         T::Model: CacheValue,
     {
         match self.slots.get(i).and_then(|s| s.as_ref()) {
-            Some(s) => s.downcast_ref::<Slot<T>>().ok_or(Error::ForeignHandle),
+            Some(s) => s.downcast_ref::<Slot<E, T>>().ok_or(Error::ForeignHandle),
             // Not found when the lookup was made: the error says why.
             None => Err(self.find_slot::<T>(i).err().unwrap_or(Error::ForeignHandle)),
         }
     }
 
     /// Looks the slot of the `i`-th embedded relation up.
-    fn find_slot<T>(&self, i: usize) -> Result<Slot<T>, Error>
+    fn find_slot<T>(&self, i: usize) -> Result<Slot<E, T>, Error>
     where
         T: EntityTrait,
         T::Model: CacheValue,
@@ -260,7 +273,7 @@ where
             &[&hop.to_col],
         )?;
         Ok(Slot {
-            fk: hop.from_col.clone(),
+            fk: E::Column::from_str(&hop.from_col).ok(),
             class,
         })
     }
@@ -272,6 +285,19 @@ where
     /// store is the backend that does not coalesce reads.)
     fn in_process(&self) -> bool {
         !self.fdb.flash.backend().coalesce_reads()
+    }
+
+    /// The row found by `lk`, a hit among the page's, else by a lookup of
+    /// its own (see [`Self::in_process`]).
+    async fn row_in<'p>(
+        &'p self,
+        page: &mut PageReads<'p>,
+        lk: &Lookup<E>,
+    ) -> Result<Option<E::Model>, Error> {
+        match self.cache.hit_in(page, CacheKind::Instance, lk) {
+            Some(row) => Ok(row),
+            None => self.row(lk).await,
+        }
     }
 
     /// The row found by `lk`, by a lookup of its own (see [`Self::in_process`]).
@@ -303,10 +329,6 @@ where
         let hint = self.fdb.related.hint(&key).await;
         Ok((class, key, values, hint))
     }
-}
-
-fn fk_of<M: sea_orm::ModelTrait + Sync>(row: &M, fk: &str) -> FieldValue {
-    ModelRecord(row).field(fk).unwrap_or(FieldValue::Null)
 }
 
 impl<'a, E: EntityTrait, T: EntityTrait> SelectRelated<'a, E, (T,)>
@@ -362,21 +384,26 @@ where
             let Some(row) = row? else {
                 return Ok(None);
             };
-            let actual: Arc<[FieldValue]> = Arc::new([fk_of(&row, &s1.fk)]);
+            let actual: Arc<[FieldValue]> = Arc::new([s1.fk_of(&row)]);
             let v1 = s1.settle(scope, l1, &actual[0]).await?;
             self.remember(key, hint, actual).await;
             return Ok(Some((row, v1)));
         }
         if self.in_process() {
+            let flash = &self.fdb.flash;
+            if flash.backend().answers_now() {
+                let mut page = flash.page_reads();
+                let Some(row) = self.row_in(&mut page, lk).await? else {
+                    return Ok(None);
+                };
+                let v1 = s1.get_in(&mut page, flash, &s1.fk_of(&row)).await?;
+                return Ok(Some((row, v1)));
+            }
             let Some(row) = self.row(lk).await? else {
                 return Ok(None);
             };
-            if self.fdb.flash.backend().answers_now() {
-                let v1 = s1.get_one(&self.fdb.flash, &fk_of(&row, &s1.fk)).await?;
-                return Ok(Some((row, v1)));
-            }
-            let mut batch = self.fdb.flash.batch();
-            let h1 = s1.add_some(&mut batch, &fk_of(&row, &s1.fk));
+            let mut batch = flash.batch();
+            let h1 = s1.add_some(&mut batch, &s1.fk_of(&row));
             let mut res = batch.run().await;
             let v1 = h1.map(|h| res.take(h)).transpose()?.flatten();
             return Ok(Some((row, v1)));
@@ -390,7 +417,7 @@ where
         let Some(row) = first.take(h0)? else {
             return Ok(None);
         };
-        let actual: Arc<[FieldValue]> = Arc::new([fk_of(&row, &s1.fk)]);
+        let actual: Arc<[FieldValue]> = Arc::new([s1.fk_of(&row)]);
         let mut second = flash.batch();
         let st1 = s1.step(&mut first, h1, &actual[0], &mut second)?;
         let mut second = match matches!(st1, Step::Later(_)) {
@@ -445,7 +472,7 @@ where
             let Some(row) = row? else {
                 return Ok(None);
             };
-            let actual: Arc<[FieldValue]> = Arc::new([fk_of(&row, &s1.fk), fk_of(&row, &s2.fk)]);
+            let actual: Arc<[FieldValue]> = Arc::new([s1.fk_of(&row), s2.fk_of(&row)]);
             // A wrong hint's rows are loaded together too (one more batch).
             let (v1, v2) = futures::join!(
                 s1.settle(scope, l1, &actual[0]),
@@ -455,18 +482,22 @@ where
             return Ok(Some((row, v1?, v2?)));
         }
         if self.in_process() {
+            let flash = &self.fdb.flash;
+            if flash.backend().answers_now() {
+                let mut page = flash.page_reads();
+                let Some(row) = self.row_in(&mut page, lk).await? else {
+                    return Ok(None);
+                };
+                let v1 = s1.get_in(&mut page, flash, &s1.fk_of(&row)).await?;
+                let v2 = s2.get_in(&mut page, flash, &s2.fk_of(&row)).await?;
+                return Ok(Some((row, v1, v2)));
+            }
             let Some(row) = self.row(lk).await? else {
                 return Ok(None);
             };
-            if self.fdb.flash.backend().answers_now() {
-                let flash = &self.fdb.flash;
-                let v1 = s1.get_one(flash, &fk_of(&row, &s1.fk)).await?;
-                let v2 = s2.get_one(flash, &fk_of(&row, &s2.fk)).await?;
-                return Ok(Some((row, v1, v2)));
-            }
-            let mut batch = self.fdb.flash.batch();
-            let h1 = s1.add_some(&mut batch, &fk_of(&row, &s1.fk));
-            let h2 = s2.add_some(&mut batch, &fk_of(&row, &s2.fk));
+            let mut batch = flash.batch();
+            let h1 = s1.add_some(&mut batch, &s1.fk_of(&row));
+            let h2 = s2.add_some(&mut batch, &s2.fk_of(&row));
             let mut res = batch.run().await;
             let v1 = h1.map(|h| res.take(h)).transpose()?.flatten();
             let v2 = h2.map(|h| res.take(h)).transpose()?.flatten();
@@ -482,7 +513,7 @@ where
         let Some(row) = first.take(h0)? else {
             return Ok(None);
         };
-        let actual: Arc<[FieldValue]> = Arc::new([fk_of(&row, &s1.fk), fk_of(&row, &s2.fk)]);
+        let actual: Arc<[FieldValue]> = Arc::new([s1.fk_of(&row), s2.fk_of(&row)]);
         let mut second = flash.batch();
         let st1 = s1.step(&mut first, h1, &actual[0], &mut second)?;
         let st2 = s2.step(&mut first, h2, &actual[1], &mut second)?;

@@ -3,11 +3,11 @@
 
 use super::common::quiet_drain;
 use super::setup::*;
-use flash_core::{Backend, Error};
+use flash_core::{Backend, Error, Outcome};
 use flash_sea_orm::{by, CacheMeta, FlashDb, Request, SelectRelated};
 use flash_test_kit::entities::{checkin, event, ticket, user};
 use flash_test_kit::{Hooked, Op};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 /// A handle counting its cache's calls, two events and a user, and the
 /// user's ticket to the first (the captured records applied, so that the
@@ -97,6 +97,74 @@ async fn select_related_reads_the_row_and_two_relations_in_one_round_trip_and_fo
     assert_eq!(page.get(lk()).await.unwrap().1, None);
     let err = page.get(by(ticket::Column::Id, -1)).await.unwrap_err();
     assert!(err.is_not_found(), "{err}");
+}
+
+/// A page hit counts a hit of each row's own class, as the three lookups by
+/// hand do (in process its hits are read without waiting and timed
+/// together), and a changed related row is served fresh by the next page.
+#[tokio::test]
+async fn select_related_counts_a_hit_per_class_and_serves_a_changed_row_fresh() {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let fdb = handle_observed(seen.clone()).await;
+    let rock = event(&fdb, "rock").await;
+    let ann = user(&fdb, "ann").await;
+    let t = ticket(&fdb, rock.id, ann.id).await;
+    fdb.apply_captured().await.unwrap();
+    let tickets = fdb.cache::<ticket::Entity>();
+    let page = tickets
+        .select_related::<event::Entity>()
+        .and::<user::Entity>();
+    let lk = || by(ticket::Column::Id, t.id);
+    let expected = (t.clone(), Some(rock.clone()), Some(ann.clone()));
+    // Filled, and the foreign keys remembered (fills land in the background).
+    for _ in 0..2 {
+        assert_eq!(page.get(lk()).await.unwrap(), expected);
+        fdb.flash().settled().await;
+    }
+    let take = || std::mem::take(&mut *seen.lock().unwrap());
+    take();
+    tickets.get(lk()).await.unwrap();
+    let events = fdb.cache::<event::Entity>();
+    events.get(by(event::Column::Id, rock.id)).await.unwrap();
+    let users = fdb.cache::<user::Entity>();
+    users.get(by(user::Column::Id, ann.id)).await.unwrap();
+    let by_hand = take();
+    assert_eq!(by_hand.len(), 3, "{by_hand:?}");
+    assert!(
+        by_hand.iter().all(|(_, o)| *o == Outcome::Hit),
+        "{by_hand:?}"
+    );
+
+    // In process, each hit is a lookup's event of its own class (with a
+    // server the page is one batch, whose entries send no lookup event).
+    let in_process = !fdb.flash().backend().coalesce_reads();
+    let before = fdb.flash().stats().snapshot();
+    assert_eq!(page.get(lk()).await.unwrap(), expected);
+    let after = fdb.flash().stats().snapshot();
+    if in_process {
+        assert_eq!(take(), by_hand, "one hit of each row's class, as by hand");
+    }
+    assert_eq!(
+        (after.hits - before.hits, after.misses - before.misses),
+        (3, 0),
+        "a page hit is three hits in the counters"
+    );
+    assert_eq!(after.db_fetches, before.db_fetches);
+
+    // The embedded row changes: the next page reads it again, fresh.
+    retitle(&fdb, &rock, "Rock!").await;
+    let (row, ev, holder) = page.get(lk()).await.unwrap();
+    assert_eq!((row, holder), (t.clone(), Some(ann.clone())));
+    assert_eq!(ev.unwrap().title, "Rock!");
+    let outcomes = take();
+    let event_class = &by_hand[1].0;
+    assert!(
+        !in_process
+            || outcomes
+                .iter()
+                .any(|(c, o)| c == event_class && *o != Outcome::Hit),
+        "the changed row is not a hit: {outcomes:?}"
+    );
 }
 
 #[tokio::test]

@@ -3,14 +3,14 @@
 
 use super::common::{fresh_db, unique};
 use flash::config::{cache_backend, cache_url};
-use flash_core::Backend;
+use flash_core::{Backend, FlashEvent, Outcome};
 use flash_sea_orm::capture::DrainSettings;
 use flash_sea_orm::{by, CacheMeta, FlashDb, Registrar};
 use flash_test_kit::entities::{checkin, comment, event, tag, ticket, user, user_tag};
 use flash_test_kit::{schema, Hooked};
 use sea_orm::Set;
 use std::sync::atomic::AtomicU64;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// The declarations of the relations chapter.
@@ -189,6 +189,30 @@ pub(crate) async fn event_of(fdb: &FlashDb, id: i32) -> event::Model {
         .get(by(ticket::Column::Id, id))
         .await
         .unwrap()
+}
+
+/// A handle on the cache itself (no counting wrapper: the in-process store
+/// answers without waiting, as in production), its drain quiet, each
+/// lookup's class and outcome recorded.
+pub(crate) async fn handle_observed(seen: Arc<Mutex<Vec<(String, Outcome)>>>) -> FlashDb {
+    let db = fresh_db(Arc::new(AtomicU64::new(0))).await;
+    schema::create_tables(&db).await.expect("tables");
+    schema::create_relation_tables(&db).await.expect("tables");
+    let backend = cache_backend(&cache_url())
+        .await
+        .unwrap_or_else(|e| panic!("cache backend {} unreachable: {e}", cache_url()));
+    let prefix = unique("rel") + ":";
+    let mut reg = Registrar::new(db)
+        .configure(|b| {
+            b.backend_arc(backend).prefix(prefix).observer(move |e| {
+                if let FlashEvent::Lookup { class, outcome, .. } = e {
+                    seen.lock().unwrap().push(((*class).to_owned(), *outcome));
+                }
+            })
+        })
+        .drain_settings(super::common::quiet_drain());
+    declare(&mut reg);
+    reg.build().await.expect("build")
 }
 
 /// What `Registrar::build` says of the declarations `declare` makes on a

@@ -3,9 +3,10 @@
 //! rows read by three flash lookups one after the other, a single-row hit,
 //! and SeaORM's `find_also_related` twice (one query with two joins) on each
 //! database. Interleaved rounds, as in `latency`. In process, also the
-//! page's floor: the same three entries read straight from the store (one
-//! `get_many` of one key each, keys built beforehand) and decoded, with none
-//! of flash's read path.
+//! page's floors: the same three entries read straight from the store (one
+//! read each, keys built beforehand) and decoded, with none of flash's read
+//! path; and the same three reads without waiting, not decoded (the store's
+//! share alone).
 
 use super::floor::decode_row;
 use super::stats::{fmt_dur, fmt_ratio, ratio, BenchResult, Report, Samples, Section, Verdict};
@@ -80,6 +81,18 @@ async fn floor_page(backend: &dyn Backend, keys: &[String; 3]) -> BenchResult<()
     }
 }
 
+/// Three reads without waiting and no decode: the store's share of an
+/// in-process page.
+fn raw_page(backend: &dyn Backend, keys: &[String; 3]) -> BenchResult<()> {
+    for k in keys {
+        match backend.get_now(k) {
+            Some(Some(_)) => {}
+            _ => return Err("raw floor: an entry is missing or the store makes reads wait".into()),
+        }
+    }
+    Ok(())
+}
+
 pub async fn page(env: &Env, report: &mut Report) -> BenchResult<()> {
     let plan = &env.plan;
     let per = plan.per_round;
@@ -125,6 +138,7 @@ pub async fn page(env: &Env, report: &mut Report) -> BenchResult<()> {
     let mut three_s = vec![Samples::default(); pairs.len()];
     let mut one_s = vec![Samples::default(); pairs.len()];
     let mut floor_s = vec![Samples::default(); pairs.len()];
+    let mut raw_s = vec![Samples::default(); pairs.len()];
     let mut trips = vec![(0u64, 0u64); pairs.len()];
     let id = |i: usize| 1 + (i as i32 % PAGES);
     for round in 0..=plan.rounds {
@@ -147,18 +161,19 @@ pub async fn page(env: &Env, report: &mut Report) -> BenchResult<()> {
                 .select_related::<event::Entity>()
                 .and::<user::Entity>();
             let (events, users) = (fdb.cache::<event::Entity>(), fdb.cache::<user::Entity>());
-            // The four variants in turn, starting one further each round:
+            // The five variants in turn, starting one further each round:
             // the first loop after the database's queries runs slower in
             // process, and no variant should always be the one to pay.
-            for step in 0..4 {
-                let out = match (round, (step + round) % 4) {
+            for step in 0..5 {
+                let out = match (round, (step + round) % 5) {
                     (0, _) => &mut scratch,
                     (_, 0) => &mut page_s[k],
                     (_, 1) => &mut three_s[k],
                     (_, 2) => &mut one_s[k],
-                    _ => &mut floor_s[k],
+                    (_, 3) => &mut floor_s[k],
+                    _ => &mut raw_s[k],
                 };
-                match (step + round) % 4 {
+                match (step + round) % 5 {
                     0 => {
                         let before = counting.calls(Op::GetMany);
                         time_loop!(start, per, out, |i| {
@@ -180,10 +195,16 @@ pub async fn page(env: &Env, report: &mut Report) -> BenchResult<()> {
                     2 => time_loop!(start, per, out, |i| {
                         parts.get(by(participation::Column::Id, id(i))).await?;
                     }),
-                    _ if !keys.is_empty() => {
+                    3 if !keys.is_empty() => {
                         let backend = &*env.caches[pairs[k].cache].flash_backend;
                         time_loop!(start, per, out, |i| {
                             floor_page(backend, &keys[i % PAGES as usize]).await?;
+                        });
+                    }
+                    4 if !keys.is_empty() => {
+                        let backend = &*env.caches[pairs[k].cache].flash_backend;
+                        time_loop!(start, per, out, |i| {
+                            raw_page(backend, &keys[i % PAGES as usize])?;
                         });
                     }
                     _ => {}
@@ -204,7 +225,8 @@ pub async fn page(env: &Env, report: &mut Report) -> BenchResult<()> {
              participation alone; the database reads the same page with SeaORM \
              `find_by_id(id).find_also_related(Event).find_also_related(User)` (one query, two joins). \
              *floor* (in process): the page's three entries read straight from the store, one \
-             read each (without waiting, as flash reads it), and decoded (keys built beforehand): what any in-process page costs.",
+             read each (without waiting, as flash reads it), and decoded (keys built beforehand): what any in-process page costs; \
+             *raw floor*: the same three reads without waiting (`Backend::get_now`), not decoded: the store's share alone.",
             plan.rounds * per
         ),
         &["operation", "target", "median", "p99", "÷ single-row hit", "cache round trips per page"],
@@ -259,9 +281,17 @@ pub async fn page(env: &Env, report: &mut Report) -> BenchResult<()> {
                 fmt_ratio(ratio(&floor_s[k], &one_s[k])),
                 "3".into(),
             ]);
+            sec.row(vec![
+                "raw floor: three reads without waiting, no decode".into(),
+                c.name.into(),
+                fmt_dur(raw_s[k].median()),
+                fmt_dur(raw_s[k].p99()),
+                fmt_ratio(ratio(&raw_s[k], &one_s[k])),
+                "3".into(),
+            ]);
             // No round trip to save: the page reads the row, then its two
-            // related rows together, and must cost no more than three
-            // lookups made by hand.
+            // related rows, and must cost no more than three lookups made
+            // by hand.
             let three = ratio(&page_s[k], &three_s[k]);
             report.check(
                 "page hit in process ≤ three lookups one by one",
@@ -284,11 +314,22 @@ pub async fn page(env: &Env, report: &mut Report) -> BenchResult<()> {
                 Verdict::of(per_page <= 1.0),
             );
         }
+        // In process, with both floors: how much of the page any page costs.
+        let floors = match c.name {
+            "in-process" => format!(
+                " (floors ÷ single row: decoded {} = {}, raw {} = {})",
+                fmt_dur(floor_s[k].median()),
+                fmt_ratio(ratio(&floor_s[k], &one_s[k])),
+                fmt_dur(raw_s[k].median()),
+                fmt_ratio(ratio(&raw_s[k], &one_s[k]))
+            ),
+            _ => String::new(),
+        };
         report.check(
             "page hit ≤ 1.3 × single-row hit",
             c.name,
             format!(
-                "{} vs {} = {}",
+                "{} vs {} = {}{floors}",
                 fmt_dur(page_s[k].median()),
                 fmt_dur(one_s[k].median()),
                 fmt_ratio(r)
