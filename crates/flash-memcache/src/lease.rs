@@ -4,9 +4,26 @@
 //! CAS value.
 
 use crate::{exptime, refused_is_false, McError, MemcacheBackend};
-use async_memcached::{Client, MetaProtocol};
+use async_memcached::{Client, MetaProtocol, MetaValue};
+use flash_core::codec::stale_prefix;
 use flash_core::{Backend, BackendError, Bytes, Lease, LeaseRead};
 use std::time::Duration;
+
+/// The bytes flash is shown for an item read: a write's marker whose one
+/// `W` went to a lease read (memcached then flags every other read `Z`) is
+/// shown as memcached's empty placeholder, a lease held by another reader:
+/// readers wait for its fill, and after `Settings::lease_wait` take it over
+/// with `compare_and_swap` from empty, as they take over a vivified
+/// placeholder whose winner died. A value, which a lease read may also have
+/// been handed the `W` of, is shown as it is.
+pub(crate) fn seen(item: MetaValue) -> Bytes {
+    let data = item.data.unwrap_or_default();
+    let held = item.is_recache_winner == Some(false) && data.starts_with(stale_prefix());
+    match held {
+        true => Bytes::new(),
+        false => Bytes::from(data),
+    }
+}
 
 /// `R` with a window no TTL reaches (memcached compares it with the
 /// item's remaining seconds): every item that expires may be won once.
@@ -77,9 +94,14 @@ impl MemcacheBackend {
                 }
                 .into())
             }
-            // A marker whose `W` went to another reader (or a marker without
-            // a TTL): replaced by the lease if nobody wrote since (`C<cas>`),
-            // a second request.
+            // A marker whose `W` went to another reader: its lease, held.
+            (Some(false), _) if leasable => {
+                values.push(Some(Bytes::new()));
+                None
+            }
+            // A marker memcached hands no `W` for (one without a TTL):
+            // replaced by the lease if nobody wrote since (`C<cas>`), a
+            // second request.
             (_, Some(cas))
                 if !over.is_empty()
                     && item.data.as_deref().is_some_and(|d| d.starts_with(over)) =>

@@ -173,3 +173,49 @@ async fn dead_server_fails_fast() {
         started.elapsed()
     );
 }
+
+/// A write's marker won by a lease read (`mg … R`, the lease in one
+/// request) shows as the empty placeholder to every other read while the
+/// `W` is out, so they wait for the fill; a waiter whose wait ran out takes
+/// it over from empty (as from a vivified placeholder whose winner died),
+/// and the first winner's late fill is then refused.
+#[tokio::test]
+async fn a_won_marker_is_a_held_lease_that_a_waiter_can_take_over() {
+    let Some(b) = backend().await else { return };
+    let ns = namespace("won-marker");
+    let k = format!("{ns}:k");
+    let marker = flash_core::codec::stale_prefix().to_vec();
+    let ttl = Duration::from_secs(30);
+    b.set(&k, &marker, ttl).await.unwrap();
+    let keys = [k.clone()];
+    let first = b.get_or_lease(&keys, b"l1", &marker, ttl).await.unwrap();
+    let won = first.lease.expect("the first read wins the marker");
+    assert_eq!(
+        first.round_trips, 1,
+        "the lease over a marker in one request"
+    );
+    let second = b.get_or_lease(&keys, b"l2", &marker, ttl).await.unwrap();
+    assert_eq!(
+        (second.lease, second.values[0].as_deref()),
+        (None, Some(&b""[..])),
+        "a second lease read sees a held lease"
+    );
+    let plain = b.get_many(std::slice::from_ref(&k)).await.unwrap();
+    assert_eq!(
+        plain[0].as_deref(),
+        Some(&b""[..]),
+        "and so does a plain read"
+    );
+    assert!(
+        b.compare_and_swap(&k, b"", Some(b"taken-over"), ttl)
+            .await
+            .unwrap(),
+        "a waiter takes the held marker over from empty"
+    );
+    assert!(
+        !b.swap_lease(&k, &won, Some(b"late"), ttl).await.unwrap(),
+        "the first winner's fill comes too late"
+    );
+    let now = b.get_many(std::slice::from_ref(&k)).await.unwrap();
+    assert_eq!(now[0].as_deref(), Some(&b"taken-over"[..]));
+}
