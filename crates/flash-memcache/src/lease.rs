@@ -1,48 +1,20 @@
-//! A miss and its lease in one request: `mg <key> v c N<ttl> R<max>`
-//! (vivify on a miss; recache on an item that has a TTL; the `W` flag for
-//! the one winner), and the fill over the won placeholder or marker by its
-//! CAS value.
+//! A miss and its lease in one request: `mg <key> v c N<ttl>` (vivify on
+//! miss, the `W` flag for the winner), and the fill over the won
+//! placeholder by its CAS value.
 
 use crate::{exptime, refused_is_false, McError, MemcacheBackend};
-use async_memcached::{Client, MetaProtocol, MetaValue};
-use flash_core::codec::stale_prefix;
+use async_memcached::{Client, MetaProtocol};
 use flash_core::{Backend, BackendError, Bytes, Lease, LeaseRead};
 use std::time::Duration;
 
-/// The bytes flash is shown for an item read: a write's marker whose one
-/// `W` went to a lease read (memcached then flags every other read `Z`) is
-/// shown as memcached's empty placeholder, a lease held by another reader:
-/// readers wait for its fill, and after `Settings::lease_wait` take it over
-/// with `compare_and_swap` from empty, as they take over a vivified
-/// placeholder whose winner died. A value, which a lease read may also have
-/// been handed the `W` of, is shown as it is.
-pub(crate) fn seen(item: MetaValue) -> Bytes {
-    let data = item.data.unwrap_or_default();
-    let held = item.is_recache_winner == Some(false) && data.starts_with(stale_prefix());
-    match held {
-        true => Bytes::new(),
-        false => Bytes::from(data),
-    }
-}
-
-/// `R` with a window no TTL reaches (memcached compares it with the
-/// item's remaining seconds): every item that expires may be won once.
-const RECACHE_ANY: &str = "R2147483647";
-
 impl MemcacheBackend {
-    /// `mg <key> v c N<ttl> R<max>`: on a miss memcached creates an empty
-    /// item (vivify) and answers the first such reader with `W` (won) and
-    /// the item's CAS value, every other with `Z`: the lease in the read's
-    /// one request. `R` with a window longer than any TTL makes memcached
-    /// hand out the same one `W` on an item that exists and expires, which
-    /// every invalidation's marker does (`Settings::stale_ttl`): the lease
-    /// over a write's marker is one request too. On a value or another
-    /// reader's lease the `W` is not taken (the value is served; the lease is
-    /// waited for); `R` only ever decides who wins, and plain reads (`mg v`,
-    /// the batches') neither win nor spend it. A marker whose `W` went to
-    /// another reader is leased over by its CAS value (`ms`, a second
-    /// request), as every marker was before. The other keys (a stale marker)
-    /// are read concurrently, so the caller still waits for one round trip.
+    /// `mg <key> v c N<ttl>`: on a miss memcached creates an empty item
+    /// (vivify) and answers the first such reader with `W` (won) and the
+    /// item's CAS value, every other with `Z`: the lease in the read's one
+    /// request. The other keys (a stale marker) are read concurrently, so
+    /// the caller still waits for one round trip. A key that holds an
+    /// invalidation's marker takes a second request (`ms` over it with its
+    /// CAS value): vivify acts on misses only.
     pub(crate) async fn read_or_lease(
         &self,
         keys: &[String],
@@ -59,8 +31,7 @@ impl MemcacheBackend {
         };
         let n = format!("N{}", exptime(ttl).max(1));
         let read_first = self.server(first).with_conn(async |c: &mut Client| {
-            c.meta_get(first, false, None, Some(&["v", "c", &n, RECACHE_ANY]))
-                .await
+            c.meta_get(first, false, None, Some(&["v", "c", &n])).await
         });
         let (item, others) = if rest.is_empty() {
             (read_first.await?, Vec::new())
@@ -75,33 +46,20 @@ impl MemcacheBackend {
         })?;
         let mut values = Vec::with_capacity(keys.len());
         let mut round_trips = 1;
-        // What the item holds: memcached's placeholder (the client reports
-        // its zero length as no data) or a marker is free to lease; a value
-        // is served, another reader's lease waited for.
-        let leasable = match item.data.as_deref() {
-            None | Some([]) => true,
-            Some(d) => !over.is_empty() && d.starts_with(over),
-        };
         let lease = match (item.is_recache_winner, item.cas) {
-            (Some(true), Some(cas)) if leasable => {
+            (Some(true), Some(cas)) => {
                 values.push(None);
                 Some(Lease::Token(cas))
             }
-            (Some(true), None) if leasable => {
+            (Some(true), None) => {
                 return Err(McError::Unexpected {
                     addr: self.server(first).addr.clone(),
                     what: "mg won without the requested cas token".into(),
                 }
                 .into())
             }
-            // A marker whose `W` went to another reader: its lease, held.
-            (Some(false), _) if leasable => {
-                values.push(Some(Bytes::new()));
-                None
-            }
-            // A marker memcached hands no `W` for (one without a TTL):
-            // replaced by the lease if nobody wrote since (`C<cas>`), a
-            // second request.
+            // An invalidation's marker: replaced by the lease if nobody wrote
+            // since (`C<cas>`), a second request (vivify works on misses only).
             (_, Some(cas))
                 if !over.is_empty()
                     && item.data.as_deref().is_some_and(|d| d.starts_with(over)) =>

@@ -384,14 +384,15 @@ impl Backend for MemcacheBackend {
                     .with_conn(async |c: &mut Client| c.meta_get_multi(&batch, Some(&["v"])).await)
                     .await?;
                 let mut by_key: HashMap<Vec<u8>, Bytes> = HashMap::with_capacity(hits.len());
-                for mut hit in hits {
-                    let Some(k) = hit.key.take() else {
+                for hit in hits {
+                    let Some(k) = hit.key else {
                         return Err(McError::Unexpected {
                             addr: server.addr.clone(),
                             what: "mg hit without its key".into(),
                         });
                     };
-                    by_key.insert(k, lease::seen(hit));
+                    // The client reports a zero-length value as no data.
+                    by_key.insert(k, Bytes::from(hit.data.unwrap_or_default()));
                 }
                 let mut found = found.lock().unwrap_or_else(|e| e.into_inner());
                 // Values are moved out, not copied; a key asked for twice
@@ -467,9 +468,9 @@ impl Backend for MemcacheBackend {
                         )),
                     )));
                 };
-                // A marker whose `W` is out counts as the empty placeholder
-                // (`lease::seen`): a waiter takes over a dead winner's lease.
-                if lease::seen(current)[..] != *expected {
+                // The client reports a zero-length value as no data.
+                let data = current.data.unwrap_or_default();
+                if data != expected {
                     return Ok(false);
                 }
                 let c_flag = format!("C{cas}");

@@ -117,8 +117,8 @@ pub async fn miss_path(env: &Env, report: &mut Report) -> BenchResult<()> {
         "4. Miss path (lookup right after an invalidation)",
         &format!(
             "{} operations each. The key holds the stale marker a write leaves; the lookup's first \
-             read also takes the fill lease over it (one script call on Redis; on memcached one `mg` \
-             whose recache flag `R` wins the marker, which expires, with its CAS value), \
+             read also takes the fill lease over it (one script call on Redis; on memcached `mg` \
+             then `ms` over the marker with its CAS value, since vivify acts on absent keys only), \
              then queries the database; the fill runs in the background after the caller has its row \
              (waited for, untimed, before the next operation). \"cache requests\" is the number of \
              cache requests the caller waited for before its query, counted by flash \
